@@ -1,0 +1,26 @@
+# The two commands README.md promises: `make demo` (set up + index + search) and `make test`.
+.PHONY: setup demo test bench clean
+
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
+	bash scripts/setup.sh dev
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/ragtune ingest docs -c ragtune-docs --public
+	$(VENV)/bin/ragtune search "what happens when ingestion is killed half-way?" -c ragtune-docs -k 3
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+bench: setup
+	$(VENV)/bin/python benchmarks/scifact_retrieval.py
+	$(VENV)/bin/python benchmarks/ingest_throughput.py
+	$(VENV)/bin/python benchmarks/search_latency.py
+
+clean:
+	rm -rf .ragtune

@@ -1,0 +1,164 @@
+"""Typed settings: the *pipeline* a collection is bound to, and where ragtune keeps its files.
+
+A pipeline says how documents are chunked and embedded, where they are stored and how they are
+queried. Load one from YAML or TOML and override single fields with dotted ``key=value`` pairs
+(what the CLI's ``--set`` passes):
+
+Example:
+    >>> from ragtune.config import PipelineConfig
+    >>> cfg = PipelineConfig().with_overrides(["chunking.chunk_size=128", "query.mode=bm25"])
+    >>> cfg.chunking.chunk_size, cfg.query.mode
+    (128, 'bm25')
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+class _Strict(BaseModel):
+    # A typo in a config key must fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ChunkingConfig(_Strict):
+    """Token-aware recursive chunking (tokens counted with the embedder's tokenizer)."""
+
+    chunk_size: int = Field(200, ge=8, description="max tokens per searchable chunk")
+    chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks")
+    parent_size: int = Field(
+        768, ge=0, description="max tokens of the parent section handed to the answer step; 0 = off"
+    )
+    prepend_title: bool = Field(
+        True, description="embed and keyword-index 'title + heading path' with each chunk's text"
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "ChunkingConfig":
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        if self.parent_size and self.parent_size < self.chunk_size:
+            raise ValueError(
+                f"parent_size ({self.parent_size}) must be 0 (off) or at least chunk_size ({self.chunk_size})"
+            )
+        return self
+
+
+class EmbedderConfig(_Strict):
+    model: str = Field(
+        DEFAULT_EMBEDDER,
+        description="sentence-transformers model id or local path; the default is the packaged "
+        "all-MiniLM-L6-v2, loaded offline",
+    )
+    batch_size: int = Field(64, ge=1)
+    device: str | None = Field(None, description="cpu, cuda, mps; None picks the best available")
+    max_seq_length: int | None = Field(None, description="override the model's truncation length")
+
+
+class StoreConfig(_Strict):
+    backend: Literal["qdrant-edge"] = "qdrant-edge"
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    hnsw_ef: int = Field(128, description="search-time beam width")
+    full_scan_threshold_kb: int = Field(
+        10_000, description="below this many KB of vectors a segment is searched exactly"
+    )
+    stemmer: str | None = Field("english", description="Snowball language for the BM25 text index")
+    stopwords: str | None = Field("english", description="stopword language for the BM25 text index")
+
+
+class QueryConfig(_Strict):
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    k: int = Field(10, ge=1)
+    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="rrf (optionally weighted) or dbsf")
+    rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(1.0, ge=0)
+    bm25_weight: float = Field(1.0, ge=0)
+    candidates: int = Field(100, ge=1, description="depth of each retriever before fusion")
+
+
+class RerankerConfig(_Strict):
+    model: str | None = Field(None, description="cross-encoder path/id; None = no rerank stage")
+    depth: int = Field(50, ge=1, description="how many fused candidates the reranker rescores")
+    batch_size: int = 32
+
+
+class IngestConfig(_Strict):
+    include: list[str] = Field(default_factory=lambda: ["**/*"])
+    exclude: list[str] = Field(
+        default_factory=lambda: ["**/.git/**", "**/.venv/**", "**/__pycache__/**", "**/.ragtune/**"]
+    )
+    batch_chunks: int = Field(256, ge=1, description="chunks embedded and written per batch")
+
+
+class PipelineConfig(_Strict):
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
+    reranker: RerankerConfig = Field(default_factory=RerankerConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PipelineConfig":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read pipeline config ({e.strerror})") from e
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {e}") from e
+        return cls.from_dict(data or {}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "PipelineConfig":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(f"{source}: {_explain(e)}") from e
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    def with_overrides(self, pairs: list[str] | None) -> "PipelineConfig":
+        """Apply ``section.field=value`` overrides; values are parsed as YAML scalars."""
+        data = self.model_dump(mode="json")
+        for pair in pairs or []:
+            key, sep, raw = pair.partition("=")
+            if not sep:
+                raise ConfigError(f"override {pair!r} must look like section.field=value")
+            node = data
+            *parents, leaf = key.strip().split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"override {pair!r}: no config section {part!r}")
+                node = node[part]
+            if leaf not in node:
+                raise ConfigError(f"override {pair!r}: unknown field {leaf!r}; known: {sorted(node)}")
+            node[leaf] = yaml.safe_load(raw)
+        return self.from_dict(data, source="overrides")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file/field and the fix."""
+
+
+def _explain(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
+
+
+def ragtune_home(home: str | Path | None = None) -> Path:
+    """Where collections, models and runs live: ``--home``, else ``$RAGTUNE_HOME``, else ``./.ragtune``."""
+    return Path(home or os.environ.get("RAGTUNE_HOME") or ".ragtune").resolve()

@@ -1,0 +1,159 @@
+"""The shared vocabulary of ragtune: plain dataclasses every stage speaks.
+
+Example:
+    >>> from ragtune.types import Acl, Principal
+    >>> acl = Acl(groups=("eng",))
+    >>> acl.visible_to(Principal(user="ana", groups=("eng",)))
+    True
+    >>> acl.visible_to(Principal(user="bob"))
+    False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PUBLIC_TOKEN = "public"
+
+
+@dataclass(frozen=True)
+class Acl:
+    """Who may see a document: everyone (``public``), named users, or members of groups."""
+
+    public: bool = False
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def tokens(self) -> list[str]:
+        """The ACL as keyword tokens, the form the store indexes and filters on.
+
+        One keyword field holding ``public`` / ``user:<u>`` / ``group:<g>`` lets a single
+        ``MatchAny`` condition express "public OR my user OR any of my groups" inside the
+        index query.
+        """
+        out = [PUBLIC_TOKEN] if self.public else []
+        out += [f"user:{u}" for u in sorted(set(self.users))]
+        out += [f"group:{g}" for g in sorted(set(self.groups))]
+        return out
+
+    def visible_to(self, principal: "Principal") -> bool:
+        return bool(set(self.tokens()) & set(principal.tokens()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"public": self.public, "users": list(self.users), "groups": list(self.groups)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Acl":
+        if not data:
+            return cls()
+        unknown = set(data) - {"public", "users", "groups"}
+        if unknown:
+            raise ValueError(f"unknown ACL field(s) {sorted(unknown)}; expected public, users, groups")
+        return cls(
+            public=bool(data.get("public", False)),
+            users=tuple(_as_str_list(data.get("users"), "users")),
+            groups=tuple(_as_str_list(data.get("groups"), "groups")),
+        )
+
+    def merged(self, other: "Acl") -> "Acl":
+        return Acl(
+            public=self.public or other.public,
+            users=tuple(sorted(set(self.users) | set(other.users))),
+            groups=tuple(sorted(set(self.groups) | set(other.groups))),
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.public or self.users or self.groups)
+
+
+def _as_str_list(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"ACL field {name!r} must be a string or a list of strings")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking. Public documents are visible to every principal."""
+
+    user: str | None = None
+    groups: tuple[str, ...] = ()
+
+    def tokens(self) -> list[str]:
+        out = [PUBLIC_TOKEN]
+        if self.user:
+            out.append(f"user:{self.user}")
+        out += [f"group:{g}" for g in sorted(set(self.groups))]
+        return out
+
+
+@dataclass
+class Document:
+    """One source document, before chunking."""
+
+    id: str
+    text: str
+    source: str = ""
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    acl: Acl = field(default_factory=Acl)
+    mtime: float = 0.0
+    content_hash: str = ""
+
+
+@dataclass
+class Chunk:
+    """A searchable span of a document; ``text == document.text[start:end]``."""
+
+    doc_id: str
+    index: int
+    text: str
+    start: int
+    end: int
+    heading_path: tuple[str, ...] = ()
+    parent_start: int = 0
+    parent_end: int = 0
+    n_tokens: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc_id}#{self.index}"
+
+
+@dataclass
+class Hit:
+    """One search result: a chunk with its document's identity, score and per-retriever ranks."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    score: float
+    title: str = ""
+    source: str = ""
+    start: int = 0
+    end: int = 0
+    heading_path: tuple[str, ...] = ()
+    parent_text: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id,
+            "doc_id": self.doc_id,
+            "title": self.title,
+            "source": self.source,
+            "score": self.score,
+            "ranks": self.ranks,
+            "start": self.start,
+            "end": self.end,
+            "heading_path": list(self.heading_path),
+            "text": self.text,
+            "metadata": self.metadata,
+        }
