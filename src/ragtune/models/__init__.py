@@ -1,0 +1,1 @@
+"""Model backends: embedder, reranker (later: generator, registry). One cached load per process."""

@@ -1,0 +1,49 @@
+"""Dense embedder: batched, L2-normalised sentence-transformers encoding.
+
+Example:
+    >>> from ragtune.config import EmbedderConfig
+    >>> from ragtune.models.embedder import Embedder
+    >>> emb = Embedder(EmbedderConfig())
+    >>> vecs = emb.embed_documents(["Qdrant stores vectors.", "BM25 ranks words."])
+    >>> vecs.shape, round(float((vecs[0] ** 2).sum()), 3)
+    ((2, 384), 1.0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ragtune.config import EmbedderConfig
+from ragtune.models.loading import sentence_transformer
+
+
+class Embedder:
+    def __init__(self, config: EmbedderConfig):
+        self.config = config
+        self.model = sentence_transformer(config.model, config.device)
+        if config.max_seq_length:
+            self.model.max_seq_length = config.max_seq_length
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def embed_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        return self.model.encode(
+            texts,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        ).astype(np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]

