@@ -1,0 +1,171 @@
+"""A collection: a named set of documents bound to one pipeline (as in NeMo Retriever:
+pipelines → collections → documents → queries), with its manifest and index versions on disk.
+
+Layout under ``RAGTUNE_HOME``::
+
+    collections/<name>/pipeline.yaml     the pipeline this collection is bound to
+    collections/<name>/manifest.sqlite   documents, hashes, ACLs, ingest runs
+    collections/<name>/index/<version>/  store data; index/live names the promoted version
+
+Example:
+    >>> import tempfile
+    >>> from ragtune.collection import Collection
+    >>> home = tempfile.mkdtemp()
+    >>> with Collection.create(home, "handbook") as c:
+    ...     c.name, c.live_version
+    ('handbook', 'v1')
+    >>> [c.name for c in Collection.list(home)]
+    ['handbook']
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ragtune.config import ConfigError, PipelineConfig, ragtune_home
+from ragtune.index.base import Store, StoreBusyError
+from ragtune.ingest.manifest import Manifest
+from ragtune.index.lock import OwnerLock
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class CollectionNotFoundError(LookupError):
+    pass
+
+
+class Collection:
+    def __init__(self, directory: Path, pipeline: PipelineConfig):
+        self.dir = directory
+        self.name = directory.name
+        self.pipeline = pipeline
+        self._store: Store | None = None
+        self._manifest: Manifest | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, home: str | Path | None, name: str, pipeline: PipelineConfig | None = None,
+               exist_ok: bool = False) -> "Collection":
+        directory = _collections_dir(home) / _checked_name(name)
+        if (directory / "pipeline.yaml").exists():
+            if not exist_ok:
+                raise FileExistsError(f"collection {name!r} already exists at {directory}")
+            existing = cls.open(home, name)
+            if pipeline is not None and pipeline.model_dump() != existing.pipeline.model_dump():
+                _check_compatible(existing.pipeline, pipeline, name)
+                existing.pipeline = pipeline
+                pipeline.save(directory / "pipeline.yaml")
+            return existing
+        directory.mkdir(parents=True, exist_ok=True)
+        pipeline = pipeline or PipelineConfig()
+        pipeline.save(directory / "pipeline.yaml")
+        (directory / "index").mkdir(exist_ok=True)
+        (directory / "index" / "live").write_text("v1\n")
+        return cls(directory, pipeline)
+
+    @classmethod
+    def open(cls, home: str | Path | None, name: str) -> "Collection":
+        directory = _collections_dir(home) / _checked_name(name)
+        if not (directory / "pipeline.yaml").exists():
+            known = ", ".join(c.name for c in cls.list(home)) or "none yet"
+            raise CollectionNotFoundError(
+                f"no collection {name!r} under {directory.parent} (known: {known}); "
+                f"create it with `ragtune ingest PATH -c {name}`"
+            )
+        return cls(directory, PipelineConfig.load(directory / "pipeline.yaml"))
+
+    @classmethod
+    def list(cls, home: str | Path | None) -> list["Collection"]:
+        root = _collections_dir(home)
+        if not root.exists():
+            return []
+        return [cls.open(home, d.name) for d in sorted(root.iterdir()) if (d / "pipeline.yaml").exists()]
+
+    @classmethod
+    def delete(cls, home: str | Path | None, name: str) -> None:
+        collection = cls.open(home, name)
+        # Refuse while another process owns the store, rather than pulling files from under it.
+        lock = OwnerLock(collection.dir / "index", f"{collection.live_version}.lock")
+        lock.acquire()
+        try:
+            shutil.rmtree(collection.dir)
+        finally:
+            lock.release()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._manifest is not None:
+            self._manifest.close()
+            self._manifest = None
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- parts ----------------------------------------------------------------------------------
+    @property
+    def live_version(self) -> str:
+        return (self.dir / "index" / "live").read_text().strip()
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = Manifest(self.dir / "manifest.sqlite")
+        return self._manifest
+
+    @cached_property
+    def embedder(self):
+        from ragtune.models.embedder import Embedder
+
+        return Embedder(self.pipeline.embedder)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from ragtune.index import open_store
+
+            self._store = open_store(
+                self.pipeline.store, self.dir / "index" / self.live_version, dim=self.embedder.dim
+            )
+        return self._store
+
+    def stats(self) -> dict[str, Any]:
+        """Completeness and freshness: manifest totals plus the last ingest run."""
+        out: dict[str, Any] = {"name": self.name, "index_version": self.live_version}
+        out.update(self.manifest.stats())
+        out["last_run"] = self.manifest.last_run()
+        return out
+
+
+def _collections_dir(home: str | Path | None) -> Path:
+    return ragtune_home(home) / "collections"
+
+
+def _checked_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"invalid collection name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _check_compatible(old: PipelineConfig, new: PipelineConfig, name: str) -> None:
+    # Chunks already indexed were made with the old embedder/chunker/store settings; mixing
+    # would silently corrupt the index. Query and rerank settings may change freely.
+    for section in ("embedder", "chunking", "store"):
+        if getattr(old, section).model_dump() != getattr(new, section).model_dump():
+            raise ConfigError(
+                f"collection {name!r} was built with different {section} settings; "
+                f"create a new collection (or, later, a new index version) to change them"
+            )
+
+
+__all__ = ["Collection", "CollectionNotFoundError", "StoreBusyError"]

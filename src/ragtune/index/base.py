@@ -1,0 +1,77 @@
+"""The Store protocol: what retrieval and ingestion need from an index, and nothing more.
+
+A backend keeps chunks with a dense vector, a BM25-scored text field and a payload, and answers
+dense, keyword and fused queries with the access filter *inside* the query (so a chunk a
+principal may not see is never returned, counted or fused). Adding a backend (Qdrant server,
+pgvector) means implementing this protocol; callers do not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+Mode = Literal["dense", "bm25", "hybrid"]
+
+
+@dataclass
+class StoredChunk:
+    """One chunk as written to a store."""
+
+    point_id: str
+    vector: np.ndarray
+    search_text: str  # what BM25 scores (chunk text, optionally prefixed by title/headings)
+    payload: dict[str, Any]  # must hold doc_id, doc_hash, acl (tokens), text
+
+
+@dataclass
+class Query:
+    """A store query. ``acl_tokens`` is mandatory: there is no unfiltered search path."""
+
+    mode: Mode
+    acl_tokens: list[str]
+    k: int = 10
+    vector: np.ndarray | None = None
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # equality / any-of filters on doc metadata
+    fusion: Literal["rrf", "dbsf"] = "rrf"
+    rrf_k: int = 60
+    weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25), RRF only
+    candidates: int = 100
+    with_ranks: bool = True  # hybrid: also report each retriever's rank of every hit
+
+
+@dataclass
+class StoreHit:
+    point_id: str
+    score: float
+    payload: dict[str, Any]
+    ranks: dict[str, int] = field(default_factory=dict)
+
+
+class StoreBusyError(RuntimeError):
+    """The store is owned by another live process; the message names it."""
+
+
+class Store(Protocol):
+    def upsert(self, chunks: list[StoredChunk]) -> None: ...
+
+    def delete_document(self, doc_id: str, keep_hash: str | None = None) -> None:
+        """Delete a document's chunks; with ``keep_hash``, only those of other versions."""
+
+    def set_document_payload(self, doc_id: str, payload: dict[str, Any]) -> None: ...
+
+    def search(self, query: Query) -> list[StoreHit]: ...
+
+    def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
+        """Chunks visible to ``acl_tokens`` (None = all: admin/maintenance use only)."""
+
+    def scroll_payloads(self, fields: list[str]) -> list[dict[str, Any]]: ...
+
+    def flush(self) -> None: ...
+
+    def optimize(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,231 @@
+"""Embedded default store: Qdrant Edge, the Qdrant engine in-process (HNSW, payload indexes,
+BM25-scored text index, prefetch + fusion in one query).
+
+Example:
+    >>> import tempfile, numpy as np
+    >>> from ragtune.config import StoreConfig
+    >>> from ragtune.index.base import Query, StoredChunk
+    >>> from ragtune.index.edge import QdrantEdgeStore
+    >>> store = QdrantEdgeStore.open(tempfile.mkdtemp(), dim=2, config=StoreConfig())
+    >>> store.upsert([StoredChunk("00000000-0000-0000-0000-000000000001", np.array([1.0, 0.0]),
+    ...     "cats purr", {"doc_id": "d1", "doc_hash": "h", "acl": ["group:pets"], "text": "cats purr"})])
+    >>> len(store.search(Query("bm25", acl_tokens=["public"], text="cats")))  # not visible
+    0
+    >>> [h.payload["doc_id"] for h in store.search(Query("bm25", acl_tokens=["group:pets"], text="cats"))]
+    ['d1']
+    >>> store.close()
+
+Facts checked on qdrant-edge-py 0.9.0 that shaped this file:
+- a ``Bool`` payload match never matched, so ACLs are one keyword list (``acl``) and one
+  ``MatchAny`` condition;
+- an empty ``MatchAny`` matches nothing, so an empty principal sees nothing but public chunks;
+- a second ``EdgeShard.load`` of an open store fails on the WAL lock: see :mod:`.lock`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from ragtune.config import StoreConfig
+from ragtune.index.base import Query, StoredChunk, StoreHit
+from ragtune.index.lock import OwnerLock
+
+DENSE = "dense"
+TEXT_FIELD = "search_text"
+_KEYWORD_FIELDS = ("acl", "doc_id", "doc_hash")
+
+
+class QdrantEdgeStore:
+    def __init__(self, shard: "qe.EdgeShard", lock: OwnerLock, config: StoreConfig):
+        self._shard = shard
+        self._lock = lock
+        self.config = config
+
+    @classmethod
+    def open(cls, path: str | Path, dim: int, config: StoreConfig) -> "QdrantEdgeStore":
+        """Open the store at ``path``, creating it (with its payload indexes) if missing."""
+        path = Path(path)
+        lock = OwnerLock(path.parent, f"{path.name}.lock")
+        lock.acquire()
+        try:
+            if (path / "segments").exists() or (path / "wal").exists():
+                shard = qe.EdgeShard.load(str(path))
+                _check_dim(shard, dim, path)
+            else:
+                shard = qe.EdgeShard.create(str(path), _edge_config(dim, config))
+                for name in _KEYWORD_FIELDS:
+                    shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+                shard.update(qe.UpdateOperation.create_field_index(TEXT_FIELD, _text_index(config)))
+                shard.flush()
+        except BaseException:
+            lock.release()
+            raise
+        return cls(shard, lock, config)
+
+    # -- writes ---------------------------------------------------------------------------------
+    def upsert(self, chunks: list[StoredChunk]) -> None:
+        if not chunks:
+            return
+        points = [
+            qe.Point(c.point_id, {DENSE: c.vector.tolist()}, {**c.payload, TEXT_FIELD: c.search_text})
+            for c in chunks
+        ]
+        self._shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def delete_document(self, doc_id: str, keep_hash: str | None = None) -> None:
+        must_not = [_match("doc_hash", keep_hash)] if keep_hash else None
+        self._shard.update(
+            qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[_match("doc_id", doc_id)], must_not=must_not))
+        )
+
+    def set_document_payload(self, doc_id: str, payload: dict[str, Any]) -> None:
+        self._shard.update(
+            qe.UpdateOperation.set_payload_by_filter(qe.Filter(must=[_match("doc_id", doc_id)]), payload)
+        )
+
+    def flush(self) -> None:
+        self._shard.flush()
+
+    def optimize(self) -> None:
+        self._shard.optimize()
+
+    def close(self) -> None:
+        try:
+            self._shard.flush()
+            self._shard.close()
+        finally:
+            self._lock.release()
+
+    # -- reads ----------------------------------------------------------------------------------
+    def search(self, query: Query) -> list[StoreHit]:
+        flt = self._filter(query)
+        params = qe.SearchParams(hnsw_ef=self.config.hnsw_ef)
+        payload = _PAYLOAD_FIELDS
+        if query.mode == "dense":
+            req = qe.QueryRequest(limit=query.k, query=self._dense(query), filter=flt, params=params, with_payload=payload)
+            return _hits(self._shard.query(req), "dense")
+        if query.mode == "bm25":
+            req = qe.QueryRequest(limit=query.k, query=self._bm25(query), filter=flt, with_payload=payload)
+            return _hits(self._shard.query(req), "bm25")
+        depth = max(query.candidates, query.k)
+        # The filter goes on every prefetch: fusion only ever sees chunks the principal may see.
+        prefetches = [
+            qe.Prefetch(limit=depth, query=self._dense(query), filter=flt, params=params),
+            qe.Prefetch(limit=depth, query=self._bm25(query), filter=flt),
+        ]
+        fusion = (
+            qe.Fusion.Rrf(k=query.rrf_k, weights=list(query.weights))
+            if query.fusion == "rrf"
+            else qe.Fusion.Dbsf()
+        )
+        fused = qe.QueryRequest(limit=query.k, prefetches=prefetches, query=fusion, filter=flt, with_payload=payload)
+        if not query.with_ranks:
+            return _hits(self._shard.query(fused), "hybrid")
+        ranked = [
+            qe.QueryRequest(limit=depth, query=self._dense(query), filter=flt, params=params, with_payload=False),
+            qe.QueryRequest(limit=depth, query=self._bm25(query), filter=flt, with_payload=False),
+            fused,
+        ]
+        dense, bm25, hybrid = self._shard.query_batch(qe.QueryBatchRequest(ranked))
+        hits = _hits(hybrid, "hybrid")
+        for name, results in (("dense", dense), ("bm25", bm25)):
+            rank_of = {str(p.id): i for i, p in enumerate(results, start=1)}
+            for h in hits:
+                if h.point_id in rank_of:
+                    h.ranks[name] = rank_of[h.point_id]
+        return hits
+
+    def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
+        must = []
+        if acl_tokens is not None:
+            must.append(_match_any("acl", acl_tokens))
+        if doc_id is not None:
+            must.append(_match("doc_id", doc_id))
+        return self._shard.count(qe.CountRequest(exact=True, filter=qe.Filter(must=must) if must else None))
+
+    def scroll_payloads(self, fields: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(qe.ScrollRequest(offset=offset, limit=1000, with_payload=fields))
+            out += [{"point_id": str(r.id), **(r.payload or {})} for r in records]
+            if offset is None:
+                return out
+
+    def vectors(self, point_ids: list[str]) -> np.ndarray:
+        records = self._shard.retrieve(point_ids, with_payload=False, with_vector=True)
+        return np.array([r.vector[DENSE] for r in records], dtype=np.float32)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _filter(self, query: Query) -> "qe.Filter":
+        must = [_match_any("acl", query.acl_tokens)]
+        for key, value in query.metadata.items():
+            field = f"meta.{key}"
+            must.append(_match_any(field, value) if isinstance(value, (list, tuple)) else _match(field, value))
+        return qe.Filter(must=must)
+
+    @staticmethod
+    def _dense(query: Query) -> "qe.Query":
+        if query.vector is None:
+            raise ValueError(f"{query.mode} search needs a query vector")
+        return qe.Query.Nearest(np.asarray(query.vector, dtype=np.float32).tolist(), using=DENSE)
+
+    @staticmethod
+    def _bm25(query: Query) -> "qe.TextQuery":
+        if not query.text:
+            raise ValueError(f"{query.mode} search needs query text")
+        return qe.TextQuery(TEXT_FIELD, query.text)
+
+
+_PAYLOAD_FIELDS = ["chunk_id", "doc_id", "text", "title", "source", "start", "end", "headings", "parent_text", "meta"]
+
+
+def _hits(points, name: str) -> list[StoreHit]:
+    return [StoreHit(str(p.id), float(p.score), p.payload or {}, {name: i}) for i, p in enumerate(points, start=1)]
+
+
+def _match(key: str, value: Any) -> "qe.FieldCondition":
+    return qe.FieldCondition(key=key, match=qe.MatchValue(value=value))
+
+
+def _match_any(key: str, values: list[Any]) -> "qe.FieldCondition":
+    return qe.FieldCondition(key=key, match=qe.MatchAny(any=list(values)))
+
+
+def _edge_config(dim: int, config: StoreConfig) -> "qe.EdgeConfig":
+    return qe.EdgeConfig(
+        vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+        hnsw_config=qe.HnswIndexConfig(
+            m=config.hnsw_m,
+            ef_construct=config.hnsw_ef_construct,
+            full_scan_threshold=config.full_scan_threshold_kb,
+        ),
+    )
+
+
+def _text_index(config: StoreConfig) -> "qe.TextIndexParams":
+    stemmer = qe.SnowballParams(getattr(qe.SnowballLanguage, config.stemmer.capitalize())) if config.stemmer else None
+    stopwords = qe.StopwordsSet(languages={getattr(qe.Language, config.stopwords.capitalize())}) if config.stopwords else None
+    return qe.TextIndexParams(
+        tokenizer=qe.TokenizerType.Word,
+        lowercase=True,
+        ascii_folding=True,
+        stemmer=stemmer,
+        stopwords=stopwords,
+        scoring=True,
+        enable_hnsw=False,
+    )
+
+
+def _check_dim(shard: "qe.EdgeShard", dim: int, path: Path) -> None:
+    # Fails loudly if a collection is reopened with an embedder of another size.
+    records, _ = shard.scroll(qe.ScrollRequest(limit=1, with_vector=True))
+    if records and records[0].vector and len(records[0].vector[DENSE]) != dim:
+        raise ValueError(
+            f"store {path} holds {len(records[0].vector[DENSE])}-d vectors but the embedder makes {dim}-d ones; "
+            "use the collection's own embedder, or build a new index version for the new model"
+        )
