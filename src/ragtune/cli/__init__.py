@@ -1,0 +1,29 @@
+"""``ragtune`` command line: each command is a plain typed function over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from ragtune.cli import collections, ingest, search
+from ragtune.cli.common import err
+
+app = typer.Typer(
+    name="ragtune",
+    help="Self-hosted RAG that adapts itself to your documents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(ingest.ingest)
+app.command()(search.search)
+app.command()(collections.status)
+app.add_typer(collections.app, name="collections")
+
+
+def main() -> None:
+    from ragtune.errors import USER_ERRORS
+
+    try:
+        app()
+    except USER_ERRORS as e:  # expected failures get one clear line, not a traceback
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise SystemExit(2) from None

@@ -1,0 +1,16 @@
+"""Errors that mean "the user asked for something that cannot be done", reported without a traceback."""
+
+from ragtune.collection import CollectionNotFoundError
+from ragtune.config import ConfigError
+from ragtune.index.base import StoreBusyError
+from ragtune.models.loading import ModelNotFoundError
+
+USER_ERRORS = (
+    CollectionNotFoundError,
+    ConfigError,
+    StoreBusyError,
+    ModelNotFoundError,
+    FileNotFoundError,
+    FileExistsError,
+    ValueError,
+)

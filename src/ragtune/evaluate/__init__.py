@@ -1,0 +1,1 @@
+"""Evaluation: datasets (BEIR), retrieval runs and IR metrics (scored by ir-measures)."""

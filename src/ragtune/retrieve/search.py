@@ -1,0 +1,94 @@
+"""Search a collection as a principal: dense, bm25 or hybrid, then an optional rerank stage.
+
+Every query carries the principal's ACL tokens into the store query itself; there is no code
+path that searches without them.
+
+Example:
+    >>> import pathlib, tempfile
+    >>> from ragtune.collection import Collection
+    >>> from ragtune.ingest.sync import ingest
+    >>> from ragtune.retrieve import Searcher
+    >>> from ragtune.types import Acl, Principal
+    >>> src = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (src / "cats.txt").write_text("Cats sleep for most of the day.")
+    >>> _ = (src / "pay.txt").write_text("Salaries are paid on the 25th of each month.")
+    >>> with Collection.create(tempfile.mkdtemp(), "kb") as c:
+    ...     _ = ingest(c, src / "cats.txt", Acl(public=True))
+    ...     _ = ingest(c, src / "pay.txt", Acl(groups=("hr",)))
+    ...     s = Searcher(c)
+    ...     anyone = [h.doc_id for h in s.search("when are salaries paid?", Principal("eve"))]
+    ...     hr = [h.doc_id for h in s.search("when are salaries paid?", Principal("ana", ("hr",)), k=1)]
+    >>> anyone, hr
+    (['cats.txt'], ['pay.txt'])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ragtune.collection import Collection
+from ragtune.config import QueryConfig
+from ragtune.index.base import Query, StoreHit
+from ragtune.types import Hit, Principal
+
+
+class Searcher:
+    def __init__(self, collection: Collection, reranker=None):
+        self.collection = collection
+        self.config: QueryConfig = collection.pipeline.query
+        if reranker is None and collection.pipeline.reranker.model:
+            from ragtune.retrieve.rerank import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(collection.pipeline.reranker, collection.pipeline.embedder.device)
+        self.reranker = reranker
+
+    def search(
+        self,
+        text: str,
+        principal: Principal,
+        mode: str | None = None,
+        k: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        with_ranks: bool = True,
+    ) -> list[Hit]:
+        if not text or not text.strip():
+            raise ValueError("empty query")
+        cfg = self.config
+        mode = mode or cfg.mode
+        k = k or cfg.k
+        depth = max(k, self.collection.pipeline.reranker.depth) if self.reranker else k
+        query = Query(
+            mode=mode,  # type: ignore[arg-type]
+            acl_tokens=principal.tokens(),
+            k=depth,
+            vector=self.collection.embedder.embed_query(text) if mode in ("dense", "hybrid") else None,
+            text=text if mode in ("bm25", "hybrid") else None,
+            metadata=metadata or {},
+            fusion=cfg.fusion,
+            rrf_k=cfg.rrf_k,
+            weights=(cfg.dense_weight, cfg.bm25_weight),
+            candidates=cfg.candidates,
+            with_ranks=with_ranks,
+        )
+        hits = [_to_hit(h) for h in self.collection.store.search(query)]
+        if self.reranker:
+            hits = self.reranker.rerank(text, hits)
+        return hits[:k]
+
+
+def _to_hit(h: StoreHit) -> Hit:
+    p = h.payload
+    return Hit(
+        chunk_id=p.get("chunk_id", h.point_id),
+        doc_id=p.get("doc_id", ""),
+        text=p.get("text", ""),
+        score=h.score,
+        title=p.get("title", ""),
+        source=p.get("source", ""),
+        start=p.get("start", 0),
+        end=p.get("end", 0),
+        heading_path=tuple(p.get("headings") or ()),
+        parent_text=p.get("parent_text") or p.get("text", ""),
+        metadata=p.get("meta") or {},
+        ranks=h.ranks,
+    )
