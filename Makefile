@@ -18,8 +18,7 @@ test: setup
 	$(VENV)/bin/python -m pytest
 
 bench: setup
-	$(VENV)/bin/python benchmarks/scifact_retrieval.py
-	$(VENV)/bin/python benchmarks/ingest_throughput.py
+	$(VENV)/bin/python benchmarks/scifact.py
 	$(VENV)/bin/python benchmarks/search_latency.py
 
 clean:

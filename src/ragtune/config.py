@@ -73,6 +73,9 @@ class StoreConfig(_Strict):
     full_scan_threshold_kb: int = Field(
         10_000, description="below this many KB of vectors a segment is searched exactly"
     )
+    indexing_threshold_kb: int | None = Field(
+        None, description="segments smaller than this many KB get no HNSW graph; None = Qdrant's default"
+    )
     stemmer: str | None = Field("english", description="Snowball language for the BM25 text index")
     stopwords: str | None = Field("english", description="stopword language for the BM25 text index")
 

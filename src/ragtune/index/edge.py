@@ -157,8 +157,12 @@ class QdrantEdgeStore:
                 return out
 
     def vectors(self, point_ids: list[str]) -> np.ndarray:
-        records = self._shard.retrieve(point_ids, with_payload=False, with_vector=True)
-        return np.array([r.vector[DENSE] for r in records], dtype=np.float32)
+        """Stored vectors, in the order of ``point_ids`` (retrieve does not keep that order)."""
+        by_id = {}
+        for start in range(0, len(point_ids), 1000):
+            for r in self._shard.retrieve(point_ids[start:start + 1000], with_payload=False, with_vector=True):
+                by_id[str(r.id)] = r.vector[DENSE]
+        return np.array([by_id[i] for i in point_ids], dtype=np.float32)
 
     # -- helpers --------------------------------------------------------------------------------
     def _filter(self, query: Query) -> "qe.Filter":
@@ -204,6 +208,9 @@ def _edge_config(dim: int, config: StoreConfig) -> "qe.EdgeConfig":
             ef_construct=config.hnsw_ef_construct,
             full_scan_threshold=config.full_scan_threshold_kb,
         ),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=config.indexing_threshold_kb)
+        if config.indexing_threshold_kb is not None
+        else None,
     )
 
 
