@@ -105,3 +105,15 @@ def test_beir_folder_ingests_only_its_corpus(tmp_path, make_collection):
     coll = make_collection()
     report = ingest(coll, beir, PUBLIC)
     assert report.seen == 1 and set(store_docs(coll)) == {"d1"}
+
+
+def test_document_whose_acl_becomes_empty_leaves_the_index(tmp_path, make_collection):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"id": "memo", "text": "Layoffs planned for May.", "acl": {"public": True}}))
+    coll = make_collection()
+    ingest(coll, path, Acl())
+    assert coll.store.count(Principal().tokens()) >= 1
+    path.write_text(json.dumps({"id": "memo", "text": "Layoffs planned for May.", "acl": {}}))
+    report = ingest(coll, path, Acl())
+    assert report.deleted == 1 and "empty ACL" in report.failures[0][1]
+    assert coll.store.count() == 0 and coll.manifest.get("memo") is None

@@ -77,6 +77,8 @@ def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Prog
     seen_ids: set[str] = set()
     failed_sources: set[str] = set()
     for n, source in enumerate(files, start=1):
+        if on_progress:
+            on_progress("files", n, len(files))
         if loader_for(source.path) is None and root.is_dir():
             report.skipped += 1
             continue
@@ -87,8 +89,6 @@ def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Prog
             failed_sources.add(str(source.path))
         for doc in result.documents:
             _plan(doc, acl, str(root), seen_ids, batch, report)
-        if on_progress:
-            on_progress("files", n, len(files))
     batch.flush()
     _delete_missing(collection, str(root), seen_ids, failed_sources, report)
     collection.store.optimize()
@@ -102,14 +102,15 @@ def _plan(doc: Document, default_acl: Acl, root: str, seen: set[str], batch: "_B
     if doc.id in seen:
         report.failures.append((doc.source, f"duplicate document id {doc.id!r} in this run; ids must be unique"))
         return
-    seen.add(doc.id)
     report.seen += 1
     if not doc.metadata.pop("acl_from_record", False):
         doc.acl = default_acl
     if doc.acl.is_empty:
+        # Not marked seen: an indexed older version (perhaps public) is deleted, not kept.
         report.failures.append((doc.source, f"document {doc.id!r} has an empty ACL, so nobody could see it; "
                                             "give it public, users or groups"))
         return
+    seen.add(doc.id)
     old = batch.collection.manifest.get(doc.id)
     if old is not None and old.root != root and old.state == "indexed":
         report.failures.append((doc.source, f"document id {doc.id!r} already comes from {old.root}; "
