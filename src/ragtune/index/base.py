@@ -40,6 +40,7 @@ class Query:
     rrf_k: int = 60
     weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25), RRF only
     candidates: int = 100
+    hnsw_ef: int | None = None  # HNSW beam width; None = the engine's default
     with_ranks: bool = True  # hybrid: also report each retriever's rank of every hit
 
 

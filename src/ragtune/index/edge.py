@@ -103,7 +103,7 @@ class QdrantEdgeStore:
     # -- reads ----------------------------------------------------------------------------------
     def search(self, query: Query) -> list[StoreHit]:
         flt = self._filter(query)
-        params = qe.SearchParams(hnsw_ef=self.config.hnsw_ef)
+        params = qe.SearchParams(hnsw_ef=query.hnsw_ef)
         payload = _PAYLOAD_FIELDS
         if query.mode == "dense":
             req = qe.QueryRequest(limit=query.k, query=self._dense(query), filter=flt, params=params, with_payload=payload)

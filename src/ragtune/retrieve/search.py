@@ -68,6 +68,7 @@ class Searcher:
             rrf_k=cfg.rrf_k,
             weights=(cfg.dense_weight, cfg.bm25_weight),
             candidates=cfg.candidates,
+            hnsw_ef=cfg.hnsw_ef,
             with_ranks=with_ranks,
         )
         hits = [_to_hit(h) for h in self.collection.store.search(query)]
