@@ -1,0 +1,91 @@
+"""SQuAD-format QA files (v1.1 and v2.0 with ``is_impossible``; COVID-QA uses the same format),
+and the importer that turns one into a retrieval task.
+
+Example:
+    >>> from ragtune.evaluate.squad import load_squad
+    >>> qa = load_squad("../shared/data/squad/dev-v1.1.json")  # doctest: +SKIP
+    >>> len(qa), qa[0].answers[0]  # doctest: +SKIP
+    (10570, 'Denver Broncos')
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list[str]  # empty for an unanswerable question
+    answer_starts: list[int] = field(default_factory=list)
+    title: str = ""
+    article_id: str = ""  # the article (document) the context comes from
+    paragraph_index: int = 0
+
+    @property
+    def is_impossible(self) -> bool:
+        return not self.answers
+
+
+def load_squad(path: str | Path) -> list[QAExample]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())["data"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a SQuAD-format file (need a top-level 'data' list): {e}") from e
+    out = []
+    for a, article in enumerate(data):
+        title = article.get("title", "")
+        for p, para in enumerate(article["paragraphs"]):
+            article_id = str(para.get("document_id", article.get("document_id", title or a)))
+            for qa in para["qas"]:
+                impossible = bool(qa.get("is_impossible", False))
+                answers = [] if impossible else qa.get("answers", [])
+                out.append(QAExample(
+                    id=str(qa["id"]),
+                    question=qa["question"],
+                    context=para["context"],
+                    answers=[x["text"] for x in answers],
+                    answer_starts=[int(x["answer_start"]) for x in answers],
+                    title=title,
+                    article_id=article_id,
+                    paragraph_index=p,
+                ))
+    return out
+
+
+def squad_to_beir(examples: list[QAExample], out_dir: str | Path, chunker) -> dict[str, int]:
+    """Write a BEIR folder where the corpus is the chunks of the contexts and a question's
+    relevant documents are the chunk(s) holding its answer span (fully, else overlapping it).
+    Unanswerable questions have no relevant chunk and are left out of the IR task."""
+    from ragtune.types import Document
+
+    out = Path(out_dir)
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    chunks_of: dict[tuple[str, int], list] = {}
+    corpus_lines, query_lines, qrel_lines = [], [], ["query-id\tcorpus-id\tscore"]
+    for ex in examples:
+        key = (ex.article_id, ex.paragraph_index)
+        if key not in chunks_of:
+            base = f"{ex.article_id}-p{ex.paragraph_index}"
+            chunks = chunker.chunk(Document(id=base, text=ex.context, title=ex.title))
+            chunks_of[key] = chunks
+            for c in chunks:
+                corpus_lines.append(json.dumps({"_id": c.id, "title": ex.title, "text": c.text,
+                                                "metadata": {"article_id": ex.article_id, "start": c.start}}))
+        relevant = set()
+        for text, start in zip(ex.answers, ex.answer_starts):
+            end = start + len(text)
+            inside = [c.id for c in chunks_of[key] if c.start <= start and end <= c.end]
+            relevant |= set(inside or [c.id for c in chunks_of[key] if c.start < end and start < c.end])
+        if relevant:
+            query_lines.append(json.dumps({"_id": ex.id, "text": ex.question}))
+            qrel_lines += [f"{ex.id}\t{d}\t1" for d in sorted(relevant)]
+    (out / "corpus.jsonl").write_text("\n".join(corpus_lines) + "\n")
+    (out / "queries.jsonl").write_text("\n".join(query_lines) + "\n")
+    (out / "qrels" / "test.tsv").write_text("\n".join(qrel_lines) + "\n")
+    return {"documents": len(corpus_lines), "queries": len(query_lines), "qrels": len(qrel_lines) - 1}
