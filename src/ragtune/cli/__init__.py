@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragtune.cli import collections, ingest, search
+from ragtune.cli import collections, eval, ingest, search
 from ragtune.cli.common import err
 
 app = typer.Typer(
@@ -17,6 +17,7 @@ app.command()(ingest.ingest)
 app.command()(search.search)
 app.command()(collections.status)
 app.add_typer(collections.app, name="collections")
+app.add_typer(eval.app, name="eval")
 
 
 def main() -> None:

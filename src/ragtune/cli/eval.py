@@ -1,0 +1,236 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ragtune.cli.common import HomeOpt, JsonOpt, SetOpt, err, fail, print_json
+
+app = typer.Typer(help="Evaluate retrieval, answers and ingestion; compare runs.", no_args_is_help=True)
+
+
+@app.command()
+def retrieval(
+    dataset: Annotated[Path, typer.Option("--dataset", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")],
+    split: Annotated[str, typer.Option(help="qrels split to score")] = "test",
+    modes: Annotated[str, typer.Option(help="comma-separated: bm25,dense,hybrid")] = "bm25,dense,hybrid",
+    collection: Annotated[Optional[str], typer.Option("--collection", "-c",
+                          help="index into this named collection (reused by later runs); default: throw-away")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="pipeline YAML/TOML")] = None,
+    set_: SetOpt = None,
+    depth: Annotated[int, typer.Option(help="documents ranked per query")] = 100,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Index a BEIR corpus, run each retrieval mode on a split, score it, and write a run directory."""
+    from rich.progress import Progress
+
+    from ragtune.config import PipelineConfig
+    from ragtune.evaluate.retrieval import evaluate_retrieval
+
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    bad = [m for m in mode_list if m not in ("bm25", "dense", "hybrid")]
+    if bad:
+        fail(f"--modes: unknown mode(s) {bad}; use bm25, dense, hybrid")
+    pipeline = None
+    if config or set_:
+        pipeline = (PipelineConfig.load(config) if config else PipelineConfig()).with_overrides(set_)
+    with Progress(console=err, transient=True, disable=json_) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(event: str, done: int, total: int) -> None:
+            if event not in tasks:
+                tasks[event] = progress.add_task(event, total=total or None)
+            progress.update(tasks[event], completed=done, total=total or None)
+
+        run = evaluate_retrieval(dataset, split, mode_list, home, collection, pipeline, depth, on_progress=on_progress)
+    if json_:
+        print_json({"run": str(run.path), "metrics": run.metrics()})
+    else:
+        typer.echo((run.path / "summary.md").read_text())
+        typer.echo(f"run directory: {run.path}")
+
+
+@app.command()
+def qa(
+    dataset: Annotated[Path, typer.Option("--dataset", help="SQuAD-format JSON (v1, v2, COVID-QA)")],
+    predictions: Annotated[Path, typer.Option("--predictions", help="JSON {question id: answer text}")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Score answers against a SQuAD-format file: EM, F1, subset match, abstention P/R.
+    (Generating the answers from a collection joins once the answer step exists.)"""
+    from ragtune.config import ragtune_home
+    from ragtune.evaluate.qa import score_answer, score_answers
+    from ragtune.evaluate.runs import RunDir, markdown_table
+    from ragtune.evaluate.squad import load_squad
+
+    examples = load_squad(dataset)
+    try:
+        preds = json.loads(predictions.read_text())
+    except (OSError, ValueError) as e:
+        fail(f"{predictions}: not a JSON object of question id -> answer ({e})")
+    if not isinstance(preds, dict):
+        fail(f"{predictions}: expected a JSON object of question id -> answer")
+    scored = [ex for ex in examples if ex.id in preds]
+    if not scored:
+        fail(f"{predictions}: none of its ids are questions of {dataset}")
+    agg = score_answers([str(preds[ex.id]) for ex in scored], [ex.answers for ex in scored])
+    run = RunDir.create(ragtune_home(home) / "runs", "qa", {"dataset": str(dataset.resolve()),
+                                                             "predictions": str(predictions.resolve()),
+                                                             "questions": len(examples), "answered": len(scored)})
+    per = {m: {ex.id: score_answer(str(preds[ex.id]), ex.answers)[m] for ex in scored}
+           for m in ("exact_match", "f1", "subset_match")}
+    run.write_metrics({"answers": agg.to_dict()}, {"answers": per})
+    rows = [[k, v if v is not None else "n/a"] for k, v in agg.to_dict().items()]
+    run.write_summary(f"# QA evaluation: {dataset.name}\n\n{markdown_table(['metric', 'value'], rows)}\n")
+    if json_:
+        print_json({"run": str(run.path), "metrics": agg.to_dict(), "missing_predictions": len(examples) - len(scored)})
+    else:
+        typer.echo((run.path / "summary.md").read_text())
+        if len(scored) < len(examples):
+            err.print(f"[yellow]note:[/] {len(examples) - len(scored)} questions had no prediction and were not scored")
+
+
+@app.command()
+def judge(
+    answers: Annotated[Path, typer.Option("--answers", help="JSONL: id, question, answer, contexts [..], reference")],
+    base_url: Annotated[str, typer.Option("--base-url", envvar="RAGTUNE_JUDGE_BASE_URL",
+                                          help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")],
+    model: Annotated[str, typer.Option("--model", envvar="RAGTUNE_JUDGE_MODEL", help="judge model name")],
+    api_key: Annotated[str, typer.Option("--api-key", envvar="RAGTUNE_JUDGE_API_KEY")] = "none",
+    repeats: Annotated[int, typer.Option(help="judge each item this many times; the spread is reported")] = 1,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """LLM-as-a-judge: faithfulness to the contexts and correctness against the reference (1-5)."""
+    from ragtune.config import ragtune_home
+    from ragtune.evaluate.judge import Judge, summarize
+    from ragtune.evaluate.runs import RunDir, markdown_table
+
+    items = []
+    for n, line in enumerate(answers.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            items.append((str(item["id"]), item["question"], item["answer"], list(item.get("contexts") or []),
+                          item.get("reference")))
+        except (ValueError, KeyError, TypeError) as e:
+            fail(f"{answers}:{n}: need id, question, answer (contexts, reference optional): {e}")
+    judge_ = Judge.openai(base_url, model, api_key=api_key, repeats=repeats)
+    faith, correct, per = [], [], {"faithfulness": {}, "correctness": {}}
+    for qid, question, answer, contexts, reference in items:
+        if contexts:
+            v = judge_.faithfulness(question, answer, contexts)
+            faith.append(v)
+            if v.score is not None:
+                per["faithfulness"][qid] = v.score
+        if reference:
+            v = judge_.correctness(question, answer, reference)
+            correct.append(v)
+            if v.score is not None:
+                per["correctness"][qid] = v.score
+    metrics = {"faithfulness": summarize(faith), "correctness": summarize(correct)}
+    run = RunDir.create(ragtune_home(home) / "runs", "judge", {"answers": str(answers.resolve()), "judge_model": model,
+                                                                "base_url": base_url, "repeats": repeats})
+    run.write_metrics({"judge": {k: v["mean"] for k, v in metrics.items()}}, {"judge": per})
+    rows = [[k, v["mean"] if v["mean"] is not None else "n/a", v["judged"], v["missing"],
+             v["mean_spread"] if v["mean_spread"] is not None else "n/a"] for k, v in metrics.items()]
+    run.write_summary(f"# Judge: {model}\n\n" + markdown_table(["criterion", "mean (1-5)", "judged", "missing", "mean spread"], rows) + "\n")
+    if json_:
+        print_json({"run": str(run.path), "metrics": metrics})
+    else:
+        typer.echo((run.path / "summary.md").read_text())
+
+
+@app.command("ingest")
+def ingest_(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="collection name")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Completeness, freshness and correctness of a collection's index against its sources."""
+    from ragtune.collection import Collection
+    from ragtune.evaluate.ingestion import evaluate_ingestion
+
+    with Collection.open(home, collection) as coll:
+        report = evaluate_ingestion(coll)
+    if json_:
+        print_json(report)
+        return
+    c, f, k = report["completeness"], report["freshness"], report["correctness"]
+    typer.echo(f"completeness: {c['source_files_indexed']}/{c['source_files_found']} source files indexed, "
+               f"{c['indexed']} documents indexed, {c['pending']} pending, {c['failed_last_run']} failed in the last run; "
+               f"chunks {c['chunks_store']} in store vs {c['chunks_manifest']} in manifest")
+    typer.echo(f"freshness: {f['stale_documents']} documents changed since indexing; "
+               f"index lag p50 {f['index_lag_seconds_p50']}s, max {f['index_lag_seconds_max']}s")
+    typer.echo(f"correctness: {k['mismatched_chunks']} of {k['checked_chunks']} chunks differ from their source span "
+               f"({k['skipped_chunks']} skipped: source changed or gone)")
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="run directory, optionally RUN:system (e.g. runs/X:bm25)")],
+    b: Annotated[str, typer.Argument(help="run directory, optionally RUN:system")],
+    measures: Annotated[Optional[str], typer.Option(help="comma-separated measures (default: all shared)")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="write a per-query delta plot (PNG) here")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Compare two runs per query: means, delta with 95% CI, paired randomisation p-value, wins/ties/losses."""
+    from ragtune.evaluate.compare import compare_paired
+    from ragtune.evaluate.runs import markdown_table
+
+    (name_a, sys_a, pq_a), (name_b, sys_b, pq_b) = _pick(a), _pick(b)
+    shared = [m for m in pq_a if m in pq_b]
+    if measures:
+        wanted = [m.strip() for m in measures.split(",")]
+        missing = [m for m in wanted if m not in shared]
+        if missing:
+            fail(f"--measures: {missing} not in both runs; shared: {shared}")
+        shared = wanted
+    results = {m: compare_paired(pq_a[m], pq_b[m]) for m in shared}
+    if plot and shared:
+        _plot_deltas(pq_a[shared[0]], pq_b[shared[0]], shared[0], f"{name_a}:{sys_a}", f"{name_b}:{sys_b}", plot)
+    if json_:
+        print_json({"a": f"{name_a}:{sys_a}", "b": f"{name_b}:{sys_b}", "measures": {m: c.to_dict() for m, c in results.items()}})
+        return
+    rows = [[m, c.mean_a, c.mean_b, f"{c.delta:+.4f}", f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]",
+             f"{c.p_value:.4f}", f"{c.wins}/{c.ties}/{c.losses}"] for m, c in results.items()]
+    typer.echo(f"A = {name_a}:{sys_a}\nB = {name_b}:{sys_b}\n")
+    typer.echo(markdown_table(["measure", "A", "B", "B-A", "95% CI", "p (paired perm.)", "B wins/ties/losses"], rows))
+
+
+def _pick(spec: str):
+    from ragtune.evaluate.runs import RunDir
+
+    path, _, system = spec.partition(":")
+    run = RunDir.open(path)
+    pq = run.per_query()
+    if not system:
+        if len(pq) != 1:
+            fail(f"{path} holds systems {sorted(pq)}; name one as {path}:SYSTEM")
+        system = next(iter(pq))
+    if system not in pq:
+        fail(f"{path} has no system {system!r}; it has {sorted(pq)}")
+    return run.id, system, pq[system]
+
+
+def _plot_deltas(a: dict[str, float], b: dict[str, float], measure: str, name_a: str, name_b: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    deltas = sorted(b[q] - a[q] for q in set(a) & set(b))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(range(len(deltas)), deltas, width=1.0, color=["#c0392b" if d < 0 else "#27ae60" for d in deltas])
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("queries (sorted by difference)")
+    ax.set_ylabel(f"Δ {measure} (B − A)")
+    ax.set_title(f"{measure}: B = {name_b}\nvs A = {name_a}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
