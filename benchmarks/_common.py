@@ -70,7 +70,6 @@ def write_report(name: str, title: str, body: str) -> Path:
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    from ragtune.evaluate.runs import markdown_table
+
+    return markdown_table(headers, rows)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, Timer, percentiles, table, write_report  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
-from ragtune.config import PipelineConfig  # noqa: E402
+from ragtune.config import PipelineConfig, QueryConfig  # noqa: E402
 from ragtune.evaluate.beir import load_beir  # noqa: E402
 from ragtune.index.base import Query  # noqa: E402
 from ragtune.ingest.sync import ingest  # noqa: E402
@@ -33,6 +33,7 @@ from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.types import Acl, Principal  # noqa: E402
 
 N_GROUPS = 100
+EF = QueryConfig().hnsw_ef  # the default search beam width, as the Searcher uses it
 ALL = Principal("bench", tuple(f"g{i}" for i in range(N_GROUPS)))
 ONE = Principal("bench", ("g7",))
 
@@ -80,7 +81,7 @@ def latency(coll: Collection, qs: list[str], principal: Principal) -> dict[str, 
             searcher.search(q, principal, mode=mode, k=10)
             e2e.append(time.perf_counter() - t0)
             query = Query(mode, principal.tokens(), k=10, vector=v if mode != "bm25" else None,
-                          text=q if mode != "dense" else None)
+                          text=q if mode != "dense" else None, hnsw_ef=EF)
             t0 = time.perf_counter()
             coll.store.search(query)
             store_only.append(time.perf_counter() - t0)
@@ -100,7 +101,7 @@ def recall(coll: Collection, qs: list[str], principal: Principal) -> float:
     scores = []
     for i in range(len(qs)):
         exact = {ids[j] for j in np.argsort(-sims[i])[:10]}
-        got = {h.point_id for h in coll.store.search(Query("dense", principal.tokens(), k=10, vector=qv[i], with_ranks=False))}
+        got = {h.point_id for h in coll.store.search(Query("dense", principal.tokens(), k=10, vector=qv[i], with_ranks=False, hnsw_ef=EF))}
         scores.append(len(exact & got) / 10)
     return float(np.mean(scores))
 
@@ -135,7 +136,7 @@ precomputed); *end to end* = `Searcher.search`, including embedding the query wi
 {table(["index", "principal sees", "mode", "store p50 ms", "store p95 ms", "end-to-end p50 ms", "end-to-end p95 ms"], rows)}
 
 Large index: {n} chunks from SciFact + SQuAD dev + COVID-QA dev (≤24 tokens each), {info.segments_count} segments,
-{info.indexed_vectors_count} vectors in HNSW graphs (m=16, ef_construct=100, search ef=128).
+{info.indexed_vectors_count} vectors in HNSW graphs (m=16, ef_construct=100, search ef={EF}).
 {"Built in " + f"{build_s:.0f} s" if build_s else "Index reused from an earlier run"}.
 
 ## HNSW recall@10 vs exact search at {n} chunks
