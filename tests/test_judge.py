@@ -1,15 +1,13 @@
 """LLM-as-a-judge through the real `openai` client over real HTTP.
 
-The endpoint is a scripted OpenAI-compatible server on 127.0.0.1: a stand-in for vLLM / NIM /
-Ollama, which cannot run on this CPU machine. What is under test is ragtune's side: prompt,
-parsing, retry on unparsable replies, missing-not-NaN, repeats and spread.
+The endpoint is the scripted OpenAI-compatible server of conftest.py on 127.0.0.1: a stand-in for
+vLLM / NIM / Ollama, which cannot run on this CPU machine. What is under test is ragtune's side:
+prompt, parsing, retry on unparsable replies, missing-not-NaN, repeats and spread.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,32 +15,9 @@ from ragtune.evaluate.judge import Judge, parse_score, summarize
 
 
 @pytest.fixture
-def endpoint():
-    replies: list[str] = []
-    seen: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(body)
-            content = replies.pop(0) if replies else "no idea"
-            out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                              "choices": [{"index": 0, "finish_reason": "stop",
-                                           "message": {"role": "assistant", "content": content}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", replies, seen
-    server.shutdown()
+def endpoint(chat_server):
+    chat_server.default = "no idea"  # an unusable judge reply once the script runs out
+    return chat_server.url, chat_server.replies, chat_server.requests
 
 
 def test_judge_parses_retries_and_marks_missing(endpoint):

