@@ -106,3 +106,10 @@ def test_changing_embedding_settings_of_a_built_collection_is_refused(coll, home
     # Query settings may change freely.
     again = Collection.create(home, coll.name, PipelineConfig().with_overrides(["query.k=3"]), exist_ok=True)
     assert again.pipeline.query.k == 3
+
+
+def test_pipeline_files_of_earlier_versions_still_load(tmp_path):
+    old = tmp_path / "pipeline.yaml"
+    old.write_text("store:\n  backend: qdrant-edge\n  hnsw_ef: 64\nquery:\n  k: 4\n")
+    cfg = PipelineConfig.load(old)
+    assert cfg.query.hnsw_ef == 64 and cfg.query.k == 4

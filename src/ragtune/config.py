@@ -96,6 +96,46 @@ class RerankerConfig(_Strict):
     batch_size: int = 32
 
 
+class GeneratorConfig(_Strict):
+    backend: Literal["local", "openai"] = "local"
+    model: str = Field("SmolLM2-135M-Instruct", description="HF id/path (local) or served model name (openai)")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
+    adapter: str | None = Field(None, description="PEFT adapter folder (local backend)")
+    device: str | None = None
+    timeout_s: float = 60.0
+    max_retries: int = 2
+
+
+class AnswerConfig(_Strict):
+    system_prompt: str = Field(
+        "Answer the question using only the numbered context passages. Cite the passages you used "
+        "as [1], [2]. If the context does not contain the answer, reply exactly: I don't know",
+        description="instructions; the Databricks/NVIDIA grounded-answer pattern",
+    )
+    user_template: str = Field("Context:\n{context}\n\nQuestion: {question}",
+                               description="must contain {context} and {question}")
+    few_shot: list[dict[str, str]] = Field(
+        default_factory=list, description="optional examples: {context, question, answer}"
+    )
+    k: int = Field(5, ge=1, description="retrieved chunks considered for the context")
+    use_parents: bool = Field(True, description="small-to-big: give the model each hit's parent section")
+    max_context_tokens: int | None = Field(
+        1536, description="token budget for the context passages (None: the model's window minus the rest)"
+    )
+    max_new_tokens: int = Field(160, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0 = greedy, deterministic")
+    top_p: float = 1.0
+    repetition_penalty: float = Field(1.15, ge=1.0, description="local backend: >1 stops small models looping")
+
+    @model_validator(mode="after")
+    def _template_fields(self) -> "AnswerConfig":
+        for field in ("{context}", "{question}"):
+            if field not in self.user_template:
+                raise ValueError(f"answer.user_template must contain {field}")
+        return self
+
+
 class IngestConfig(_Strict):
     include: list[str] = Field(default_factory=lambda: ["**/*"])
     exclude: list[str] = Field(
@@ -110,6 +150,8 @@ class PipelineConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
     reranker: RerankerConfig = Field(default_factory=RerankerConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    answer: AnswerConfig = Field(default_factory=AnswerConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @classmethod
@@ -127,6 +169,7 @@ class PipelineConfig(_Strict):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "PipelineConfig":
+        data = _migrate(data)
         try:
             return cls.model_validate(data)
         except ValidationError as e:
@@ -152,6 +195,15 @@ class PipelineConfig(_Strict):
                 raise ConfigError(f"override {pair!r}: unknown field {leaf!r}; known: {sorted(node)}")
             node[leaf] = yaml.safe_load(raw)
         return self.from_dict(data, source="overrides")
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Read pipeline files written by earlier versions (collections must keep opening)."""
+    store = data.get("store")
+    if isinstance(store, dict) and "hnsw_ef" in store:  # moved: a search setting, not a store one
+        data = {**data, "store": {k: v for k, v in store.items() if k != "hnsw_ef"}}
+        data["query"] = {"hnsw_ef": store["hnsw_ef"], **(data.get("query") or {})}
+    return data
 
 
 class ConfigError(ValueError):

@@ -3,6 +3,7 @@
 from ragtune.collection import CollectionNotFoundError
 from ragtune.config import ConfigError
 from ragtune.index.base import StoreBusyError
+from ragtune.models.generator import GeneratorError
 from ragtune.models.loading import ModelNotFoundError
 
 USER_ERRORS = (
@@ -10,6 +11,7 @@ USER_ERRORS = (
     ConfigError,
     StoreBusyError,
     ModelNotFoundError,
+    GeneratorError,
     FileNotFoundError,
     FileExistsError,
     ValueError,

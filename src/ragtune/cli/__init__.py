@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragtune.cli import collections, eval, ingest, search
+from ragtune.cli import ask, collections, eval, ingest, search
 from ragtune.cli.common import err
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.command()(ingest.ingest)
 app.command()(search.search)
+app.command()(ask.ask)
 app.command()(collections.status)
 app.add_typer(collections.app, name="collections")
 app.add_typer(eval.app, name="eval")

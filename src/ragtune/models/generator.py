@@ -36,6 +36,7 @@ class GenerationConfig:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int = 0
+    repetition_penalty: float = 1.0  # >1 discourages loops (local backend; small models need it)
 
 
 @dataclass
@@ -124,7 +125,8 @@ class LocalGenerator:
     def _kwargs(self, config: GenerationConfig) -> dict:
         import torch
 
-        kw = {"max_new_tokens": config.max_new_tokens, "pad_token_id": self.tokenizer.eos_token_id}
+        kw = {"max_new_tokens": config.max_new_tokens, "pad_token_id": self.tokenizer.eos_token_id,
+              "repetition_penalty": config.repetition_penalty}
         if config.temperature > 0:
             torch.manual_seed(config.seed)
             kw.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
@@ -234,3 +236,15 @@ def _stop_stream(chunks, stop: list[str]) -> Iterator[str]:
             buffer = buffer[len(buffer) - hold:]
     if buffer:
         yield buffer
+
+
+def make_generator(config, home: str | Path | None = None) -> Generator:
+    """Build the generator a pipeline's ``generator`` section names."""
+    import os
+
+    if config.backend == "openai":
+        if not config.base_url:
+            raise GeneratorError("generator.backend is 'openai' but generator.base_url is not set")
+        return OpenAIGenerator(config.base_url, config.model, api_key=os.environ.get(config.api_key_env, "none"),
+                               timeout=config.timeout_s, max_retries=config.max_retries)
+    return LocalGenerator(config.model, device=config.device, home=home, adapter=config.adapter)

@@ -1,0 +1,24 @@
+"""Citations in generated text: ``[1]``, ``[2, 3]``, ``[1][4]``, mapped to passages; numbers
+that point at no passage are dropped.
+
+Example:
+    >>> from ragtune.answer.citations import cited_numbers
+    >>> cited_numbers("Paris [1], per [2, 5] and [9].", n_passages=5)
+    [1, 2, 5]
+"""
+
+from __future__ import annotations
+
+import re
+
+_BRACKET = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def cited_numbers(text: str, n_passages: int) -> list[int]:
+    out: list[int] = []
+    for m in _BRACKET.finditer(text):
+        for part in m.group(1).split(","):
+            n = int(part)
+            if 1 <= n <= n_passages and n not in out:
+                out.append(n)
+    return out

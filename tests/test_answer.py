@@ -1,0 +1,116 @@
+"""The answer step: packing within budget, citations, abstention without context, streaming,
+the CLI, with the real local model and with an OpenAI-compatible endpoint over real HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragtune.answer import Answer, Answerer
+from ragtune.answer.citations import cited_numbers
+from ragtune.answer.prompt import build_messages, context_budget, pack_passages
+from ragtune.config import AnswerConfig
+from ragtune.ingest.sync import ingest
+from ragtune.models.generator import OpenAIGenerator
+from ragtune.types import Acl, Principal
+
+DOCS = {
+    "leave.md": "# Leave\n\nEmployees get 25 days of paid annual leave per year. Unused days expire in March.",
+    "travel.md": "# Travel\n\nBook trains for trips shorter than four hours. Flights need manager approval.",
+    "laptops.md": "# Laptops\n\nLaptops are replaced every three years by the IT service desk.",
+}
+
+
+@pytest.fixture
+def handbook(tmp_path, make_collection):
+    src = tmp_path / "hb"
+    src.mkdir()
+    for name, text in DOCS.items():
+        (src / name).write_text(text)
+    coll = make_collection("hb")
+    ingest(coll, src, Acl(groups=("staff",)))
+    return coll
+
+
+def test_passages_fit_the_budget_with_the_real_tokenizer(handbook, local_generator):
+    hits = Answerer(handbook, local_generator).searcher.search("leave and travel", Principal("a", ("staff",)), k=3)
+    count = local_generator.count_tokens
+    full = pack_passages(hits, 10_000, count)
+    assert len(full) == 3 and [p.number for p in full] == [1, 2, 3]
+    one_fits = count(f"[1] {full[0].text}\n\n") + 1
+    packed = pack_passages(hits, one_fits, count)
+    assert len(packed) == 1 and sum(count(f"[{p.number}] {p.text}\n\n") for p in packed) <= one_fits
+    cfg = AnswerConfig(max_context_tokens=None, max_new_tokens=100)
+    budget = context_budget(cfg, 400, count, "q?")
+    assert 0 < budget < 400 - 100
+    messages = build_messages("q?", pack_passages(hits, budget, count), cfg)
+    assert sum(count(m["content"]) for m in messages) <= 400 - 100
+
+
+def test_local_model_answers_from_context_and_streams(handbook, local_generator):
+    answerer = Answerer(handbook, local_generator)
+    staff = Principal("ana", ("staff",))
+    answer = answerer.ask("How many days of paid annual leave do employees get?", staff)
+    assert answer.passages and answer.hits[0].doc_id == "hb/leave.md"
+    assert set(answer.timings) == {"retrieve", "prompt", "generate"} and answer.tokens["completion"] > 0
+    assert all(1 <= c.number <= len(answer.passages) for c in answer.citations)
+    pieces = list(answerer.stream("How many days of paid annual leave do employees get?", staff))
+    final = pieces[-1]
+    assert isinstance(final, Answer) and all(isinstance(p, str) for p in pieces[:-1])
+    assert "".join(pieces[:-1]).strip() == final.text == answer.text  # greedy: same text either way
+
+
+def test_no_visible_context_abstains_without_calling_the_model(handbook):
+    class Unreachable:
+        name, context_window = "never", 2048
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+        def generate(self, *a):
+            raise AssertionError("the model must not be asked without context")
+
+        stream = generate
+
+    answer = Answerer(handbook, Unreachable()).ask("How many leave days?", Principal("outsider"))
+    assert answer.abstained and answer.abstain_reason == "no_context" and answer.text == "I don't know"
+    assert answer.hits == [] and answer.citations == []
+
+
+def test_citations_map_to_documents_and_bad_numbers_are_dropped(handbook, chat_server):
+    chat_server.replies += ["Employees get 25 days [1], see also [2, 9]."]
+    gen = OpenAIGenerator(chat_server.url, model="served")
+    answer = Answerer(handbook, gen).ask("How many leave days?", Principal("ana", ("staff",)))
+    assert not answer.abstained
+    assert [c.number for c in answer.citations] == [1, 2]
+    assert answer.citations[0].doc_id == answer.hits[0].doc_id == "hb/leave.md"
+    prompt = chat_server.requests[-1]["messages"]
+    assert prompt[0]["role"] == "system" and "I don't know" in prompt[0]["content"]
+    assert "[1] # Leave" in prompt[-1]["content"] and "Question: How many leave days?" in prompt[-1]["content"]
+    chat_server.replies += ["I don't know."]
+    abstained = Answerer(handbook, gen).ask("Who founded the company?", Principal("ana", ("staff",)))
+    assert abstained.abstained and abstained.abstain_reason == "model" and abstained.citations == []
+
+
+def test_ask_cli_through_an_openai_compatible_endpoint(handbook, chat_server, home):
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    handbook.close()  # the CLI opens the collection itself
+    chat_server.replies += ["Trains for trips under four hours [1].", "Trains [1]."]
+    sets = ["--set", "generator.backend=openai", "--set", f"generator.base_url={chat_server.url}",
+            "--set", "generator.model=served", "--home", str(home)]
+    out = CliRunner().invoke(app, ["ask", "How should I travel?", "-c", "hb", "--group", "staff", "--json", *sets],
+                             catch_exceptions=False)
+    data = json.loads(out.stdout)
+    assert data["text"] == "Trains for trips under four hours [1]." and data["citations"][0]["doc_id"] == "hb/travel.md"
+    streamed = CliRunner().invoke(app, ["ask", "How should I travel?", "-c", "hb", "--group", "staff", "--stream", *sets],
+                                  catch_exceptions=False)
+    assert streamed.stdout.startswith("Trains [1].") and "Sources:" in streamed.stdout and "hb/travel.md" in streamed.stdout
+
+
+def test_cited_numbers_forms():
+    assert cited_numbers("a [1][3] b [2,3] c [10]", 3) == [1, 3, 2]
+    assert cited_numbers("no citations", 3) == []
