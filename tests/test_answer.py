@@ -114,3 +114,41 @@ def test_ask_cli_through_an_openai_compatible_endpoint(handbook, chat_server, ho
 def test_cited_numbers_forms():
     assert cited_numbers("a [1][3] b [2,3] c [10]", 3) == [1, 3, 2]
     assert cited_numbers("no citations", 3) == []
+
+
+def test_calibrated_confidence_threshold_abstains_off_topic(handbook, chat_server, home, tmp_path):
+    from typer.testing import CliRunner
+
+    from ragtune.answer.abstain import calibrate_threshold
+    from ragtune.cli import app
+    from ragtune.collection import Collection
+
+    with pytest.raises(ValueError, match="both answerable and unanswerable"):
+        calibrate_threshold([0.5], [])
+    assert calibrate_threshold([0.8, 0.9], [0.1, 0.2]).balanced_accuracy == 1.0
+
+    handbook.close()
+    (tmp_path / "ans.txt").write_text("How much annual leave do staff get?\nWhen do unused leave days expire?\n"
+                                      "Can I take a flight for work?\nHow often are laptops replaced?\n")
+    (tmp_path / "off.jsonl").write_text("\n".join(json.dumps({"question": q}) for q in [
+        "Who won the football world cup in 1998?", "What is the boiling point of ethanol?",
+        "How do I bake sourdough bread?", "Which planet has the most moons?"]))
+    out = CliRunner().invoke(app, ["calibrate", "-c", "hb", "--group", "staff", "--answerable", str(tmp_path / "ans.txt"),
+                                   "--unanswerable", str(tmp_path / "off.jsonl"), "--apply", "--json", "--home", str(home)],
+                             catch_exceptions=False)
+    result = json.loads(out.stdout)
+    assert result["balanced_accuracy"] >= 0.75 and result["applied"]
+
+    coll = Collection.open(home, "hb")
+    assert coll.pipeline.answer.min_retrieval_confidence == pytest.approx(result["threshold"], abs=1e-4)
+    staff = Principal("ana", ("staff",))
+    chat_server.replies += ["Laptops are replaced every three years [1]."]
+    gen = OpenAIGenerator(chat_server.url, model="served")
+    calls = len(chat_server.requests)
+    # Held-out questions, phrased unlike the calibration ones.
+    off = Answerer(coll, gen).ask("What is the tallest mountain in Africa?", staff)
+    assert off.abstained and off.abstain_reason == "low_confidence" and off.confidence < result["threshold"]
+    assert len(chat_server.requests) == calls, "abstained before calling the model"
+    on = Answerer(coll, gen).ask("Who replaces laptops and how often?", staff)
+    assert not on.abstained and on.confidence >= result["threshold"] and on.citations[0].doc_id == "hb/laptops.md"
+    coll.close()

@@ -38,7 +38,8 @@ def test_modes_find_what_they_should(coll):
     assert s.search("hardware that speeds up deep learning", Principal(), mode="dense", k=1)[0].doc_id == "gpu"
     hybrid = s.search("ZX81 memory", Principal(), mode="hybrid", k=4)
     assert hybrid[0].doc_id == "zx81"
-    assert set(hybrid[0].ranks) == {"hybrid", "dense", "bm25"}
+    assert set(hybrid[0].ranks) == {"hybrid", "dense", "bm25"} == set(hybrid[0].scores)
+    assert 0 < hybrid[0].scores["dense"] <= 1 and hybrid[0].scores["bm25"] > 0
     assert [h.ranks["hybrid"] for h in hybrid] == list(range(1, len(hybrid) + 1))
     assert hybrid[0].title == "Retro" and hybrid[0].text.startswith("The ZX81")
     assert hybrid[0].source.endswith("docs.jsonl") and hybrid[0].end > hybrid[0].start

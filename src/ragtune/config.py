@@ -120,6 +120,9 @@ class AnswerConfig(_Strict):
     )
     k: int = Field(5, ge=1, description="retrieved chunks considered for the context")
     use_parents: bool = Field(True, description="small-to-big: give the model each hit's parent section")
+    min_retrieval_confidence: float | None = Field(
+        None, description="abstain without generating when the best dense score is below this; set it with "
+        "`ragtune calibrate` on held-out questions (None = off)")
     max_context_tokens: int | None = Field(
         1536, description="token budget for the context passages (None: the model's window minus the rest)"
     )

@@ -142,6 +142,7 @@ class Hit:
     parent_text: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)  # per retriever, e.g. dense cosine
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +152,7 @@ class Hit:
             "source": self.source,
             "score": self.score,
             "ranks": self.ranks,
+            "scores": self.scores,
             "start": self.start,
             "end": self.end,
             "heading_path": list(self.heading_path),

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
+from ragtune.answer.abstain import retrieval_confidence
 from ragtune.answer.citations import cited_numbers
 from ragtune.answer.prompt import Passage, build_messages, context_budget, pack_passages
 from ragtune.collection import Collection
@@ -40,11 +41,12 @@ class Answer:
     text: str
     citations: list[Citation]
     abstained: bool
-    abstain_reason: str | None  # "no_context" | "model"
+    abstain_reason: str | None  # "no_context" | "low_confidence" | "model"
     hits: list[Hit]
     passages: list[str]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     tokens: dict[str, int] = field(default_factory=dict)
+    confidence: float | None = None  # best dense similarity of the retrieved chunks
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -103,6 +105,11 @@ class Answerer:
         timings["prompt"] = time.perf_counter() - t
         if not passages:  # nothing visible was retrieved: no model call can ground an answer
             return self._finish(question, ABSTAIN, [], hits, timings, {"prompt": 0, "completion": 0}, "no_context")
+        floor = self.config.min_retrieval_confidence
+        confidence = retrieval_confidence(hits)
+        if floor is not None and confidence is not None and confidence < floor:
+            return self._finish(question, ABSTAIN, passages, hits, timings, {"prompt": 0, "completion": 0},
+                                "low_confidence")
         return messages, passages, hits, timings
 
     def _gen_config(self) -> GenerationConfig:
@@ -121,4 +128,5 @@ class Answerer:
             id=uuid.uuid4().hex, question=question, text=ABSTAIN if abstained and reason else text,
             citations=citations, abstained=abstained, abstain_reason=reason or ("model" if abstained else None),
             hits=hits, passages=[p.text for p in passages], timings=timings, tokens=tokens,
+            confidence=retrieval_confidence(hits),
         )

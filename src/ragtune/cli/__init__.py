@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command()(ingest.ingest)
 app.command()(search.search)
 app.command()(ask.ask)
+app.command()(ask.calibrate)
 app.command()(collections.status)
 app.add_typer(collections.app, name="collections")
 app.add_typer(eval.app, name="eval")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -57,3 +58,55 @@ def ask(
                    + ", ".join(dict.fromkeys(h.doc_id for h in answer.hits)) + ")")
     times = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in answer.timings.items())
     typer.echo(f"\n[{times}]", err=True)
+
+
+def calibrate(
+    collection: CollectionOpt,
+    answerable: Annotated[Path, typer.Option("--answerable", help="held-out questions the collection answers (.txt lines or .jsonl 'question')")],
+    unanswerable: Annotated[Path, typer.Option("--unanswerable", help="held-out questions it does not answer")],
+    apply: Annotated[bool, typer.Option("--apply", help="store the threshold in the collection's pipeline")] = False,
+    user: Annotated[Optional[str], typer.Option("--user")] = None,
+    group: Annotated[Optional[list[str]], typer.Option("--group")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Calibrate the retrieval-confidence threshold below which `ask` abstains without generating."""
+    from dataclasses import asdict
+
+    from ragtune.answer.abstain import calibrate_threshold, confidences
+    from ragtune.collection import Collection
+    from ragtune.retrieve import Searcher
+    from ragtune.types import Principal
+
+    principal = Principal(user, tuple(group or ()))
+    with Collection.open(home, collection) as coll:
+        searcher = Searcher(coll)
+        k = coll.pipeline.answer.k
+        result = calibrate_threshold(confidences(searcher, _questions(answerable), principal, k),
+                                     confidences(searcher, _questions(unanswerable), principal, k))
+        if apply:
+            coll.pipeline.answer.min_retrieval_confidence = round(result.threshold, 4)
+            coll.pipeline.save(coll.dir / "pipeline.yaml")
+    if json_:
+        print_json({**asdict(result), "applied": apply})
+        return
+    typer.echo(f"threshold {result.threshold:.4f}: answers {result.answer_recall:.1%} of {result.n_answerable} answerable, "
+               f"abstains on {result.abstain_recall:.1%} of {result.n_unanswerable} unanswerable "
+               f"(balanced accuracy {result.balanced_accuracy:.3f}){'; stored in the pipeline' if apply else ''}")
+
+
+def _questions(path: Path) -> list[str]:
+    import json
+
+    from ragtune.cli.common import fail
+
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except OSError as e:
+        fail(f"{path}: cannot read ({e.strerror})")
+    if path.suffix == ".jsonl":
+        try:
+            return [json.loads(line)["question"] for line in lines]
+        except (ValueError, KeyError, TypeError) as e:
+            fail(f"{path}: every line must be a JSON object with a 'question' ({e})")
+    return lines

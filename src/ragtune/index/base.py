@@ -50,6 +50,7 @@ class StoreHit:
     score: float
     payload: dict[str, Any]
     ranks: dict[str, int] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)  # per retriever: cosine (dense), BM25
 
 
 class StoreBusyError(RuntimeError):

@@ -133,10 +133,10 @@ class QdrantEdgeStore:
         dense, bm25, hybrid = self._shard.query_batch(qe.QueryBatchRequest(ranked))
         hits = _hits(hybrid, "hybrid")
         for name, results in (("dense", dense), ("bm25", bm25)):
-            rank_of = {str(p.id): i for i, p in enumerate(results, start=1)}
+            found = {str(p.id): (i, float(p.score)) for i, p in enumerate(results, start=1)}
             for h in hits:
-                if h.point_id in rank_of:
-                    h.ranks[name] = rank_of[h.point_id]
+                if h.point_id in found:
+                    h.ranks[name], h.scores[name] = found[h.point_id]
         return hits
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
@@ -189,7 +189,8 @@ _PAYLOAD_FIELDS = ["chunk_id", "doc_id", "text", "title", "source", "start", "en
 
 
 def _hits(points, name: str) -> list[StoreHit]:
-    return [StoreHit(str(p.id), float(p.score), p.payload or {}, {name: i}) for i, p in enumerate(points, start=1)]
+    return [StoreHit(str(p.id), float(p.score), p.payload or {}, {name: i}, {name: float(p.score)})
+            for i, p in enumerate(points, start=1)]
 
 
 def _match(key: str, value: Any) -> "qe.FieldCondition":

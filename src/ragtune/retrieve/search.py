@@ -92,4 +92,5 @@ def _to_hit(h: StoreHit) -> Hit:
         parent_text=p.get("parent_text") or p.get("text", ""),
         metadata=p.get("meta") or {},
         ranks=h.ranks,
+        scores=h.scores,
     )
