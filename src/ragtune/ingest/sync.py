@@ -162,10 +162,11 @@ class _Batch:
             for doc, root in all_docs:
                 manifest.mark_pending(_record(doc, root))
         chunks = [(doc, c) for doc, _, cs, _ in self.docs for c in cs]
-        vectors = self.collection.embedder.embed_documents([self._embed_text(d, c) for d, c in chunks])
+        texts = [self._embed_text(d, c) for d, c in chunks]  # embedded, and what BM25 scores
+        vectors = self.collection.embedder.embed_documents(texts)
         store.upsert([
-            StoredChunk(point_id(d.id, d.content_hash, c.index), v, self._embed_text(d, c), _payload(d, c))
-            for (d, c), v in zip(chunks, vectors)
+            StoredChunk(point_id(d.id, d.content_hash, c.index), v, t, _payload(d, c))
+            for (d, c), v, t in zip(chunks, vectors, texts)
         ])
         for doc, _, _, _ in self.docs:  # 2. drop chunks of any older version of these documents
             store.delete_document(doc.id, keep_hash=doc.content_hash)
