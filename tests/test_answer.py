@@ -53,7 +53,8 @@ def test_local_model_answers_from_context_and_streams(handbook, local_generator)
     staff = Principal("ana", ("staff",))
     answer = answerer.ask("How many days of paid annual leave do employees get?", staff)
     assert answer.passages and answer.hits[0].doc_id == "hb/leave.md"
-    assert set(answer.timings) == {"retrieve", "prompt", "generate"} and answer.tokens["completion"] > 0
+    assert set(answer.timings) == {"rewrite", "retrieve", "prompt", "generate"} and answer.tokens["completion"] > 0
+    assert answer.queries == ["How many days of paid annual leave do employees get?"]  # plain strategy
     assert all(1 <= c.number <= len(answer.passages) for c in answer.citations)
     pieces = list(answerer.stream("How many days of paid annual leave do employees get?", staff))
     final = pieces[-1]
@@ -152,3 +153,36 @@ def test_calibrated_confidence_threshold_abstains_off_topic(handbook, chat_serve
     on = Answerer(coll, gen).ask("Who replaces laptops and how often?", staff)
     assert not on.abstained and on.confidence >= result["threshold"] and on.citations[0].doc_id == "hb/laptops.md"
     coll.close()
+
+
+COMPOUND = "How many days of annual leave do employees get, and how often are laptops replaced?"
+
+
+def test_decomposition_searches_each_sub_question_and_merges(handbook, chat_server):
+    from ragtune.retrieve.strategies import expand
+
+    handbook.pipeline.query.strategy = "decompose"
+    chat_server.replies += ["1. How many days of annual leave do employees get?\n2. How often are laptops replaced?",
+                            "Employees get 25 days [1]; laptops are replaced every three years [2]."]
+    gen = OpenAIGenerator(chat_server.url, model="served")
+    answer = Answerer(handbook, gen).ask(COMPOUND, Principal("ana", ("staff",)), k=2)
+    assert answer.queries == [COMPOUND, "How many days of annual leave do employees get?", "How often are laptops replaced?"]
+    assert {h.doc_id for h in answer.hits} == {"hb/leave.md", "hb/laptops.md"}
+    assert "Split the question" in chat_server.requests[-2]["messages"][0]["content"]
+    # Unusable rewrites (chatter, or an error from the model) fall back to the question alone.
+    chat_server.replies += ["Sure, happy to help with that!"]
+    assert expand(COMPOUND, "multi_query", gen) == [COMPOUND]
+    assert expand(COMPOUND, "decompose", OpenAIGenerator("http://127.0.0.1:9/v1", "m", timeout=1, max_retries=0)) == [COMPOUND]
+
+
+def test_strategies_degrade_gracefully_with_the_local_model(handbook, local_generator):
+    from ragtune.retrieve.strategies import expand
+
+    for strategy in ("decompose", "multi_query"):
+        queries = expand(COMPOUND, strategy, local_generator, limit=3)
+        assert queries[0] == COMPOUND and 1 <= len(queries) <= 4
+        assert all(q.endswith("?") and q.strip() == q for q in queries)
+    handbook.pipeline.query.strategy = "decompose"
+    handbook.pipeline.answer.max_new_tokens = 24
+    answer = Answerer(handbook, local_generator).ask(COMPOUND, Principal("ana", ("staff",)), k=3)
+    assert answer.hits and answer.queries[0] == COMPOUND

@@ -88,6 +88,9 @@ class QueryConfig(_Strict):
     bm25_weight: float = Field(1.0, ge=0)
     candidates: int = Field(100, ge=1, description="depth of each retriever before fusion")
     hnsw_ef: int = Field(256, ge=1, description="HNSW search beam width (256: recall@10 ≥ 0.99 at 100K chunks, measured)")
+    strategy: Literal["plain", "decompose", "multi_query"] = Field(
+        "plain", description="answer path: search the question as is, its LLM sub-questions, or LLM rewrites")
+    max_subqueries: int = Field(3, ge=1, description="most sub-questions / rewrites searched besides the question")
 
 
 class RerankerConfig(_Strict):

@@ -22,6 +22,7 @@ from ragtune.config import AnswerConfig
 from ragtune.evaluate.qa import ABSTAIN, is_abstention
 from ragtune.models.generator import GenerationConfig, Generator
 from ragtune.retrieve import Searcher
+from ragtune.retrieve.strategies import expand, fuse
 from ragtune.types import Hit, Principal
 
 
@@ -44,6 +45,7 @@ class Answer:
     abstain_reason: str | None  # "no_context" | "low_confidence" | "model"
     hits: list[Hit]
     passages: list[str]
+    queries: list[str] = field(default_factory=list)  # what was searched (query strategy)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     tokens: dict[str, int] = field(default_factory=dict)
     confidence: float | None = None  # best dense similarity of the retrieved chunks
@@ -66,12 +68,12 @@ class Answerer:
         prepared = self._prepare(question, principal, k)
         if isinstance(prepared, Answer):
             return prepared
-        messages, passages, hits, timings = prepared
+        messages, passages, hits, timings, queries = prepared
         t = time.perf_counter()
         gen = self.generator.generate(messages, self._gen_config())
         timings["generate"] = time.perf_counter() - t
         return self._finish(question, gen.text, passages, hits, timings,
-                            {"prompt": gen.prompt_tokens, "completion": gen.completion_tokens})
+                            {"prompt": gen.prompt_tokens, "completion": gen.completion_tokens}, queries)
 
     def stream(self, question: str, principal: Principal, k: int | None = None) -> Iterator[str | Answer]:
         """Yield text pieces as they are generated, then the finished :class:`Answer`."""
@@ -80,7 +82,7 @@ class Answerer:
             yield prepared.text
             yield prepared
             return
-        messages, passages, hits, timings = prepared
+        messages, passages, hits, timings, queries = prepared
         t = time.perf_counter()
         pieces = []
         for piece in self.generator.stream(messages, self._gen_config()):
@@ -90,13 +92,19 @@ class Answerer:
         text = "".join(pieces).strip()
         yield self._finish(question, text, passages, hits, timings,
                            {"prompt": sum(self.generator.count_tokens(m["content"]) for m in messages),
-                            "completion": self.generator.count_tokens(text)})
+                            "completion": self.generator.count_tokens(text)}, queries)
 
     # -- stages ---------------------------------------------------------------------------------
     def _prepare(self, question: str, principal: Principal, k: int | None):
         timings: dict[str, float] = {}
+        k = k or self.config.k
+        query_cfg = self.collection.pipeline.query
         t = time.perf_counter()
-        hits = self.searcher.search(question, principal, k=k or self.config.k)
+        queries = expand(question, query_cfg.strategy, self.generator, query_cfg.max_subqueries)
+        timings["rewrite"] = time.perf_counter() - t
+        t = time.perf_counter()
+        lists = [self.searcher.search(q, principal, k=k) for q in queries]
+        hits = lists[0] if len(lists) == 1 else fuse(lists, k, query_cfg.rrf_k)
         timings["retrieve"] = time.perf_counter() - t
         t = time.perf_counter()
         budget = context_budget(self.config, self.generator.context_window, self.generator.count_tokens, question)
@@ -104,13 +112,14 @@ class Answerer:
         messages = build_messages(question, passages, self.config)
         timings["prompt"] = time.perf_counter() - t
         if not passages:  # nothing visible was retrieved: no model call can ground an answer
-            return self._finish(question, ABSTAIN, [], hits, timings, {"prompt": 0, "completion": 0}, "no_context")
+            return self._finish(question, ABSTAIN, [], hits, timings, {"prompt": 0, "completion": 0}, queries,
+                                "no_context")
         floor = self.config.min_retrieval_confidence
         confidence = retrieval_confidence(hits)
         if floor is not None and confidence is not None and confidence < floor:
             return self._finish(question, ABSTAIN, passages, hits, timings, {"prompt": 0, "completion": 0},
-                                "low_confidence")
-        return messages, passages, hits, timings
+                                queries, "low_confidence")
+        return messages, passages, hits, timings, queries
 
     def _gen_config(self) -> GenerationConfig:
         c = self.config
@@ -118,7 +127,7 @@ class Answerer:
                                 repetition_penalty=c.repetition_penalty)
 
     def _finish(self, question: str, text: str, passages: list[Passage], hits: list[Hit], timings: dict[str, float],
-                tokens: dict[str, int], reason: str | None = None) -> Answer:
+                tokens: dict[str, int], queries: list[str], reason: str | None = None) -> Answer:
         abstained = reason is not None or is_abstention(text)
         citations = [] if abstained else [
             Citation(n, p.doc_id, p.hits[0].chunk_id, p.hits[0].title, p.hits[0].source)
@@ -127,6 +136,7 @@ class Answerer:
         return Answer(
             id=uuid.uuid4().hex, question=question, text=ABSTAIN if abstained and reason else text,
             citations=citations, abstained=abstained, abstain_reason=reason or ("model" if abstained else None),
-            hits=hits, passages=[p.text for p in passages], timings=timings, tokens=tokens,
+            hits=hits, passages=[p.text for p in passages], queries=queries,
+            timings=timings, tokens=tokens,
             confidence=retrieval_confidence(hits),
         )
