@@ -1,6 +1,6 @@
 """LLM-as-a-judge: faithfulness of an answer to its retrieved context, and correctness against
-a reference answer, each scored 1-5 by a model behind any OpenAI-compatible endpoint (vLLM,
-NIM, Ollama, OpenAI; the local generator plugs in through the same ``complete`` callable).
+a reference answer, each scored 1-5 by any ragtune generator (``Judge.from_generator``): a model
+behind an OpenAI-compatible endpoint (vLLM, NIM, Ollama, OpenAI; ``Judge.openai``) or the local one.
 
 Judges are noisy and sometimes ignore the output format, so:
 - the reply is parsed leniently (a JSON object, else ``score: N``, else a lone digit 1-5);
@@ -95,18 +95,26 @@ class Judge:
         self.temperature = temperature if repeats == 1 else max(temperature, 0.7)
 
     @classmethod
-    def openai(cls, base_url: str, model: str, api_key: str = "none", timeout: float = 60.0, **kw) -> "Judge":
-        """A judge behind an OpenAI-compatible endpoint, e.g. ``http://localhost:8000/v1``."""
-        from openai import OpenAI
+    def from_generator(cls, generator, **kw) -> "Judge":
+        """A judge backed by any ragtune generator: the local model or an OpenAI-compatible endpoint."""
+        from itertools import count
 
-        client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=2)
+        from ragtune.models.generator import GenerationConfig
+
+        seeds = count()  # a new seed per call, so sampled repeats can differ
 
         def complete(messages: list[dict[str, str]], temperature: float) -> str:
-            resp = client.chat.completions.create(model=model, messages=messages, temperature=temperature,
-                                                  max_tokens=200)
-            return resp.choices[0].message.content or ""
+            config = GenerationConfig(max_new_tokens=200, temperature=temperature, seed=next(seeds))
+            return generator.generate(messages, config).text
 
         return cls(complete, **kw)
+
+    @classmethod
+    def openai(cls, base_url: str, model: str, api_key: str = "none", timeout: float = 60.0, **kw) -> "Judge":
+        """A judge behind an OpenAI-compatible endpoint, e.g. ``http://localhost:8000/v1``."""
+        from ragtune.models.generator import OpenAIGenerator
+
+        return cls.from_generator(OpenAIGenerator(base_url, model, api_key=api_key, timeout=timeout), **kw)
 
     def faithfulness(self, question: str, answer: str, contexts: list[str]) -> Verdict:
         prompt = FAITHFULNESS.format(question=question, answer=answer, context="\n\n".join(contexts))
