@@ -25,6 +25,28 @@ def embedder():
     return Embedder(EmbedderConfig())
 
 
+HANDBOOK = {
+    "leave.md": "# Leave\n\nEmployees get 25 days of paid annual leave per year. Unused days expire in March.",
+    "travel.md": "# Travel\n\nBook trains for trips shorter than four hours. Flights need manager approval.",
+    "laptops.md": "# Laptops\n\nLaptops are replaced every three years by the IT service desk.",
+}
+
+
+@pytest.fixture
+def handbook(tmp_path, make_collection):
+    """Collection "hb": three short policy pages visible to the group "staff" only."""
+    from ragtune.ingest.sync import ingest
+    from ragtune.types import Acl
+
+    src = tmp_path / "hb"
+    src.mkdir()
+    for name, text in HANDBOOK.items():
+        (src / name).write_text(text)
+    coll = make_collection("hb")
+    ingest(coll, src, Acl(groups=("staff",)))
+    return coll
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"

@@ -11,27 +11,8 @@ from ragtune.answer import Answer, Answerer
 from ragtune.answer.citations import cited_numbers
 from ragtune.answer.prompt import build_messages, context_budget, pack_passages
 from ragtune.config import AnswerConfig
-from ragtune.ingest.sync import ingest
 from ragtune.models.generator import OpenAIGenerator
-from ragtune.types import Acl, Principal
-
-DOCS = {
-    "leave.md": "# Leave\n\nEmployees get 25 days of paid annual leave per year. Unused days expire in March.",
-    "travel.md": "# Travel\n\nBook trains for trips shorter than four hours. Flights need manager approval.",
-    "laptops.md": "# Laptops\n\nLaptops are replaced every three years by the IT service desk.",
-}
-
-
-@pytest.fixture
-def handbook(tmp_path, make_collection):
-    src = tmp_path / "hb"
-    src.mkdir()
-    for name, text in DOCS.items():
-        (src / name).write_text(text)
-    coll = make_collection("hb")
-    ingest(coll, src, Acl(groups=("staff",)))
-    return coll
-
+from ragtune.types import Principal
 
 def test_passages_fit_the_budget_with_the_real_tokenizer(handbook, local_generator):
     hits = Answerer(handbook, local_generator).searcher.search("leave and travel", Principal("a", ("staff",)), k=3)

@@ -110,7 +110,22 @@ class GeneratorConfig(_Strict):
     max_retries: int = 2
 
 
+class ReaderConfig(_Strict):
+    """The extractive answerer (``answer.mode=extractive``)."""
+
+    model: str | None = Field(
+        None, description="span-prediction (extractive QA) model id/path; None = the sentence baseline "
+        "(the context sentence closest to the question under the collection's embedder)")
+    max_answer_tokens: int = Field(30, ge=1, description="longest span a span model may return")
+    null_margin: float | None = Field(
+        None, description="span model: abstain when its no-answer score beats the best span by more than "
+        "this (for models trained with unanswerable questions); None = never")
+    device: str | None = None
+
+
 class AnswerConfig(_Strict):
+    mode: Literal["generative", "extractive"] = Field(
+        "generative", description="generative: the LLM writes a cited answer; extractive: a reader returns a span")
     system_prompt: str = Field(
         "Answer the question using only the numbered context passages. Cite the passages you used "
         "as [1], [2]. If the context does not contain the answer, reply exactly: I don't know",
@@ -157,6 +172,7 @@ class PipelineConfig(_Strict):
     query: QueryConfig = Field(default_factory=QueryConfig)
     reranker: RerankerConfig = Field(default_factory=RerankerConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
     answer: AnswerConfig = Field(default_factory=AnswerConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
 

@@ -1,4 +1,8 @@
-"""Retrieve → pack numbered context → generate → parse citations → abstain or answer.
+"""Retrieve → pack numbered context → generate (or read a span) → parse citations → abstain or answer.
+
+Two answer modes (``answer.mode``): *generative*, where the LLM writes an answer citing ``[n]``,
+and *extractive*, where a :mod:`reader <ragtune.answer.extractive>` returns a span of one
+passage, cited as that passage.
 
 Example:
     >>> from ragtune.answer import Answerer
@@ -16,6 +20,7 @@ from typing import Iterator
 
 from ragtune.answer.abstain import retrieval_confidence
 from ragtune.answer.citations import cited_numbers
+from ragtune.answer.extractive import Reader, Span, make_reader
 from ragtune.answer.prompt import Passage, build_messages, context_budget, pack_passages
 from ragtune.collection import Collection
 from ragtune.config import AnswerConfig
@@ -49,6 +54,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     tokens: dict[str, int] = field(default_factory=dict)
     confidence: float | None = None  # best dense similarity of the retrieved chunks
+    span: Span | None = None  # extractive mode: where in which passage the answer was read
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -57,18 +63,43 @@ class Answer:
 
 
 class Answerer:
-    def __init__(self, collection: Collection, generator: Generator, config: AnswerConfig | None = None,
-                 searcher: Searcher | None = None):
+    """``generator`` writes answers (generative mode) and query rewrites (any mode, when a
+    strategy asks for them); ``reader`` reads spans (extractive mode)."""
+
+    def __init__(self, collection: Collection, generator: Generator | None = None, config: AnswerConfig | None = None,
+                 searcher: Searcher | None = None, reader: Reader | None = None):
         self.collection = collection
         self.generator = generator
+        self.reader = reader
         self.config = config or collection.pipeline.answer
         self.searcher = searcher or Searcher(collection)
+        needed = {"generative": generator, "extractive": reader}[self.config.mode]
+        if needed is None:
+            raise ValueError(f"answer.mode={self.config.mode} needs a "
+                             f"{'generator' if self.config.mode == 'generative' else 'reader'}")
+        self._tokens = generator if self.config.mode == "generative" else reader  # whose window bounds the context
+
+    @classmethod
+    def from_pipeline(cls, collection: Collection, home=None) -> "Answerer":
+        """The answerer the collection's pipeline describes (loads the models it names)."""
+        from ragtune.models.generator import make_generator
+
+        pipeline = collection.pipeline
+        needs_llm = pipeline.answer.mode == "generative" or pipeline.query.strategy != "plain"
+        generator = make_generator(pipeline.generator, home) if needs_llm else None
+        reader = None
+        if pipeline.answer.mode == "extractive":
+            reader = make_reader(pipeline.reader.model, collection.embedder, pipeline.reader.device,
+                                 pipeline.reader.max_answer_tokens)
+        return cls(collection, generator, reader=reader)
 
     def ask(self, question: str, principal: Principal, k: int | None = None) -> Answer:
         prepared = self._prepare(question, principal, k)
         if isinstance(prepared, Answer):
             return prepared
         messages, passages, hits, timings, queries = prepared
+        if self.config.mode == "extractive":
+            return self._read(question, passages, hits, timings, queries)
         t = time.perf_counter()
         gen = self.generator.generate(messages, self._gen_config())
         timings["generate"] = time.perf_counter() - t
@@ -83,6 +114,11 @@ class Answerer:
             yield prepared
             return
         messages, passages, hits, timings, queries = prepared
+        if self.config.mode == "extractive":
+            answer = self._read(question, passages, hits, timings, queries)
+            yield answer.text
+            yield answer
+            return
         t = time.perf_counter()
         pieces = []
         for piece in self.generator.stream(messages, self._gen_config()):
@@ -107,8 +143,8 @@ class Answerer:
         hits = lists[0] if len(lists) == 1 else fuse(lists, k, query_cfg.rrf_k)
         timings["retrieve"] = time.perf_counter() - t
         t = time.perf_counter()
-        budget = context_budget(self.config, self.generator.context_window, self.generator.count_tokens, question)
-        passages = pack_passages(hits, budget, self.generator.count_tokens, self.config.use_parents)
+        budget = context_budget(self.config, self._tokens.context_window, self._tokens.count_tokens, question)
+        passages = pack_passages(hits, budget, self._tokens.count_tokens, self.config.use_parents)
         messages = build_messages(question, passages, self.config)
         timings["prompt"] = time.perf_counter() - t
         if not passages:  # nothing visible was retrieved: no model call can ground an answer
@@ -121,17 +157,35 @@ class Answerer:
                                 queries, "low_confidence")
         return messages, passages, hits, timings, queries
 
+    def _read(self, question: str, passages: list[Passage], hits: list[Hit], timings: dict[str, float],
+              queries: list[str]) -> Answer:
+        t = time.perf_counter()
+        span = self.reader.read(question, [p.text for p in passages])
+        timings["read"] = time.perf_counter() - t
+        margin = self.collection.pipeline.reader.null_margin
+        if span is None:
+            return self._finish(question, ABSTAIN, passages, hits, timings, {}, queries, "model")
+        if margin is not None and span.no_answer_score is not None and span.no_answer_score - span.score > margin:
+            answer = self._finish(question, ABSTAIN, passages, hits, timings, {}, queries, "model")
+            answer.span = span
+            return answer
+        answer = self._finish(question, span.text, passages, hits, timings, {}, queries, cite=[span.passage])
+        answer.span = span
+        return answer
+
     def _gen_config(self) -> GenerationConfig:
         c = self.config
         return GenerationConfig(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
                                 repetition_penalty=c.repetition_penalty)
 
     def _finish(self, question: str, text: str, passages: list[Passage], hits: list[Hit], timings: dict[str, float],
-                tokens: dict[str, int], queries: list[str], reason: str | None = None) -> Answer:
+                tokens: dict[str, int], queries: list[str], reason: str | None = None,
+                cite: list[int] | None = None) -> Answer:
         abstained = reason is not None or is_abstention(text)
+        numbers = cite if cite is not None else cited_numbers(text, len(passages))
         citations = [] if abstained else [
             Citation(n, p.doc_id, p.hits[0].chunk_id, p.hits[0].title, p.hits[0].source)
-            for n in cited_numbers(text, len(passages)) for p in [passages[n - 1]]
+            for n in numbers for p in [passages[n - 1]]
         ]
         return Answer(
             id=uuid.uuid4().hex, question=question, text=ABSTAIN if abstained and reason else text,

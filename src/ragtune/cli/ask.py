@@ -22,17 +22,17 @@ def ask(
 ) -> None:
     """Answer a question from a collection, citing sources; says "I don't know" when the
     visible documents do not hold the answer. --set overrides apply to this call only
-    (e.g. --set generator.backend=openai --set generator.base_url=http://localhost:8000/v1)."""
+    (e.g. --set generator.backend=openai --set generator.base_url=http://localhost:8000/v1, or
+    --set answer.mode=extractive for a span of the context instead of a generated answer)."""
     from ragtune.answer import Answer, Answerer
     from ragtune.collection import Collection
-    from ragtune.models.generator import make_generator
     from ragtune.types import Principal
 
     principal = Principal(user, tuple(group or ()))
     with Collection.open(home, collection) as coll:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
-        answerer = Answerer(coll, make_generator(coll.pipeline.generator, home))
+        answerer = Answerer.from_pipeline(coll, home)
         if stream and not json_:
             answer = None
             for piece in answerer.stream(question, principal, k):

@@ -1,0 +1,188 @@
+"""Extractive answering: the answer is a span copied from the retrieved context.
+
+This is the answer mode of extractive-QA evaluations (SQuAD, COVID-QA): exact match and F1 reward
+the short span a reader points at, which a generative model rarely reproduces verbatim. Two
+readers share one interface:
+
+- :class:`SentenceReader`, the baseline: the context sentence closest to the question under the
+  collection's own embedder. Needs no training, so every collection has it from the start.
+- :class:`SpanReader`: any Hugging Face ``AutoModelForQuestionAnswering`` (start/end logits),
+  e.g. the reader ``ragtune train reader`` produces, or a hub model such as
+  ``deepset/roberta-base-squad2`` for users with internet access.
+
+transformers 5 dropped its question-answering pipeline, so the span decoding (overlapping
+windows over long passages, best start/end pair within a length limit, the [CLS] "no answer"
+score) is written here.
+
+Example:
+    >>> from ragtune.answer.extractive import SentenceReader
+    >>> from ragtune.config import EmbedderConfig
+    >>> from ragtune.models.embedder import Embedder
+    >>> reader = SentenceReader(Embedder(EmbedderConfig()))
+    >>> span = reader.read("When did the tower open?", ["Paris is large.", "It is iron. The tower opened in 1889 for the fair."])
+    >>> span.text, span.passage
+    ('The tower opened in 1889 for the fair.', 2)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+
+
+@dataclass
+class Span:
+    text: str
+    passage: int  # 1-based number of the passage it was taken from
+    start: int  # character offsets in that passage
+    end: int
+    score: float  # reader-specific; higher is more confident
+    no_answer_score: float | None = None  # SpanReader: the [CLS] score of the best window
+
+
+class Reader(Protocol):
+    name: str
+    context_window: int
+
+    def read(self, question: str, passages: list[str]) -> Span | None:
+        """The best span over all passages, or None when there is none (or the reader abstains)."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences (and lines) of ``text``, whitespace-trimmed.
+
+    >>> t = "First one. Second one?\\nThird"
+    >>> [t[s:e] for s, e in sentences(t)]
+    ['First one.', 'Second one?', 'Third']
+    """
+    spans, start = [], 0
+    for m in list(_SENTENCE_END.finditer(text)) + [None]:
+        end = m.start() if m else len(text)
+        piece = text[start:end]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            spans.append((start + lead, start + len(piece.rstrip())))
+        if m:
+            start = m.end()
+    return spans
+
+
+class SentenceReader:
+    """Baseline reader: the sentence with the highest cosine similarity to the question."""
+
+    name = "sentence-baseline"
+    context_window = 1_000_000  # reads any amount of context; the answer config's budget applies
+
+    def __init__(self, embedder, min_words: int = 3):
+        self.embedder = embedder
+        self.min_words = min_words  # fragments ("Fig. 2.") are not answers
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.embedder.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def read(self, question: str, passages: list[str]) -> Span | None:
+        candidates = [(n, s, e) for n, p in enumerate(passages, start=1) for s, e in sentences(p)
+                      if len(p[s:e].split()) >= self.min_words]
+        if not candidates:
+            return None
+        texts = [passages[n - 1][s:e] for n, s, e in candidates]
+        q = self.embedder.embed_query(question)
+        d = self.embedder.embed_documents(texts)
+        scores = d @ q
+        best = int(scores.argmax())
+        n, s, e = candidates[best]
+        return Span(texts[best], n, s, e, float(scores[best]))
+
+
+class SpanReader:
+    """A span-prediction (extractive QA) model: best start/end token pair over every passage."""
+
+    def __init__(self, model: str | Path, device: str | None = None, max_answer_tokens: int = 30,
+                 max_length: int = 384, stride: int = 128, batch_size: int = 16):
+        import torch
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        from ragtune.models.loading import best_device
+
+        self.name = str(model)
+        self.device = best_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        if not self.tokenizer.is_fast:
+            raise ValueError(f"reader {model}: needs a fast tokenizer (character offsets map answers back to text)")
+        self.model = AutoModelForQuestionAnswering.from_pretrained(model, dtype=torch.float32).to(self.device).eval()
+        self.max_answer_tokens, self.max_length, self.stride, self.batch_size = max_answer_tokens, max_length, stride, batch_size
+        self.context_window = 1_000_000  # long passages are read in overlapping windows
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def read(self, question: str, passages: list[str]) -> Span | None:
+        import torch
+
+        if not passages:
+            return None
+        pad_right = self.tokenizer.padding_side == "right"
+        enc = self.tokenizer(
+            [question] * len(passages), passages, truncation="only_second" if pad_right else "only_first",
+            max_length=self.max_length, stride=self.stride, return_overflowing_tokens=True,
+            return_offsets_mapping=True, padding=True, return_tensors="pt")
+        windows = enc.pop("overflow_to_sample_mapping").tolist()
+        offsets = enc.pop("offset_mapping").tolist()
+        seq_ids = [enc.sequence_ids(i) for i in range(len(windows))]
+        starts, ends = [], []
+        with torch.inference_mode():
+            for b in range(0, len(windows), self.batch_size):
+                batch = {k: v[b:b + self.batch_size].to(self.device) for k, v in enc.items()}
+                out = self.model(**batch)
+                starts.append(out.start_logits.float().cpu())
+                ends.append(out.end_logits.float().cpu())
+        start_logits, end_logits = torch.cat(starts), torch.cat(ends)
+        best: Span | None = None
+        null = None
+        for w, passage_index in enumerate(windows):
+            context = [i for i, s in enumerate(seq_ids[w]) if s == 1]
+            if not context:
+                continue
+            null_w = float(start_logits[w, 0] + end_logits[w, 0])
+            null = null_w if null is None else min(null, null_w)
+            span = self._best_in_window(start_logits[w], end_logits[w], context)
+            if span is None:
+                continue
+            score, i, j = span
+            if best is None or score > best.score:
+                s, e = offsets[w][i][0], offsets[w][j][1]
+                text = passages[passage_index]
+                best = Span(text[s:e], passage_index + 1, s, e, score)
+        if best is not None:
+            best.no_answer_score = null
+        return best
+
+    def _best_in_window(self, start_logits, end_logits, context: list[int]):
+        import torch
+
+        lo, hi = context[0], context[-1] + 1
+        s, e = start_logits[lo:hi], end_logits[lo:hi]
+        # score[i, j] = s[i] + e[j], valid only for i <= j < i + max_answer_tokens
+        scores = s[:, None] + e[None, :]
+        n = scores.shape[0]
+        valid = torch.ones(n, n, dtype=torch.bool).triu() & ~torch.ones(n, n, dtype=torch.bool).triu(self.max_answer_tokens)
+        scores = scores.masked_fill(~valid, float("-inf"))
+        flat = int(scores.argmax())
+        i, j = divmod(flat, n)
+        if not torch.isfinite(scores[i, j]):
+            return None
+        return float(scores[i, j]), lo + i, lo + j
+
+
+def make_reader(model: str | None, embedder, device: str | None = None, max_answer_tokens: int = 30) -> Reader:
+    """``None`` (the default) gives the sentence baseline; anything else is a span model id/path."""
+    if model is None:
+        return SentenceReader(embedder)
+    return SpanReader(model, device=device, max_answer_tokens=max_answer_tokens)

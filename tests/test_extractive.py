@@ -1,0 +1,109 @@
+"""Extractive mode: the sentence baseline through the whole answer path, and the span-model
+decoding on a tiny randomly initialised QA model built here (the trained reader comes with
+the fine-tuning work; this checks the interface and the decoding, not a model's quality)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ragtune.answer import Answerer
+from ragtune.answer.extractive import SentenceReader, SpanReader, sentences
+from ragtune.types import Principal
+
+STAFF = Principal("ana", ("staff",))
+
+
+def test_sentence_baseline_answers_with_a_cited_span_and_no_llm(handbook, embedder):
+    handbook.pipeline.answer.mode = "extractive"
+    answerer = Answerer(handbook, reader=SentenceReader(embedder))
+    answer = answerer.ask("How often are laptops replaced?", STAFF)
+    assert answer.text == "Laptops are replaced every three years by the IT service desk."
+    assert not answer.abstained and [c.doc_id for c in answer.citations] == ["hb/laptops.md"]
+    n = answer.citations[0].number
+    assert answer.passages[n - 1][answer.span.start:answer.span.end] == answer.text
+    assert "read" in answer.timings and "generate" not in answer.timings
+    streamed = list(answerer.stream("How often are laptops replaced?", STAFF))
+    assert streamed[0] == answer.text and streamed[-1].text == answer.text
+    # Nothing visible: abstains before reading anything.
+    outsider = answerer.ask("How often are laptops replaced?", Principal("outsider"))
+    assert outsider.abstained and outsider.abstain_reason == "no_context" and outsider.span is None
+
+
+def test_extractive_mode_needs_a_reader(handbook, embedder):
+    handbook.pipeline.answer.mode = "extractive"
+    with pytest.raises(ValueError, match="needs a reader"):
+        Answerer(handbook)
+
+
+def test_sentence_splitting_keeps_offsets():
+    text = "  Alpha beta. Gamma (delta)!  \n\nEpsilon zeta"
+    spans = sentences(text)
+    assert [text[s:e] for s, e in spans] == ["Alpha beta.", "Gamma (delta)!", "Epsilon zeta"]
+
+
+@pytest.fixture(scope="module")
+def tiny_qa_model(tmp_path_factory):
+    """A 2-layer BERT with a QA head over MiniLM's tokenizer, random weights, saved like a real one."""
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    from ragtune.models.loading import resolve_model
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    out = tmp_path_factory.mktemp("tiny-qa")
+    BertForQuestionAnswering(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_span_reader_returns_real_spans_of_long_passages(tiny_qa_model):
+    reader = SpanReader(tiny_qa_model, max_answer_tokens=5, max_length=64, stride=16)
+    long = " ".join(f"Sentence {i} says the value is {i * 7}." for i in range(60))  # many windows
+    passages = ["Short passage about leave.", long]
+    span = reader.read("What is the value?", passages)
+    assert span is not None and 1 <= span.passage <= 2
+    assert passages[span.passage - 1][span.start:span.end] == span.text and span.text.strip()
+    assert reader.count_tokens(span.text) <= 5
+    assert span.no_answer_score is not None
+    assert reader.read("anything?", []) is None
+
+
+def test_span_decoding_picks_the_best_valid_pair(tiny_qa_model):
+    reader = SpanReader(tiny_qa_model, max_answer_tokens=3)
+    start = torch.tensor([0.0, 5.0, 0.0, 0.0, 9.0, 0.0])
+    end = torch.tensor([0.0, 0.0, 4.5, 0.0, 0.0, 0.0])
+    # context = tokens 1..5; the best start (4) has no good end after it within 3 tokens,
+    # so the winner is (1, 2) with 5 + 4.5, not (4, 4) with 9 nor the invalid (4, 2) with 13.5.
+    score, i, j = reader._best_in_window(start, end, [1, 2, 3, 4, 5])
+    assert (i, j) == (1, 2) and score == 9.5
+    end[5] = 1.0  # (4, 5): 9 + 1 = 10 beats it and is within the length limit
+    assert reader._best_in_window(start, end, [1, 2, 3, 4, 5])[1:] == (4, 5)
+
+
+def test_null_margin_makes_the_span_reader_abstain(handbook, tiny_qa_model):
+    handbook.pipeline.answer.mode = "extractive"
+    reader = SpanReader(tiny_qa_model)
+    handbook.pipeline.reader.null_margin = -1e9  # any no-answer score beats any span by more than this
+    abstained = Answerer(handbook, reader=reader).ask("How often are laptops replaced?", STAFF)
+    assert abstained.abstained and abstained.abstain_reason == "model" and abstained.span is not None
+    handbook.pipeline.reader.null_margin = None
+    answered = Answerer(handbook, reader=reader).ask("How often are laptops replaced?", STAFF)
+    assert not answered.abstained and answered.text == answered.span.text and len(answered.citations) == 1
+
+
+def test_ask_cli_extractive_json(handbook, home):
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    handbook.close()
+    out = CliRunner().invoke(app, ["ask", "When do unused leave days expire?", "-c", "hb", "--group", "staff", "--json",
+                                   "--set", "answer.mode=extractive", "--home", str(home)], catch_exceptions=False)
+    data = json.loads(out.stdout)
+    assert data["text"] == "Unused days expire in March." and data["span"]["passage"] == 1
+    assert data["citations"][0]["doc_id"] == "hb/leave.md"
