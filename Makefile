@@ -1,4 +1,4 @@
-# The two commands README.md promises: `make demo` (set up + index + search) and `make test`.
+# The two commands README.md promises: `make demo` (set up + index + search + answer) and `make test`.
 .PHONY: setup demo test bench clean
 
 VENV := .venv
@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup.sh
 demo: setup
 	$(VENV)/bin/ragtune ingest docs -c ragtune-docs --public
 	$(VENV)/bin/ragtune search "what happens when ingestion is killed half-way?" -c ragtune-docs -k 3
+	$(VENV)/bin/ragtune ask "What happens when ingestion is killed half-way?" -c ragtune-docs
 
 test: setup
 	$(VENV)/bin/python -m pytest

@@ -208,3 +208,58 @@ def test_squad_importer_marks_the_chunk_holding_the_answer(tmp_path):
     for q, i in (("q3", 3), ("q41", 41)):
         (doc,) = ds.qrels[q]
         assert f"Fact {i} says the code is {i * 7}" in ds.corpus[doc]["text"]
+
+
+QA_FILE = {"version": "v2.0", "data": [
+    {"title": "Harbour", "paragraphs": [
+        {"context": "The old harbour of Velmar was rebuilt in 1932. Its lighthouse is painted red and white. "
+                    "Ferries leave for the islands every two hours.",
+         "qas": [
+             {"id": "h1", "question": "When was the harbour of Velmar rebuilt?",
+              "answers": [{"text": "1932", "answer_start": 42}]},
+             {"id": "h2", "question": "How often do ferries leave for the islands?",
+              "answers": [{"text": "Ferries leave for the islands every two hours.", "answer_start": 89}]}]}]},
+    {"title": "Orchard", "paragraphs": [
+        {"context": "The orchard grows twelve varieties of apple. Harvest starts in late September.",
+         "qas": [
+             {"id": "o1", "question": "When does the apple harvest start?",
+              "answers": [{"text": "late September", "answer_start": 63}]},
+             {"id": "o2", "question": "Who owns the orchard?", "answers": [], "is_impossible": True}]}]}]}
+
+
+def test_eval_qa_answers_through_a_collection(tmp_path, home, chat_server):
+    """Extractive baseline (no LLM) and the generative path over a real OpenAI-compatible server:
+    answers, hit@k of the answer-bearing chunk, latency per stage, a judge-ready answers file."""
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+    from ragtune.evaluate.squad import load_squad
+
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(QA_FILE))
+    assert [ex.answers[0] for ex in load_squad(path)[:3]] == ["1932", "Ferries leave for the islands every two hours.",
+                                                              "late September"]
+    runner = CliRunner()
+    base = ["eval", "qa", "--dataset", str(path), "-c", "qa", "--json", "--home", str(home)]
+    out = runner.invoke(app, base + ["--set", "answer.mode=extractive"], catch_exceptions=False)
+    result = json.loads(out.stdout)
+    m = result["metrics"]
+    assert m["n"] == 4 and m["hit@1"] == 1.0 and m["hit@5"] == 1.0 and m["answer_in_context"] == 1.0
+    answers = {json.loads(line)["id"]: json.loads(line) for line in open(f"{result['run']}/answers.jsonl")}
+    assert answers["h2"]["answer"] == "Ferries leave for the islands every two hours."  # the sentence baseline's EM
+    assert answers["h1"]["answer"] == "The old harbour of Velmar was rebuilt in 1932."  # subset match, not EM
+    assert m["exact_match"] == 0.25 and m["subset_match"] >= 0.5
+    assert answers["o2"]["answer_rank"] is None and "latency_ms.read.p50" in m and "latency_ms.retrieve.p50" in m
+    assert set(answers["h1"]) >= {"question", "answer", "contexts", "reference"}  # what `eval judge` reads
+
+    chat_server.replies += ["1932 [1]", "Ferries leave for the islands every two hours [1].", "In late September [1].",
+                            "I don't know."]
+    sets = ["--set", "generator.backend=openai", "--set", f"generator.base_url={chat_server.url}",
+            "--set", "generator.model=served"]
+    gen = json.loads(runner.invoke(app, base + sets, catch_exceptions=False).stdout)["metrics"]
+    # Questions are answered in file order (h1, h2, o1, o2); citation markers are not scored;
+    # "In late September" is no exact match; the right abstention on o2 counts as one.
+    assert gen["exact_match"] == 0.75 and gen["subset_match"] == 1.0 and gen["abstention_recall"] == 1.0 and gen["abstention_precision"] == 1.0
+    assert "latency_ms.generate.p50" in gen and gen["abstention_rate"] == 0.25
+    bad = runner.invoke(app, ["eval", "qa", "--dataset", str(path), "--home", str(home)])
+    assert bad.exit_code == 2 and "either -c COLLECTION" in bad.output

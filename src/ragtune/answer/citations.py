@@ -5,6 +5,9 @@ Example:
     >>> from ragtune.answer.citations import cited_numbers
     >>> cited_numbers("Paris [1], per [2, 5] and [9].", n_passages=5)
     [1, 2, 5]
+    >>> from ragtune.answer.citations import strip_citations
+    >>> strip_citations("Paris [1], per [2, 5].")
+    'Paris, per.'
 """
 
 from __future__ import annotations
@@ -22,3 +25,8 @@ def cited_numbers(text: str, n_passages: int) -> list[int]:
             if 1 <= n <= n_passages and n not in out:
                 out.append(n)
     return out
+
+
+def strip_citations(text: str) -> str:
+    """The answer without its citation markers (what extractive metrics should compare)."""
+    return re.sub(r"\s+([.,;:!?])", r"\1", _BRACKET.sub("", text)).strip()

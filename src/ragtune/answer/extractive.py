@@ -85,7 +85,7 @@ class SentenceReader:
         self.min_words = min_words  # fragments ("Fig. 2.") are not answers
 
     def count_tokens(self, text: str) -> int:
-        return len(self.embedder.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.embedder.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def read(self, question: str, passages: list[str]) -> Span | None:
         candidates = [(n, s, e) for n, p in enumerate(passages, start=1) for s, e in sentences(p)

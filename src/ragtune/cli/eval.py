@@ -56,18 +56,70 @@ def retrieval(
 @app.command()
 def qa(
     dataset: Annotated[Path, typer.Option("--dataset", help="SQuAD-format JSON (v1, v2, COVID-QA)")],
-    predictions: Annotated[Path, typer.Option("--predictions", help="JSON {question id: answer text}")],
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", "-c", help="answer with this collection's pipeline (its contexts are indexed into it first)")] = None,
+    predictions: Annotated[Optional[Path], typer.Option(
+        "--predictions", help="score ready answers instead: JSON {question id: answer text}")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="answer a random sample of this many questions")] = None,
+    seed: Annotated[int, typer.Option(help="seed of that sample")] = 0,
+    set_: SetOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Score answers against a SQuAD-format file: EM, F1, subset match, abstention P/R.
-    (Generating the answers from a collection joins once the answer step exists.)"""
+    """Score answers against a SQuAD-format file: EM, F1, subset match, abstention; with -c the
+    answers come from the collection's retrieve-then-answer path, with retrieval hit@k and
+    latency per stage; with --predictions they come from a file."""
+    from ragtune.evaluate.squad import load_squad
+
+    if (collection is None) == (predictions is None):
+        fail("give either -c COLLECTION (answer the questions) or --predictions FILE (score given answers)")
+    try:
+        examples = load_squad(dataset)
+    except ValueError as e:
+        fail(str(e))
+    if predictions is not None:
+        _score_predictions(dataset, examples, predictions, home, json_)
+        return
+    _answer_and_score(dataset, examples, collection, limit, seed, set_, home, json_)
+
+
+def _answer_and_score(dataset: Path, examples, collection: str, limit, seed: int, set_, home, json_: bool) -> None:
+    from rich.progress import Progress
+
+    from ragtune.answer import Answerer
+    from ragtune.collection import Collection
+    from ragtune.config import PipelineConfig
+    from ragtune.evaluate.answers import evaluate_answers, index_contexts, sample
+
+    pipeline = PipelineConfig().with_overrides(set_) if set_ else None
+    with Collection.create(home, collection, pipeline, exist_ok=True) as coll, \
+            Progress(console=err, transient=True, disable=json_) as progress:
+        if set_:
+            coll.pipeline = coll.pipeline.with_overrides(set_)
+        tasks: dict[str, int] = {}
+
+        def on_progress(event: str, done: int, total: int) -> None:
+            if event not in tasks:
+                tasks[event] = progress.add_task(event, total=total or None)
+            progress.update(tasks[event], completed=done, total=total or None)
+
+        index_contexts(coll, examples, dataset.stem, home, on_progress)
+        chosen = sample(examples, limit, seed)
+        run = evaluate_answers(Answerer.from_pipeline(coll, home), chosen, home=home, on_progress=on_progress,
+                               config={"dataset": str(dataset.resolve()), "collection": collection,
+                                       "limit": limit, "seed": seed})
+    if json_:
+        print_json({"run": str(run.path), "metrics": run.metrics()["answers"]})
+    else:
+        typer.echo((run.path / "summary.md").read_text())
+        typer.echo(f"run directory: {run.path} (answers.jsonl feeds `ragtune eval judge --answers`)")
+
+
+def _score_predictions(dataset: Path, examples, predictions: Path, home, json_: bool) -> None:
     from ragtune.config import ragtune_home
     from ragtune.evaluate.qa import score_answer, score_answers
     from ragtune.evaluate.runs import RunDir, markdown_table
-    from ragtune.evaluate.squad import load_squad
 
-    examples = load_squad(dataset)
     try:
         preds = json.loads(predictions.read_text())
     except (OSError, ValueError) as e:
