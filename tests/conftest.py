@@ -97,6 +97,7 @@ class ChatServer:
         self.replies: list[str] = []
         self.requests: list[dict] = []
         self.default: str | None = None  # reply when no scripted one is left; None = echo
+        self.responder = None  # or a function(messages) -> reply, standing in for a capable model
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -109,6 +110,8 @@ class ChatServer:
                     return self._send(404, {"error": {"message": "model not found"}})
                 if server.replies:
                     content = server.replies.pop(0)
+                elif server.responder is not None:
+                    content = server.responder(body["messages"])
                 else:
                     content = server.default if server.default is not None else "echo: " + body["messages"][-1]["content"]
                 for stop in body.get("stop") or []:

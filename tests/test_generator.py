@@ -61,3 +61,16 @@ def test_stop_strings_split_across_stream_chunks():
     assert "".join(_stop_stream(iter(["The ans", "wer is 4", "2.\n\nQue", "stion: next"]), ["\n\nQuestion:"])) == \
         "The answer is 42."
     assert "".join(_stop_stream(iter(["no stop here"]), ["STOP"])) == "no stop here"
+
+
+def test_batched_generation_matches_one_at_a_time(local_generator):
+    from ragtune.models.generator import GenerationConfig
+
+    long = [{"role": "user", "content": "Name the capital of France and say one thing about its history."}]
+    short = [{"role": "user", "content": "Say hello."}]
+    cfg = GenerationConfig(max_new_tokens=12)
+    batch = local_generator.generate_batch([long, short], cfg)
+    alone = local_generator.generate(long, cfg)
+    # The longest prompt gets no padding, so greedy decoding must give the very same text.
+    assert batch[0].text == alone.text and batch[0].completion_tokens == alone.completion_tokens
+    assert batch[1].text and batch[1].prompt_tokens < batch[0].prompt_tokens

@@ -6,6 +6,8 @@ Layout under ``RAGTUNE_HOME``::
     collections/<name>/pipeline.yaml     the pipeline this collection is bound to
     collections/<name>/manifest.sqlite   documents, hashes, ACLs, ingest runs
     collections/<name>/index/<version>/  store data; index/live names the promoted version
+    collections/<name>/index/versions.json  per version: the embedder that made its vectors
+    collections/<name>/index/history.jsonl  promotions and rollbacks, oldest first
 
 Example:
     >>> import tempfile
@@ -20,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from functools import cached_property
@@ -39,12 +42,21 @@ class CollectionNotFoundError(LookupError):
 
 
 class Collection:
-    def __init__(self, directory: Path, pipeline: PipelineConfig):
+    """``version`` pins an index version (a shadow being evaluated); None follows ``index/live``."""
+
+    def __init__(self, directory: Path, pipeline: PipelineConfig, version: str | None = None):
         self.dir = directory
         self.name = directory.name
         self.pipeline = pipeline
+        self._version = version
         self._store: Store | None = None
         self._manifest: Manifest | None = None
+
+    def at_version(self, version: str) -> "Collection":
+        """Another handle on this collection bound to index ``version`` (close it when done)."""
+        if not (self.dir / "index" / version).exists() and version not in self.versions():
+            raise LookupError(f"collection {self.name!r} has no index version {version!r}; it has {sorted(self.versions())}")
+        return Collection(self.dir, self.pipeline.model_copy(deep=True), version)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -116,6 +128,15 @@ class Collection:
         return (self.dir / "index" / "live").read_text().strip()
 
     @property
+    def version(self) -> str:
+        return self._version or self.live_version
+
+    def versions(self) -> dict[str, dict[str, Any]]:
+        """Index versions: {version: {"embedder": model, "created": ..., ...}}."""
+        path = self.dir / "index" / "versions.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    @property
     def manifest(self) -> Manifest:
         if self._manifest is None:
             self._manifest = Manifest(self.dir / "manifest.sqlite")
@@ -125,7 +146,12 @@ class Collection:
     def embedder(self):
         from ragtune.models.embedder import Embedder
 
-        return Embedder(self.pipeline.embedder)
+        # Queries must be embedded by the model that made this version's vectors.
+        config = self.pipeline.embedder
+        model = self.versions().get(self.version, {}).get("embedder")
+        if model and model != config.model:
+            config = config.model_copy(update={"model": model})
+        return Embedder(config)
 
     @property
     def store(self) -> Store:
@@ -133,13 +159,22 @@ class Collection:
             from ragtune.index import open_store
 
             self._store = open_store(
-                self.pipeline.store, self.dir / "index" / self.live_version, dim=self.embedder.dim
+                self.pipeline.store, self.dir / "index" / self.version, dim=self.embedder.dim
             )
         return self._store
 
+    def acl_tokens(self) -> list[str]:
+        """Every ACL token used by a stored chunk (what a ServicePrincipal needs to see them all)."""
+        return sorted({t for p in self.store.scroll_payloads(["acl"]) for t in p.get("acl", [])})
+
+    def chunks(self) -> list[dict[str, Any]]:
+        """Every stored chunk: point_id, chunk_id, doc_id, title, text, search_text (the embedded text)."""
+        fields = ["chunk_id", "doc_id", "title", "text", "search_text"]
+        return sorted(self.store.scroll_payloads(fields), key=lambda c: c.get("chunk_id", ""))
+
     def stats(self) -> dict[str, Any]:
         """Completeness and freshness: manifest totals plus the last ingest run."""
-        out: dict[str, Any] = {"name": self.name, "index_version": self.live_version}
+        out: dict[str, Any] = {"name": self.name, "index_version": self.version}
         out.update(self.manifest.stats())
         out["last_run"] = self.manifest.last_run()
         return out

@@ -104,7 +104,7 @@ class GeneratorConfig(_Strict):
     model: str = Field("SmolLM2-135M-Instruct", description="HF id/path (local) or served model name (openai)")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
-    adapter: str | None = Field(None, description="PEFT adapter folder (local backend)")
+    adapter: str | None = Field(None, description="PEFT adapter: a registered name (`ragtune train qgen` ...) or a folder (local backend)")
     device: str | None = None
     timeout_s: float = 60.0
     max_retries: int = 2

@@ -93,6 +93,19 @@ class Principal:
         return out
 
 
+@dataclass(frozen=True)
+class ServicePrincipal(Principal):
+    """ragtune's own offline jobs (synthetic training data, hard-negative mining) that must see
+    every chunk of a collection: it carries the exact ACL tokens to match, so the store filter
+    stays in place. Built only by library code from a collection's own tokens
+    (``Collection.acl_tokens()``); the server never makes one from a request."""
+
+    acl: tuple[str, ...] = ()
+
+    def tokens(self) -> list[str]:
+        return list(self.acl)
+
+
 @dataclass
 class Document:
     """One source document, before chunking."""

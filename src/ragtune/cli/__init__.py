@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragtune.cli import ask, collections, eval, ingest, search
+from ragtune.cli import adapt, ask, collections, eval, ingest, models, search, synth, train
 from ragtune.cli.common import err
 
 app = typer.Typer(
@@ -20,6 +20,10 @@ app.command()(ask.calibrate)
 app.command()(collections.status)
 app.add_typer(collections.app, name="collections")
 app.add_typer(eval.app, name="eval")
+app.add_typer(synth.app, name="synth")
+app.add_typer(train.app, name="train")
+app.add_typer(models.app, name="models")
+app.command()(adapt.adapt)
 
 
 def main() -> None:

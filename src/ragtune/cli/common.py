@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -31,3 +32,19 @@ def print_json(data: Any) -> None:
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+@contextmanager
+def progress_bars(disable: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """An ``on_progress(event, done, total)`` callback drawing one rich bar per event (total 0 = unknown)."""
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True, disable=disable) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(event: str, done: int, total: int) -> None:
+            if event not in tasks:
+                tasks[event] = progress.add_task(event, total=total or None)
+            progress.update(tasks[event], completed=done, total=total or None)
+
+        yield on_progress

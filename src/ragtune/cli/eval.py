@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ragtune.cli.common import HomeOpt, JsonOpt, SetOpt, err, fail, print_json
+from ragtune.cli.common import HomeOpt, JsonOpt, SetOpt, err, fail, print_json, progress_bars
 
 app = typer.Typer(help="Evaluate retrieval, answers and ingestion; compare runs.", no_args_is_help=True)
 
@@ -25,8 +25,6 @@ def retrieval(
     json_: JsonOpt = False,
 ) -> None:
     """Index a BEIR corpus, run each retrieval mode on a split, score it, and write a run directory."""
-    from rich.progress import Progress
-
     from ragtune.config import PipelineConfig
     from ragtune.evaluate.retrieval import evaluate_retrieval
 
@@ -37,14 +35,7 @@ def retrieval(
     pipeline = None
     if config or set_:
         pipeline = (PipelineConfig.load(config) if config else PipelineConfig()).with_overrides(set_)
-    with Progress(console=err, transient=True, disable=json_) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(event: str, done: int, total: int) -> None:
-            if event not in tasks:
-                tasks[event] = progress.add_task(event, total=total or None)
-            progress.update(tasks[event], completed=done, total=total or None)
-
+    with progress_bars(disable=json_) as on_progress:
         run = evaluate_retrieval(dataset, split, mode_list, home, collection, pipeline, depth, on_progress=on_progress)
     if json_:
         print_json({"run": str(run.path), "metrics": run.metrics()})
@@ -84,25 +75,15 @@ def qa(
 
 
 def _answer_and_score(dataset: Path, examples, collection: str, limit, seed: int, set_, home, json_: bool) -> None:
-    from rich.progress import Progress
-
     from ragtune.answer import Answerer
     from ragtune.collection import Collection
     from ragtune.config import PipelineConfig
     from ragtune.evaluate.answers import evaluate_answers, index_contexts, sample
 
     pipeline = PipelineConfig().with_overrides(set_) if set_ else None
-    with Collection.create(home, collection, pipeline, exist_ok=True) as coll, \
-            Progress(console=err, transient=True, disable=json_) as progress:
+    with Collection.create(home, collection, pipeline, exist_ok=True) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
-        tasks: dict[str, int] = {}
-
-        def on_progress(event: str, done: int, total: int) -> None:
-            if event not in tasks:
-                tasks[event] = progress.add_task(event, total=total or None)
-            progress.update(tasks[event], completed=done, total=total or None)
-
         index_contexts(coll, examples, dataset.stem, home, on_progress)
         chosen = sample(examples, limit, seed)
         run = evaluate_answers(Answerer.from_pipeline(coll, home), chosen, home=home, on_progress=on_progress,

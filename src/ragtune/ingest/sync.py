@@ -66,6 +66,10 @@ def point_id(doc_id: str, doc_hash: str, index: int) -> str:
 def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Progress | None = None) -> IngestReport:
     """Sync ``path`` into ``collection``. ``acl`` applies to every document that does not carry
     its own (JSON/JSONL records may have an ``acl`` field)."""
+    if collection.version != collection.live_version:
+        # The manifest is shared by all versions: it must describe the index queries are served from.
+        raise ValueError(f"ingest writes to the live index ({collection.live_version}), not to version "
+                         f"{collection.version}; open the collection without a version")
     started = time.perf_counter()
     root = Path(path).resolve()
     cfg = collection.pipeline.ingest

@@ -110,7 +110,9 @@ class LocalGenerator:
         if adapter is not None:
             from peft import PeftModel
 
-            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+            from ragtune.models.adapters import AdapterRegistry
+
+            self.model = PeftModel.from_pretrained(self.model, str(AdapterRegistry(home).resolve(str(adapter))))
         self.model.eval()
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
 
@@ -147,6 +149,32 @@ class LocalGenerator:
         text = _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), config.stop)
         finish = "length" if len(new) >= config.max_new_tokens and new[-1] != self.tokenizer.eos_token_id else "stop"
         return Generation(text.strip(), n_prompt, int(len(new)), finish)
+
+    def generate_batch(self, batch: list[Messages], config: GenerationConfig) -> list[Generation]:
+        """Several conversations in one padded forward pass: on a CPU this is several times the
+        throughput of one at a time (synthetic data generation uses it)."""
+        import torch
+
+        texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"  # new tokens must follow each prompt directly
+        try:
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        finally:
+            self.tokenizer.padding_side = side
+        width = int(enc["input_ids"].shape[1])
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **self._kwargs(config))
+        results = []
+        eos = self.tokenizer.eos_token_id
+        for i in range(len(batch)):
+            new = out[i, width:]
+            ended = (new == eos).nonzero()
+            n_new = int(ended[0, 0]) + 1 if len(ended) else len(new)
+            text = _cut_at_stop(self.tokenizer.decode(new[:n_new], skip_special_tokens=True), config.stop)
+            results.append(Generation(text.strip(), int(enc["attention_mask"][i].sum()), n_new,
+                                      "stop" if len(ended) else "length"))
+        return results
 
     def stream(self, messages: Messages, config: GenerationConfig) -> Iterator[str]:
         import torch

@@ -1,0 +1,203 @@
+"""The closed loop: synthetic queries → filters → hard negatives → train the embedder → shadow
+index → evaluate against the live index → promote only if better.
+
+The synthetic data goes to ``collections/<c>/synth/<run>/`` (the folder the ``ragtune synth``
+commands use, so each step can also be re-run alone); every step records itself in
+``collections/<c>/adapt/<run>/state.json``, so a stopped run picks up at the step it was in (query generation
+itself resumes chunk by chunk). The decision uses held-out synthetic questions (documents the
+training never saw; and the user's own labelled queries when given): the new version is
+promoted only when its mean nDCG@10 is higher *and* a paired randomisation test over the
+questions gives p below ``alpha``.
+
+Example:
+    >>> from ragtune.adapt import AdaptConfig, adapt
+    >>> report = adapt(collection, generator, AdaptConfig(max_chunks=2000))  # doctest: +SKIP
+    >>> report["decision"]  # doctest: +SKIP
+    {'promote': True, 'delta': 0.041, 'p_value': 0.0002, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ragtune.collection import Collection
+from ragtune.evaluate.beir import load_beir
+from ragtune.evaluate.compare import compare_paired
+from ragtune.evaluate.ir import per_query, score_run
+from ragtune.synth.filters import FilterConfig, filter_queries
+from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
+from ragtune.synth.queries import QueryGenConfig, generate_queries
+from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
+from ragtune.types import ServicePrincipal
+
+Progress = Callable[[str, int, int], None]
+MEASURES = ["nDCG@10", "R@100", "RR@10"]
+
+
+@dataclass
+class AdaptConfig:
+    queries: QueryGenConfig = field(default_factory=QueryGenConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    training: EmbedderTrainConfig = field(default_factory=EmbedderTrainConfig)
+    num_negatives: int = 1  # hard negatives per training row (in-batch negatives come on top)
+    alpha: float = 0.05
+    measure: str = "nDCG@10"
+    promote: bool = True  # False: build and evaluate the shadow, leave the live version alone
+
+
+@dataclass
+class VersionComparison:
+    live: str
+    candidate: str
+    split: str
+    queries: int
+    metrics: dict[str, dict[str, float]]  # version -> measure -> mean
+    measure: str
+    delta: float
+    ci: tuple[float, float]
+    p_value: float
+    wins_ties_losses: tuple[int, int, int]
+    promote: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def version_run(collection: Collection, version: str, queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
+    """Chunk-level ranking of every query on index ``version`` (the pipeline's query mode)."""
+    from ragtune.retrieve import Searcher
+
+    handle = collection if collection.version == version else collection.at_version(version)
+    try:
+        searcher = Searcher(handle)
+        principal = ServicePrincipal(acl=tuple(handle.acl_tokens()))
+        return {qid: {h.chunk_id: -float(rank) for rank, h in enumerate(searcher.search(text, principal, k=k, with_ranks=False))}
+                for qid, text in queries.items()}
+    finally:
+        if handle is not collection:
+            handle.close()
+
+
+def compare_versions(collection: Collection, folder: str | Path, candidate: str, split: str = "dev",
+                     measure: str = "nDCG@10", alpha: float = 0.05) -> VersionComparison:
+    ds = load_beir(folder, split)
+    if not ds.queries:
+        raise ValueError(f"{folder}: no {split} queries to compare index versions on")
+    live = collection.live_version
+    runs = {v: version_run(collection, v, ds.queries) for v in (live, candidate)}
+    metrics = {v: score_run(ds.qrels, run, MEASURES) for v, run in runs.items()}
+    pq = {v: per_query(ds.qrels, run, [measure])[measure] for v, run in runs.items()}
+    c = compare_paired(pq[live], pq[candidate])
+    return VersionComparison(live, candidate, split, len(ds.queries), metrics, measure, c.delta, (c.ci_low, c.ci_high),
+                             c.p_value, (c.wins, c.ties, c.losses), promote=c.delta > 0 and c.p_value < alpha)
+
+
+class _State:
+    def __init__(self, folder: Path):
+        self.path = folder / "state.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"done": {}}
+
+    def done(self, step: str):
+        return self.data["done"].get(step)
+
+    def mark(self, step: str, result) -> None:
+        self.data["done"][step] = result
+        self.path.write_text(json.dumps(self.data, indent=2, default=str))
+
+
+def adapt(collection: Collection, generator, config: AdaptConfig | None = None, run_name: str = "latest",
+          home: str | Path | None = None, on_progress: Progress | None = None,
+          on_step: Callable[[str], None] | None = None) -> dict:
+    """Run (or resume) the loop; returns the report, also written to ``report.json`` / ``report.md``."""
+    from ragtune.index.versions import build_shadow, promote
+    from ragtune.models.registry import ModelRegistry
+
+    config = config or AdaptConfig()
+    folder = collection.dir / "synth" / run_name
+    folder.mkdir(parents=True, exist_ok=True)
+    run_dir = collection.dir / "adapt" / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = _State(run_dir)
+    timings = state.data.setdefault("seconds", {})
+
+    def step(name: str, fn):
+        if (result := state.done(name)) is not None:
+            return result
+        if on_step:
+            on_step(name)
+        start = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - start, 1)
+        state.mark(name, result)
+        return result
+
+    step("queries", lambda: generate_queries(collection, generator, folder, config.queries, on_progress))
+    step("filter", lambda: filter_queries(collection, folder, config.filters, on_progress).to_dict())
+    step("mine", lambda: mine_negatives(collection, folder, "train", config.mining, on_progress))
+    base = collection.pipeline.embedder.model
+    registry = ModelRegistry(home, "embedder", collection.name)
+
+    def train() -> dict:
+        rows = training_rows(folder, "train", config.num_negatives)
+        with registry.new_version() as (version, out):
+            result = train_embedder(base, rows, out, config.training, collection.pipeline.embedder.device)
+            registry.describe(out, base=base, method=config.training.method, data=str(folder), rows=len(rows),
+                              hyperparameters=config.training.to_dict(), steps=result.steps,
+                              train_loss=result.train_loss, train_seconds=round(result.seconds, 1),
+                              trainable_parameters=result.trainable_parameters)
+        return {"version": version, "path": str(registry.path(version)), "rows": len(rows), "steps": result.steps,
+                "train_loss": result.train_loss}
+
+    model = step("train", train)
+    shadow = step("shadow", lambda: build_shadow(collection, model["path"], {"model_version": model["version"]},
+                                                 on_progress=on_progress))
+    comparison = step("evaluate", lambda: compare_versions(collection, folder, shadow, "dev", config.measure,
+                                                           config.alpha).to_dict())
+    registry.update(model["version"], metrics={"dev": comparison["metrics"][shadow], "live": comparison["metrics"][comparison["live"]]})
+
+    def decide() -> dict:
+        if comparison["promote"] and config.promote:
+            promote(collection, shadow, reason=f"{config.measure} {comparison['delta']:+.4f}, p={comparison['p_value']:.4f}")
+            return {"promoted": True, "live": shadow}
+        why = "promotion disabled" if comparison["promote"] else (
+            f"not better: {config.measure} Δ {comparison['delta']:+.4f}, p={comparison['p_value']:.4f} (alpha {config.alpha})")
+        return {"promoted": False, "live": collection.live_version, "why": why}
+
+    decision = step("decide", decide)
+    report = {"collection": collection.name, "folder": str(folder), "run": str(run_dir), "steps": state.data["done"],
+              "seconds": timings, "decision": decision}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (run_dir / "report.md").write_text(report_markdown(report))
+    return report
+
+
+def report_markdown(report: dict) -> str:
+    from ragtune.evaluate.runs import markdown_table
+
+    steps = report["steps"]
+    cmp = steps["evaluate"]
+    live, cand = cmp["live"], cmp["candidate"]
+    rows = [[m, cmp["metrics"][live][m], cmp["metrics"][cand][m]] for m in MEASURES]
+    f = steps["filter"]
+    lines = [
+        f"# Adaptation of `{report['collection']}`", "",
+        f"Synthetic questions: {f['candidates']} generated; removed {f['removed']['malformed']} malformed, "
+        f"{f['removed']['duplicate']} duplicates, {f['removed']['round_trip']} failing the round trip; "
+        f"kept {f['kept']} ({f['train']} train, {f['dev']} held-out dev).",
+        f"Hard negatives: {steps['mine']['negatives']} for {steps['mine']['queries']} questions "
+        f"({steps['mine']['dropped_margin']} dropped by the margin, {steps['mine']['dropped_same_document']} from the positive's document).",
+        f"Embedder {steps['train']['version']}: {steps['train']['rows']} rows, {steps['train']['steps']} steps, "
+        f"loss {steps['train']['train_loss']:.4f}.", "",
+        f"## Held-out synthetic questions ({cmp['queries']}), live `{live}` vs candidate `{cand}`", "",
+        markdown_table(["measure", live, cand], rows), "",
+        f"{cmp['measure']}: Δ {cmp['delta']:+.4f}, 95% CI [{cmp['ci'][0]:+.4f}, {cmp['ci'][1]:+.4f}], "
+        f"p = {cmp['p_value']:.4f}, wins/ties/losses {'/'.join(map(str, cmp['wins_ties_losses']))}.", "",
+        f"Decision: {'promoted ' + cand if report['decision']['promoted'] else 'kept ' + live + ' (' + report['decision'].get('why', '') + ')'}.",
+        "", "## Seconds per step", "", markdown_table(["step", "seconds"], [[k, v] for k, v in report["seconds"].items()]),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, SetOpt, err, print_json, progress_bars
+
+
+def adapt(
+    collection: CollectionOpt,
+    max_chunks: Annotated[Optional[int], typer.Option(help="generate questions for a sample of chunks")] = None,
+    method: Annotated[str, typer.Option(help="embedder training: full | lora")] = "full",
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    run: Annotated[str, typer.Option("--run", help="run name: synth/<run>/ and adapt/<run>/ (re-use it to resume)")] = "latest",
+    no_promote: Annotated[bool, typer.Option("--no-promote", help="evaluate the shadow but keep the live index")] = False,
+    set_: SetOpt = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Domain-adapt retrieval with no labels: synthetic questions → filters → hard negatives →
+    embedder training → shadow index → held-out comparison → promote if significantly better.
+    Resumable: run it again with the same --run to continue after a stop."""
+    from ragtune.adapt import AdaptConfig, adapt as adapt_
+    from ragtune.collection import Collection
+    from ragtune.models.generator import make_generator
+    from ragtune.synth.queries import QueryGenConfig
+    from ragtune.train.embedder import EmbedderTrainConfig
+
+    config = AdaptConfig(queries=QueryGenConfig(max_chunks=max_chunks),
+                         training=EmbedderTrainConfig(method=method, epochs=epochs), promote=not no_promote)
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        if set_:
+            coll.pipeline = coll.pipeline.with_overrides(set_)
+        report = adapt_(coll, make_generator(coll.pipeline.generator, home), config, run, home, on_progress,
+                        on_step=lambda s: err.print(f"[bold]step:[/] {s}") if not json_ else None)
+    if json_:
+        print_json(report)
+    else:
+        typer.echo((coll.dir / "adapt" / run / "report.md").read_text())

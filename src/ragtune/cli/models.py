@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, print_json, progress_bars
+
+app = typer.Typer(help="Model and index versions of a collection: shadow, compare, promote, rollback.",
+                  no_args_is_help=True)
+
+
+@app.command("list")
+def list_(collection: CollectionOpt, home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Trained embedder versions and index versions, with which one is live."""
+    from ragtune.collection import Collection
+    from ragtune.index.versions import history
+    from ragtune.models.registry import ModelRegistry
+
+    with Collection.open(home, collection) as coll:
+        data = {"live": coll.live_version, "index_versions": coll.versions(),
+                "embedders": ModelRegistry(home, "embedder", collection).list(), "history": history(coll)}
+    if json_:
+        print_json(data)
+        return
+    typer.echo(f"live index: {data['live']}")
+    for v, info in sorted(data["index_versions"].items()):
+        mark = "*" if v == data["live"] else " "
+        typer.echo(f" {mark} {v}  {info.get('state', 'ready'):8s} embedder {info['embedder']}  ({info.get('created', '')})")
+    for m in data["embedders"]:
+        dev = (m.get("metrics") or {}).get("dev", {}).get("nDCG@10")
+        typer.echo(f"   embedder {m['version']}: {m.get('method')} from {m.get('base')}, {m.get('rows')} rows"
+                   + (f", dev nDCG@10 {dev:.4f}" if dev is not None else ""))
+
+
+@app.command()
+def shadow(
+    collection: CollectionOpt,
+    model: Annotated[str, typer.Option("--model", help="embedder version (v2) or a model path/id")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-embed the live index with another embedder into a new index version (the live one is untouched)."""
+    from ragtune.collection import Collection
+    from ragtune.index.versions import build_shadow
+    from ragtune.models.registry import ModelRegistry
+
+    registry = ModelRegistry(home, "embedder", collection)
+    known = {m["version"] for m in registry.list()}
+    path = str(registry.path(model)) if model in known else model
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        version = build_shadow(coll, path, {"model_version": model if model in known else None}, on_progress=on_progress)
+    if json_:
+        print_json({"version": version, "embedder": path})
+    else:
+        typer.echo(f"index {version} built with {path}; compare: ragtune models compare -c {collection} --version {version}")
+
+
+@app.command()
+def compare(
+    collection: CollectionOpt,
+    version: Annotated[str, typer.Option("--version", help="candidate index version")],
+    name: Annotated[str, typer.Option("--name", help="synthetic set whose held-out questions to use")] = "default",
+    split: Annotated[str, typer.Option(help="qrels split (dev = held-out synthetic questions)")] = "dev",
+    alpha: Annotated[float, typer.Option()] = 0.05,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Live vs candidate index on held-out questions, with a paired randomisation test."""
+    from ragtune.adapt import compare_versions
+    from ragtune.collection import Collection
+
+    with Collection.open(home, collection) as coll:
+        c = compare_versions(coll, coll.dir / "synth" / name, version, split, alpha=alpha)
+    if json_:
+        print_json(c.to_dict())
+        return
+    for v in (c.live, c.candidate):
+        typer.echo(f"{v}: " + ", ".join(f"{m} {x:.4f}" for m, x in c.metrics[v].items()))
+    typer.echo(f"{c.measure} Δ {c.delta:+.4f} [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}], p={c.p_value:.4f} over {c.queries} "
+               f"questions → {'better: promote' if c.promote else 'not shown better: keep the live version'}")
+
+
+@app.command()
+def promote(
+    collection: CollectionOpt,
+    version: Annotated[str, typer.Option("--version", help="index version to make live")],
+    home: HomeOpt = None,
+) -> None:
+    """Make an index version live (the previous one stays for rollback)."""
+    from ragtune.collection import Collection
+    from ragtune.index.versions import promote as promote_
+
+    with Collection.open(home, collection) as coll:
+        before = coll.live_version
+        promote_(coll, version, reason="manual")
+    typer.echo(f"live index: {before} → {version}")
+
+
+@app.command()
+def rollback(collection: CollectionOpt, home: HomeOpt = None) -> None:
+    """Return to the index version that was live before the last promotion."""
+    from ragtune.collection import Collection
+    from ragtune.index.versions import rollback as rollback_
+
+    with Collection.open(home, collection) as coll:
+        before = coll.live_version
+        after = rollback_(coll, reason="manual")
+    typer.echo(f"live index: {before} → {after}")

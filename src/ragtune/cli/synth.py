@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, SetOpt, print_json, progress_bars
+
+app = typer.Typer(help="Make training data from a collection's own text.", no_args_is_help=True)
+NameOpt = Annotated[str, typer.Option("--name", help="synthetic set: collections/<c>/synth/<name>/")]
+
+
+def _folder(coll, name: str) -> Path:
+    return coll.dir / "synth" / name
+
+
+@app.command()
+def queries(
+    collection: CollectionOpt,
+    name: NameOpt = "default",
+    max_chunks: Annotated[Optional[int], typer.Option(help="a random sample of this many chunks")] = None,
+    per_chunk: Annotated[int, typer.Option(help="questions per chunk (more than 1 samples)")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+    set_: SetOpt = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Generate questions each chunk answers (resumable: a re-run continues where it stopped).
+    The generator is the pipeline's (--set generator.backend=openai ... for a large model)."""
+    from ragtune.collection import Collection
+    from ragtune.models.generator import make_generator
+    from ragtune.synth.queries import QueryGenConfig, generate_queries
+
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        if set_:
+            coll.pipeline = coll.pipeline.with_overrides(set_)
+        folder = _folder(coll, name)
+        total = generate_queries(coll, make_generator(coll.pipeline.generator, home), folder,
+                                 QueryGenConfig(per_chunk=per_chunk, max_chunks=max_chunks, seed=seed), on_progress)
+    if json_:
+        print_json({"folder": str(folder), "candidates": total})
+    else:
+        typer.echo(f"{total} candidate questions in {folder / 'queries.jsonl'}; next: ragtune synth filter -c {collection}")
+
+
+@app.command("filter")
+def filter_(
+    collection: CollectionOpt,
+    name: NameOpt = "default",
+    round_trip_k: Annotated[int, typer.Option(help="source chunk must rank this high under bm25 or dense")] = 10,
+    dev_fraction: Annotated[float, typer.Option(help="share of documents held out for evaluation")] = 0.15,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Drop malformed, duplicate and round-trip-failing questions; split train / held-out dev by document."""
+    from ragtune.collection import Collection
+    from ragtune.synth.filters import FilterConfig, filter_queries
+
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        report = filter_queries(coll, _folder(coll, name), FilterConfig(round_trip_k=round_trip_k, dev_fraction=dev_fraction),
+                                on_progress)
+    if json_:
+        print_json(report.to_dict())
+        return
+    r = report.removed
+    typer.echo(f"{report.candidates} candidates: removed {r['malformed']} malformed {report.malformed_reasons or ''}, "
+               f"{r['duplicate']} duplicates, {r['round_trip']} failing the round trip; kept {report.kept} "
+               f"({report.train} train, {report.dev} dev)")
+
+
+@app.command()
+def negatives(
+    collection: CollectionOpt,
+    name: NameOpt = "default",
+    split: Annotated[str, typer.Option()] = "train",
+    num: Annotated[int, typer.Option("--num", help="negatives per question")] = 3,
+    margin: Annotated[float, typer.Option(help="relative margin below the positive's score")] = 0.05,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Mine hard negatives with the current embedder and BM25, keeping likely false negatives out."""
+    from ragtune.collection import Collection
+    from ragtune.synth.negatives import MiningConfig, mine_negatives
+
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        stats = mine_negatives(coll, _folder(coll, name), split, MiningConfig(num_negatives=num, relative_margin=margin),
+                               on_progress)
+    if json_:
+        print_json(stats)
+    else:
+        typer.echo(f"{stats['negatives']} negatives for {stats['queries']} questions ({stats['dropped_margin']} too close "
+                   f"to the positive, {stats['dropped_same_document']} from its own document, dropped)")

@@ -1,0 +1,123 @@
+"""Quality filters for synthetic queries, each counting what it removed.
+
+In order: *malformed* (empty, not a question, too short or long, or a sentence copied from the
+passage), *duplicate* (the same normalised question seen before), *round trip* (keep a question
+only if its source chunk ranks in the top-k for it under BM25 or the current embedder, the
+consistency check of InPars/Promptagator: a question its own passage does not answer well is
+noise). Survivors are split by *document* into ``train`` and a held-out ``dev`` (never two
+chunks of one document on both sides), written as ``qrels/train.tsv`` and ``qrels/dev.tsv``.
+
+Example:
+    >>> from ragtune.synth.filters import malformed
+    >>> malformed("What limits the growth of tumour cells in hypoxia?", passage="...")
+    >>> malformed("Tumour cells grow.", passage="Tumour cells grow.")
+    'not a question'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ragtune.collection import Collection
+from ragtune.evaluate.qa import normalize_answer
+from ragtune.retrieve import Searcher
+from ragtune.types import ServicePrincipal
+
+
+@dataclass
+class FilterConfig:
+    min_words: int = 4
+    max_words: int = 40
+    round_trip_k: int = 10
+    round_trip_modes: tuple[str, ...] = ("bm25", "dense")  # kept if the chunk is in the top-k of any
+    dev_fraction: float = 0.15  # documents held out for evaluating a trained model
+
+
+@dataclass
+class FilterReport:
+    candidates: int = 0
+    removed: dict[str, int] = field(default_factory=lambda: {"malformed": 0, "duplicate": 0, "round_trip": 0})
+    malformed_reasons: dict[str, int] = field(default_factory=dict)
+    kept: int = 0
+    train: int = 0
+    dev: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def malformed(question: str, passage: str, min_words: int = 4, max_words: int = 40) -> str | None:
+    """Why ``question`` is unusable, or None when it is fine."""
+    q = question.strip()
+    if not q:
+        return "empty"
+    if not q.endswith("?"):
+        return "not a question"
+    n = len(q.split())
+    if n < min_words:
+        return "too short"
+    if n > max_words:
+        return "too long"
+    core = normalize_answer(q.rstrip("?"))
+    if len(core.split()) >= min_words and core in normalize_answer(passage):
+        return "copied from the passage"
+    return None
+
+
+def is_dev(doc_id: str, fraction: float) -> bool:
+    """Stable by-document split: the same document always lands on the same side."""
+    h = int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return h < fraction
+
+
+def filter_queries(collection: Collection, folder: str | Path, config: FilterConfig | None = None,
+                   on_progress: Callable[[str, int, int], None] | None = None) -> FilterReport:
+    config = config or FilterConfig()
+    folder = Path(folder)
+    corpus = {r["_id"]: r for r in map(json.loads, (folder / "corpus.jsonl").read_text().splitlines())}
+    candidates = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines() if line.strip()]
+    report = FilterReport(candidates=len(candidates))
+    seen: set[str] = set()
+    survivors = []
+    for q in candidates:
+        chunk = corpus.get(q["metadata"]["chunk_id"])
+        reason = malformed(q["text"], chunk["text"] if chunk else "", config.min_words, config.max_words)
+        if reason:
+            report.removed["malformed"] += 1
+            report.malformed_reasons[reason] = report.malformed_reasons.get(reason, 0) + 1
+            continue
+        key = normalize_answer(q["text"])
+        if key in seen:
+            report.removed["duplicate"] += 1
+            continue
+        seen.add(key)
+        survivors.append(q)
+    searcher = Searcher(collection)
+    principal = ServicePrincipal(acl=tuple(collection.acl_tokens()))
+    kept = []
+    for n, q in enumerate(survivors, start=1):
+        target = q["metadata"]["chunk_id"]
+        if any(target in {h.chunk_id for h in searcher.search(q["text"], principal, mode=mode, k=config.round_trip_k,
+                                                              with_ranks=False)}
+               for mode in config.round_trip_modes):
+            kept.append(q)
+        else:
+            report.removed["round_trip"] += 1
+        if on_progress:
+            on_progress("round trip", n, len(survivors))
+    report.kept = len(kept)
+    qrels = folder / "qrels"
+    qrels.mkdir(exist_ok=True)
+    lines = {"train": ["query-id\tcorpus-id\tscore"], "dev": ["query-id\tcorpus-id\tscore"]}
+    for q in kept:
+        side = "dev" if is_dev(q["metadata"]["doc_id"], config.dev_fraction) else "train"
+        lines[side].append(f"{q['_id']}\t{q['metadata']['chunk_id']}\t1")
+    for side, rows in lines.items():
+        (qrels / f"{side}.tsv").write_text("\n".join(rows) + "\n")
+    report.train, report.dev = len(lines["train"]) - 1, len(lines["dev"]) - 1
+    (folder / "filter_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return report

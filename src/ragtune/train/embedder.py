@@ -1,0 +1,116 @@
+"""Fine-tune a sentence-transformers embedder on (question, chunk[, hard negatives]) rows.
+
+Built on ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss``: every other
+chunk in the batch is a negative, plus the mined hard negatives. The ``NO_DUPLICATES`` batch
+sampler keeps two questions of one chunk (the same positive text) out of one batch, where they
+would be each other's false negatives.
+
+Methods:
+
+- ``full``: every weight trains (22M for MiniLM; minutes on a CPU for a few thousand pairs);
+- ``lora``: low-rank adapters on the attention projections, merged into the weights after
+  training, so the saved model loads like any other and costs nothing extra at query time.
+
+Example:
+    >>> from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
+    >>> rows = [{"anchor": "what limits tumour growth?", "positive": "Hypoxia limits tumour growth ..."}]
+    >>> train_embedder("all-MiniLM-L6-v2", rows, "out/model", EmbedderTrainConfig(epochs=1))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass
+class EmbedderTrainConfig:
+    method: Literal["full", "lora"] = "full"
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 32
+    learning_rate: float | None = None  # None: 2e-5 full, 2e-4 lora
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    scale: float = 20.0  # MNRL temperature⁻¹ (cosine × scale)
+    seed: int = 0
+    max_seq_length: int | None = None
+
+    def lr(self) -> float:
+        return self.learning_rate or (2e-5 if self.method == "full" else 2e-4)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    steps: int
+    train_loss: float
+    seconds: float
+    trainable_parameters: int
+    total_parameters: int
+
+
+def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | Path,
+                   config: EmbedderTrainConfig | None = None, device: str | None = None) -> TrainResult:
+    """Train on ``rows`` (columns anchor, positive, optional negative_1..n) and save to ``out_dir``."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from ragtune.models.loading import best_device, sentence_transformer
+    from ragtune.train import run_trainer
+
+    config = config or EmbedderTrainConfig()
+    if not rows:
+        raise ValueError("no training rows: generate and filter synthetic queries first")
+    import copy
+
+    # A private copy: the loader's cached model is shared by every search in this process.
+    model = copy.deepcopy(sentence_transformer(base_model, device))
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    if config.method == "lora":
+        _add_lora(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    dataset = Dataset.from_list(rows)
+    loss = MultipleNegativesRankingLoss(model, scale=config.scale)
+    with tempfile.TemporaryDirectory(prefix="ragtune-train-") as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=scratch, num_train_epochs=config.epochs, max_steps=config.max_steps,
+            per_device_train_batch_size=config.batch_size, learning_rate=config.lr(),
+            warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+            batch_sampler=BatchSamplers.NO_DUPLICATES, seed=config.seed, data_seed=config.seed,
+            save_strategy="no", report_to=[], logging_steps=10, disable_tqdm=False,
+            use_cpu=best_device(device) == "cpu", dataloader_drop_last=len(rows) > config.batch_size,
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        output, seconds = run_trainer(trainer)
+    if config.method == "lora":
+        _merge_lora(model)
+    out = Path(out_dir)
+    model.save_pretrained(str(out))
+    return TrainResult(out, output.global_step, float(output.training_loss), seconds, trainable, total)
+
+
+def _add_lora(model, config: EmbedderTrainConfig) -> None:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    transformer = model[0]
+    lora = LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=["query", "key", "value", "dense"])
+    transformer.model = get_peft_model(transformer.model, lora)
+
+
+def _merge_lora(model) -> None:
+    transformer = model[0]
+    transformer.model = transformer.model.merge_and_unload()

@@ -1,0 +1,313 @@
+"""Domain adaptation, step by step, on a real slice of SciFact (never its test qrels): synthetic
+questions (the real local model, and an OpenAI-compatible endpoint), filters, hard negatives,
+embedder training, registry, shadow index, promote / refuse / rollback, and the whole loop."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA
+from ragtune.ingest.sync import ingest
+from ragtune.types import Acl
+
+N_DOCS = 40
+
+
+@pytest.fixture
+def scifact(tmp_path, make_collection):
+    src = tmp_path / "sf"
+    src.mkdir()
+    lines = (SHARED_DATA / "scifact" / "corpus.jsonl").read_text().splitlines()[:N_DOCS]
+    (src / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    coll = make_collection("sf")
+    ingest(coll, src, Acl(public=True))
+    return coll
+
+
+def question_from_prompt(messages) -> str:
+    """Stands in for a capable LLM behind an endpoint: a question built from the passage's words."""
+    passage = messages[-1]["content"].split("Passage:\n", 1)[1].split("\n\nWrite one", 1)[0]
+    words = re.findall(r"[A-Za-z][A-Za-z-]+", passage.split("\n", 1)[-1])
+    return f"What is known about {' '.join(words[3:11])}?"
+
+
+def test_local_model_writes_questions_and_generation_resumes(scifact, local_generator, tmp_path):
+    from ragtune.synth.queries import QueryGenConfig, generate_queries
+
+    folder = tmp_path / "synth"
+    n = generate_queries(scifact, local_generator, folder, QueryGenConfig(max_chunks=3))
+    rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    assert n == 3 and len(rows) == 3 and len({r["metadata"]["chunk_id"] for r in rows}) == 3
+    assert sum(r["text"].endswith("?") for r in rows) >= 2, [r["text"] for r in rows]
+    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    assert len(corpus) == scifact.store.count()  # every chunk: negatives may be any of them
+
+    class Unreachable:
+        name, context_window = "never", 2048
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+        def generate(self, *a):
+            raise AssertionError("finished chunks must not be generated again")
+
+    assert generate_queries(scifact, Unreachable(), folder, QueryGenConfig(max_chunks=3)) == 3
+
+
+def _write_candidates(folder, scifact, questions):
+    from ragtune.synth.queries import write_corpus
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = scifact.chunks()
+    write_corpus(chunks, folder)
+    with (folder / "queries.jsonl").open("w") as f:
+        for i, (chunk_index, text) in enumerate(questions):
+            c = chunks[chunk_index]
+            f.write(json.dumps({"_id": f"q{i}", "text": text,
+                                "metadata": {"chunk_id": c["chunk_id"], "doc_id": c["doc_id"]}}) + "\n")
+    return chunks
+
+
+def test_filters_remove_what_they_claim(scifact, tmp_path):
+    from ragtune.synth.filters import FilterConfig, filter_queries
+
+    chunks = scifact.chunks()
+    first = chunks[0]["text"]
+    good = [(i, question_from_prompt([{"content": f"Passage:\n{c['search_text']}\n\nWrite one"}]))
+            for i, c in enumerate(chunks[:12])]
+    sentence = " ".join(first.split()[:12])
+    candidates = good + [
+        (0, "Is it?"),  # too short
+        (0, "This is not a question at all"),  # no question mark
+        (0, sentence + "?"),  # copied from the passage
+        (good[1][0], good[1][1].upper()),  # a duplicate after normalisation
+        (5, "Which football club won the 1998 world cup final in Paris?"),  # its chunk cannot answer it
+    ]
+    folder = tmp_path / "synth"
+    _write_candidates(folder, scifact, candidates)
+    report = filter_queries(scifact, folder, FilterConfig(dev_fraction=0.3))
+    assert report.candidates == len(candidates)
+    assert report.removed["malformed"] == 3 and report.malformed_reasons == {
+        "too short": 1, "not a question": 1, "copied from the passage": 1}
+    assert report.removed["duplicate"] == 1
+    assert report.removed["round_trip"] >= 1
+    kept_ids = {line.split("\t")[0] for side in ("train", "dev")
+                for line in (folder / "qrels" / f"{side}.tsv").read_text().splitlines()[1:]}
+    assert f"q{len(candidates) - 1}" not in kept_ids and report.kept == len(kept_ids) == report.train + report.dev
+    # The held-out split is by document: no document on both sides.
+    doc_of = {c["chunk_id"]: c["doc_id"] for c in chunks}
+    sides = {side: {doc_of[line.split("\t")[1]] for line in (folder / "qrels" / f"{side}.tsv").read_text().splitlines()[1:]}
+             for side in ("train", "dev")}
+    assert not sides["train"] & sides["dev"]
+
+
+def test_hard_negatives_exclude_positive_its_document_and_near_duplicates(scifact, tmp_path):
+    from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
+
+    chunks = scifact.chunks()
+    questions = [(i, question_from_prompt([{"content": f"Passage:\n{c['search_text']}\n\nWrite one"}]))
+                 for i, c in enumerate(chunks[:10])]
+    folder = tmp_path / "synth"
+    _write_candidates(folder, scifact, questions)
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\t{chunks[c]['chunk_id']}\t1\n" for i, (c, _) in enumerate(questions)))
+    margin = 0.05
+    stats = mine_negatives(scifact, folder, "train", MiningConfig(num_negatives=3, relative_margin=margin))
+    assert stats["queries"] == 10 and stats["negatives"] > 0
+    doc_of = {c["chunk_id"]: c["doc_id"] for c in chunks}
+    for line in (folder / "negatives.train.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        assert r["positive"] not in r["negatives"]
+        assert all(doc_of[n] != doc_of[r["positive"]] for n in r["negatives"])
+        assert all(s < r["positive_score"] * (1 - margin) for s in r["scores"].values())
+    rows = training_rows(folder, "train", num_negatives=1)
+    assert rows and set(rows[0]) == {"anchor", "positive", "negative_1"}
+
+
+def _pairs(scifact, n=24):
+    chunks = scifact.chunks()[:n]
+    return [{"anchor": question_from_prompt([{"content": f"Passage:\n{c['search_text']}\n\nWrite one"}]),
+             "positive": c["search_text"]} for c in chunks]
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_training_changes_the_model_and_reloads_identically(scifact, home, method):
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.models.registry import ModelRegistry
+    from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
+
+    rows = _pairs(scifact)
+    registry = ModelRegistry(home, "embedder", "sf")
+    with registry.new_version() as (version, out):
+        result = train_embedder("all-MiniLM-L6-v2", rows, out, EmbedderTrainConfig(method=method, max_steps=3, batch_size=8))
+        registry.describe(out, base="all-MiniLM-L6-v2", method=method)
+    assert result.steps == 3 and np.isfinite(result.train_loss)
+    if method == "lora":
+        assert result.trainable_parameters < result.total_parameters / 10
+    meta = registry.get(version)
+    assert meta["method"] == method and meta["size_bytes"] > 10_000_000 and not list(registry.root.glob("*.tmp"))
+    texts = [r["anchor"] for r in rows[:4]]
+    base = scifact.embedder.model.encode(texts, normalize_embeddings=True)
+    a = SentenceTransformer(meta["path"], device="cpu").encode(texts, normalize_embeddings=True)
+    b = SentenceTransformer(meta["path"], device="cpu").encode(texts, normalize_embeddings=True)
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, base, atol=1e-4), "training did not change the model"
+    # The shared, cached base model is untouched by training a copy.
+    assert np.allclose(scifact.embedder.model.encode(texts, normalize_embeddings=True), base, atol=1e-6)
+
+
+def test_shadow_promote_refuse_and_rollback(scifact, home, tmp_path):
+    from ragtune.index.versions import build_shadow, promote, rollback
+    from ragtune.models.registry import ModelRegistry
+    from ragtune.retrieve import Searcher
+    from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
+    from ragtune.types import Principal
+
+    registry = ModelRegistry(home, "embedder", "sf")
+    with registry.new_version() as (version, out):
+        train_embedder("all-MiniLM-L6-v2", _pairs(scifact), out, EmbedderTrainConfig(max_steps=2, batch_size=8))
+    path = str(registry.path(version))
+    live_before = [h.chunk_id for h in Searcher(scifact).search("vitamin D deficiency", Principal(), mode="dense", k=5)]
+    shadow = build_shadow(scifact, path)
+    assert shadow == "v2" and scifact.live_version == "v1" and scifact.versions()["v2"]["state"] == "ready"
+    with scifact.at_version("v2") as view:
+        assert view.store.count() == scifact.store.count() and view.embedder.model is not scifact.embedder.model
+        assert Searcher(view).search("vitamin D deficiency", Principal(), mode="dense", k=5)
+    # Live answers are unchanged by the shadow's existence.
+    assert [h.chunk_id for h in Searcher(scifact).search("vitamin D deficiency", Principal(), mode="dense", k=5)] == live_before
+
+    promote(scifact, shadow, reason="test")
+    assert scifact.live_version == "v2" and scifact.pipeline.embedder.model == path
+    assert scifact.embedder.config.model == path  # queries are now embedded by the new model
+    assert rollback(scifact) == "v1" and scifact.live_version == "v1"
+    assert scifact.pipeline.embedder.model == "all-MiniLM-L6-v2"
+    with pytest.raises(ValueError, match="nothing to roll back"):
+        rollback(scifact)
+
+    # A shadow built before new documents arrived no longer matches the live index.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "note.md").write_text("# Note\n\nA new document about glacier melt rates in the Alps.")
+    ingest(scifact, extra, Acl(public=True))
+    with pytest.raises(ValueError, match="no longer matches"):
+        promote(scifact, shadow)
+    with scifact.at_version("v2") as view, pytest.raises(ValueError, match="writes to the live index"):
+        ingest(view, extra, Acl(public=True))
+
+
+def test_adapt_loop_refuses_a_worse_model_and_resumes(scifact, home, chat_server):
+    from ragtune.adapt import AdaptConfig, adapt
+    from ragtune.models.generator import OpenAIGenerator
+    from ragtune.synth.filters import FilterConfig
+    from ragtune.train.embedder import EmbedderTrainConfig
+
+    chat_server.responder = question_from_prompt
+    gen = OpenAIGenerator(chat_server.url, model="served")
+    scifact.pipeline.query.mode = "dense"  # the embedder alone decides, so its damage shows
+    # A learning rate this high wrecks the model: the loop must see that and keep the live index.
+    config = AdaptConfig(filters=FilterConfig(dev_fraction=0.4),
+                         training=EmbedderTrainConfig(max_steps=6, batch_size=8, learning_rate=0.05))
+    steps = []
+    report = adapt(scifact, gen, config, home=home, on_step=steps.append)
+    assert steps == ["queries", "filter", "mine", "train", "shadow", "evaluate", "decide"]
+    cmp = report["steps"]["evaluate"]
+    assert cmp["queries"] > 0 and cmp["delta"] < 0 and not cmp["promote"], cmp
+    assert report["decision"]["promoted"] is False and scifact.live_version == "v1"
+    assert (scifact.dir / "adapt" / "latest" / "report.md").read_text().startswith("# Adaptation of `sf`")
+    calls = len(chat_server.requests)
+    again = adapt(scifact, gen, config, home=home, on_step=steps.append)
+    assert again["decision"] == report["decision"] and len(chat_server.requests) == calls and len(steps) == 7
+
+
+def test_reranker_trains_from_a_plain_encoder_and_plugs_into_search(scifact, tmp_path):
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from ragtune.retrieve import Searcher
+    from ragtune.train.reranker import RerankerTrainConfig, train_reranker
+    from ragtune.types import Principal
+
+    pairs = _pairs(scifact, 16)
+    rows = [dict(r, negative_1=pairs[(i + 5) % len(pairs)]["positive"]) for i, r in enumerate(pairs)]
+    result = train_reranker("all-MiniLM-L6-v2", rows, tmp_path / "rr", RerankerTrainConfig(max_steps=4, batch_size=8))
+    assert result.steps == 4 and np.isfinite(result.train_loss)
+    test_pairs = [(r["anchor"], r["positive"]) for r in rows[:3]]
+    a = CrossEncoder(str(tmp_path / "rr"), device="cpu").predict(test_pairs)
+    b = CrossEncoder(str(tmp_path / "rr"), device="cpu").predict(test_pairs)
+    assert np.array_equal(a, b)
+    scifact.pipeline.reranker.model = str(tmp_path / "rr")
+    scifact.pipeline.reranker.depth = 20
+    hits = Searcher(scifact).search(rows[0]["anchor"], Principal(), k=5)
+    assert len(hits) == 5 and [h.ranks["rerank"] for h in hits] == [1, 2, 3, 4, 5]
+
+
+def test_question_writer_adapter_trains_saves_and_loads(local_generator, home):
+    import torch
+
+    from ragtune.evaluate.squad import load_squad
+    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.models.generator import LocalGenerator
+    from ragtune.synth.queries import qg_messages, qg_training_examples
+    from ragtune.train.generator import GeneratorTrainConfig, train_generator
+
+    examples = qg_training_examples(load_squad(SHARED_DATA / "squad" / "dev-v1.1.json"), limit=8)
+    assert len(examples) == 8 and all(e["completion"][0]["content"].endswith("?") for e in examples)
+    registry = AdapterRegistry(home)
+    with registry.create("qgen") as out:
+        result = train_generator(local_generator.path, examples, out,
+                                 GeneratorTrainConfig(max_steps=3, batch_size=4, learning_rate=1e-3))
+        registry.describe(out, base=local_generator.path, method="lora")
+    assert result.steps == 3 and np.isfinite(result.train_loss)
+    assert 0 < result.trainable_parameters < result.total_parameters / 50
+    assert (registry.path("qgen") / "adapter_config.json").exists() and registry.get("qgen")["size_bytes"] < 20_000_000
+
+    def logits(gen):
+        inputs = gen._inputs(qg_messages("The Eiffel Tower was completed in 1889 for the World's Fair."))
+        with torch.inference_mode():
+            return gen.model(**inputs).logits[0, -1]
+
+    tuned_a = LocalGenerator(local_generator.path, home=home, adapter="qgen")  # by registered name
+    tuned_b = LocalGenerator(local_generator.path, adapter=str(registry.path("qgen")))  # by folder
+    assert torch.equal(logits(tuned_a), logits(tuned_b))
+    assert not torch.allclose(logits(tuned_a), logits(local_generator), atol=1e-4)
+
+
+def test_synth_and_models_cli_end_to_end(scifact, home, chat_server):
+    """The step-by-step commands over a real endpoint (scripted questions), ending in a promotion
+    and a rollback through the CLI."""
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    chat_server.responder = question_from_prompt
+    scifact.close()
+    runner = CliRunner()
+    gen = ["--set", "generator.backend=openai", "--set", f"generator.base_url={chat_server.url}",
+           "--set", "generator.model=served"]
+    common = ["-c", "sf", "--home", str(home), "--json"]
+
+    def cli(*args):
+        out = runner.invoke(app, [*args, *common], catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        return json.loads(out.stdout)
+
+    assert cli("synth", "queries", "--max-chunks", "30", *gen)["candidates"] == 30
+    report = cli("synth", "filter", "--dev-fraction", "0.3")
+    assert report["kept"] > 0 and report["dev"] > 0
+    assert cli("synth", "negatives", "--num", "2")["queries"] == report["train"]
+    trained = cli("train", "embedder", "--max-steps", "2", "--batch-size", "8")
+    assert trained["version"] == "v1" and trained["method"] == "full"
+    assert cli("models", "shadow", "--model", "v1")["version"] == "v2"
+    compared = cli("models", "compare", "--version", "v2")
+    assert compared["queries"] == report["dev"] and set(compared["metrics"]) == {"v1", "v2"}
+    promoted = runner.invoke(app, ["models", "promote", "-c", "sf", "--version", "v2", "--home", str(home)])
+    assert promoted.exit_code == 0 and "v1 → v2" in promoted.stdout
+    listed = cli("models", "list")
+    assert listed["live"] == "v2" and [h["action"] for h in listed["history"]] == ["promote"]
+    back = runner.invoke(app, ["models", "rollback", "-c", "sf", "--home", str(home)])
+    assert back.exit_code == 0 and "v2 → v1" in back.stdout
