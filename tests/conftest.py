@@ -155,6 +155,23 @@ class ChatServer:
         self._httpd.shutdown()
 
 
+class NeverCalled:
+    """A generator that fails the test if it is asked anything (checks that a path skips the model)."""
+
+    name, context_window = "never", 2048
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def generate(self, *args):
+        raise AssertionError(self.why)
+
+    stream = generate_batch = generate
+
+
 @pytest.fixture
 def chat_server():
     server = ChatServer()

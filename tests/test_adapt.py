@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, NeverCalled
 from ragtune.ingest.sync import ingest
 from ragtune.types import Acl
 
@@ -46,16 +46,8 @@ def test_local_model_writes_questions_and_generation_resumes(scifact, local_gene
     corpus = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
     assert len(corpus) == scifact.store.count()  # every chunk: negatives may be any of them
 
-    class Unreachable:
-        name, context_window = "never", 2048
-
-        def count_tokens(self, text):
-            return len(text.split())
-
-        def generate(self, *a):
-            raise AssertionError("finished chunks must not be generated again")
-
-    assert generate_queries(scifact, Unreachable(), folder, QueryGenConfig(max_chunks=3)) == 3
+    never = NeverCalled("finished chunks must not be generated again")
+    assert generate_queries(scifact, never, folder, QueryGenConfig(max_chunks=3)) == 3
 
 
 def _write_candidates(folder, scifact, questions):

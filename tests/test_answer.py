@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from conftest import NeverCalled
 from ragtune.answer import Answer, Answerer
 from ragtune.answer.citations import cited_numbers
 from ragtune.answer.prompt import build_messages, context_budget, pack_passages
@@ -44,18 +45,7 @@ def test_local_model_answers_from_context_and_streams(handbook, local_generator)
 
 
 def test_no_visible_context_abstains_without_calling_the_model(handbook):
-    class Unreachable:
-        name, context_window = "never", 2048
-
-        def count_tokens(self, text):
-            return len(text.split())
-
-        def generate(self, *a):
-            raise AssertionError("the model must not be asked without context")
-
-        stream = generate
-
-    answer = Answerer(handbook, Unreachable()).ask("How many leave days?", Principal("outsider"))
+    answer = Answerer(handbook, NeverCalled("the model must not be asked without context")).ask("How many leave days?", Principal("outsider"))
     assert answer.abstained and answer.abstain_reason == "no_context" and answer.text == "I don't know"
     assert answer.hits == [] and answer.citations == []
 

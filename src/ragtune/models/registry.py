@@ -1,9 +1,10 @@
-"""Versioned trained models: ``$RAGTUNE_HOME/models/<kind>/<collection>/<version>/``.
+"""Registries of trained artefacts on disk: one folder each, plus ``meta.json`` (base model,
+method, training data, hyper-parameters, metrics, size, time). A folder appears only once
+complete: it is written as ``<key>.tmp`` and renamed.
 
-Each version is a plain Hugging Face / sentence-transformers folder plus ``meta.json`` (base
-model, method, training data, hyper-parameters, metrics, size, time), so it loads with the
-usual libraries and can be copied anywhere. A version folder appears only once complete (it is
-written as ``<version>.tmp`` and renamed).
+- :class:`ModelRegistry`: versioned embedders / rerankers of a collection,
+  ``$RAGTUNE_HOME/models/<kind>/<collection>/v<N>/`` (Hugging Face / sentence-transformers folders);
+- :class:`~ragtune.models.adapters.AdapterRegistry`: named PEFT adapters of the local LLM.
 
 Example:
     >>> import tempfile
@@ -30,29 +31,79 @@ from ragtune.config import ragtune_home
 KINDS = ("embedder", "reranker")
 
 
-class ModelRegistry:
-    def __init__(self, home: str | Path | None, kind: str, collection: str):
-        if kind not in KINDS:
-            raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
-        self.kind = kind
-        self.root = ragtune_home(home) / "models" / kind / collection
+class FolderRegistry:
+    """Folders under ``root`` keyed by name; ``key_field`` names the key inside meta.json."""
 
-    def path(self, version: str) -> Path:
-        path = self.root / version
+    key_field = "name"
+    what = "entry"
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        path = self.root / key
         if not (path / "meta.json").is_file():
-            known = ", ".join(m["version"] for m in self.list()) or "none"
-            raise LookupError(f"no {self.kind} version {version!r} in {self.root} (known: {known})")
+            known = ", ".join(m[self.key_field] for m in self.list()) or "none"
+            raise LookupError(f"no {self.what} {key!r} in {self.root} (known: {known})")
         return path
 
-    def get(self, version: str) -> dict[str, Any]:
-        return json.loads((self.path(version) / "meta.json").read_text())
+    def get(self, key: str) -> dict[str, Any]:
+        return json.loads((self.path(key) / "meta.json").read_text())
 
     def list(self) -> list[dict[str, Any]]:
         if not self.root.exists():
             return []
-        out = [json.loads((p / "meta.json").read_text()) for p in self.root.iterdir()
-               if p.is_dir() and (p / "meta.json").is_file()]
-        return sorted(out, key=lambda m: int(m["version"][1:]) if m["version"][1:].isdigit() else 0)
+        return sorted((json.loads((p / "meta.json").read_text()) for p in self.root.iterdir()
+                       if p.is_dir() and (p / "meta.json").is_file()), key=self._order)
+
+    def _order(self, meta: dict) -> Any:
+        return meta[self.key_field]
+
+    def update(self, key: str, **meta: Any) -> None:
+        path = self.path(key) / "meta.json"
+        data = json.loads(path.read_text())
+        data.update(meta)
+        path.write_text(json.dumps(data, indent=2, default=str))
+
+    @staticmethod
+    def describe(folder: Path, **meta: Any) -> None:
+        """Write what an entry is (merged with the key, path and size added on completion)."""
+        meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+
+    @contextmanager
+    def _atomic(self, key: str, **extra: Any) -> Iterator[Path]:
+        final = self.root / key
+        tmp = self.root / f"{key}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+            meta_path = tmp / "meta.json"
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            meta.update({self.key_field: key, "path": str(final), **extra,
+                         "size_bytes": sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file() and f.name != "meta.json")})
+            meta_path.write_text(json.dumps(meta, indent=2, default=str))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+class ModelRegistry(FolderRegistry):
+    key_field = "version"
+
+    def __init__(self, home: str | Path | None, kind: str, collection: str):
+        if kind not in KINDS:
+            raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
+        self.kind = kind
+        self.what = f"{kind} version"
+        super().__init__(ragtune_home(home) / "models" / kind / collection)
+
+    def _order(self, meta: dict) -> Any:
+        return int(meta["version"][1:]) if meta["version"][1:].isdigit() else 0
 
     def _next(self) -> str:
         used = {p.name.removesuffix(".tmp") for p in self.root.iterdir()} if self.root.exists() else set()
@@ -66,29 +117,5 @@ class ModelRegistry:
         """Yield (version, folder to write into); the version exists only if the block succeeds."""
         self.root.mkdir(parents=True, exist_ok=True)
         version = self._next()
-        tmp = self.root / f"{version}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            yield version, tmp
-            meta_path = tmp / "meta.json"
-            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-            meta.update(version=version, kind=self.kind, path=str(self.root / version),
-                        size_bytes=sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()))
-            meta_path.write_text(json.dumps(meta, indent=2, default=str))
-            tmp.rename(self.root / version)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    @staticmethod
-    def describe(folder: Path, **meta: Any) -> None:
-        """Write what a version is (merged with what ``new_version`` adds)."""
-        meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-
-    def update(self, version: str, **meta: Any) -> None:
-        path = self.path(version) / "meta.json"
-        data = json.loads(path.read_text())
-        data.update(meta)
-        path.write_text(json.dumps(data, indent=2, default=str))
+        with self._atomic(version, kind=self.kind) as folder:
+            yield version, folder
