@@ -303,3 +303,45 @@ def test_synth_and_models_cli_end_to_end(scifact, home, chat_server):
     assert listed["live"] == "v2" and [h["action"] for h in listed["history"]] == ["promote"]
     back = runner.invoke(app, ["models", "rollback", "-c", "sf", "--home", str(home)])
     assert back.exit_code == 0 and "v2 → v1" in back.stdout
+
+
+def test_query_adapter_keeps_document_vectors_and_shares_the_index(scifact, home):
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.adapt import compare_versions
+    from ragtune.index.versions import build_shadow, promote, rollback
+    from ragtune.models.registry import ModelRegistry
+    from ragtune.retrieve import Searcher
+    from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
+    from ragtune.types import Principal
+
+    rows = _pairs(scifact)
+    registry = ModelRegistry(home, "embedder", "sf")
+    with registry.new_version() as (version, out):
+        result = train_embedder("all-MiniLM-L6-v2", rows, out,
+                                EmbedderTrainConfig(method="query-adapter", max_steps=4, batch_size=8, learning_rate=1e-2))
+        registry.describe(out, method="query-adapter")
+    assert result.trainable_parameters == 384 * 384 + 384
+    tuned = SentenceTransformer(str(registry.path(version)), device="cpu")
+    base = scifact.embedder.model
+    docs, queries = [r["positive"] for r in rows[:3]], [r["anchor"] for r in rows[:3]]
+    assert np.allclose(tuned.encode_document(docs, normalize_embeddings=True),
+                       base.encode(docs, normalize_embeddings=True), atol=1e-5)  # stored vectors stay valid
+    assert not np.allclose(tuned.encode_query(queries, normalize_embeddings=True),
+                           base.encode(queries, normalize_embeddings=True), atol=1e-3)
+
+    index_dirs = {p.name for p in (scifact.dir / "index").iterdir() if p.is_dir()}
+    shadow = build_shadow(scifact, str(registry.path(version)), share_vectors=True)
+    assert {p.name for p in (scifact.dir / "index").iterdir() if p.is_dir()} == index_dirs  # nothing copied
+    (scifact.dir / "synth").mkdir()
+    folder = scifact.dir / "synth" / "q"
+    _write_candidates(folder, scifact, [(i, r["anchor"]) for i, r in enumerate(rows)])
+    (folder / "qrels").mkdir()
+    chunks = scifact.chunks()
+    (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\t{chunks[i]['chunk_id']}\t1\n" for i in range(len(rows))))
+    cmp = compare_versions(scifact, folder, shadow)  # both versions searched in one process, one store
+    assert cmp.queries == len(rows) and set(cmp.metrics) == {"v1", shadow}
+    promote(scifact, shadow)
+    assert scifact.index_dir.name == "v1" and Searcher(scifact).search(queries[0], Principal(), k=3)
+    assert rollback(scifact) == "v1"

@@ -155,7 +155,8 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
 
     model = step("train", train)
     shadow = step("shadow", lambda: build_shadow(collection, model["path"], {"model_version": model["version"]},
-                                                 on_progress=on_progress))
+                                                 on_progress=on_progress,
+                                                 share_vectors=config.training.method == "query-adapter"))
     comparison = step("evaluate", lambda: compare_versions(collection, folder, shadow, "dev", config.measure,
                                                            config.alpha).to_dict())
     registry.update(model["version"], metrics={"dev": comparison["metrics"][shadow], "live": comparison["metrics"][comparison["live"]]})

@@ -50,13 +50,19 @@ class Collection:
         self.pipeline = pipeline
         self._version = version
         self._store: Store | None = None
+        self._borrowed_store = False
         self._manifest: Manifest | None = None
 
     def at_version(self, version: str) -> "Collection":
         """Another handle on this collection bound to index ``version`` (close it when done)."""
         if not (self.dir / "index" / version).exists() and version not in self.versions():
             raise LookupError(f"collection {self.name!r} has no index version {version!r}; it has {sorted(self.versions())}")
-        return Collection(self.dir, self.pipeline.model_copy(deep=True), version)
+        view = Collection(self.dir, self.pipeline.model_copy(deep=True), version)
+        if self._store is not None and view.index_dir == self.index_dir:
+            # Versions that share vectors (a query-side adapter) share one open store: a second
+            # open would wait on the store's single-owner lock held by this very process.
+            view._store, view._borrowed_store = self._store, True
+        return view
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -101,7 +107,7 @@ class Collection:
     def delete(cls, home: str | Path | None, name: str) -> None:
         collection = cls.open(home, name)
         # Refuse while another process owns the store, rather than pulling files from under it.
-        lock = OwnerLock(collection.dir / "index", f"{collection.live_version}.lock")
+        lock = OwnerLock(collection.dir / "index", f"{collection.index_dir.name}.lock")
         lock.acquire()
         try:
             shutil.rmtree(collection.dir)
@@ -110,8 +116,10 @@ class Collection:
 
     def close(self) -> None:
         if self._store is not None:
-            self._store.close()
+            if not self._borrowed_store:
+                self._store.close()
             self._store = None
+            self._borrowed_store = False
         if self._manifest is not None:
             self._manifest.close()
             self._manifest = None
@@ -130,6 +138,11 @@ class Collection:
     @property
     def version(self) -> str:
         return self._version or self.live_version
+
+    @property
+    def index_dir(self) -> Path:
+        """Where this version's vectors live (a version may share another's: see at_version)."""
+        return self.dir / "index" / self.versions().get(self.version, {}).get("index", self.version)
 
     def versions(self) -> dict[str, dict[str, Any]]:
         """Index versions: {version: {"embedder": model, "created": ..., ...}}."""
@@ -159,7 +172,7 @@ class Collection:
             from ragtune.index import open_store
 
             self._store = open_store(
-                self.pipeline.store, self.dir / "index" / self.version, dim=self.embedder.dim
+                self.pipeline.store, self.index_dir, dim=self.embedder.dim
             )
         return self._store
 

@@ -10,7 +10,7 @@ from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, SetOpt, err, pri
 def adapt(
     collection: CollectionOpt,
     max_chunks: Annotated[Optional[int], typer.Option(help="generate questions for a sample of chunks")] = None,
-    method: Annotated[str, typer.Option(help="embedder training: full | lora")] = "full",
+    method: Annotated[str, typer.Option(help="embedder training: full | lora | query-adapter (no re-embedding)")] = "full",
     epochs: Annotated[float, typer.Option()] = 1.0,
     run: Annotated[str, typer.Option("--run", help="run name: synth/<run>/ and adapt/<run>/ (re-use it to resume)")] = "latest",
     no_promote: Annotated[bool, typer.Option("--no-promote", help="evaluate the shadow but keep the live index")] = False,

@@ -46,10 +46,12 @@ def shadow(
     from ragtune.models.registry import ModelRegistry
 
     registry = ModelRegistry(home, "embedder", collection)
-    known = {m["version"] for m in registry.list()}
+    known = {m["version"]: m for m in registry.list()}
     path = str(registry.path(model)) if model in known else model
+    share = known.get(model, {}).get("method") == "query-adapter"  # documents embed as before: no copy
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
-        version = build_shadow(coll, path, {"model_version": model if model in known else None}, on_progress=on_progress)
+        version = build_shadow(coll, path, {"model_version": model if model in known else None}, on_progress=on_progress,
+                               share_vectors=share)
     if json_:
         print_json({"version": version, "embedder": path})
     else:

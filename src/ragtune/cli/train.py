@@ -13,7 +13,7 @@ app = typer.Typer(help="Train models on a collection's data.", no_args_is_help=T
 def embedder(
     collection: CollectionOpt,
     name: Annotated[str, typer.Option("--name", help="synthetic set to train on")] = "default",
-    method: Annotated[str, typer.Option(help="full | lora")] = "full",
+    method: Annotated[str, typer.Option(help="full | lora | query-adapter (a linear map on query embeddings; no re-embedding)")] = "full",
     epochs: Annotated[float, typer.Option()] = 1.0,
     max_steps: Annotated[int, typer.Option(help="> 0 overrides epochs")] = -1,
     batch_size: Annotated[int, typer.Option()] = 32,
@@ -30,8 +30,8 @@ def embedder(
     from ragtune.synth.negatives import training_rows
     from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
 
-    if method not in ("full", "lora"):
-        fail(f"--method {method!r}: use full or lora")
+    if method not in ("full", "lora", "query-adapter"):
+        fail(f"--method {method!r}: use full, lora or query-adapter")
     with Collection.open(home, collection) as coll:
         folder = coll.dir / "synth" / name
         if not (folder / "qrels" / "train.tsv").exists():

@@ -58,12 +58,23 @@ def ensure_live_recorded(collection: Collection) -> None:
 
 
 def build_shadow(collection: Collection, embedder_model: str, info: dict | None = None, batch: int = 512,
-                 on_progress: Callable[[str, int, int], None] | None = None) -> str:
-    """Copy the live index into a new version embedded with ``embedder_model``; returns its name."""
+                 on_progress: Callable[[str, int, int], None] | None = None, share_vectors: bool = False) -> str:
+    """Copy the live index into a new version embedded with ``embedder_model``; returns its name.
+
+    ``share_vectors``: the new model embeds documents exactly as the live one (a query-side
+    adapter), so the version is recorded over the live version's vectors instead of a copy."""
     from ragtune.models.embedder import Embedder
 
     ensure_live_recorded(collection)
     version = next_version(collection)
+    if share_vectors:
+        live = collection.live_version
+        versions = collection.versions()
+        versions[version] = {"embedder": embedder_model, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                             "origin": "shadow", "from": live, "index": versions[live].get("index", live),
+                             "state": "ready", **(info or {})}
+        _set_versions(collection, versions)
+        return version
     with _handle(collection, collection.live_version) as live:
         points = live.store.scroll_payloads(PAYLOAD_FIELDS)
         embedder = Embedder(collection.pipeline.embedder.model_copy(update={"model": embedder_model}))

@@ -36,8 +36,10 @@ class Embedder:
     def max_seq_length(self) -> int:
         return int(self.model.max_seq_length)
 
+    # encode_document / encode_query: identical for a symmetric model; an asymmetric one (a
+    # query-side adapter, a model with query/document prompts) gets the right side for each.
     def embed_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        return self.model.encode(
+        return self.model.encode_document(
             texts,
             batch_size=self.config.batch_size,
             normalize_embeddings=True,
@@ -45,5 +47,9 @@ class Embedder:
             show_progress_bar=show_progress,
         ).astype(np.float32)
 
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode_query(texts, batch_size=self.config.batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_documents([text])[0]
+        return self.embed_queries([text])[0]

@@ -9,7 +9,11 @@ Methods:
 
 - ``full``: every weight trains (22M for MiniLM; minutes on a CPU for a few thousand pairs);
 - ``lora``: low-rank adapters on the attention projections, merged into the weights after
-  training, so the saved model loads like any other and costs nothing extra at query time.
+  training, so the saved model loads like any other and costs nothing extra at query time;
+- ``query-adapter``: the encoder is frozen and only a linear map on the *query* embedding
+  (identity at start) trains, through a sentence-transformers ``Router`` whose document route
+  is the untouched base model: the collection's stored vectors stay valid, so adopting it
+  needs no re-embedding (the new index version shares the live one's vectors).
 
 Example:
     >>> from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
@@ -27,7 +31,7 @@ from typing import Literal
 
 @dataclass
 class EmbedderTrainConfig:
-    method: Literal["full", "lora"] = "full"
+    method: Literal["full", "lora", "query-adapter"] = "full"
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 32
@@ -42,7 +46,7 @@ class EmbedderTrainConfig:
     max_seq_length: int | None = None
 
     def lr(self) -> float:
-        return self.learning_rate or (2e-5 if self.method == "full" else 2e-4)
+        return self.learning_rate or {"full": 2e-5, "lora": 2e-4, "query-adapter": 1e-3}[self.method]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +84,10 @@ def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | P
         model.max_seq_length = config.max_seq_length
     if config.method == "lora":
         _add_lora(model, config)
+    router_mapping = {}
+    if config.method == "query-adapter":
+        model = _query_adapter_model(model)
+        router_mapping = {col: ("query" if col == "anchor" else "document") for col in rows[0]}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     dataset = Dataset.from_list(rows)
@@ -92,6 +100,7 @@ def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | P
             batch_sampler=BatchSamplers.NO_DUPLICATES, seed=config.seed, data_seed=config.seed,
             save_strategy="no", report_to=[], logging_steps=10, disable_tqdm=False,
             use_cpu=best_device(device) == "cpu", dataloader_drop_last=len(rows) > config.batch_size,
+            router_mapping=router_mapping,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         output, seconds = run_trainer(trainer)
@@ -114,3 +123,22 @@ def _add_lora(model, config: EmbedderTrainConfig) -> None:
 def _merge_lora(model) -> None:
     transformer = model[0]
     transformer.model = transformer.model.merge_and_unload()
+
+
+def _query_adapter_model(base):
+    """[Router] with query route = base encoder → Dense (identity init) → Normalize and document
+    route = the base modules unchanged; only the Dense layer trains."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.base.modules.normalize import Normalize
+    from sentence_transformers.base.modules.router import Router
+
+    modules = list(base)
+    for p in base.parameters():
+        p.requires_grad = False
+    dim = base.get_embedding_dimension()
+    dense = Dense(dim, dim, bias=True, activation_function=None, init_weight=torch.eye(dim), init_bias=torch.zeros(dim))
+    encoder = modules[:-1] if isinstance(modules[-1], Normalize) else modules
+    router = Router.for_query_document(query_modules=[*encoder, dense, Normalize()], document_modules=modules)
+    return SentenceTransformer(modules=[router], device=str(base.device))
