@@ -212,6 +212,7 @@ def test_adapt_loop_refuses_a_worse_model_and_resumes(scifact, home, chat_server
     assert cmp["queries"] > 0 and cmp["delta"] < 0 and not cmp["promote"], cmp
     assert report["decision"]["promoted"] is False and scifact.live_version == "v1"
     assert (scifact.dir / "adapt" / "latest" / "report.md").read_text().startswith("# Adaptation of `sf`")
+    assert (scifact.dir / "adapt" / "latest" / "deltas.png").stat().st_size > 1000
     calls = len(chat_server.requests)
     again = adapt(scifact, gen, config, home=home, on_step=steps.append)
     assert again["decision"] == report["decision"] and len(chat_server.requests) == calls and len(steps) == 7

@@ -26,7 +26,7 @@ from typing import Callable
 
 from ragtune.collection import Collection
 from ragtune.evaluate.beir import load_beir
-from ragtune.evaluate.compare import compare_paired
+from ragtune.evaluate.compare import compare_paired, plot_deltas
 from ragtune.evaluate.ir import per_query, score_run
 from ragtune.synth.filters import FilterConfig, filter_queries
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
@@ -84,7 +84,8 @@ def version_run(collection: Collection, version: str, queries: dict[str, str], k
 
 
 def compare_versions(collection: Collection, folder: str | Path, candidate: str, split: str = "dev",
-                     measure: str = "nDCG@10", alpha: float = 0.05) -> VersionComparison:
+                     measure: str = "nDCG@10", alpha: float = 0.05, plot: Path | None = None) -> VersionComparison:
+    """Live vs ``candidate`` on the held-out questions; ``plot``: write the per-question deltas (PNG)."""
     ds = load_beir(folder, split)
     if not ds.queries:
         raise ValueError(f"{folder}: no {split} queries to compare index versions on")
@@ -92,6 +93,8 @@ def compare_versions(collection: Collection, folder: str | Path, candidate: str,
     runs = {v: version_run(collection, v, ds.queries) for v in (live, candidate)}
     metrics = {v: score_run(ds.qrels, run, MEASURES) for v, run in runs.items()}
     pq = {v: per_query(ds.qrels, run, [measure])[measure] for v, run in runs.items()}
+    if plot is not None:
+        plot_deltas(pq[live], pq[candidate], measure, f"live {live}", f"candidate {candidate}", plot)
     c = compare_paired(pq[live], pq[candidate])
     return VersionComparison(live, candidate, split, len(ds.queries), metrics, measure, c.delta, (c.ci_low, c.ci_high),
                              c.p_value, (c.wins, c.ties, c.losses), promote=c.delta > 0 and c.p_value < alpha)
@@ -158,7 +161,7 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
                                                  on_progress=on_progress,
                                                  share_vectors=config.training.method == "query-adapter"))
     comparison = step("evaluate", lambda: compare_versions(collection, folder, shadow, "dev", config.measure,
-                                                           config.alpha).to_dict())
+                                                           config.alpha, plot=run_dir / "deltas.png").to_dict())
     registry.update(model["version"], metrics={"dev": comparison["metrics"][shadow], "live": comparison["metrics"][comparison["live"]]})
 
     def decide() -> dict:
@@ -198,6 +201,7 @@ def report_markdown(report: dict) -> str:
         markdown_table(["measure", live, cand], rows), "",
         f"{cmp['measure']}: Δ {cmp['delta']:+.4f}, 95% CI [{cmp['ci'][0]:+.4f}, {cmp['ci'][1]:+.4f}], "
         f"p = {cmp['p_value']:.4f}, wins/ties/losses {'/'.join(map(str, cmp['wins_ties_losses']))}.", "",
+        "![per-question difference](deltas.png)", "",
         f"Decision: {'promoted ' + cand if report['decision']['promoted'] else 'kept ' + live + ' (' + report['decision'].get('why', '') + ')'}.",
         "", "## Seconds per step", "", markdown_table(["step", "seconds"], [[k, v] for k, v in report["seconds"].items()]),
     ]

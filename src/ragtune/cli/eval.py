@@ -213,7 +213,7 @@ def compare(
     json_: JsonOpt = False,
 ) -> None:
     """Compare two runs per query: means, delta with 95% CI, paired randomisation p-value, wins/ties/losses."""
-    from ragtune.evaluate.compare import compare_paired
+    from ragtune.evaluate.compare import compare_paired, plot_deltas
     from ragtune.evaluate.runs import markdown_table
 
     (name_a, sys_a, pq_a), (name_b, sys_b, pq_b) = _pick(a), _pick(b)
@@ -226,7 +226,7 @@ def compare(
         shared = wanted
     results = {m: compare_paired(pq_a[m], pq_b[m]) for m in shared}
     if plot and shared:
-        _plot_deltas(pq_a[shared[0]], pq_b[shared[0]], shared[0], f"{name_a}:{sys_a}", f"{name_b}:{sys_b}", plot)
+        plot_deltas(pq_a[shared[0]], pq_b[shared[0]], shared[0], f"{name_a}:{sys_a}", f"{name_b}:{sys_b}", plot)
     if json_:
         print_json({"a": f"{name_a}:{sys_a}", "b": f"{name_b}:{sys_b}", "measures": {m: c.to_dict() for m, c in results.items()}})
         return
@@ -249,21 +249,3 @@ def _pick(spec: str):
     if system not in pq:
         fail(f"{path} has no system {system!r}; it has {sorted(pq)}")
     return run.id, system, pq[system]
-
-
-def _plot_deltas(a: dict[str, float], b: dict[str, float], measure: str, name_a: str, name_b: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    deltas = sorted(b[q] - a[q] for q in set(a) & set(b))
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(range(len(deltas)), deltas, width=1.0, color=["#c0392b" if d < 0 else "#27ae60" for d in deltas])
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("queries (sorted by difference)")
-    ax.set_ylabel(f"Δ {measure} (B − A)")
-    ax.set_title(f"{measure}: B = {name_b}\nvs A = {name_a}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -62,3 +63,22 @@ def compare_paired(a: dict[str, float], b: dict[str, float], resamples: int = 10
         wins=int((d > tie_tolerance).sum()), ties=int((np.abs(d) <= tie_tolerance).sum()),
         losses=int((d < -tie_tolerance).sum()),
     )
+
+
+def plot_deltas(a: dict[str, float], b: dict[str, float], measure: str, name_a: str, name_b: str, path: Path) -> None:
+    """Bar chart of per-query differences B − A, sorted (green: B better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    deltas = sorted(b[q] - a[q] for q in set(a) & set(b))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(range(len(deltas)), deltas, width=1.0, color=["#c0392b" if d < 0 else "#27ae60" for d in deltas])
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("queries (sorted by difference)")
+    ax.set_ylabel(f"Δ {measure} (B − A)")
+    ax.set_title(f"{measure}: B = {name_b}\nvs A = {name_a}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
