@@ -306,7 +306,7 @@ def test_synth_and_models_cli_end_to_end(scifact, home, chat_server):
     assert back.exit_code == 0 and "v2 → v1" in back.stdout
 
 
-def test_query_adapter_keeps_document_vectors_and_shares_the_index(scifact, home):
+def test_query_adapter_keeps_document_vectors_and_shares_the_index(scifact, home, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     from ragtune.adapt import compare_versions
@@ -343,6 +343,16 @@ def test_query_adapter_keeps_document_vectors_and_shares_the_index(scifact, home
         f"q{i}\t{chunks[i]['chunk_id']}\t1\n" for i in range(len(rows))))
     cmp = compare_versions(scifact, folder, shadow)  # both versions searched in one process, one store
     assert cmp.queries == len(rows) and set(cmp.metrics) == {"v1", shadow}
+    # A user's labelled queries judge documents, not chunks: compared at document level.
+    labelled = tmp_path / "labelled"
+    (labelled / "qrels").mkdir(parents=True)
+    (labelled / "corpus.jsonl").write_text("".join(json.dumps({"_id": c["doc_id"], "text": c["text"]}) + "\n" for c in chunks))
+    (labelled / "queries.jsonl").write_text("".join(json.dumps({"_id": f"u{i}", "text": r["anchor"]}) + "\n"
+                                                    for i, r in enumerate(rows)))
+    (labelled / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"u{i}\t{chunks[i]['doc_id']}\t1\n" for i in range(len(rows))))
+    by_doc = compare_versions(scifact, labelled, shadow, split="test")
+    assert by_doc.queries == len(rows) and by_doc.metrics["v1"]["nDCG@10"] > 0.5  # the doc ids really matched
     promote(scifact, shadow)
     assert scifact.index_dir.name == "v1" and Searcher(scifact).search(queries[0], Principal(), k=3)
     assert rollback(scifact) == "v1"

@@ -27,7 +27,7 @@ from typing import Callable
 from ragtune.collection import Collection
 from ragtune.evaluate.beir import load_beir
 from ragtune.evaluate.compare import compare_paired, plot_deltas
-from ragtune.evaluate.ir import per_query, score_run
+from ragtune.evaluate.ir import doc_run, per_query, score_run
 from ragtune.synth.filters import FilterConfig, filter_queries
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
 from ragtune.synth.queries import QueryGenConfig, generate_queries
@@ -48,6 +48,8 @@ class AdaptConfig:
     alpha: float = 0.05
     measure: str = "nDCG@10"
     promote: bool = True  # False: build and evaluate the shadow, leave the live version alone
+    labelled: Path | None = None  # the user's own labelled queries (BEIR folder): they decide when given
+    labelled_split: str = "test"
 
 
 @dataclass
@@ -68,16 +70,24 @@ class VersionComparison:
         return asdict(self)
 
 
-def version_run(collection: Collection, version: str, queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
-    """Chunk-level ranking of every query on index ``version`` (the pipeline's query mode)."""
+def version_run(collection: Collection, version: str, queries: dict[str, str], k: int = 100,
+                level: str = "chunk") -> dict[str, dict[str, float]]:
+    """Ranking of every query on index ``version`` (the pipeline's query mode): of chunks, or of
+    documents by their best chunk (``level="document"``, for labelled qrels on document ids)."""
     from ragtune.retrieve import Searcher
 
     handle = collection if collection.version == version else collection.at_version(version)
     try:
         searcher = Searcher(handle)
         principal = ServicePrincipal(acl=tuple(handle.acl_tokens()))
-        return {qid: {h.chunk_id: -float(rank) for rank, h in enumerate(searcher.search(text, principal, k=k, with_ranks=False))}
-                for qid, text in queries.items()}
+        out = {}
+        for qid, text in queries.items():
+            if level == "document":
+                out[qid] = doc_run(searcher.search(text, principal, k=3 * k, with_ranks=False), k)
+            else:
+                hits = searcher.search(text, principal, k=k, with_ranks=False)
+                out[qid] = {h.chunk_id: -float(rank) for rank, h in enumerate(hits)}
+        return out
     finally:
         if handle is not collection:
             handle.close()
@@ -85,12 +95,16 @@ def version_run(collection: Collection, version: str, queries: dict[str, str], k
 
 def compare_versions(collection: Collection, folder: str | Path, candidate: str, split: str = "dev",
                      measure: str = "nDCG@10", alpha: float = 0.05, plot: Path | None = None) -> VersionComparison:
-    """Live vs ``candidate`` on the held-out questions; ``plot``: write the per-question deltas (PNG)."""
+    """Live vs ``candidate`` on held-out questions (a BEIR folder: the synthetic set's dev split, or
+    the user's labelled queries); qrels may name chunks or documents. ``plot``: per-question deltas (PNG)."""
     ds = load_beir(folder, split)
     if not ds.queries:
         raise ValueError(f"{folder}: no {split} queries to compare index versions on")
     live = collection.live_version
-    runs = {v: version_run(collection, v, ds.queries) for v in (live, candidate)}
+    chunk_ids = {c["chunk_id"] for c in collection.chunks()}
+    judged = {d for rel in ds.qrels.values() for d in rel}
+    level = "chunk" if judged & chunk_ids else "document"
+    runs = {v: version_run(collection, v, ds.queries, level=level) for v in (live, candidate)}
     metrics = {v: score_run(ds.qrels, run, MEASURES) for v, run in runs.items()}
     pq = {v: per_query(ds.qrels, run, [measure])[measure] for v, run in runs.items()}
     if plot is not None:
@@ -163,8 +177,13 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     comparison = step("evaluate", lambda: compare_versions(collection, folder, shadow, "dev", config.measure,
                                                            config.alpha, plot=run_dir / "deltas.png").to_dict())
     registry.update(model["version"], metrics={"dev": comparison["metrics"][shadow], "live": comparison["metrics"][comparison["live"]]})
+    deciding = comparison
+    if config.labelled is not None:
+        deciding = step("evaluate labelled", lambda: compare_versions(
+            collection, config.labelled, shadow, config.labelled_split, config.measure, config.alpha).to_dict())
 
     def decide() -> dict:
+        comparison = deciding
         if comparison["promote"] and config.promote:
             promote(collection, shadow, reason=f"{config.measure} {comparison['delta']:+.4f}, p={comparison['p_value']:.4f}")
             return {"promoted": True, "live": shadow}
@@ -202,6 +221,9 @@ def report_markdown(report: dict) -> str:
         f"{cmp['measure']}: Δ {cmp['delta']:+.4f}, 95% CI [{cmp['ci'][0]:+.4f}, {cmp['ci'][1]:+.4f}], "
         f"p = {cmp['p_value']:.4f}, wins/ties/losses {'/'.join(map(str, cmp['wins_ties_losses']))}.", "",
         "![per-question difference](deltas.png)", "",
+        *([f"Labelled queries ({steps['evaluate labelled']['queries']}, they decide): {steps['evaluate labelled']['measure']} "
+           f"Δ {steps['evaluate labelled']['delta']:+.4f}, p = {steps['evaluate labelled']['p_value']:.4f}.", ""]
+          if "evaluate labelled" in steps else []),
         f"Decision: {'promoted ' + cand if report['decision']['promoted'] else 'kept ' + live + ' (' + report['decision'].get('why', '') + ')'}.",
         "", "## Seconds per step", "", markdown_table(["step", "seconds"], [[k, v] for k, v in report["seconds"].items()]),
     ]

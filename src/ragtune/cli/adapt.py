@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -13,6 +14,8 @@ def adapt(
     method: Annotated[str, typer.Option(help="embedder training: full | lora | query-adapter (no re-embedding)")] = "full",
     epochs: Annotated[float, typer.Option()] = 1.0,
     run: Annotated[str, typer.Option("--run", help="run name: synth/<run>/ and adapt/<run>/ (re-use it to resume)")] = "latest",
+    labelled: Annotated[Optional[Path], typer.Option(
+        "--labelled", help="BEIR folder of your own labelled queries (qrels on document or chunk ids): they decide")] = None,
     no_promote: Annotated[bool, typer.Option("--no-promote", help="evaluate the shadow but keep the live index")] = False,
     set_: SetOpt = None,
     home: HomeOpt = None,
@@ -28,7 +31,8 @@ def adapt(
     from ragtune.train.embedder import EmbedderTrainConfig
 
     config = AdaptConfig(queries=QueryGenConfig(max_chunks=max_chunks),
-                         training=EmbedderTrainConfig(method=method, epochs=epochs), promote=not no_promote)
+                         training=EmbedderTrainConfig(method=method, epochs=epochs), promote=not no_promote,
+                         labelled=labelled)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)

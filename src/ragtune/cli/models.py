@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -63,6 +64,7 @@ def compare(
     collection: CollectionOpt,
     version: Annotated[str, typer.Option("--version", help="candidate index version")],
     name: Annotated[str, typer.Option("--name", help="synthetic set whose held-out questions to use")] = "default",
+    data: Annotated[Optional[Path], typer.Option("--data", help="or a BEIR folder of labelled queries")] = None,
     split: Annotated[str, typer.Option(help="qrels split (dev = held-out synthetic questions)")] = "dev",
     alpha: Annotated[float, typer.Option()] = 0.05,
     home: HomeOpt = None,
@@ -73,7 +75,7 @@ def compare(
     from ragtune.collection import Collection
 
     with Collection.open(home, collection) as coll:
-        c = compare_versions(coll, coll.dir / "synth" / name, version, split, alpha=alpha)
+        c = compare_versions(coll, data or coll.dir / "synth" / name, version, split, alpha=alpha)
     if json_:
         print_json(c.to_dict())
         return
