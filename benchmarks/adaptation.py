@@ -88,6 +88,18 @@ def supervised_rows(coll: Collection) -> list[dict]:
             for doc in train.qrels[q] for chunk in chunks_of.get(doc, [])]
 
 
+def run_loop(coll: Collection, chunks: int, epochs: float) -> dict:
+    """The `ragtune adapt` loop with the trained question writer, promotion off (evaluated here)."""
+    from ragtune.models.generator import LocalGenerator
+
+    gen = LocalGenerator(home=HOME, adapter="qgen")
+    config = AdaptConfig(queries=QueryGenConfig(max_chunks=chunks), training=EmbedderTrainConfig(epochs=epochs),
+                         promote=False)
+    return adapt(coll, gen, config, run_name="bench", home=HOME,
+                 on_progress=lambda e, n, t: print(f"\r{e} {n}/{t}", end="", flush=True),
+                 on_step=lambda s: print(f"\n{coll.name}: step {s}", flush=True))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=3000, help="chunks that get a synthetic question")
@@ -122,17 +134,7 @@ def main() -> None:
 
     timed(log, "train question writer (LoRA, SQuAD)", train_qgen)
 
-    def run_adapt() -> dict:
-        from ragtune.models.generator import LocalGenerator
-
-        gen = LocalGenerator(home=HOME, adapter="qgen")
-        config = AdaptConfig(queries=QueryGenConfig(max_chunks=args.chunks),
-                             training=EmbedderTrainConfig(epochs=args.epochs), promote=False)
-        return adapt(coll, gen, config, run_name="bench", home=HOME,
-                     on_progress=lambda e, n, t: print(f"\r{e} {n}/{t}", end="", flush=True),
-                     on_step=lambda s: print(f"\nstep {s}", flush=True))
-
-    report = timed(log, "adapt loop (synthetic only)", run_adapt)
+    report = timed(log, "adapt loop (synthetic only)", lambda: run_loop(coll, args.chunks, args.epochs))
     synth_version = report["steps"]["shadow"]
 
     def supervised() -> str:
@@ -209,8 +211,6 @@ def covidqa_part(log: dict, args) -> str:
     from ragtune.config import PipelineConfig
     from ragtune.evaluate.squad import load_squad, squad_to_beir
     from ragtune.ingest.chunking import Chunker
-    from ragtune.models.generator import LocalGenerator
-
     beir_dir = HOME / "covidqa-beir"
     pipeline = PipelineConfig()
     if not (beir_dir / "corpus.jsonl").exists():
@@ -224,15 +224,7 @@ def covidqa_part(log: dict, args) -> str:
     coll = Collection.create(HOME, "covidqa-ir", exist_ok=True)
     timed(log, "covidqa: index chunks", lambda: ingest(coll, beir_dir, Acl(public=True)).chunks)
 
-    def run_adapt() -> dict:
-        gen = LocalGenerator(home=HOME, adapter="qgen")
-        config = AdaptConfig(queries=QueryGenConfig(max_chunks=args.covidqa_chunks),
-                             training=EmbedderTrainConfig(epochs=args.epochs), promote=False)
-        return adapt(coll, gen, config, run_name="bench", home=HOME,
-                     on_progress=lambda e, n, t: print(f"\r{e} {n}/{t}", end="", flush=True),
-                     on_step=lambda s: print(f"\ncovidqa step {s}", flush=True))
-
-    report = timed(log, "covidqa: adapt loop (synthetic only)", run_adapt)
+    report = timed(log, "covidqa: adapt loop (synthetic only)", lambda: run_loop(coll, args.covidqa_chunks, args.epochs))
     shadow = report["steps"]["shadow"]
     results, pq = {}, {}
     for label, version in (("base MiniLM", "v1"), ("synthetic queries only", shadow)):
