@@ -15,4 +15,5 @@ USER_ERRORS = (
     FileNotFoundError,
     FileExistsError,
     ValueError,
+    LookupError,  # unknown model version, adapter or index version
 )

@@ -78,6 +78,8 @@ def filter_queries(collection: Collection, folder: str | Path, config: FilterCon
                    on_progress: Callable[[str, int, int], None] | None = None) -> FilterReport:
     config = config or FilterConfig()
     folder = Path(folder)
+    if not (folder / "queries.jsonl").exists():
+        raise FileNotFoundError(f"{folder}: no queries.jsonl; generate questions first (`ragtune synth queries`)")
     corpus = {r["_id"]: r for r in map(json.loads, (folder / "corpus.jsonl").read_text().splitlines())}
     candidates = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines() if line.strip()]
     report = FilterReport(candidates=len(candidates))
