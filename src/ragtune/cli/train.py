@@ -6,6 +6,10 @@ import typer
 
 from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, print_json
 
+# Options every training command shares.
+EpochsOpt = Annotated[float, typer.Option(help="passes over the training data")]
+MaxStepsOpt = Annotated[int, typer.Option(help="> 0 overrides epochs")]
+
 app = typer.Typer(help="Train models on a collection's data.", no_args_is_help=True)
 
 
@@ -14,8 +18,8 @@ def embedder(
     collection: CollectionOpt,
     name: Annotated[str, typer.Option("--name", help="synthetic set to train on")] = "default",
     method: Annotated[str, typer.Option(help="full | lora | query-adapter (a linear map on query embeddings; no re-embedding)")] = "full",
-    epochs: Annotated[float, typer.Option()] = 1.0,
-    max_steps: Annotated[int, typer.Option(help="> 0 overrides epochs")] = -1,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 32,
     learning_rate: Annotated[Optional[float], typer.Option(help="default 2e-5 full, 2e-4 lora")] = None,
     num_negatives: Annotated[int, typer.Option(help="hard negatives per row (0: in-batch only)")] = 1,
@@ -59,8 +63,8 @@ def reranker(
     collection: CollectionOpt,
     name: Annotated[str, typer.Option("--name", help="synthetic set to train on (with mined negatives)")] = "default",
     base: Annotated[str, typer.Option(help="encoder to start from")] = "all-MiniLM-L6-v2",
-    epochs: Annotated[float, typer.Option()] = 1.0,
-    max_steps: Annotated[int, typer.Option(help="> 0 overrides epochs")] = -1,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 16,
     num_negatives: Annotated[int, typer.Option(help="negatives per question")] = 3,
     depth: Annotated[int, typer.Option(help="with --apply: candidates the reranker rescores")] = 50,
@@ -109,8 +113,8 @@ def qgen(
     name: Annotated[str, typer.Option("--name", help="adapter name")] = "qgen",
     base: Annotated[str, typer.Option(help="local LLM to adapt")] = "SmolLM2-135M-Instruct",
     limit: Annotated[Optional[int], typer.Option(help="train on this many paragraphs (one question each)")] = 1000,
-    epochs: Annotated[float, typer.Option()] = 1.0,
-    max_steps: Annotated[int, typer.Option(help="> 0 overrides epochs")] = -1,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 8,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
     home: HomeOpt = None,
