@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragtune.cli import adapt, ask, collections, eval, ingest, models, search, synth, train
+from ragtune.cli import adapt, adapters, ask, collections, eval, ingest, models, search, synth, train
 from ragtune.cli.common import err
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(eval.app, name="eval")
 app.add_typer(synth.app, name="synth")
 app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
+app.add_typer(adapters.app, name="adapters")
 app.command()(adapt.adapt)
 
 

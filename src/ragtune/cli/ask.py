@@ -16,6 +16,7 @@ def ask(
     group: Annotated[Optional[list[str]], typer.Option("--group", help="a group of that user (repeatable)")] = None,
     k: Annotated[Optional[int], typer.Option("--k", "-k", help="retrieved chunks considered")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="print the answer as it is generated")] = False,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="answer with this fine-tuned adapter (`ragtune adapters list`)")] = None,
     set_: SetOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
@@ -32,6 +33,11 @@ def ask(
     with Collection.open(home, collection) as coll:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
+        if adapter:
+            from ragtune.models.adapters import AdapterRegistry
+
+            AdapterRegistry(home).resolve(adapter)  # an unknown name fails here, listing the known ones
+            coll.pipeline.generator.adapter = adapter
         answerer = Answerer.from_pipeline(coll, home)
         if stream and not json_:
             answer = None

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, print_json
+from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, print_json, progress_bars
 
 # Options every training command shares.
 EpochsOpt = Annotated[float, typer.Option(help="passes over the training data")]
@@ -146,3 +147,165 @@ def qgen(
     else:
         typer.echo(f"adapter {name}: {len(examples)} examples, {result.steps} steps, loss {result.train_loss:.4f}, "
                    f"{result.seconds:.0f}s, {meta['size_bytes'] / 1e6:.1f} MB → {meta['path']}")
+
+
+@app.command()
+def generator(
+    collection: CollectionOpt,
+    data: Annotated[Path, typer.Option("--data", help="SQuAD-format .json (COVID-QA, SQuAD, `synth answers`) or prompt/completion .jsonl")],
+    name: Annotated[str, typer.Option("--name", help="adapter name")],
+    method: Annotated[str, typer.Option(help="lora | qlora | ia3 | prompt-tuning | p-tuning | prefix | full")] = "lora",
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="a method option KEY=VALUE, e.g. r=8 (repeatable)")] = None,
+    base: Annotated[Optional[str], typer.Option(help="model to tune (default: the collection's generator.model)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="use this many questions (a seeded sample)")] = None,
+    eval_fraction: Annotated[float, typer.Option(help="articles held out to measure the loss before/after")] = 0.1,
+    unanswerable_fraction: Annotated[float, typer.Option(help="questions shown without their context, taught to say I don't know")] = 0.15,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = -1,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    learning_rate: Annotated[Optional[float], typer.Option(help="default: the method's own")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Fine-tune the answering LLM on RAG-shaped examples: each question with the passages the
+    collection's retrieval really returns (gold passage among distractors; some withheld → "I
+    don't know"), target the short answer with its citation. The SQuAD file's contexts are indexed
+    into the collection first (incremental). Saves a named adapter: `ragtune ask --adapter NAME`."""
+    from ragtune.cli.common import fail
+    from ragtune.collection import Collection
+    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.train.generator import GeneratorTrainConfig, train_generator
+    from ragtune.train.methods import get_method
+
+    options = dict(_key_value(o) for o in option or [])
+    try:
+        get_method(method).make_options(options)
+    except ValueError as e:
+        fail(str(e))
+    registry = AdapterRegistry(home)
+    if registry.exists(name) and not overwrite:
+        fail(f"adapter {name!r} exists; pick another --name or pass --overwrite")
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        base = base or coll.pipeline.generator.model
+        train_rows, eval_rows, data_info = _sft_rows(coll, data, base, limit, eval_fraction, unanswerable_fraction,
+                                                     home, on_progress)
+    config = GeneratorTrainConfig(method=method, options=options, epochs=epochs, max_steps=max_steps,
+                                  batch_size=batch_size, learning_rate=learning_rate)
+    with registry.create(name, overwrite=overwrite) as out:
+        result = train_generator(base, train_rows, out, config, home, eval_examples=eval_rows or None)
+        registry.describe(out, base=base, method=method, task="grounded answering", data=str(data), **data_info,
+                          hyperparameters=config.to_dict(), steps=result.steps, train_loss=result.train_loss,
+                          **result.metrics, train_seconds=round(result.seconds, 1),
+                          trainable_parameters=result.trainable_parameters, total_parameters=result.total_parameters)
+    meta = registry.get(name)
+    if json_:
+        print_json(meta)
+        return
+    held = (f", held-out loss {result.metrics['eval_loss_before']:.3f} → {result.metrics['eval_loss_after']:.3f}"
+            if "eval_loss_after" in result.metrics else "")
+    typer.echo(f"adapter {name} ({method}): {len(train_rows)} examples, {result.steps} steps, loss {result.train_loss:.4f}"
+               f"{held}, {result.seconds:.0f}s, {result.trainable_parameters:,} trainable parameters, "
+               f"{meta['size_bytes'] / 1e6:.2f} MB\nuse it: ragtune ask -c {collection} --adapter {name} \"...\"")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    from ragtune.cli.common import fail
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        fail(f"--option {text!r}: write KEY=VALUE, e.g. --option r=8")
+    return key.strip(), value.strip()
+
+
+def _sft_rows(coll, data: Path, base: str, limit, eval_fraction: float, unanswerable_fraction: float, home,
+              on_progress) -> tuple[list[dict], list[dict], dict]:
+    """Training and held-out rows from a SQuAD file (through the collection's retrieval) or a
+    ready prompt/completion .jsonl (held-out: none)."""
+    import json
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ragtune.cli.common import fail
+    from ragtune.evaluate.answers import index_contexts, sample
+    from ragtune.evaluate.squad import load_squad, split_by_article
+    from ragtune.synth.sft import SFTDataConfig, SFTDataReport, rag_sft_examples
+    from ragtune.train.generator import base_model_path
+
+    if not data.is_file():
+        fail(f"--data {data}: no such file")
+    if data.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(data.read_text().splitlines(), start=1):
+            if line.strip():
+                row = json.loads(line)
+                if not {"prompt", "completion"} <= set(row):
+                    fail(f"{data}:{n}: each line needs 'prompt' and 'completion' (lists of chat messages)")
+                rows.append(row)
+        return rows[:limit] if limit else rows, [], {"examples": len(rows[:limit] if limit else rows)}
+    examples = sample(load_squad(data), limit)
+    train, held = split_by_article(examples, eval_fraction) if eval_fraction > 0 else (examples, [])
+    index_contexts(coll, examples, data.stem, home, on_progress)
+    path = base_model_path(base, home)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    window = int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 2048))
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    report = SFTDataReport()
+    config = SFTDataConfig(unanswerable_fraction=unanswerable_fraction)
+    train_rows = rag_sft_examples(coll, train, count, window, config, report=report)
+    eval_rows = rag_sft_examples(coll, held, count, window, config)
+    return train_rows, eval_rows, {"examples": len(train_rows), "eval_examples": len(eval_rows),
+                                   "eval_articles": len({ex.article_id for ex in held}), "sft_data": report.to_dict()}
+
+
+@app.command()
+def reader(
+    collection: CollectionOpt,
+    data: Annotated[list[Path], typer.Option("--data", help="SQuAD-format .json (repeatable: e.g. SQuAD + your own)")],
+    base: Annotated[str, typer.Option(help="encoder to put the span head on")] = "all-MiniLM-L6-v2",
+    limit: Annotated[Optional[int], typer.Option(help="questions per file (a seeded sample)")] = None,
+    epochs: EpochsOpt = 2.0,
+    max_steps: MaxStepsOpt = -1,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    apply: Annotated[bool, typer.Option("--apply", help="make it the collection's reader (answer.mode=extractive)")] = False,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Train the extractive reader (span prediction) into the collection's model registry; with
+    --apply the collection answers by reading spans with it."""
+    from ragtune.cli.common import fail
+    from ragtune.collection import Collection
+    from ragtune.evaluate.answers import sample
+    from ragtune.evaluate.squad import load_squad
+    from ragtune.models.registry import ModelRegistry
+    from ragtune.train.reader import ReaderTrainConfig, train_reader
+
+    examples = []
+    for path in data:
+        if not path.is_file():
+            fail(f"--data {path}: no such file")
+        examples += sample(load_squad(path), limit)
+    config = ReaderTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
+    registry = ModelRegistry(home, "reader", collection)
+    with Collection.open(home, collection) as coll:
+        with registry.new_version() as (version, out):
+            result = train_reader(base, examples, out, config, coll.pipeline.reader.device)
+            registry.describe(out, base=base, method="span-prediction", data=[str(p) for p in data],
+                              questions=len(examples), **result.metrics, hyperparameters=config.to_dict(),
+                              steps=result.steps, train_loss=result.train_loss, train_seconds=round(result.seconds, 1))
+        path = str(registry.path(version))
+        if apply:
+            coll.pipeline.reader.model = path
+            coll.pipeline.answer.mode = "extractive"
+            coll.pipeline.save(coll.dir / "pipeline.yaml")
+    meta = registry.get(version)
+    if json_:
+        print_json({**meta, "applied": apply})
+    else:
+        typer.echo(f"reader {version}: {len(examples)} questions → {result.metrics['windows']} windows, {result.steps} steps, "
+                   f"loss {result.train_loss:.4f}, {result.seconds:.0f}s → {path}"
+                   + ("; the collection now answers extractively with it" if apply else
+                      f"\nuse it: --set answer.mode=extractive --set reader.model={path} (or re-run with --apply)"))

@@ -89,3 +89,23 @@ def squad_to_beir(examples: list[QAExample], out_dir: str | Path, chunker) -> di
     (out / "queries.jsonl").write_text("\n".join(query_lines) + "\n")
     (out / "qrels" / "test.tsv").write_text("\n".join(qrel_lines) + "\n")
     return {"documents": len(corpus_lines), "queries": len(query_lines), "qrels": len(qrel_lines) - 1}
+
+
+def split_by_article(examples: list[QAExample], eval_fraction: float, seed: int = 0) -> tuple[list[QAExample], list[QAExample]]:
+    """(train, held-out) with every question of an article on one side only: questions about
+    one document share its wording, so a question-level split would leak the answers.
+
+    >>> exs = [QAExample(str(i), "q", "c", ["a"], [0], article_id=f"art{i % 10}") for i in range(100)]
+    >>> train, held = split_by_article(exs, 0.2)
+    >>> len(held), {e.article_id for e in train} & {e.article_id for e in held}
+    (20, set())
+    """
+    import random
+
+    articles = sorted({ex.article_id for ex in examples})
+    if len(articles) < 2:
+        raise ValueError("a by-article split needs questions from at least two articles")
+    random.Random(seed).shuffle(articles)
+    n_held = min(len(articles) - 1, max(1, round(eval_fraction * len(articles))))
+    held = set(articles[:n_held])
+    return [ex for ex in examples if ex.article_id not in held], [ex for ex in examples if ex.article_id in held]

@@ -42,8 +42,13 @@ class AdapterRegistry(FolderRegistry):
             yield folder
 
     def resolve(self, name_or_path: str) -> Path:
-        """An adapter given by registry name or by folder path."""
+        """An adapter given by registry name or by folder path (a PEFT folder, or a whole model
+        folder from the ``full`` method)."""
         path = Path(name_or_path).expanduser()
-        if (path / "adapter_config.json").exists():
+        if is_peft_folder(path) or (path / "config.json").exists():
             return path
         return self.path(name_or_path)
+
+
+def is_peft_folder(path: Path) -> bool:
+    return (path / "adapter_config.json").exists()

@@ -105,14 +105,19 @@ class LocalGenerator:
         self.name = model
         self.path = str(path)
         self.device = best_device(device)
+        adapter_dir = None
+        if adapter is not None:
+            from ragtune.models.adapters import AdapterRegistry, is_peft_folder
+
+            adapter_dir = AdapterRegistry(home).resolve(str(adapter))
+            if not is_peft_folder(adapter_dir):
+                path, adapter_dir = adapter_dir, None  # a fully fine-tuned model replaces the base
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device)
-        if adapter is not None:
+        if adapter_dir is not None:
             from peft import PeftModel
 
-            from ragtune.models.adapters import AdapterRegistry
-
-            self.model = PeftModel.from_pretrained(self.model, str(AdapterRegistry(home).resolve(str(adapter))))
+            self.model = PeftModel.from_pretrained(self.model, str(adapter_dir))
         self.model.eval()
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
 

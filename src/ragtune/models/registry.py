@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from ragtune.config import ragtune_home
 
-KINDS = ("embedder", "reranker")
+KINDS = ("embedder", "reranker", "reader")
 
 
 class FolderRegistry:
@@ -47,6 +47,9 @@ class FolderRegistry:
             raise LookupError(f"no {self.what} {key!r} in {self.root} (known: {known})")
         return path
 
+    def exists(self, key: str) -> bool:
+        return (self.root / key / "meta.json").is_file()
+
     def get(self, key: str) -> dict[str, Any]:
         return json.loads((self.path(key) / "meta.json").read_text())
 
@@ -64,6 +67,9 @@ class FolderRegistry:
         data = json.loads(path.read_text())
         data.update(meta)
         path.write_text(json.dumps(data, indent=2, default=str))
+
+    def delete(self, key: str) -> None:
+        shutil.rmtree(self.path(key))
 
     @staticmethod
     def describe(folder: Path, **meta: Any) -> None:

@@ -24,9 +24,9 @@ Example:
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass
@@ -60,6 +60,8 @@ class TrainResult:
     seconds: float
     trainable_parameters: int
     total_parameters: int
+    metrics: dict[str, float] = field(default_factory=dict)  # e.g. held-out loss before / after
+    model: Any = field(default=None, repr=False, compare=False)  # the trained model, still in memory
 
 
 def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | Path,

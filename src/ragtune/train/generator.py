@@ -1,15 +1,17 @@
-"""Supervised fine-tuning of the local LLM with PEFT adapters, on trl's ``SFTTrainer``.
+"""Supervised fine-tuning of the local LLM on trl's ``SFTTrainer``, with any method of
+:mod:`ragtune.train.methods` (LoRA, QLoRA, IA3, prompt tuning, p-tuning, prefix tuning, full).
 
 Examples are prompt/completion pairs of chat messages; the loss covers the completion only
-(the prompt is what the model will be given, not what it must write). The adapter is saved as
-a standard PEFT folder under ``$RAGTUNE_HOME/adapters/<name>/`` with ``meta.json``, and loads
-with ``LocalGenerator(adapter=...)`` / ``generator.adapter=<name>``.
+(the prompt is what the model will be given, not what it must write). Parameter-efficient
+methods save a standard PEFT folder, ``full`` a whole model folder; both load with
+``LocalGenerator(adapter=...)`` / ``generator.adapter=<name>``.
 
 Example:
     >>> from ragtune.train.generator import GeneratorTrainConfig, train_generator
     >>> ex = [{"prompt": [{"role": "user", "content": "Passage: ... Write one question."}],
     ...        "completion": [{"role": "assistant", "content": "What is ...?"}]}]
-    >>> train_generator("SmolLM2-135M-Instruct", ex, "adapters/qgen", GeneratorTrainConfig(max_steps=10))  # doctest: +SKIP
+    >>> cfg = GeneratorTrainConfig(method="ia3", max_steps=10)
+    >>> train_generator("SmolLM2-135M-Instruct", ex, "adapters/qgen", cfg)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,72 +19,96 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from ragtune.train import run_trainer
 from ragtune.train.embedder import TrainResult
+from ragtune.train.methods import get_method
 
 
 @dataclass
 class GeneratorTrainConfig:
-    method: Literal["lora"] = "lora"
+    method: str = "lora"  # see ragtune.train.methods.method_names()
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own knobs, e.g. {"r": 8}
     epochs: float = 1.0
     max_steps: int = -1
     batch_size: int = 8
     gradient_accumulation: int = 1
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None  # None: the method's default (2e-4 LoRA … 3e-2 prompt tuning)
     warmup_ratio: float = 0.05
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    max_length: int = 512
+    max_length: int = 1024
+    # Off by default: a 135M model fits easily and recomputation costs ~30% more time; turn it
+    # on for billion-parameter bases on a GPU. (Prefix tuning cannot use it: peft's prefix keys
+    # and the checkpointed attention mask disagree in length.)
+    gradient_checkpointing: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        get_method(self.method).make_options(self.options)  # fail at construction, not after loading
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["options"] = asdict(get_method(self.method).make_options(self.options))
+        out["learning_rate"] = self.lr
+        return out
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else get_method(self.method).learning_rate
 
 
-def peft_config(config: GeneratorTrainConfig):
-    from peft import LoraConfig, TaskType
+def base_model_path(base_model: str, home: str | Path | None = None) -> str:
+    """A packaged model name (converted once from GGUF), else a hub id or folder as given."""
+    from ragtune.models.generator import PACKAGED_GGUF, packaged_model_dir
 
-    if config.method == "lora":
-        return LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_r, lora_alpha=config.lora_alpha,
-                          lora_dropout=config.lora_dropout, target_modules=list(config.target_modules))
-    raise ValueError(f"unknown method {config.method!r}")
+    return str(packaged_model_dir(base_model, home)) if base_model in PACKAGED_GGUF else base_model
 
 
 def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, config: GeneratorTrainConfig | None = None,
-                    home: str | Path | None = None, device: str | None = None) -> TrainResult:
-    import torch
+                    home: str | Path | None = None, device: str | None = None,
+                    eval_examples: list[dict] | None = None) -> TrainResult:
+    """Train on ``examples`` and save to ``out_dir``; with ``eval_examples`` the completion loss
+    on them is measured before and after training (``metrics["eval_loss_before"|"eval_loss_after"]``)."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from ragtune.models.generator import PACKAGED_GGUF, packaged_model_dir
     from ragtune.models.loading import best_device
 
     config = config or GeneratorTrainConfig()
     if not examples:
         raise ValueError("no training examples")
-    path = packaged_model_dir(base_model, home) if base_model in PACKAGED_GGUF else base_model
+    method = get_method(config.method)
+    path = base_model_path(base_model, home)
+    device = best_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = method.load_base(path, device)
     with tempfile.TemporaryDirectory(prefix="ragtune-sft-") as scratch:
         args = SFTConfig(
             output_dir=scratch, num_train_epochs=config.epochs, max_steps=config.max_steps,
             per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
-            learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio, seed=config.seed,
+            learning_rate=config.lr, warmup_steps=config.warmup_ratio, seed=config.seed,
             max_length=config.max_length, completion_only_loss=True, packing=False, save_strategy="no",
-            report_to=[], logging_steps=10, use_cpu=best_device(device) == "cpu", bf16=False, fp16=False,
+            report_to=[], logging_steps=10, use_cpu=device == "cpu", bf16=False, fp16=False,
+            gradient_checkpointing=config.gradient_checkpointing and config.method != "prefix",
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                             processing_class=tokenizer, peft_config=peft_config(config))
+                             eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+                             processing_class=tokenizer,
+                             peft_config=method.peft_config(method.make_options(config.options), path))
+        metrics = {}
+        if eval_examples:
+            metrics["eval_loss_before"] = float(trainer.evaluate()["eval_loss"])
         output, seconds = run_trainer(trainer)
+        if eval_examples:
+            metrics["eval_loss_after"] = float(trainer.evaluate()["eval_loss"])
         trained = trainer.model
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trained.parameters())
     trained.save_pretrained(str(out_dir))
-    return TrainResult(Path(out_dir), output.global_step, float(output.training_loss), seconds, trainable, total)
+    if config.method == "full":
+        tokenizer.save_pretrained(str(out_dir))  # a whole model folder loads on its own
+    return TrainResult(Path(out_dir), output.global_step, float(output.training_loss), seconds, trainable, total,
+                       metrics, trained)

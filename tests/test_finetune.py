@@ -1,0 +1,208 @@
+"""LLM customisation (issue 6): every fine-tuning method on the real SmolLM2, RAG-shaped training
+data, the adapter registry and its CLI, merging, and the extractive reader."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import SHARED_DATA, run_cli
+
+pytestmark = pytest.mark.slow
+
+SQUAD = SHARED_DATA / "squad" / "dev-v1.1.json"
+
+
+@pytest.fixture(scope="module")
+def qg_rows():
+    """Four short prompt/completion rows (passage → question): a few seconds per training step."""
+    from ragtune.evaluate.squad import load_squad
+    from ragtune.synth.queries import qg_training_examples
+
+    return qg_training_examples(load_squad(SQUAD), limit=4)
+
+
+def _logits(model, tokenizer, text: str = "Passage: The Eiffel Tower opened in 1889.\nQuestion:"):
+    enc = tokenizer(text, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**enc).logits[0, -1].float()
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "ia3", "prompt-tuning", "p-tuning", "prefix", "full"])
+def test_method_lowers_loss_and_reloads_identically(method, qg_rows, local_generator, tmp_path):
+    from peft import PeftModel
+
+    from ragtune.models.generator import LocalGenerator
+    from ragtune.train.generator import GeneratorTrainConfig, train_generator
+    from ragtune.train.methods import get_method
+
+    out = tmp_path / method
+    config = GeneratorTrainConfig(method=method, max_steps=4, batch_size=4, max_length=384)
+    result = train_generator(local_generator.path, qg_rows, out, config, eval_examples=qg_rows)
+    assert result.steps == 4
+    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"] - 0.01, result.metrics
+    if method == "full":
+        assert result.trainable_parameters == result.total_parameters
+    else:  # parameter-efficient: a small fraction trains
+        assert 0 < result.trainable_parameters < result.total_parameters / 20
+
+    trained = result.model.eval()
+    if get_method(method).quantized:  # same 4-bit base, reloaded from disk
+        base = get_method(method).load_base(local_generator.path, "cpu")
+        reloaded = PeftModel.from_pretrained(base, str(out)).eval()
+    else:  # the answering path's own loader, by folder
+        reloaded = LocalGenerator(local_generator.path, adapter=str(out)).model
+    tok = local_generator.tokenizer
+    assert torch.allclose(_logits(trained, tok), _logits(reloaded, tok), atol=1e-5)
+    assert not torch.allclose(_logits(reloaded, tok), _logits(local_generator.model, tok), atol=1e-4)
+
+
+def test_unknown_method_and_option_are_clear_errors():
+    from ragtune.train.generator import GeneratorTrainConfig
+
+    with pytest.raises(ValueError, match="unknown fine-tuning method 'lorra'.*lora"):
+        GeneratorTrainConfig(method="lorra")
+    with pytest.raises(ValueError, match="no option.*'rank'.*'r'"):
+        GeneratorTrainConfig(method="lora", options={"rank": 8})
+    with pytest.raises(ValueError, match="'r'.*not a valid int"):
+        GeneratorTrainConfig(method="lora", options={"r": "eight"})
+
+
+def test_merged_lora_equals_the_adapter_and_registry_cli_round_trip(qg_rows, local_generator, home, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.models.merge import merge_adapter
+    from ragtune.train.generator import GeneratorTrainConfig, train_generator
+
+    registry = AdapterRegistry(home)
+    for name, method in (("qa-lora", "lora"), ("qa-prompt", "prompt-tuning")):
+        with registry.create(name) as out:
+            r = train_generator(local_generator.path, qg_rows, out, GeneratorTrainConfig(method=method, max_steps=2,
+                                                                                       batch_size=4, max_length=384))
+            registry.describe(out, base=local_generator.path, method=method, trainable_parameters=r.trainable_parameters)
+
+    merged_dir = merge_adapter("qa-lora", tmp_path / "merged", home)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(local_generator.path, dtype=torch.float32)
+    adapter = PeftModel.from_pretrained(base, str(registry.path("qa-lora"))).eval()
+    tok = local_generator.tokenizer
+    assert torch.allclose(_logits(merged, tok), _logits(adapter, tok), atol=1e-4)
+    with pytest.raises(ValueError, match="virtual tokens.*cannot be merged"):
+        merge_adapter("qa-prompt", tmp_path / "nope", home)
+
+    listed = json.loads(run_cli("adapters", "list", "--json", home=home).stdout)
+    assert {a["name"]: a["method"] for a in listed} == {"qa-lora": "lora", "qa-prompt": "prompt-tuning"}
+    assert all(a["size_bytes"] > 0 for a in listed)
+    shown = json.loads(run_cli("adapters", "show", "qa-prompt", home=home).stdout)
+    assert shown["trainable_parameters"] == r.trainable_parameters
+    run_cli("adapters", "delete", "qa-prompt", "--yes", home=home)
+    assert [a["name"] for a in registry.list()] == ["qa-lora"]
+    missing = run_cli("adapters", "show", "qa-prompt", home=home, check=False)
+    assert missing.returncode == 2 and "no adapter 'qa-prompt'" in missing.stderr and "qa-lora" in missing.stderr
+
+
+def _squad_slice(n_articles: int = 3, per_article: int = 6) -> list:
+    from ragtune.evaluate.squad import load_squad
+
+    by_article: dict[str, list] = {}
+    for ex in load_squad(SQUAD):
+        group = by_article.setdefault(ex.article_id, [])
+        if len(group) < per_article and (not group or ex.paragraph_index == group[0].paragraph_index + len(group) % 2):
+            group.append(ex)
+        if len(by_article) > n_articles:
+            break
+    return [ex for group in list(by_article.values())[:n_articles] for ex in group]
+
+
+def test_rag_sft_examples_are_the_answer_prompt_with_a_cited_gold_passage(make_collection, home, local_generator):
+    from ragtune.answer.prompt import build_messages
+    from ragtune.evaluate.answers import index_contexts
+    from ragtune.evaluate.qa import ABSTAIN, normalize_answer
+    from ragtune.synth.sft import SFTDataConfig, SFTDataReport, rag_sft_examples
+
+    examples = _squad_slice()
+    coll = make_collection("sq", ["answer.k=3"])
+    index_contexts(coll, examples, "sq", home)
+    report = SFTDataReport()
+    rows = rag_sft_examples(coll, examples, local_generator.count_tokens, local_generator.context_window,
+                            SFTDataConfig(unanswerable_fraction=0.3, seed=1), report=report)
+    assert report.examples == len(rows) == len(examples) and report.unanswerable > 0 and report.answerable > 0
+    by_id = {ex.id: ex for ex in examples}
+    positions = set()
+    for row in rows:
+        ex = by_id[row["id"]]
+        prompt = row["prompt"]
+        assert [m["role"] for m in prompt] == [m["role"] for m in build_messages("q", [], coll.pipeline.answer)]
+        user = prompt[-1]["content"]
+        assert ex.question in user
+        target = row["completion"][0]["content"]
+        if target == ABSTAIN:  # the gold context was withheld: no passage holds the answer
+            assert not any(normalize_answer(a) in normalize_answer(user) for a in ex.answers)
+            continue
+        answer, number = target.rsplit(" [", 1)
+        number = int(number.rstrip("]"))
+        positions.add(number)
+        assert answer == ex.answers[0]
+        passage = user.split(f"[{number}] ", 1)[1].split(f"\n\n[{number + 1}] ", 1)[0]
+        assert ex.answers[0] in passage  # the cited passage really holds the answer
+    assert len(positions) > 1  # the gold passage is not always [1]
+
+
+def test_train_generator_cli_and_ask_with_the_adapter(make_collection, home, local_generator, tmp_path):
+    examples = _squad_slice()
+    data = {"version": "1.1", "data": []}
+    for ex in examples:
+        data["data"].append({"title": ex.title, "paragraphs": [{"context": ex.context, "document_id": ex.article_id, "qas": [
+            {"id": ex.id, "question": ex.question,
+             "answers": [{"text": a, "answer_start": s} for a, s in zip(ex.answers, ex.answer_starts)]}]}]})
+    path = tmp_path / "mini-squad.json"
+    path.write_text(json.dumps(data))
+    make_collection("sq", ["answer.k=3", f"generator.model={local_generator.path}"]).close()
+
+    bad = run_cli("train", "generator", "-c", "sq", "--data", str(path), "--name", "x", "--method", "lora",
+                  "--option", "rank=4", home=home, check=False)
+    assert bad.returncode == 2 and "no option(s) ['rank']" in bad.stderr
+    meta = json.loads(run_cli("train", "generator", "-c", "sq", "--data", str(path), "--name", "sq-ia3",
+                              "--method", "ia3", "--max-steps", "2", "--batch-size", "4", "--eval-fraction", "0.34",
+                              "--json", home=home).stdout)
+    assert meta["method"] == "ia3" and meta["steps"] == 2 and meta["eval_articles"] == 1
+    assert meta["examples"] + meta["eval_examples"] == len(examples)
+    assert meta["eval_loss_after"] < meta["eval_loss_before"]
+    assert meta["hyperparameters"]["learning_rate"] == 3e-3  # the method's default
+
+    answer = json.loads(run_cli("ask", examples[0].question, "-c", "sq", "--adapter", "sq-ia3", "--json",
+                                "--set", "answer.max_new_tokens=12", home=home).stdout)
+    assert answer["passages"] and answer["text"]
+    unknown = run_cli("ask", "q?", "-c", "sq", "--adapter", "nope", home=home, check=False)
+    assert unknown.returncode == 2 and "no adapter 'nope'" in unknown.stderr
+
+
+def test_reader_training_learns_spans(tmp_path):
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from ragtune.answer.extractive import SpanReader
+    from ragtune.models.loading import resolve_model
+    from ragtune.train.reader import ReaderTrainConfig, reader_features, train_reader
+
+    examples = _squad_slice(n_articles=4, per_article=8)
+    config = ReaderTrainConfig(max_steps=25, batch_size=8, learning_rate=2e-4)
+    result = train_reader("all-MiniLM-L6-v2", examples, tmp_path / "reader", config)
+    assert result.metrics["answer_windows"] >= len(examples) * 0.9
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "reader")
+    rows = reader_features(tok, examples, config)
+
+    def loss(model) -> float:
+        batch = {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
+        with torch.inference_mode():
+            return float(model(**batch).loss)
+
+    untrained = AutoModelForQuestionAnswering.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+    trained = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "reader")
+    assert loss(trained) < loss(untrained) - 1.0
+    span = SpanReader(tmp_path / "reader").read(examples[0].question, [examples[0].context])
+    assert span is not None and span.text and span.text in examples[0].context
