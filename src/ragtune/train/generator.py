@@ -105,8 +105,11 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
         if eval_examples:
             metrics["eval_loss_after"] = float(trainer.evaluate()["eval_loss"])
         trained = trainer.model
-    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trained.parameters())
+    if hasattr(trained, "get_nb_trainable_parameters"):  # peft counts packed 4-bit weights as the values they hold
+        trainable, total = trained.get_nb_trainable_parameters()
+    else:
+        trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in trained.parameters())
     trained.save_pretrained(str(out_dir))
     if config.method == "full":
         tokenizer.save_pretrained(str(out_dir))  # a whole model folder loads on its own
