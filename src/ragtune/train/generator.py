@@ -98,6 +98,8 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
                              eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
                              processing_class=tokenizer,
                              peft_config=method.peft_config(method.make_options(config.options), path))
+        if method.quantized and device == "cpu":
+            _adapters_to_float32(trainer.model)
         metrics = {}
         if eval_examples:
             metrics["eval_loss_before"] = float(trainer.evaluate()["eval_loss"])
@@ -115,3 +117,15 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
         tokenizer.save_pretrained(str(out_dir))  # a whole model folder loads on its own
     return TrainResult(Path(out_dir), output.global_step, float(output.training_loss), seconds, trainable, total,
                        metrics, trained)
+
+
+def _adapters_to_float32(model) -> None:
+    """trl casts a quantized model's adapter weights to bf16 (the QLoRA paper's GPU setting). On
+    CPU that is slower than float32, and the saved bf16 adapter is upcast when loaded for
+    answering, so the served model would not be the one that was evaluated: keep float32. The
+    optimizer is created at ``train()``, after this, so it sees the float32 weights."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.to(torch.float32)

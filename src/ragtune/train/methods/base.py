@@ -49,8 +49,17 @@ class TuningMethod:
         # CPUs have no fast bf16 matmul and the adapters train in float32 anyway.
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.float32)
-        return AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.float32,
-                                                    device_map={"": device})
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.float32,
+                                                     device_map={"": device})
+        # bitsandbytes 0.50.2 repacks a 4-bit layer for its AVX512-bf16 kernel on the first
+        # no-grad forward in eval mode (as Trainer.evaluate runs) and keeps that layout for the
+        # training steps after it, which then compute different (measured: wrong) outputs: a
+        # model trained after an evaluation did not match its own adapter reloaded. Training
+        # stays on the one dequantising path.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        return model
 
 
 def _coerce(value: Any, default: Any, what: str) -> Any:
