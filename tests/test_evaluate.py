@@ -80,6 +80,20 @@ def test_squad_v2_impossible_questions(tmp_path):
     assert a.answers == ["Norway"] and not a.is_impossible and b.is_impossible and b.answers == []
 
 
+def test_one_article_split_over_entries_keeps_one_number_per_context(tmp_path):
+    from ragtune.evaluate.squad import load_squad
+
+    def entry(context, qid):
+        return {"title": "T", "paragraphs": [{"context": context, "qas": [
+            {"id": qid, "question": "?", "answers": [{"text": context[:4], "answer_start": 0}]}]}]}
+
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"data": [entry("Oslo is in Norway.", "a"), entry("Lima is in Peru.", "b"),
+                                         entry("Oslo is in Norway.", "c")]}))
+    a, b, c = load_squad(path)
+    assert (a.paragraph_index, b.paragraph_index, c.paragraph_index) == (0, 1, 0)
+
+
 def test_paired_significance_on_known_cases():
     rng = random.Random(0)
     base = {f"q{i}": rng.random() for i in range(60)}

@@ -38,10 +38,18 @@ def load_squad(path: str | Path) -> list[QAExample]:
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: not a SQuAD-format file (need a top-level 'data' list): {e}") from e
     out = []
+    # Paragraphs are numbered per article id over the whole file, one number per distinct context:
+    # a file may list one article in several entries, and `<article>-p<n>` must name one context.
+    numbers: dict[tuple[str, str], int] = {}
+    per_article: dict[str, int] = {}
     for a, article in enumerate(data):
         title = article.get("title", "")
-        for p, para in enumerate(article["paragraphs"]):
+        for para in article["paragraphs"]:
             article_id = str(para.get("document_id", article.get("document_id", title or a)))
+            if (article_id, para["context"]) not in numbers:
+                numbers[(article_id, para["context"])] = per_article.get(article_id, 0)
+                per_article[article_id] = per_article.get(article_id, 0) + 1
+            p = numbers[(article_id, para["context"])]
             for qa in para["qas"]:
                 impossible = bool(qa.get("is_impossible", False))
                 answers = [] if impossible else qa.get("answers", [])
