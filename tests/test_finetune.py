@@ -206,3 +206,63 @@ def test_reader_training_learns_spans(tmp_path):
     assert loss(trained) < loss(untrained) - 1.0
     span = SpanReader(tmp_path / "reader").read(examples[0].question, [examples[0].context])
     assert span is not None and span.text and span.text in examples[0].context
+
+
+def test_synth_answers_with_the_local_teacher_keeps_only_verbatim_spans_and_resumes(make_collection, home,
+                                                                                    local_generator, tmp_path):
+    from ragtune.evaluate.answers import index_contexts
+    from ragtune.evaluate.squad import load_squad
+    from ragtune.synth.answers import AnswerSynthConfig, synthesize_answers
+
+    coll = make_collection("sa")
+    index_contexts(coll, _squad_slice(), "sa", home)
+    folder = tmp_path / "answers"
+    config = AnswerSynthConfig(max_chunks=3, batch_size=3)
+    report = synthesize_answers(coll, local_generator, folder, config)
+    # The 135M model is a poor teacher (it paraphrases); what must hold is that nothing but
+    # verbatim spans gets through and that every attempt is accounted for.
+    assert report.chunks == 3 and report.kept + sum(report.dropped.values()) == 3
+    examples = load_squad(folder / "squad.json")
+    assert len(examples) == report.kept
+    for ex in examples:
+        assert ex.context[ex.answer_starts[0]:].lower().startswith(ex.answers[0].lower())
+    again = synthesize_answers(coll, local_generator, folder, config)  # every chunk done: nothing re-generated
+    assert again == report and len((folder / "triples.jsonl").read_text().splitlines()) == 3
+
+
+def test_synth_answers_cli_with_an_endpoint_teacher(make_collection, home, chat_server):
+    """The teacher behind an OpenAI-compatible endpoint (here a scripted stand-in for a large
+    model, which cannot run on this machine): each kind of bad reply is dropped for its reason,
+    the good ones become SQuAD answers at the right offsets."""
+    import re
+
+    from ragtune.evaluate.answers import index_contexts
+    from ragtune.evaluate.squad import load_squad
+
+    replies = []
+
+    def teacher(messages):
+        assert "word for word" in messages[0]["content"] and len(messages) == 8  # instructions + 3 worked examples
+        passage = messages[-1]["content"].split("Passage:\n", 1)[1]
+        span = re.search(r"[A-Za-z]+ [A-Za-z]+ [A-Za-z]+", passage).group(0)
+        kind = ["good", "not in passage", "no question", "too long"][len(replies) % 4]
+        replies.append(kind)
+        return {"good": f"Question: What does the passage say first?\nAnswer: {span.upper()}.",
+                "not in passage": "Question: Who won?\nAnswer: a zebra named Quantum",
+                "no question": f"Answer: {span}",
+                "too long": "Question: Why?\nAnswer: " + " ".join(passage.split()[:20])}[kind]
+
+    chat_server.responder = teacher
+    coll = make_collection("sa")
+    index_contexts(coll, _squad_slice(), "sa", home)
+    coll.close()  # the CLI process opens it
+    out = json.loads(run_cli("synth", "answers", "-c", "sa", "--max-chunks", "5", "--set", "generator.backend=openai",
+                             "--set", f"generator.base_url={chat_server.url}", "--set", "generator.model=teacher",
+                             "--json", home=home).stdout)
+    assert replies == ["good", "not in passage", "no question", "too long", "good"]
+    assert out["kept"] == 2 and out["dropped"] == {"answer not in passage": 1, "no question": 1, "answer too long": 1}
+    examples = load_squad(out["squad"])
+    assert len(examples) == 2
+    for ex in examples:  # the passage's own casing, at its own offset
+        assert ex.answers[0] == ex.context[ex.answer_starts[0]:ex.answer_starts[0] + len(ex.answers[0])]
+        assert ex.answers[0] != ex.answers[0].upper()

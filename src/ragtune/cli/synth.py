@@ -91,3 +91,36 @@ def negatives(
     else:
         typer.echo(f"{stats['negatives']} negatives for {stats['queries']} questions ({stats['dropped_margin']} too close "
                    f"to the positive, {stats['dropped_same_document']} from its own document, dropped)")
+
+
+@app.command()
+def answers(
+    collection: CollectionOpt,
+    name: NameOpt = "answers",
+    max_chunks: Annotated[Optional[int], typer.Option(help="a random sample of this many chunks")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    set_: SetOpt = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """A teacher writes (question, context, answer) triples from the chunks, answers copied
+    verbatim from the passage; kept ones go to squad.json for `ragtune train generator --data`.
+    The teacher is the pipeline's generator: point it at a large model with
+    --set generator.backend=openai --set generator.base_url=... --set generator.model=...
+    Resumable: a re-run continues where it stopped."""
+    from ragtune.collection import Collection
+    from ragtune.models.generator import make_generator
+    from ragtune.synth.answers import AnswerSynthConfig, synthesize_answers
+
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        if set_:
+            coll.pipeline = coll.pipeline.with_overrides(set_)
+        folder = _folder(coll, name)
+        report = synthesize_answers(coll, make_generator(coll.pipeline.generator, home), folder,
+                                    AnswerSynthConfig(max_chunks=max_chunks, seed=seed), on_progress)
+    if json_:
+        print_json({"folder": str(folder), "squad": str(folder / "squad.json"), **report.to_dict()})
+        return
+    typer.echo(f"{report.kept} of {report.chunks} chunks gave a question with a verbatim answer "
+               f"(dropped: {report.dropped or 'none'}) → {folder / 'squad.json'}\n"
+               f"next: ragtune train generator -c <scratch collection> --data {folder / 'squad.json'} --name ...")
