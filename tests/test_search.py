@@ -75,6 +75,21 @@ def test_rerank_hook_reorders_by_reranker_score(coll):
     assert [h.doc_id for h in hits] == ["cake", "cpu", "gpu"]  # drawn from the rerank depth, not just top 3
 
 
+def test_rerank_rescores_only_the_depth_and_keeps_fused_order_below(coll):
+    seen = []
+
+    class Reverse:
+        def rerank(self, query, hits):
+            seen.append(len(hits))
+            return hits[::-1]
+
+    fused = Searcher(coll).search("computer", Principal(), mode="hybrid", k=5)
+    coll.pipeline.reranker.depth = 2
+    hits = Searcher(coll, reranker=Reverse()).search("computer", Principal(), mode="hybrid", k=5)
+    assert seen == [2]
+    assert [h.doc_id for h in hits] == [fused[1].doc_id, fused[0].doc_id] + [h.doc_id for h in fused[2:]]
+
+
 def test_cross_encoder_reranker_runs_on_real_model(coll):
     # No pretrained reranker exists offline: a MiniLM-initialised cross-encoder (random head)
     # proves the stage is wired to a real model; its quality comes with reranker training.

@@ -73,7 +73,10 @@ class Searcher:
         )
         hits = [_to_hit(h) for h in self.collection.store.search(query)]
         if self.reranker:
-            hits = self.reranker.rerank(text, hits)
+            # Only the top `depth` are rescored; a deeper k (e.g. Recall@100) keeps the fused
+            # order below them instead of paying a cross-encoder call per extra hit.
+            cut = self.collection.pipeline.reranker.depth
+            hits = self.reranker.rerank(text, hits[:cut]) + hits[cut:]
         return hits[:k]
 
 
