@@ -16,6 +16,7 @@ demo: setup
 	$(VENV)/bin/ragtune ask "What happens when ingestion is killed half-way?" -c ragtune-docs
 
 test: setup
+	bash scripts/ensure-chromium.sh
 	$(VENV)/bin/python -m pytest
 
 bench: setup

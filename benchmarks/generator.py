@@ -12,7 +12,7 @@ CPU training time and the held-out completion loss before → after.
 
 CPU budget: a few dozen optimiser steps per method and a sample of held-out questions; the
 command line says how many. Every finished system is cached under benchmarks/.cache/generator-home
-(results/<system>.json), so a stopped run resumes.
+(results/<setting>/<system>.json), so a stopped run resumes.
 
 Run from the repo root:  .venv/bin/python benchmarks/generator.py [--steps 40 --eval-questions 80]
 """
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, table, write_report  # noqa: E402
+from _common import CACHE, DATA, write_report  # noqa: E402
 
 from ragtune.answer import Answerer  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
@@ -38,7 +38,6 @@ from ragtune.synth.sft import SFTDataConfig, SFTDataReport, rag_sft_examples  # 
 from ragtune.train.generator import GeneratorTrainConfig, base_model_path, train_generator  # noqa: E402
 from ragtune.train.reader import ReaderTrainConfig, train_reader  # noqa: E402
 
-HOME = CACHE / "generator-home"
 BASE = "SmolLM2-135M-Instruct"
 METHODS = ["lora", "qlora", "ia3", "prompt-tuning", "p-tuning", "prefix", "full"]
 # A short context keeps CPU generation and training affordable; every system gets the same one.
@@ -49,13 +48,13 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def answer_eval(coll: Collection, overrides: list[str], examples) -> dict:
+def answer_eval(coll: Collection, home: Path, overrides: list[str], examples) -> dict:
     """Answer ``examples`` with the collection's pipeline plus ``overrides``; metrics + per-question F1."""
     saved = coll.pipeline
     coll.pipeline = saved.with_overrides(overrides)
     try:
         start = time.perf_counter()
-        run = evaluate_answers(Answerer.from_pipeline(coll, HOME), examples, home=HOME,
+        run = evaluate_answers(Answerer.from_pipeline(coll, home), examples, home=home,
                                on_progress=lambda e, n, t: print(f"\r  {e} {n}/{t}", end="", flush=True))
         print()
         return {"metrics": run.metrics()["answers"], "f1": run.per_query()["answers"]["f1"],
@@ -64,8 +63,8 @@ def answer_eval(coll: Collection, overrides: list[str], examples) -> dict:
         coll.pipeline = saved
 
 
-def cached(name: str, fn) -> dict:
-    path = HOME / "results" / f"{name}.json"
+def cached(folder: Path, name: str, fn) -> dict:
+    path = folder / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     print(f"== {name}", flush=True)
@@ -85,20 +84,23 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--reader-squad", type=int, default=2000, help="SQuAD dev questions for the reader")
     ap.add_argument("--reader-steps", type=int, default=300)
+    ap.add_argument("--home", type=Path, default=CACHE / "generator-home", help="models, adapters and cached results")
+    ap.add_argument("--report", default="generator", help="name under benchmarks/results/ ('' prints only: smoke runs)")
     args = ap.parse_args()
-    HOME.mkdir(parents=True, exist_ok=True)
+    home = args.home
+    home.mkdir(parents=True, exist_ok=True)
 
     covid = load_squad(DATA / "covidqa" / "covidqa-dev.json")
     train_all, held_all = split_by_article(covid, args.eval_fraction, seed=0)
     train_ex = sample(train_all, args.train_questions, seed=0)
     eval_ex = sample(held_all, args.eval_questions, seed=1)
-    coll = Collection.create(HOME, "covidqa", exist_ok=True)
+    coll = Collection.create(home, "covidqa", exist_ok=True)
     coll.pipeline = coll.pipeline.with_overrides([f"generator.model={BASE}", *PIPELINE])
-    index_contexts(coll, covid, "covidqa", HOME)
+    index_contexts(coll, covid, "covidqa", home)
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model_path(BASE, HOME))
+    tokenizer = AutoTokenizer.from_pretrained(base_model_path(BASE, home))
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -107,30 +109,33 @@ def main() -> None:
     rows = rag_sft_examples(coll, train_ex, count, 8192, SFTDataConfig(), report=sft_report)
     loss_rows = rag_sft_examples(coll, sample(held_all, 24, seed=2), count, 8192, SFTDataConfig())
 
-    results = {"base": cached("base", lambda: answer_eval(coll, [], eval_ex))}
+    # Results are cached per setting, so a smoke run with tiny numbers never feeds the real table.
+    done = home / "results" / (f"steps{args.steps}-b{args.batch_size}-train{args.train_questions}-eval{args.eval_questions}"
+                                f"-held{args.eval_fraction}-reader{args.reader_squad}x{args.reader_steps}")
+    results = {"base": cached(done, "base", lambda: answer_eval(coll, home, [], eval_ex))}
     for method in args.methods.split(","):
         def run(method=method) -> dict:
-            out = HOME / "adapters" / method
+            out = home / "adapters" / method
             shutil.rmtree(out, ignore_errors=True)
             config = GeneratorTrainConfig(method=method, max_steps=args.steps, batch_size=args.batch_size)
-            r = train_generator(BASE, rows, out, config, HOME, eval_examples=loss_rows)
+            r = train_generator(BASE, rows, out, config, home, eval_examples=loss_rows)
             info = {"trainable": r.trainable_parameters, "total": r.total_parameters, "bytes": folder_bytes(out),
                     "train_seconds": round(r.seconds, 1), "lr": config.lr, **r.metrics}
-            return {**info, **answer_eval(coll, [f"generator.adapter={out}"], eval_ex)}
+            return {**info, **answer_eval(coll, home, [f"generator.adapter={out}"], eval_ex)}
 
-        results[method] = cached(method, run)
+        results[method] = cached(done, method, run)
 
     def reader() -> dict:
-        out = HOME / "reader"
+        out = home / "reader"
         shutil.rmtree(out, ignore_errors=True)
         examples = sample(load_squad(DATA / "squad" / "dev-v1.1.json"), args.reader_squad, seed=0) + train_all
         config = ReaderTrainConfig(max_steps=args.reader_steps)
         r = train_reader("all-MiniLM-L6-v2", examples, out, config)
         info = {"trainable": r.trainable_parameters, "total": r.total_parameters, "bytes": folder_bytes(out),
                 "train_seconds": round(r.seconds, 1)}
-        return {**info, **answer_eval(coll, ["answer.mode=extractive", f"reader.model={out}"], eval_ex)}
+        return {**info, **answer_eval(coll, home, ["answer.mode=extractive", f"reader.model={out}"], eval_ex)}
 
-    results["extractive reader"] = cached("reader", reader)
+    results["extractive reader"] = cached(done, "reader", reader)
     report(results, args, len(train_all), len(held_all), rows, sft_report, eval_ex)
 
 
@@ -171,7 +176,10 @@ RAG-shaped rows of held-out articles.
 - QLoRA trains against a 4-bit NF4 base (bitsandbytes on this CPU: slower per step than LoRA, which is the
   price of ~4× less base memory) and its adapter answers on the full-precision base.
 """
-    write_report("generator", "Fine-tuning the answering model on COVID-QA (by-article split)", body)
+    if args.report:
+        write_report(args.report, "Fine-tuning the answering model on COVID-QA (by-article split)", body)
+    else:
+        print(body)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,35 @@ def load_squad(path: str | Path) -> list[QAExample]:
     return out
 
 
+def save_squad(examples: list[QAExample], path: str | Path) -> Path:
+    """Write examples as SQuAD v2.0 JSON (``is_impossible`` for those without an answer), one
+    article per ``article_id``, one paragraph per distinct context; :func:`load_squad` reads it back.
+
+    >>> import tempfile, pathlib
+    >>> ex = QAExample("q1", "Who?", "Ana wrote it.", ["Ana"], [0], article_id="a")
+    >>> p = save_squad([ex], pathlib.Path(tempfile.mkdtemp()) / "s.json")
+    >>> [(e.question, e.answers, e.answer_starts) for e in load_squad(p)]
+    [('Who?', ['Ana'], [0])]
+    """
+    articles: dict[str, dict] = {}
+    paragraphs: dict[tuple[str, str], dict] = {}
+    for ex in examples:
+        article = articles.setdefault(ex.article_id, {"title": ex.title or ex.article_id, "document_id": ex.article_id,
+                                                      "paragraphs": []})
+        key = (ex.article_id, ex.context)
+        if key not in paragraphs:
+            paragraphs[key] = {"context": ex.context, "qas": []}
+            article["paragraphs"].append(paragraphs[key])
+        paragraphs[key]["qas"].append({
+            "id": ex.id, "question": ex.question, "is_impossible": ex.is_impossible,
+            "answers": [{"text": t, "answer_start": s} for t, s in zip(ex.answers, ex.answer_starts)],
+        })
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"version": "v2.0", "data": list(articles.values())}, indent=1))
+    return out
+
+
 def squad_to_beir(examples: list[QAExample], out_dir: str | Path, chunker) -> dict[str, int]:
     """Write a BEIR folder where the corpus is the chunks of the contexts and a question's
     relevant documents are the chunk(s) holding its answer span (fully, else overlapping it).

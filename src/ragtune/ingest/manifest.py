@@ -73,7 +73,9 @@ class Manifest:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves so a batch is one transaction.
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        # check_same_thread=False: the server reads stats on request threads while a job thread
+        # ingests; it serialises writers per collection itself.
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

@@ -102,6 +102,19 @@ def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Prog
     return report
 
 
+def remove_document(collection: Collection, doc_id: str) -> DocRecord:
+    """Delete one document's chunks from the live index, then its manifest row (in that order: a
+    crash in between leaves a row whose chunks are gone, and the next delete or sync finishes it)."""
+    rec = collection.manifest.get(doc_id)
+    if rec is None:
+        raise KeyError(doc_id)
+    collection.store.delete_document(doc_id)
+    collection.store.flush()
+    with collection.manifest.batch():
+        collection.manifest.remove(doc_id)
+    return rec
+
+
 def _plan(doc: Document, default_acl: Acl, root: str, seen: set[str], batch: "_Batch", report: IngestReport) -> None:
     if doc.id in seen:
         report.failures.append((doc.source, f"duplicate document id {doc.id!r} in this run; ids must be unique"))

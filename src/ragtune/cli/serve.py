@@ -1,0 +1,104 @@
+"""``ragtune serve``, ``ragtune keys ...`` and ``ragtune feedback export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ragtune.cli.common import HomeOpt, JsonOpt, SetOpt, print_json
+
+keys_app = typer.Typer(help="API keys of the server: each maps to a user, groups (ACLs) and a role.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Feedback captured by the server.", no_args_is_help=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0 exposes it beyond this machine)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    adapter_cache: Annotated[int, typer.Option(help="generators (base/adapters) kept loaded")] = 2,
+    max_queue: Annotated[int, typer.Option(help="generations waiting per model before 503")] = 8,
+    set_: SetOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run the HTTP API, the OpenAI-compatible endpoints and the web UI (every route needs a key)."""
+    import uvicorn
+
+    from ragtune.serve.app import create_app
+    from ragtune.serve.keys import KeyStore
+    from ragtune.serve.state import ServeConfig
+
+    store = KeyStore(home)
+    if not store.list():
+        typer.echo("no API keys yet: create one with `ragtune keys create --user admin --role admin`", err=True)
+    store.close()
+    config = ServeConfig(host=host, port=port, adapter_cache=adapter_cache, max_queue=max_queue, pipeline=set_ or [])
+    # One process: the embedded store has a single owner. Concurrency comes from the thread pool.
+    uvicorn.run(create_app(home, config), host=host, port=port, log_level="warning")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option(help="user name (ACL user:<name>)")],
+    group: Annotated[Optional[list[str]], typer.Option("--group", "-g", help="ACL group (repeatable)")] = None,
+    role: Annotated[str, typer.Option(help="admin or user")] = "user",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Create a key; the secret is printed once and never stored."""
+    from ragtune.serve.keys import KeyStore
+
+    store = KeyStore(home)
+    secret, info = store.create(user, group or [], role)
+    store.close()
+    if json_:
+        print_json({"key": secret, **info.to_dict()})
+    else:
+        typer.echo(secret)
+        typer.echo(f"id {info.id}: user {info.user}, groups {list(info.groups)}, role {info.role} "
+                   "(the key is shown only now)", err=True)
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOpt = None, json_: JsonOpt = False,
+              revoked: Annotated[bool, typer.Option("--revoked", help="include revoked keys")] = False) -> None:
+    """List keys (ids, users, groups, roles; never the secrets)."""
+    from ragtune.serve.keys import KeyStore
+
+    store = KeyStore(home)
+    rows = [k.to_dict() for k in store.list(include_revoked=revoked)]
+    store.close()
+    if json_:
+        print_json(rows)
+        return
+    for k in rows:
+        typer.echo(f"{k['id']}\t{k['user']}\t{','.join(k['groups']) or '-'}\t{k['role']}"
+                   + ("\trevoked" if k["revoked"] else ""))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (from `ragtune keys list`)")],
+                home: HomeOpt = None) -> None:
+    """Revoke a key: requests with it get 401 from then on."""
+    from ragtune.serve.keys import KeyStore
+
+    store = KeyStore(home)
+    info = store.revoke(key_id)
+    store.close()
+    typer.echo(f"revoked {info.id} ({info.user})")
+
+
+@feedback_app.command("export")
+def feedback_export(out: Annotated[Path, typer.Option("--out", "-o", help="folder to write into")],
+                    home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Write squad.json (train generator/reader), preferences.jsonl (chosen/rejected) and feedback.jsonl."""
+    from ragtune.feedback import FeedbackStore
+
+    store = FeedbackStore(home)
+    counts = store.export(out)
+    store.close()
+    if json_:
+        print_json(counts)
+    else:
+        typer.echo(f"{counts['feedback']} feedback rows → {counts['squad']} SQuAD examples, "
+                   f"{counts['preferences']} preference pairs in {out}")

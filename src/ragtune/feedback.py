@@ -1,0 +1,167 @@
+"""Feedback for the flywheel: every served answer is recorded, users rate or correct it, and the
+export turns that into the exchange formats the fine-tuning and evaluation commands read.
+
+``$RAGTUNE_HOME/feedback.sqlite`` holds two tables: ``answers`` (question, answer, the passages
+it was given, citations, who asked, which model) and ``feedback`` (thumbs up/down, an optional
+corrected answer, an optional "preferred over answer X" for A/B tests). Both are written in one
+transaction per call with synchronous=FULL, so an acknowledged rating survives a crash.
+
+Export (``ragtune feedback export``):
+- ``squad.json``: SQuAD v2.0 rows for ``ragtune train generator``/``train reader``: a corrected
+  answer, or an answer rated up, becomes a training example when its text is a verbatim span
+  of a passage the answer was given (that passage is the context); a correction to "I don't
+  know" becomes an unanswerable row.
+- ``preferences.jsonl``: ``{prompt, context, chosen, rejected}`` pairs (DPO/ORPO shape) from
+  corrections (correction over the original) and A/B choices (preferred over the other).
+- ``feedback.jsonl``: every rating joined with its answer, for evaluation and audit.
+
+Example:
+    >>> import tempfile
+    >>> store = FeedbackStore(tempfile.mkdtemp())
+    >>> store.record_answer("a1", "hr", "ana", "How many days?", "25 days [1].", ["Staff get 25 days of leave."], [], "m")
+    >>> _ = store.add("a1", "ana", rating="down", correction="25 days")
+    >>> store.export(tempfile.mkdtemp())["squad"]
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ragtune.answer.citations import strip_citations
+from ragtune.config import ragtune_home
+from ragtune.evaluate.qa import is_abstention
+
+RATINGS = ("up", "down")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+  id TEXT PRIMARY KEY, collection TEXT, user TEXT, question TEXT NOT NULL, answer TEXT NOT NULL,
+  passages TEXT NOT NULL, citations TEXT NOT NULL, model TEXT, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+  id TEXT PRIMARY KEY, answer_id TEXT NOT NULL REFERENCES answers(id), user TEXT, rating TEXT,
+  correction TEXT, preferred_over TEXT, comment TEXT, created REAL NOT NULL
+);
+"""
+
+
+class FeedbackStore:
+    def __init__(self, home: str | Path | None = None):
+        path = ragtune_home(home) / "feedback.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record_answer(self, answer_id: str, collection: str | None, user: str | None, question: str, answer: str,
+                      passages: list[str], citations: list[dict], model: str | None) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (answer_id, collection, user, question, answer, json.dumps(passages),
+                              json.dumps(citations), model, time.time()))
+
+    def answer(self, answer_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM answers WHERE id = ?", (answer_id,)).fetchone()
+        return _answer(row) if row else None
+
+    def add(self, answer_id: str, user: str | None, rating: str | None = None, correction: str | None = None,
+            preferred_over: str | None = None, comment: str | None = None) -> str:
+        """Store one piece of feedback on a recorded answer; returns its id. The caller checks
+        that ``user`` may see the answer (the server answers 404 otherwise)."""
+        if rating is not None and rating not in RATINGS:
+            raise ValueError(f"rating must be one of {', '.join(RATINGS)}, got {rating!r}")
+        if rating is None and not correction and not preferred_over and not comment:
+            raise ValueError("feedback needs at least one of rating, correction, preferred_over, comment")
+        if self.answer(answer_id) is None:
+            raise LookupError(f"no recorded answer {answer_id!r}")
+        if preferred_over is not None:
+            other = self.answer(preferred_over)
+            if other is None or preferred_over == answer_id:
+                raise LookupError(f"no other recorded answer {preferred_over!r} to prefer this one over")
+        fid = uuid.uuid4().hex
+        with self._lock:
+            self._db.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (fid, answer_id, user, rating, correction, preferred_over, comment, time.time()))
+        return fid
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every feedback row joined with its answer, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.id, f.rating, f.correction, f.preferred_over, f.comment, f.user, f.created, a.* "
+                "FROM feedback f JOIN answers a ON a.id = f.answer_id ORDER BY f.created").fetchall()
+        out = []
+        for r in rows:
+            fid, rating, correction, preferred, comment, fuser, created = r[:7]
+            out.append({"id": fid, "rating": rating, "correction": correction, "preferred_over": preferred,
+                        "comment": comment, "user": fuser, "created": created, "answer": _answer(r[7:])})
+        return out
+
+    def export(self, out_dir: str | Path) -> dict[str, int]:
+        """Write squad.json, preferences.jsonl and feedback.jsonl; returns how many rows each got."""
+        from ragtune.evaluate.squad import QAExample, save_squad
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = self.rows()
+        examples: list[QAExample] = []
+        pairs: list[dict[str, Any]] = []
+        for row in rows:
+            a = row["answer"]
+            target = row["correction"] or (a["answer"] if row["rating"] == "up" else None)
+            if target is not None:
+                ex = _squad_example(row["id"], a, strip_citations(target))
+                if ex is not None:
+                    examples.append(ex)
+            if row["correction"] and strip_citations(row["correction"]) != strip_citations(a["answer"]):
+                pairs.append(_pair(a, row["correction"], a["answer"], "correction"))
+            if row["preferred_over"]:
+                other = self.answer(row["preferred_over"])
+                if other is not None:
+                    pairs.append(_pair(a, a["answer"], other["answer"], "a/b"))
+        save_squad(examples, out / "squad.json")
+        _write_jsonl(out / "preferences.jsonl", pairs)
+        _write_jsonl(out / "feedback.jsonl", rows)
+        return {"feedback": len(rows), "squad": len(examples), "preferences": len(pairs)}
+
+
+def _answer(row: tuple) -> dict[str, Any]:
+    aid, collection, user, question, answer, passages, citations, model, created = row
+    return {"id": aid, "collection": collection, "user": user, "question": question, "answer": answer,
+            "passages": json.loads(passages), "citations": json.loads(citations), "model": model, "created": created}
+
+
+def _squad_example(fid: str, answer: dict[str, Any], target: str):
+    from ragtune.evaluate.squad import QAExample
+
+    passages = answer["passages"]
+    context = "\n\n".join(passages)
+    article = f"feedback-{answer['collection'] or 'chat'}"
+    if is_abstention(target):
+        return QAExample(fid, answer["question"], context, [], [], article_id=article) if passages else None
+    for passage in passages:  # the shortest grounding: the passage that holds the span
+        start = passage.find(target)
+        if target and start >= 0:
+            return QAExample(fid, answer["question"], passage, [target], [start], article_id=article)
+    return None  # not a verbatim span of what the model saw: no extractive training row
+
+
+def _pair(answer: dict[str, Any], chosen: str, rejected: str, source: str) -> dict[str, Any]:
+    return {"prompt": answer["question"], "context": answer["passages"], "chosen": chosen, "rejected": rejected,
+            "source": source, "answer_id": answer["id"]}
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

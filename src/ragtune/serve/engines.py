@@ -1,0 +1,167 @@
+"""Shared model engines of the server: generators per adapter (bounded LRU, one generation at a
+time per local model, a bounded wait queue) and an embedder that micro-batches across requests.
+
+Why not one model with many LoRA adapters switched per request? peft can hold several adapters
+of one kind on one base, but not a prompt-tuning and a LoRA adapter together, and switching the
+active adapter of a shared model under concurrent requests is exactly how answers get mixed up.
+Here each cached entry is its own model, used by one generation at a time; that costs a base
+copy per adapter (0.5 GB for SmolLM2-135M), which the LRU bound caps. For many adapters on a
+large model, point the generator at vLLM with ``--enable-lora`` (continuous batching, shared base):
+see docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ragtune.config import GeneratorConfig
+from ragtune.models.generator import GenerationConfig, Generator, Messages, make_generator
+
+
+class Busy(RuntimeError):
+    """Too many requests already wait for this model: the server answers 503 + Retry-After."""
+
+    def __init__(self, model: str, waiting: int, retry_after: int):
+        super().__init__(f"model {model!r} is busy ({waiting} requests queued); retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class Gate:
+    """At most one generation at a time, at most ``max_waiting`` more queued; later ones fail fast."""
+
+    def __init__(self, name: str, max_waiting: int, retry_after: int = 2):
+        self.name, self.max_waiting, self.retry_after = name, max_waiting, retry_after
+        self._lock = threading.Lock()
+        self._count = threading.Lock()
+        self._waiting = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._count:
+            if self._waiting > self.max_waiting:  # one running + max_waiting queued
+                raise Busy(self.name, self._waiting - 1, self.retry_after)
+            self._waiting += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._count:
+                self._waiting -= 1
+
+
+class GatedGenerator:
+    """A generator whose every call passes its model's :class:`Gate` (the Generator protocol)."""
+
+    def __init__(self, inner: Generator, gate: Gate):
+        self.inner, self.gate = inner, gate
+        self.name = inner.name
+        self.context_window = inner.context_window
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def generate(self, messages: Messages, config: GenerationConfig):
+        with self.gate.hold():
+            return self.inner.generate(messages, config)
+
+    def stream(self, messages: Messages, config: GenerationConfig) -> Iterator[str]:
+        with self.gate.hold():
+            yield from self.inner.stream(messages, config)
+
+
+class GeneratorPool:
+    """Generators by (generator settings, adapter), loaded on first use, least recently used
+    evicted beyond ``capacity``. For an OpenAI-compatible backend the adapter name is passed on
+    as the served model name (vLLM serves each LoRA adapter under its own name)."""
+
+    def __init__(self, home: str | Path | None, capacity: int = 2, max_waiting: int = 8):
+        self.home, self.capacity, self.max_waiting = home, capacity, max_waiting
+        self._entries: OrderedDict[tuple, GatedGenerator] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple, threading.Lock] = {}
+
+    def get(self, config: GeneratorConfig, adapter: str | None = None) -> GatedGenerator:
+        if adapter is not None and config.backend == "openai":
+            config = config.model_copy(update={"model": adapter, "adapter": None})
+        elif adapter is not None:
+            config = config.model_copy(update={"adapter": adapter})
+        key = (config.backend, config.model, config.base_url, config.adapter, config.device)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # two first requests for one adapter load it once
+            with self._lock:
+                if key in self._entries:
+                    return self._entries[key]
+            label = config.adapter or config.model
+            entry = GatedGenerator(make_generator(config, self.home), Gate(label, self.max_waiting))
+            with self._lock:
+                self._entries[key] = entry
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)  # in-flight users keep their reference
+                self._loading.pop(key, None)
+            return entry
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return [k[3] or k[1] for k in self._entries]
+
+
+class BatchingEmbedder:
+    """Wraps an :class:`~ragtune.models.embedder.Embedder`: concurrent ``embed_queries`` calls
+    are gathered for up to ``window_ms`` (or ``max_batch`` texts) and encoded in one forward pass.
+    One request alone pays at most the window; 32 at once cost about one batch instead of 32."""
+
+    def __init__(self, inner, window_ms: float = 3.0, max_batch: int = 64):
+        self.inner, self.window, self.max_batch = inner, window_ms / 1000, max_batch
+        self._queue: list[tuple[list[str], Future]] = []
+        self._cv = threading.Condition()
+        self.batches = 0  # forward passes run (the load benchmark reports texts per pass)
+        self.texts = 0
+        threading.Thread(target=self._run, daemon=True, name="embed-batcher").start()
+
+    def __getattr__(self, name):  # dim, tokenizer, embed_documents, ... pass through
+        return getattr(self.inner, name)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        future: Future = Future()
+        with self._cv:
+            self._queue.append((list(texts), future))
+            self._cv.notify()
+        return future.result()
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_queries([text])[0]
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                deadline = time.monotonic() + self.window
+                while sum(len(t) for t, _ in self._queue) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                    self._cv.wait(left)
+                batch, self._queue = self._queue, []
+            texts = [t for ts, _ in batch for t in ts]
+            try:
+                vectors = self.inner.embed_queries(texts)
+            except BaseException as e:  # every waiting request gets the error, the thread lives on
+                for _, f in batch:
+                    f.set_exception(e)
+                continue
+            self.batches += 1
+            self.texts += len(texts)
+            i = 0
+            for ts, f in batch:
+                f.set_result(vectors[i:i + len(ts)])
+                i += len(ts)

@@ -1,0 +1,277 @@
+"""``/v1/collections``: create, list, inspect, delete; upload and delete documents; search; ask."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from ragtune.serve.app import Admin, ApiError, Caller, State, not_found
+from ragtune.serve.state import ServerState
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,200}$")
+
+
+class CreateCollection(BaseModel):
+    name: str
+    set: list[str] = Field(default_factory=list, description="pipeline overrides, e.g. chunking.chunk_size=128")
+
+
+class DocumentIn(BaseModel):
+    id: str = Field(min_length=1, max_length=512)
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    acl: dict[str, Any] | None = Field(None, description="{public, users, groups}; default: the request's acl")
+
+
+class DocumentsIn(BaseModel):
+    documents: list[DocumentIn] = Field(min_length=1)
+    acl: dict[str, Any] = Field(default_factory=dict, description="ACL of documents that carry none")
+
+
+class SearchIn(BaseModel):
+    query: str
+    mode: Literal["dense", "bm25", "hybrid"] | None = None
+    k: int | None = Field(None, ge=1, le=200)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="metadata filter, pushed into the index query")
+
+
+class AskIn(BaseModel):
+    question: str
+    k: int | None = Field(None, ge=1, le=50)
+    adapter: str | None = Field(None, description="a registered generator adapter for this request")
+    stream: bool = Field(False, description="server-sent events: token events, then one answer event")
+
+
+def _stats(srv: ServerState, name: str) -> dict:
+    h = srv.handle(name)
+    stats = h.collection.stats()
+    stats["chunks_in_store"] = h.collection.store.count()
+    return stats
+
+
+@router.get("")
+def list_collections(srv: State, who: Caller) -> dict:
+    from ragtune.collection import Collection
+
+    return {"collections": [_stats(srv, c.name) for c in Collection.list(srv.home)]}
+
+
+@router.post("", status_code=201)
+def create_collection(body: CreateCollection, srv: State, who: Admin) -> dict:
+    from ragtune.collection import Collection
+
+    if any(c.name == body.name for c in Collection.list(srv.home)):
+        raise ApiError(409, "conflict", f"collection {body.name!r} already exists")
+    srv.create_collection(body.name, body.set)
+    return _stats(srv, body.name)
+
+
+@router.get("/{name}")
+def get_collection(name: str, srv: State, who: Caller) -> dict:
+    return {"stats": _stats(srv, name), "pipeline": srv.handle(name).collection.pipeline.model_dump(mode="json")}
+
+
+@router.delete("/{name}")
+def delete_collection(name: str, srv: State, who: Admin) -> dict:
+    srv.handle(name)  # 404 when missing
+    srv.delete_collection(name)
+    return {"deleted": name}
+
+
+@router.post("/{name}/documents", status_code=202)
+async def add_documents(name: str, request: Request, srv: State, who: Admin) -> dict:
+    """Multipart ``files`` (+ optional form field ``acl`` as JSON) or a JSON body of documents.
+    Files stream to the collection's upload folder; ingestion runs as a background job."""
+    from ragtune.types import Acl
+
+    srv.handle(name)
+    folder = srv.upload_dir(name)
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        form = await request.form()  # file parts spool to disk past 1 MB
+        acl = _acl(form.get("acl") or "{}", "acl")
+        if Acl.from_dict(acl).is_empty:
+            raise ApiError(400, "invalid_request", "form field 'acl' is required for files: e.g. "
+                           "{\"public\": true} or {\"groups\": [\"eng\"]}")
+        uploads = [f for f in form.getlist("files") if hasattr(f, "filename")]
+        if not uploads:
+            raise ApiError(400, "invalid_request", "no files: send them as multipart field 'files'")
+        paths = [await run_in_threadpool(_save_upload, f, folder / "files", srv.config.max_upload_mb) for f in uploads]
+    elif kind.startswith("application/json"):
+        try:
+            body = DocumentsIn.model_validate(await request.json())
+        except ValueError as e:
+            raise ApiError(422, "invalid_request", f"body: {e}") from None
+        acl = _acl(body.acl, "acl")
+        for i, d in enumerate(body.documents):
+            own = _acl(d.acl, f"documents[{i}].acl") if d.acl is not None else acl
+            if Acl.from_dict(own).is_empty:
+                raise ApiError(400, "invalid_request", f"documents[{i}] ({d.id!r}) has no ACL: give it an 'acl' "
+                               "or the request one, e.g. {\"public\": true} or {\"groups\": [\"eng\"]}")
+        paths = [_save_record(d, folder / "records") for d in body.documents]
+    else:
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data (files) or application/json (documents)")
+    job = srv.jobs.submit(name, who.id, [str(p) for p in paths], acl)
+    return {"job": public_job(job)}
+
+
+def public_job(job) -> dict:
+    out = job.to_dict()
+    out["files"] = [Path(f).name for f in out["files"]]  # not the server's paths
+    return out
+
+
+def _acl(raw: Any, field: str) -> dict:
+    from ragtune.types import Acl
+
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        return Acl.from_dict(data).to_dict()
+    except (ValueError, TypeError) as e:
+        raise ApiError(400, "invalid_request", f"{field}: {e}") from None
+
+
+def _save_upload(upload, folder: Path, max_mb: int) -> Path:
+    name = Path(upload.filename or "").name
+    if not _SAFE_NAME.match(name):
+        raise ApiError(400, "invalid_request", f"file name {upload.filename!r}: use letters, digits, spaces and ._()+-")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, size = folder / f".{name}.part", 0
+    with tmp.open("wb") as out:  # chunk by chunk: a large upload never sits in memory
+        while chunk := upload.file.read(1 << 20):
+            size += len(chunk)
+            if size > max_mb * 2**20:
+                out.close()
+                tmp.unlink()
+                raise ApiError(413, "too_large", f"{name} is over the {max_mb} MB upload limit")
+            out.write(chunk)
+    target = folder / name
+    tmp.replace(target)  # a re-upload of the same name replaces that document
+    return target
+
+
+def _save_record(doc: DocumentIn, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"_id": doc.id, "title": doc.title, "text": doc.text, "metadata": doc.metadata}
+    if doc.acl is not None:
+        record["acl"] = doc.acl
+    path = folder / f"{hashlib.sha1(doc.id.encode()).hexdigest()}.json"
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+    return path
+
+
+def _visible_record(srv: ServerState, name: str, doc_id: str, who) -> Any:
+    from ragtune.types import Acl
+
+    rec = srv.handle(name).collection.manifest.get(doc_id)
+    if rec is None or not (who.is_admin or Acl.from_dict(rec.acl).visible_to(who.principal)):
+        raise not_found("document")  # invisible and missing look the same
+    return rec
+
+
+@router.get("/{name}/documents/{doc_id:path}")
+def get_document(name: str, doc_id: str, srv: State, who: Caller) -> dict:
+    rec = _visible_record(srv, name, doc_id, who)
+    out = {"id": rec.doc_id, "title": rec.title, "source": Path(rec.source).name, "state": rec.state,
+           "chunks": rec.chunks, "indexed_at": rec.indexed_at}
+    if who.is_admin:
+        out["acl"] = rec.acl
+    return out
+
+
+@router.delete("/{name}/documents/{doc_id:path}")
+def delete_document(name: str, doc_id: str, srv: State, who: Admin) -> dict:
+    from ragtune.ingest.sync import remove_document
+
+    h = srv.handle(name)
+    with h.write:
+        try:
+            rec = remove_document(h.collection, doc_id)
+        except KeyError:
+            raise not_found("document") from None
+    source = Path(rec.source)
+    if source.is_relative_to(srv.upload_dir(name)):  # an uploaded file goes too, or a re-sync would restore it
+        source.unlink(missing_ok=True)
+    return {"deleted": doc_id}
+
+
+@router.post("/{name}/search")
+def search(name: str, body: SearchIn, srv: State, who: Caller) -> dict:
+    h = srv.handle(name)
+    hits = srv.searcher(h).search(body.query, who.principal, mode=body.mode, k=body.k, metadata=body.metadata)
+    return {"hits": [_public_hit(srv, name, hit) for hit in hits]}
+
+
+def _public_hit(srv: ServerState, name: str, hit) -> dict:
+    out = hit.to_dict()
+    source = Path(out["source"]) if out["source"] else None
+    if source is not None and source.is_relative_to(srv.upload_dir(name)):
+        # uploads: the file's name, not the server's path; a JSON document is known by its id
+        out["source"] = "" if source.parent.name == "records" else source.name
+    return out
+
+
+def answerer(srv: ServerState, name: str, adapter: str | None):
+    from ragtune.answer import Answerer
+
+    h = srv.handle(name)
+    pipeline = h.collection.pipeline
+    generator = None
+    if pipeline.answer.mode == "generative" or pipeline.query.strategy != "plain":
+        generator = srv.generators.get(pipeline.generator, adapter)
+    reader = srv.reader(h) if pipeline.answer.mode == "extractive" else None
+    return Answerer(h.collection, generator, searcher=srv.searcher(h), reader=reader)
+
+
+def record(srv: ServerState, name: str | None, who, answer, model: str | None) -> None:
+    citations = [c.__dict__ for c in answer.citations]
+    srv.feedback.record_answer(answer.id, name, who.user, answer.question, answer.text, answer.passages, citations, model)
+
+
+@router.post("/{name}/ask")
+def ask(name: str, body: AskIn, srv: State, who: Caller):
+    if not body.question.strip():
+        raise ApiError(400, "invalid_request", "question is empty")
+    ans = answerer(srv, name, body.adapter)
+    model = body.adapter or srv.handle(name).collection.pipeline.generator.model
+    if not body.stream:
+        answer = ans.ask(body.question, who.principal, k=body.k)
+        record(srv, name, who, answer, model)
+        return answer.to_dict()
+    pieces = ans.stream(body.question, who.principal, k=body.k)
+    first = next(pieces)  # waits for retrieval and a turn on the model: a full queue is a 503, not a broken stream
+
+    def events() -> Iterator[str]:
+        from ragtune.answer.answerer import Answer
+
+        for piece in _chain(first, pieces):
+            if isinstance(piece, Answer):
+                record(srv, name, who, piece, model)
+                yield sse("answer", piece.to_dict())
+            else:
+                yield sse("token", {"text": piece})
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+

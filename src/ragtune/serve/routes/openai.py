@@ -1,0 +1,202 @@
+"""OpenAI-compatible endpoints: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``.
+
+An official OpenAI client pointed at ``http://host:port/v1`` with a ragtune key works unchanged.
+Two extra body fields (the client's ``extra_body``) make a chat a RAG call: ``collection``
+(answer from that collection, as the key's principal; the reply carries ``citations``) and ``k``.
+``model`` picks the base model or any registered adapter, per request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragtune.serve.app import ApiError, Caller, State
+from ragtune.serve.routes.collections import answerer, record
+from ragtune.serve.state import ServerState
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatIn(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI fields ragtune ignores (n=1, user, ...) are accepted
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    collection: str | None = Field(None, description="ragtune: answer from this collection (RAG) with citations")
+    k: int | None = Field(None, ge=1, le=50, description="ragtune: passages to retrieve")
+
+
+class EmbeddingsIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[str]
+
+
+def _adapter_for(srv: ServerState, base: str, model: str) -> str | None:
+    """None for the base model itself, the adapter name for a registered adapter; 404 otherwise."""
+    from ragtune.models.adapters import AdapterRegistry
+
+    if model in (base, base.split("/")[-1]):
+        return None
+    if AdapterRegistry(srv.home).exists(model):
+        return model
+    raise ApiError(404, "model_not_found", f"model {model!r} not found; GET /v1/models lists base models and adapters")
+
+
+def _gen_config(body: ChatIn):
+    from ragtune.models.generator import GenerationConfig
+
+    cfg = GenerationConfig(max_new_tokens=body.max_completion_tokens or body.max_tokens or 256)
+    if body.temperature is not None:
+        cfg.temperature = body.temperature
+    if body.top_p is not None:
+        cfg.top_p = body.top_p
+    if body.seed is not None:
+        cfg.seed = body.seed
+    if body.stop:
+        cfg.stop = [body.stop] if isinstance(body.stop, str) else list(body.stop)
+    return cfg
+
+
+@router.post("/chat/completions")
+def chat_completions(body: ChatIn, srv: State, who: Caller):
+    created = int(time.time())
+    if body.collection:
+        return _rag_chat(body, srv, who, created)
+    base = srv.default_pipeline.generator
+    generator = srv.generators.get(base, _adapter_for(srv, base.model, body.model))
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    config = _gen_config(body)
+    cid = f"chatcmpl-{time.time_ns():x}"
+    if not body.stream:
+        gen = generator.generate(messages, config)
+        return _completion(cid, created, body.model, gen.text, gen.finish_reason,
+                           {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens})
+    pieces = generator.stream(messages, config)
+    first = next(pieces, "")  # a full queue answers 503 here, before the stream starts
+
+    def events() -> Iterator[str]:
+        yield _chunk(cid, created, body.model, {"role": "assistant", "content": first})
+        for piece in pieces:
+            yield _chunk(cid, created, body.model, {"content": piece})
+        yield _chunk(cid, created, body.model, {}, "stop")
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _rag_chat(body: ChatIn, srv: State, who, created: int):
+    from ragtune.answer.answerer import Answer
+
+    question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "").strip()
+    if not question:
+        raise ApiError(400, "invalid_request", "a RAG chat needs a user message with the question")
+    pipeline = srv.handle(body.collection).collection.pipeline
+    adapter = _adapter_for(srv, pipeline.generator.model, body.model)
+    ans = answerer(srv, body.collection, adapter)
+    if not body.stream:
+        answer = ans.ask(question, who.principal, k=body.k)
+        record(srv, body.collection, who, answer, body.model)
+        usage = {"prompt_tokens": answer.tokens.get("prompt", 0), "completion_tokens": answer.tokens.get("completion", 0)}
+        out = _completion(f"chatcmpl-{answer.id}", created, body.model, answer.text, "stop", usage)
+        out.update(_rag_fields(answer))
+        return out
+    pieces = ans.stream(question, who.principal, k=body.k)
+    first = next(pieces)
+
+    def events() -> Iterator[str]:
+        cid, started = f"chatcmpl-{time.time_ns():x}", False
+        for piece in _chain(first, pieces):
+            if isinstance(piece, Answer):
+                record(srv, body.collection, who, piece, body.model)
+                yield _chunk(cid, created, body.model, {}, "stop", _rag_fields(piece))
+            else:
+                yield _chunk(cid, created, body.model, {"content": piece, **({} if started else {"role": "assistant"})})
+                started = True
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _rag_fields(answer) -> dict:
+    return {"answer_id": answer.id, "abstained": answer.abstained,
+            "citations": [c.__dict__ for c in answer.citations]}
+
+
+def _completion(cid: str, created: int, model: str, text: str, finish: str, usage: dict) -> dict:
+    usage = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+    return {"id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": usage}
+
+
+def _chunk(cid: str, created: int, model: str, delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
+    import json
+
+    data = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **(extra or {})}
+    return f"data: {json.dumps(data)}\n\n"
+
+
+@router.post("/embeddings")
+def embeddings(body: EmbeddingsIn, srv: State, who: Caller) -> dict:
+    from ragtune.models.embedder import Embedder
+
+    cfg = srv.default_pipeline.embedder
+    if body.model not in (cfg.model, cfg.model.split("/")[-1]):
+        raise ApiError(404, "model_not_found", f"embedding model {body.model!r} not found; this server embeds with {cfg.model!r}")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or any(not isinstance(t, str) or not t for t in texts):
+        raise ApiError(400, "invalid_request", "input must be a non-empty string or list of non-empty strings")
+    embedder = srv.batcher(Embedder(cfg))
+    vectors = embedder.embed_queries(texts)
+    tokens = sum(len(embedder.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    return {"object": "list", "model": body.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "data": [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]}
+
+
+@router.get("/models")
+def models(srv: State, who: Caller) -> dict:
+    from ragtune.models.adapters import AdapterRegistry
+
+    gen, emb = srv.default_pipeline.generator, srv.default_pipeline.embedder
+    data = [{"id": gen.model, "object": "model", "created": 0, "owned_by": "ragtune", "kind": "generator"},
+            {"id": emb.model, "object": "model", "created": 0, "owned_by": "ragtune", "kind": "embedding"}]
+    for meta in AdapterRegistry(srv.home).list():
+        data.append({"id": meta["name"], "object": "model", "created": _epoch(meta.get("created")), "owned_by": "ragtune",
+                     "kind": "adapter", "parent": meta.get("base"), "method": meta.get("method")})
+    return {"object": "list", "data": data, "loaded": srv.generators.loaded()}
+
+
+def _epoch(created: str | None) -> int:
+    try:
+        return int(time.mktime(time.strptime(created or "", "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return 0

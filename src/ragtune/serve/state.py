@@ -1,0 +1,130 @@
+"""What one server process holds: the keys, feedback and job stores, one open handle per
+collection (an embedded store has a single owner: the server), and the shared model engines."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from ragtune.collection import Collection
+from ragtune.config import PipelineConfig, ragtune_home
+from ragtune.feedback import FeedbackStore
+from ragtune.serve.engines import BatchingEmbedder, GeneratorPool
+from ragtune.serve.jobs import Job, JobQueue
+from ragtune.serve.keys import KeyStore
+
+
+class ServeConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    adapter_cache: int = Field(2, ge=1, description="generators (base or adapter) kept loaded, least recently used evicted")
+    max_queue: int = Field(8, ge=0, description="generations that may wait per model before 503 + Retry-After")
+    max_upload_mb: int = Field(512, ge=1, description="largest accepted upload (files stream to disk)")
+    embed_window_ms: float = Field(3.0, ge=0, description="how long a query embedding waits to batch with others")
+    pipeline: list[str] = Field(default_factory=list, description="overrides of the default pipeline (new collections, chat)")
+
+
+@dataclass
+class Handle:
+    collection: Collection
+    write: threading.Lock  # ingestion jobs and deletes of one collection run one at a time
+    searcher: object | None = None
+    reader: object | None = None
+
+
+class ServerState:
+    def __init__(self, home: str | Path | None, config: ServeConfig | None = None):
+        self.home = ragtune_home(home)
+        self.config = config or ServeConfig()
+        self.default_pipeline = PipelineConfig().with_overrides(self.config.pipeline)
+        self.keys = KeyStore(self.home)
+        self.feedback = FeedbackStore(self.home)
+        self.generators = GeneratorPool(self.home, self.config.adapter_cache, self.config.max_queue)
+        self._handles: dict[str, Handle] = {}
+        self._batchers: dict[int, BatchingEmbedder] = {}
+        self._lock = threading.RLock()
+        self.jobs = JobQueue(self.home, self._run_job)
+
+    # -- collections ---------------------------------------------------------------------------
+    def handle(self, name: str) -> Handle:
+        """The open handle of collection ``name`` (CollectionNotFoundError when there is none)."""
+        with self._lock:
+            if name not in self._handles:
+                coll = Collection.open(self.home, name)
+                coll.embedder = self.batcher(coll.embedder)  # cached_property: the instance value wins
+                self._handles[name] = Handle(coll, threading.Lock())
+            return self._handles[name]
+
+    def batcher(self, embedder) -> BatchingEmbedder:
+        with self._lock:
+            key = id(embedder.model)  # one batcher per loaded model, shared by collections using it
+            if key not in self._batchers:
+                self._batchers[key] = BatchingEmbedder(embedder, self.config.embed_window_ms)
+            return self._batchers[key]
+
+    def searcher(self, h: Handle):
+        from ragtune.retrieve import Searcher
+
+        with self._lock:
+            if h.searcher is None:
+                h.searcher = Searcher(h.collection)
+            return h.searcher
+
+    def reader(self, h: Handle):
+        from ragtune.answer.extractive import make_reader
+
+        cfg = h.collection.pipeline.reader
+        with self._lock:
+            if h.reader is None:
+                h.reader = make_reader(cfg.model, h.collection.embedder, cfg.device, cfg.max_answer_tokens)
+            return h.reader
+
+    def create_collection(self, name: str, overrides: list[str]) -> Collection:
+        pipeline = self.default_pipeline.with_overrides(overrides)
+        Collection.create(self.home, name, pipeline).close()
+        return self.handle(name).collection
+
+    def delete_collection(self, name: str) -> None:
+        with self._lock:
+            h = self._handles.pop(name, None)
+        if h is not None:
+            with h.write:
+                h.collection.close()
+        Collection.delete(self.home, name)
+        shutil.rmtree(self.upload_dir(name), ignore_errors=True)
+
+    def upload_dir(self, name: str) -> Path:
+        return self.home / "uploads" / name
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def _run_job(self, job: Job, on_progress) -> dict:
+        from ragtune.ingest.sync import ingest
+        from ragtune.types import Acl
+
+        h = self.handle(job.collection)
+        acl = Acl.from_dict(job.acl)
+        totals = {"indexed": 0, "updated": 0, "relabelled": 0, "unchanged": 0, "chunks": 0}
+        failures: list[dict] = []
+        with h.write:
+            for n, path in enumerate(job.files, start=1):
+                on_progress("files", n - 1, len(job.files))
+                report = ingest(h.collection, path, acl)  # one root per file: its re-upload replaces it
+                for k in totals:
+                    totals[k] += getattr(report, k)
+                failures += [{"source": Path(s).name, "reason": r} for s, r in report.failures]
+            on_progress("files", len(job.files), len(job.files))
+        return {**totals, "failed": len(failures), "failures": failures}
+
+    def close(self) -> None:
+        self.jobs.stop()
+        with self._lock:
+            for h in self._handles.values():
+                with h.write:
+                    h.collection.close()
+            self._handles.clear()
+        self.keys.close()
+        self.feedback.close()

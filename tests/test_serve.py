@@ -1,0 +1,381 @@
+"""The HTTP server as a client sees it: a real `ragtune serve` process on loopback, real models,
+the official `openai` client, and the web UI in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from conftest import run_cli
+
+BASE = "SmolLM2-135M-Instruct"
+DOCS = [
+    {"id": "leave", "title": "Leave policy", "text": "Employees get 25 days of paid annual leave per year. "
+     "Unused leave days expire at the end of March."},
+    {"id": "salary", "title": "Payroll", "text": "Salaries are paid on the last working day of each month "
+     "by bank transfer.", "acl": {"groups": ["finance"]}},
+    {"id": "roadmap", "title": "Roadmap", "text": "The secret project Falcon ships a new search engine in the "
+     "spring.", "acl": {"groups": ["eng"]}},
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tiny_adapter(home: Path, base_path: str) -> None:
+    """A real LoRA adapter with random weights (so its answers differ from the base), registered by name."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ragtune.models.adapters import AdapterRegistry
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    registry = AdapterRegistry(home)
+    with registry.create("tiny-lora") as out:
+        model.save_pretrained(out)
+        registry.describe(out, base=BASE, method="lora", data="random weights (test)")
+
+
+class Server:
+    def __init__(self, home: Path, port: int, keys: dict[str, str], proc: subprocess.Popen):
+        self.home, self.port, self.keys, self.proc = home, port, keys, proc
+        self.url = f"http://127.0.0.1:{port}"
+
+    def client(self, who: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def wait_job(self, job_id: str, who: str = "admin") -> dict:
+        with self.client(who) as c:
+            for _ in range(600):
+                job = c.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] in ("done", "failed"):
+                    return job
+                time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, local_generator):
+    from ragtune.serve.keys import KeyStore
+
+    home = tmp_path_factory.mktemp("serve-home")
+    base_dir = home / "models" / "base"
+    base_dir.mkdir(parents=True)
+    (base_dir / BASE).symlink_to(local_generator.path)  # the session's converted SmolLM2: no second conversion
+    _tiny_adapter(home, local_generator.path)
+    store = KeyStore(home)
+    keys = {"admin": store.create("root", role="admin")[0],
+            "eng": store.create("erin", groups=["eng"])[0],
+            "finance": store.create("fred", groups=["finance"])[0]}
+    revoked, info = store.create("gone")
+    store.revoke(info.id)
+    keys["revoked"] = revoked
+    store.close()
+    port = _free_port()
+    env = {**os.environ, "RAGTUNE_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "ragtune", "serve", "--port", str(port), "--max-queue", "1",
+                             "--set", "answer.max_new_tokens=24"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    srv = Server(home, port, keys, proc)
+    for _ in range(300):
+        try:
+            if httpx.get(srv.url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError(f"server did not start:\n{proc.stdout.read()}")
+    with srv.client("admin") as c:
+        assert c.post("/v1/collections", json={"name": "hr"}).status_code == 201
+        assert c.post("/v1/collections", json={"name": "hr-read", "set": ["answer.mode=extractive"]}).status_code == 201
+        for name in ("hr", "hr-read"):
+            r = c.post(f"/v1/collections/{name}/documents", json={"documents": DOCS, "acl": {"public": True}})
+            assert r.status_code == 202, r.text
+            assert srv.wait_job(r.json()["job"]["id"])["status"] == "done"
+    yield srv
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _routes(app):
+    """(path, method) of every route, descending into included routers."""
+    out = []
+    for route in app.routes:
+        if hasattr(route, "original_router"):
+            out += [(r.path, m) for r in route.original_router.routes for m in r.methods]
+        else:
+            out += [(route.path, m) for m in getattr(route, "methods", ()) if m != "HEAD"]
+    return sorted(set(out))
+
+
+def test_every_route_but_the_public_ones_needs_a_valid_key(server, tmp_path):
+    from ragtune.serve.app import PUBLIC_PATHS, create_app
+
+    routes = _routes(create_app(tmp_path / "h"))
+    assert len(routes) >= 20
+    with server.client() as anon, server.client("revoked") as revoked:
+        for path, method in routes:
+            url = "/".join("x" if part.startswith("{") else part for part in path.split("/"))
+            if path in PUBLIC_PATHS:
+                assert anon.request(method, url).status_code == 200, url
+                continue
+            for client in (anon, revoked):
+                r = client.request(method, url, json={})
+                assert r.status_code == 401, f"{method} {url} answered {r.status_code} without a valid key"
+                assert r.json()["error"]["type"] == "unauthorized"
+                assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_roles_and_hidden_existence(server):
+    with server.client("eng") as eng, server.client("finance") as fin, server.client("admin") as adm:
+        assert eng.post("/v1/collections", json={"name": "mine"}).status_code == 403
+        assert eng.delete("/v1/collections/hr/documents/leave").status_code == 403
+        assert eng.post("/v1/keys", json={"user": "x"}).status_code == 403
+        assert eng.get("/v1/collections/nope").status_code == 404
+        # a document the key may not see answers exactly like one that does not exist
+        hidden, missing = eng.get("/v1/collections/hr/documents/salary"), eng.get("/v1/collections/hr/documents/nope")
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["error"]["message"] == missing.json()["error"]["message"]
+        assert fin.get("/v1/collections/hr/documents/salary").json()["title"] == "Payroll"
+        assert "acl" not in fin.get("/v1/collections/hr/documents/salary").json()
+        assert adm.get("/v1/collections/hr/documents/salary").json()["acl"]["groups"] == ["finance"]
+        assert eng.get("/v1/me").json() == {"user": "erin", "groups": ["eng"], "role": "user",
+                                            "key_id": eng.get("/v1/me").json()["key_id"]}
+
+
+def test_acl_isolation_through_search_and_ask(server):
+    with server.client("eng") as eng, server.client("finance") as fin:
+        q = {"query": "when are salaries paid and what ships in spring", "k": 10}
+        eng_docs = {h["doc_id"] for h in eng.post("/v1/collections/hr/search", json=q).json()["hits"]}
+        fin_docs = {h["doc_id"] for h in fin.post("/v1/collections/hr/search", json=q).json()["hits"]}
+        assert eng_docs == {"leave", "roadmap"} and fin_docs == {"leave", "salary"}
+        ans = eng.post("/v1/collections/hr-read/ask", json={"question": "When are salaries paid?"}).json()
+        assert all(c["doc_id"] != "salary" for c in ans["citations"])
+        assert "last working day" not in ans["text"] and all("last working day" not in p for p in ans["passages"])
+
+
+def test_upload_files_job_progress_then_search_and_delete(server, tmp_path):
+    files = {"wifi.md": "# Wi-Fi\n\nThe guest Wi-Fi password rotates every Monday.",
+             "parking.txt": "Parking spaces on level 2 are reserved for car pools."}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "broken.pdf").write_bytes(b"not a pdf at all")
+    with server.client("admin") as adm, server.client("eng") as eng:
+        upload = [("files", (n, (tmp_path / n).read_bytes())) for n in [*files, "broken.pdf"]]
+        r = adm.post("/v1/collections/hr/documents", files=upload, data={"acl": json.dumps({"groups": ["eng"]})})
+        assert r.status_code == 202, r.text
+        assert r.json()["job"]["files"] == ["wifi.md", "parking.txt", "broken.pdf"]  # names, not server paths
+        job = server.wait_job(r.json()["job"]["id"])
+        assert job["status"] == "done" and job["result"]["indexed"] == 2 and job["result"]["failed"] == 1
+        assert job["result"]["failures"][0]["source"] == "broken.pdf"  # one bad file does not stop the batch
+        assert job["progress"] == {"event": "files", "done": 3, "total": 3}
+        assert eng.get(f"/v1/jobs/{job['id']}").status_code == 404  # another key's job
+        hits = eng.post("/v1/collections/hr/search", json={"query": "guest wifi password", "k": 1}).json()["hits"]
+        assert hits[0]["doc_id"] == "wifi.md" and hits[0]["source"] == "wifi.md"
+        stats = adm.get("/v1/collections/hr").json()["stats"]
+        assert stats["documents"] == 5 and stats["chunks_in_store"] == stats["chunks"]
+        no_acl = adm.post("/v1/collections/hr/documents", files=upload[:1])
+        assert no_acl.status_code == 400 and "acl" in no_acl.json()["error"]["message"]
+        assert adm.delete("/v1/collections/hr/documents/wifi.md").status_code == 200
+        assert adm.delete("/v1/collections/hr/documents/wifi.md").status_code == 404
+        hits = eng.post("/v1/collections/hr/search", json={"query": "guest wifi password", "k": 3}).json()["hits"]
+        assert "wifi.md" not in {h["doc_id"] for h in hits}
+        assert not (server.home / "uploads" / "hr" / "files" / "wifi.md").exists()
+
+
+def test_openai_client_chat_streaming_rag_embeddings_models(server):
+    from openai import OpenAI, NotFoundError
+
+    client = OpenAI(base_url=server.url + "/v1", api_key=server.keys["finance"])
+    ids = {m.id for m in client.models.list().data}
+    assert {BASE, "all-MiniLM-L6-v2", "tiny-lora"} <= ids
+    stream = client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "When are salaries paid?"}],
+                                            stream=True, max_tokens=24, extra_body={"collection": "hr"})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    final = chunks[-1].model_extra
+    assert text.strip() and chunks[-1].choices[0].finish_reason == "stop"
+    assert "citations" in final and final["answer_id"]
+    plain = client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
+    assert plain.choices[0].message.content and plain.usage.completion_tokens <= 8
+    rag = client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "When are salaries paid?"}],
+                                         max_tokens=24, extra_body={"collection": "hr-read"})
+    assert "last working day" in rag.choices[0].message.content
+    assert [c["doc_id"] for c in rag.model_extra["citations"]] == ["salary"]
+    emb = client.embeddings.create(model="all-MiniLM-L6-v2", input=["leave days", "annual leave"])
+    assert len(emb.data) == 2 and len(emb.data[0].embedding) == 384
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(model="no-such-adapter", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_adapter_is_chosen_per_request_and_never_mixed(server):
+    def ask(model: str) -> str:
+        with server.client("eng") as c:
+            r = c.post("/v1/chat/completions", json={"model": model, "max_tokens": 12,
+                                                     "messages": [{"role": "user", "content": "Name a colour."}]})
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]["content"]
+
+    alone = {m: ask(m) for m in (BASE, "tiny-lora")}
+    assert alone[BASE] != alone["tiny-lora"]  # the adapter really changes the model
+    results: dict[str, list[str]] = {BASE: [], "tiny-lora": []}
+    # max-queue is 1 on this server: two at a time per model fit, a burst would be turned away
+    threads = [threading.Thread(target=lambda m=m: results[m].append(ask(m))) for m in (BASE, "tiny-lora")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {m: [alone[m]] for m in alone}
+
+
+def test_full_queue_answers_503_with_retry_after(server):
+    statuses, retry = [], []
+
+    def call():
+        with server.client("eng") as c:
+            r = c.post("/v1/chat/completions", json={"model": BASE, "max_tokens": 48,
+                                                     "messages": [{"role": "user", "content": "Write a long story."}]})
+            statuses.append(r.status_code)
+            if r.status_code == 503:
+                retry.append(r.headers.get("retry-after"))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses.count(200) >= 2 and statuses.count(503) >= 1 and set(statuses) <= {200, 503}
+    assert all(r and int(r) > 0 for r in retry)
+
+
+def test_feedback_round_trip_and_export(server, tmp_path):
+    with server.client("finance") as fin, server.client("eng") as eng:
+        a = fin.post("/v1/collections/hr-read/ask", json={"question": "When are salaries paid?"}).json()
+        b = fin.post("/v1/collections/hr-read/ask", json={"question": "When are salaries paid?", "k": 1}).json()
+        assert eng.post("/v1/feedback", json={"answer_id": a["id"], "rating": "up"}).status_code == 404
+        assert fin.post("/v1/feedback", json={"answer_id": a["id"]}).status_code == 400
+        assert fin.post("/v1/feedback", json={"answer_id": a["id"], "rating": "down",
+                                              "correction": "on the last working day of each month"}).status_code == 201
+        assert fin.post("/v1/feedback", json={"answer_id": b["id"], "rating": "up",
+                                              "preferred_over": a["id"]}).status_code == 201
+    out = tmp_path / "export"
+    counts = json.loads(run_cli("feedback", "export", "--out", str(out), "--json", home=server.home).stdout)
+    assert counts == {"feedback": 2, "squad": 2, "preferences": 2}
+    from ragtune.evaluate.squad import load_squad
+
+    squad = {ex.answers[0] for ex in load_squad(out / "squad.json")}
+    assert "on the last working day of each month" in squad
+    pairs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    assert {p["source"] for p in pairs} == {"correction", "a/b"}
+    assert pairs[0]["chosen"] == "on the last working day of each month" and pairs[0]["rejected"] == a["text"]
+
+
+def test_web_ui_sign_in_ask_cite_and_feedback(server):
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install Debian's chromium and chromium-driver (see .ci/run)")
+        pytest.skip("Debian chromium is not installed here")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(chromium)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(server.url + "/")
+        driver.find_element(By.ID, "key").send_keys("rt_wrong")
+        driver.find_element(By.ID, "signin").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "signin-error"), "not valid"))
+        key = driver.find_element(By.ID, "key")
+        key.clear()
+        key.send_keys(server.keys["finance"])
+        driver.find_element(By.ID, "signin").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "who"), "fred"))
+        assert not driver.find_element(By.ID, "upload-box").is_displayed()  # not an admin
+        wait.until(lambda d: "hr-read" in [o.text for o in Select(d.find_element(By.ID, "collection")).options])
+        Select(driver.find_element(By.ID, "collection")).select_by_visible_text("hr-read")
+        driver.find_element(By.ID, "question").send_keys("When are salaries paid?")
+        driver.find_element(By.ID, "ask-btn").click()
+        citation = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#citations .citation")))
+        assert "Payroll" in citation.text and "last working day" in driver.find_element(By.ID, "answer").text
+        citation.click()
+        assert "bank transfer" in driver.find_element(By.ID, "passage-view").text
+        driver.find_element(By.ID, "thumb-up").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "feedback-status"), "saved"))
+        driver.find_element(By.ID, "search-q").send_keys("annual leave")
+        driver.find_element(By.ID, "search-btn").click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#results .hit mark")))
+        driver.save_screenshot(str(server.home / "ui.png"))
+    finally:
+        driver.quit()
+    from ragtune.feedback import FeedbackStore
+
+    rows = FeedbackStore(server.home).rows()
+    assert any(r["rating"] == "up" and r["user"] == "fred" and "last working day" in r["answer"]["answer"] for r in rows)
+
+
+def test_embedding_micro_batches_concurrent_requests_with_identical_vectors(embedder):
+    import numpy as np
+
+    from ragtune.serve.engines import BatchingEmbedder
+
+    batcher = BatchingEmbedder(embedder, window_ms=20)
+    texts = [f"question number {i} about annual leave" for i in range(16)]
+    got: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, batcher.embed_query(texts[i]))) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert batcher.texts == 16 and batcher.batches < 16
+    direct = embedder.embed_queries(texts)
+    assert all(np.allclose(got[i], direct[i], atol=1e-5) for i in range(16))
+
+
+def test_gate_runs_one_at_a_time_and_turns_away_past_the_queue():
+    from ragtune.serve.engines import Busy, Gate
+
+    gate, inside, peak, refused = Gate("m", max_waiting=1), [0], [0], []
+    start = threading.Barrier(4)
+
+    def work():
+        start.wait()
+        try:
+            with gate.hold():
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+                time.sleep(0.3)
+                inside[0] -= 1
+        except Busy as e:
+            refused.append(e.retry_after)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1 and len(refused) == 2 and all(r > 0 for r in refused)
