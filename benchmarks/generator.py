@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--eval-questions", type=int, default=80, help="held-out questions every system answers")
     ap.add_argument("--eval-fraction", type=float, default=0.15, help="articles held out")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--loss-rows", type=int, default=24, help="held-out RAG rows for the completion loss before/after")
     ap.add_argument("--reader-squad", type=int, default=2000, help="SQuAD dev questions for the reader")
     ap.add_argument("--reader-steps", type=int, default=300)
     ap.add_argument("--home", type=Path, default=CACHE / "generator-home", help="models, adapters and cached results")
@@ -107,11 +108,11 @@ def main() -> None:
 
     sft_report = SFTDataReport()
     rows = rag_sft_examples(coll, train_ex, count, 8192, SFTDataConfig(), report=sft_report)
-    loss_rows = rag_sft_examples(coll, sample(held_all, 24, seed=2), count, 8192, SFTDataConfig())
+    loss_rows = rag_sft_examples(coll, sample(held_all, args.loss_rows, seed=2), count, 8192, SFTDataConfig())
 
     # Results are cached per setting, so a smoke run with tiny numbers never feeds the real table.
     done = home / "results" / (f"steps{args.steps}-b{args.batch_size}-train{args.train_questions}-eval{args.eval_questions}"
-                                f"-held{args.eval_fraction}-reader{args.reader_squad}x{args.reader_steps}")
+                                f"-held{args.eval_fraction}-loss{args.loss_rows}-reader{args.reader_squad}x{args.reader_steps}")
     results = {"base": cached(done, "base", lambda: answer_eval(coll, home, [], eval_ex))}
     for method in args.methods.split(","):
         def run(method=method) -> dict:
@@ -162,7 +163,7 @@ hybrid search over the 60 articles' chunks, `{' '.join(PIPELINE)}`, greedy decod
 Fine-tuning: {len(rows)} RAG-shaped training rows from {args.train_questions} sampled training
 questions ({sft_report.answerable} answerable, {sft_report.unanswerable} with the gold context withheld →
 "I don't know", gold chunk inserted where retrieval missed it: {sft_report.gold_inserted}); {args.steps} steps of batch
-{args.batch_size} per method at the method's default learning rate. The held-out loss is the completion loss on 24
+{args.batch_size} per method at the method's default learning rate. The held-out loss is the completion loss on {args.loss_rows}
 RAG-shaped rows of held-out articles.
 
 | system | EM | F1 | subset | abstention | ΔF1 vs base (paired) | trainable params | checkpoint MB | train s (CPU) | held-out loss | s / answer |
