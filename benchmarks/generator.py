@@ -174,8 +174,8 @@ RAG-shaped rows of held-out articles.
   (ratio {results[best]['metrics']['f1'] / max(results['base']['metrics']['f1'], 1e-9):.2f}).
 - Reference bar (Dropbox/NVIDIA talk): Llama-2-7B fine-tuned EM 9.2 / F1 38.0; Llama-2-70B EM 17.2 / F1 45.8.
 - Checkpoint size = the saved folder (adapter weights + config; the full fine-tune saves the whole model).
-- QLoRA trains against a 4-bit NF4 base (bitsandbytes on this CPU: slower per step than LoRA, which is the
-  price of ~4× less base memory) and its adapter answers on the full-precision base.
+- QLoRA trains against a 4-bit NF4 base (bitsandbytes on this CPU, ~4× less base memory) and its adapter
+  answers on the full-precision base.
 """
     if args.report:
         write_report(args.report, "Fine-tuning the answering model on COVID-QA (by-article split)", body)
