@@ -256,7 +256,7 @@ def ask(name: str, body: AskIn, srv: State, who: Caller):
     def events() -> Iterator[str]:
         from ragtune.answer.answerer import Answer
 
-        for piece in _chain(first, pieces):
+        for piece in chain_first(first, pieces):
             if isinstance(piece, Answer):
                 record(srv, name, who, piece, model)
                 yield sse("answer", piece.to_dict())
@@ -266,7 +266,8 @@ def ask(name: str, body: AskIn, srv: State, who: Caller):
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-def _chain(first, rest):
+def chain_first(first, rest):
+    """A stream whose first item was already taken (to fail with 503 before the response starts)."""
     yield first
     yield from rest
 

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune.serve.app import ApiError, Caller, State
-from ragtune.serve.routes.collections import answerer, record
+from ragtune.serve.routes.collections import answerer, chain_first, record
 from ragtune.serve.state import ServerState
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -128,7 +128,7 @@ def _rag_chat(body: ChatIn, srv: State, who, created: int):
 
     def events() -> Iterator[str]:
         cid, started = f"chatcmpl-{time.time_ns():x}", False
-        for piece in _chain(first, pieces):
+        for piece in chain_first(first, pieces):
             if isinstance(piece, Answer):
                 record(srv, body.collection, who, piece, body.model)
                 yield _chunk(cid, created, body.model, {}, "stop", _rag_fields(piece))
@@ -138,11 +138,6 @@ def _rag_chat(body: ChatIn, srv: State, who, created: int):
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _rag_fields(answer) -> dict:
