@@ -135,18 +135,7 @@ def _errors(app: FastAPI) -> None:
     async def busy(_, e: Busy):
         return reply(503, "overloaded", str(e), {"Retry-After": str(e.retry_after)})
 
-    @app.exception_handler(StoreBusyError)
-    async def store_busy(_, e):
-        return reply(409, "conflict", str(e))
-
-    @app.exception_handler(GeneratorError)
-    async def generator_error(_, e):
-        return reply(502, "generator_error", str(e))
-
-    @app.exception_handler(ConfigError)
-    async def config_error(_, e):
-        return reply(400, "invalid_request", str(e))
-
-    @app.exception_handler(ValueError)
-    async def value_error(_, e):
-        return reply(400, "invalid_request", str(e))
+    # Library errors whose message is safe to show: one status and kind each.
+    for exc, status, kind in ((StoreBusyError, 409, "conflict"), (GeneratorError, 502, "generator_error"),
+                              (ConfigError, 400, "invalid_request"), (ValueError, 400, "invalid_request")):
+        app.add_exception_handler(exc, lambda _, e, status=status, kind=kind: reply(status, kind, str(e)))
