@@ -309,3 +309,73 @@ def reader(
                    f"loss {result.train_loss:.4f}, {result.seconds:.0f}s → {path}"
                    + ("; the collection now answers extractively with it" if apply else
                       f"\nuse it: --set answer.mode=extractive --set reader.model={path} (or re-run with --apply)"))
+
+
+@app.command()
+def rag(
+    collection: CollectionOpt,
+    data: Annotated[Path, typer.Option("--data", help="SQuAD-format .json of (context, question, answer): COVID-QA, SQuAD, `synth answers`")],
+    variant: Annotated[str, typer.Option(help="e2e (both, marginal likelihood) | retriever | generator | dalm (gold passage only)")] = "e2e",
+    name: Annotated[Optional[str], typer.Option("--name", help="generator adapter name (default rag-<variant>)")] = None,
+    k: Annotated[int, typer.Option("-k", help="passages marginalised over per question")] = 4,
+    temperature: Annotated[float, typer.Option(help="τ of p(z|q) = softmax(cosine / τ)")] = 0.05,
+    contrastive_weight: Annotated[float, typer.Option(help="e2e: weight of the gold-chunk contrastive term")] = 1.0,
+    retriever_method: Annotated[str, typer.Option(help="full | lora (merged when saved)")] = "full",
+    refresh_every: Annotated[int, typer.Option(help="re-encode the passages every N steps (0: only at the end)")] = 0,
+    limit: Annotated[Optional[int], typer.Option(help="use this many questions (a seeded sample)")] = None,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = -1,
+    batch_size: Annotated[int, typer.Option()] = 4,
+    retriever_lr: Annotated[float, typer.Option()] = 2e-5,
+    generator_lr: Annotated[float, typer.Option()] = 2e-4,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an adapter of the same name")] = False,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Train retriever and generator together on (question, answer) pairs with the RAG-Sequence
+    marginal likelihood (or one of the baselines: --variant retriever | generator | dalm). The
+    file's contexts are indexed into the collection first (incremental). Saves a new embedder
+    version with its re-indexed shadow index version (compare / promote with `ragtune models`)
+    and a generator adapter (`ragtune ask --adapter NAME`)."""
+    from ragtune.cli.common import fail
+    from ragtune.collection import Collection
+    from ragtune.evaluate.answers import index_contexts, sample
+    from ragtune.evaluate.squad import load_squad
+    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.train.rag import RagTrainConfig, rag_examples, train_rag
+
+    if not data.is_file():
+        fail(f"--data {data}: no such file")
+    try:
+        config = RagTrainConfig(variant=variant, k=k, temperature=temperature, contrastive_weight=contrastive_weight,
+                                retriever_method=retriever_method, refresh_every=refresh_every, epochs=epochs,
+                                max_steps=max_steps, batch_size=batch_size, retriever_lr=retriever_lr,
+                                generator_lr=generator_lr)
+        examples = sample(load_squad(data), limit)
+    except ValueError as e:
+        fail(str(e))
+    name = name or f"rag-{variant}"
+    if config.trains_generator and AdapterRegistry(home).exists(name) and not overwrite:
+        fail(f"adapter {name!r} exists; pick another --name or pass --overwrite")
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        index_contexts(coll, examples, data.stem, home, on_progress)
+        triples, skipped = rag_examples(coll, examples)
+        if not triples:
+            fail(f"{data}: no answerable question whose answer lies in a chunk of {collection!r}")
+        result = train_rag(coll, triples, config, home, on_progress=on_progress)
+        saved = result.save(coll, name, home, overwrite, {"data": str(data), "examples": len(triples),
+                                                           "skipped": skipped})
+    report = {**saved, "variant": variant, "examples": len(triples), "skipped": skipped, "steps": result.steps,
+              "train_loss": result.train_loss, "seconds": round(result.seconds, 1), "loss_parts": result.parts}
+    if json_:
+        print_json(report)
+        return
+    lines = [f"rag {variant}: {len(triples)} questions ({skipped} skipped), {result.steps} steps, "
+             f"loss {result.train_loss:.4f}, {result.seconds:.0f}s"]
+    if saved["index_version"]:
+        lines.append(f"retriever: embedder {saved['embedder_version']}, index version {saved['index_version']} "
+                     f"(re-indexed {result.index.refreshes}×) → ragtune models compare -c {collection} "
+                     f"--version {saved['index_version']}; ragtune models promote -c {collection} --version {saved['index_version']}")
+    if saved["adapter"]:
+        lines.append(f"generator: adapter {saved['adapter']} → ragtune ask -c {collection} --adapter {saved['adapter']} \"...\"")
+    typer.echo("\n".join(lines))

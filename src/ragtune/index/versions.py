@@ -36,7 +36,7 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _set_versions(collection: Collection, versions: dict) -> None:
+def set_versions(collection: Collection, versions: dict) -> None:
     _write_json_atomic(collection.dir / "index" / "versions.json", versions)
 
 
@@ -54,7 +54,7 @@ def ensure_live_recorded(collection: Collection) -> None:
     if collection.live_version not in versions:
         versions[collection.live_version] = {"embedder": collection.pipeline.embedder.model,
                                              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "origin": "ingest"}
-        _set_versions(collection, versions)
+        set_versions(collection, versions)
 
 
 def build_shadow(collection: Collection, embedder_model: str, info: dict | None = None, batch: int = 512,
@@ -73,40 +73,48 @@ def build_shadow(collection: Collection, embedder_model: str, info: dict | None 
         versions[version] = {"embedder": embedder_model, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                              "origin": "shadow", "from": live, "index": versions[live].get("index", live),
                              "state": "ready", **(info or {})}
-        _set_versions(collection, versions)
+        set_versions(collection, versions)
         return version
-    with _handle(collection, collection.live_version) as live:
+    with handle(collection, collection.live_version) as live:
         points = live.store.scroll_payloads(PAYLOAD_FIELDS)
         embedder = Embedder(collection.pipeline.embedder.model_copy(update={"model": embedder_model}))
         versions = collection.versions()
         versions[version] = {"embedder": embedder_model, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                              "origin": "shadow", "from": collection.live_version, "chunks": len(points),
                              "state": "building", **(info or {})}
-    _set_versions(collection, versions)  # recorded first: a crashed build is visible, not orphaned
+    set_versions(collection, versions)  # recorded first: a crashed build is visible, not orphaned
     from ragtune.index import open_store
 
     store = open_store(collection.pipeline.store, collection.dir / "index" / version, dim=embedder.dim)
     try:
-        for start in range(0, len(points), batch):
-            part = points[start:start + batch]
-            vectors = embedder.embed_documents([p["search_text"] for p in part])
-            store.upsert([StoredChunk(p["point_id"], v, p["search_text"],
-                                      {k: p[k] for k in PAYLOAD_FIELDS if k in p and k != "search_text"})
-                          for p, v in zip(part, vectors)])
-            if on_progress:
-                on_progress("re-embedding", min(start + batch, len(points)), len(points))
-        store.flush()
+        write_points(store, points, lambda part: embedder.embed_documents([p["search_text"] for p in part]), batch,
+                     on_progress)
         store.optimize()
     finally:
         store.close()
     versions = collection.versions()
     versions[version]["state"] = "ready"
-    _set_versions(collection, versions)
+    set_versions(collection, versions)
     return version
 
 
+def write_points(store, points: list[dict], vectors_for: Callable[[list[dict]], Any], batch: int = 512,
+                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+    """(Re-)write ``points`` (payloads as scrolled with PAYLOAD_FIELDS) with the vectors
+    ``vectors_for(batch of points)`` gives; same point ids, so a re-write replaces vectors in place."""
+    for start in range(0, len(points), batch):
+        part = points[start:start + batch]
+        vectors = vectors_for(part)
+        store.upsert([StoredChunk(p["point_id"], v, p["search_text"],
+                                  {k: p[k] for k in PAYLOAD_FIELDS if k in p and k != "search_text"})
+                      for p, v in zip(part, vectors)])
+        if on_progress:
+            on_progress("re-embedding", min(start + batch, len(points)), len(points))
+    store.flush()
+
+
 @contextmanager
-def _handle(collection: Collection, version: str) -> Iterator[Collection]:
+def handle(collection: Collection, version: str) -> Iterator[Collection]:
     """``collection`` itself when it is bound to ``version`` (its store may be open: a second
     handle would wait on the store's lock), else a temporary handle on that version."""
     if collection.version == version:
@@ -149,9 +157,9 @@ def rollback(collection: Collection, reason: str = "") -> str:
 
 
 def _check_same_chunks(collection: Collection, version: str) -> None:
-    with _handle(collection, collection.live_version) as live:
+    with handle(collection, collection.live_version) as live:
         a = {p["point_id"] for p in live.store.scroll_payloads(["doc_id"])}
-    with _handle(collection, version) as other:
+    with handle(collection, version) as other:
         b = {p["point_id"] for p in other.store.scroll_payloads(["doc_id"])}
     if a != b:
         raise ValueError(f"index version {version} no longer matches the live index ({len(a - b)} chunks missing, "
