@@ -44,7 +44,7 @@ class RagModel(torch.nn.Module):
     # -- retriever ------------------------------------------------------------------------------
     def encode_queries(self, questions: list[str]) -> torch.Tensor:
         """[B, dim] L2-normalised query embeddings, differentiable w.r.t. the encoder."""
-        features = self.encoder.tokenize(questions)
+        features = self.encoder.preprocess(questions)
         features = {k: v.to(self.device) for k, v in features.items() if isinstance(v, torch.Tensor)}
         return F.normalize(self.encoder(features)["sentence_embedding"], dim=-1)
 
