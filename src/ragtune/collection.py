@@ -110,9 +110,17 @@ class Collection:
         lock = OwnerLock(collection.dir / "index", f"{collection.index_dir.name}.lock")
         lock.acquire()
         try:
+            collection._drop_external_data()
             shutil.rmtree(collection.dir)
         finally:
             lock.release()
+
+    def _drop_external_data(self) -> None:
+        """Server-side data of every version (a Qdrant server collection, a PostgreSQL table)."""
+        from ragtune.index.factory import drop_store
+
+        for folder in sorted(p for p in (self.dir / "index").iterdir() if (p / "store.json").is_file()):
+            drop_store(self.pipeline.store, folder, self.embedder.dim)
 
     def close(self) -> None:
         if self._store is not None:

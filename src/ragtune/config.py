@@ -66,7 +66,15 @@ class EmbedderConfig(_Strict):
 
 
 class StoreConfig(_Strict):
-    backend: Literal["qdrant-edge"] = "qdrant-edge"
+    backend: Literal["qdrant-edge", "qdrant", "pgvector"] = Field(
+        "qdrant-edge", description="qdrant-edge: embedded (default); qdrant: qdrant-client (a server at `url`, "
+        "else its in-process local mode); pgvector: PostgreSQL + pgvector (at `url`, else an embedded server)")
+    url: str | None = Field(None, description="qdrant: http(s)://host:6333; pgvector: postgresql://user@host/db")
+    api_key: str | None = Field(None, description="qdrant server API key (or env QDRANT_API_KEY)")
+    exact_below: int = Field(
+        20_000, ge=0, description="pgvector: a filtered dense query whose visible chunks are fewer than this is "
+        "answered by an exact scan (HNSW + a selective filter misses true neighbours)")
+    bm25_avg_len: float = Field(100.0, gt=0, description="qdrant backend: BM25 average chunk length in terms")
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     full_scan_threshold_kb: int = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragtune.cli import adapt, adapters, ask, collections, eval, ingest, models, search, serve, synth, train
+from ragtune.cli import adapt, adapters, ask, collections, eval, ingest, migrate, models, search, serve, synth, train
 from ragtune.cli.common import err
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
 app.add_typer(adapters.app, name="adapters")
 app.command()(adapt.adapt)
+app.command()(migrate.migrate)
 app.command()(serve.serve)
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(serve.feedback_app, name="feedback")

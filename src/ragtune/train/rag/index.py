@@ -103,6 +103,8 @@ class TrainingIndex:
         """Drop a copy that will not be used (training failed or was a dry run)."""
         if self.version is None:
             return
+        if hasattr(self.store, "drop"):
+            self.store.drop()  # data that lives outside the folder (a server collection, a table)
         self.store.close()
         shutil.rmtree(self.collection.dir / "index" / self.version, ignore_errors=True)
         versions = self.collection.versions()

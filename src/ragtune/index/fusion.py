@@ -1,0 +1,49 @@
+"""Rank fusion done by ragtune, for engines that cannot fuse inside the query (PostgreSQL).
+
+Same formulas as Qdrant's: RRF ``Σ w_r / (k + rank_r)`` and DBSF (each list's scores normalised
+by mean ± 3 standard deviations, then summed). The inputs are already filtered by the engine, so
+fusion never sees a chunk the principal may not see.
+
+Example:
+    >>> from ragtune.index.base import StoreHit
+    >>> from ragtune.index.fusion import fuse
+    >>> dense = [StoreHit("a", 0.9, {}), StoreHit("b", 0.8, {})]
+    >>> bm25 = [StoreHit("b", 7.0, {}), StoreHit("c", 5.0, {})]
+    >>> [(h.point_id, h.ranks) for h in fuse({"dense": dense, "bm25": bm25}, k=3)]
+    [('b', {'dense': 2, 'bm25': 1, 'hybrid': 1}), ('a', {'dense': 1, 'hybrid': 2}), ('c', {'bm25': 2, 'hybrid': 3})]
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from ragtune.index.base import StoreHit
+
+
+def fuse(results: dict[str, list[StoreHit]], k: int, method: str = "rrf", rrf_k: int = 60,
+         weights: dict[str, float] | None = None) -> list[StoreHit]:
+    """Fuse ranked lists keyed by retriever name; each hit keeps every retriever's rank and score."""
+    fused: dict[str, StoreHit] = {}
+    for name, hits in results.items():
+        norm = _dbsf_normaliser([h.score for h in hits]) if method == "dbsf" else None
+        for rank, h in enumerate(hits, start=1):
+            out = fused.setdefault(h.point_id, StoreHit(h.point_id, 0.0, h.payload))
+            out.ranks[name], out.scores[name] = rank, h.score
+            if method == "rrf":
+                out.score += (weights or {}).get(name, 1.0) / (rrf_k + rank)
+            else:
+                out.score += norm(h.score)
+    ranked = sorted(fused.values(), key=lambda h: (-h.score, h.point_id))[:k]
+    for rank, h in enumerate(ranked, start=1):
+        h.ranks["hybrid"] = rank
+        h.scores["hybrid"] = h.score
+    return ranked
+
+
+def _dbsf_normaliser(scores: list[float]):
+    if not scores:
+        return lambda s: 0.0
+    mean = statistics.fmean(scores)
+    spread = 3 * statistics.pstdev(scores)
+    low, high = mean - spread, mean + spread
+    return lambda s: 0.5 if high == low else (s - low) / (high - low)
