@@ -74,6 +74,9 @@ class StoreConfig(_Strict):
     exact_below: int = Field(
         20_000, ge=0, description="pgvector: a filtered dense query whose visible chunks are fewer than this is "
         "answered by an exact scan (HNSW + a selective filter misses true neighbours)")
+    iterative_scan: Literal["strict_order", "relaxed_order", "off"] = Field(
+        "strict_order", description="pgvector: HNSW keeps scanning until k rows pass the filter (off: pgvector's "
+        "old behaviour, which returns too few rows under a selective filter)")
     bm25_avg_len: float = Field(100.0, gt=0, description="qdrant backend: BM25 average chunk length in terms")
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100

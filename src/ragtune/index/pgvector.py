@@ -188,7 +188,7 @@ class PgVectorStore:
                        f"SELECT id, 1 - (embedding <=> %s) AS score, payload FROM visible ORDER BY embedding <=> %s LIMIT %s")
                 args = [*params, vector, vector, k]
             else:
-                self.conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+                self.conn.execute(f"SET LOCAL hnsw.iterative_scan = {self.config.iterative_scan}")
                 self.conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(query.hnsw_ef or 40, k))}")
                 sql = (f"SELECT id, 1 - (embedding <=> %s) AS score, payload FROM {self.table} WHERE {where} "
                        f"ORDER BY embedding <=> %s LIMIT %s")
