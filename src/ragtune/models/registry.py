@@ -31,6 +31,13 @@ from ragtune.config import ragtune_home
 KINDS = ("embedder", "reranker", "reader")
 
 
+def is_main_process() -> bool:
+    """False in the non-zero ranks of a torchrun / accelerate launch (they set RANK)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class FolderRegistry:
     """Folders under ``root`` keyed by name; ``key_field`` names the key inside meta.json."""
 
@@ -79,6 +86,14 @@ class FolderRegistry:
 
     @contextmanager
     def _atomic(self, key: str, **extra: Any) -> Iterator[Path]:
+        if not is_main_process():
+            # A data-parallel launch (torchrun / accelerate): every rank trains, rank 0 alone
+            # publishes the result; the others write into scratch and stop once it is done.
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="ragtune-rank-") as scratch:
+                yield Path(scratch)
+            raise SystemExit(0)
         final = self.root / key
         tmp = self.root / f"{key}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -100,7 +100,7 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
                              peft_config=method.peft_config(method.make_options(config.options), path))
         if method.quantized and device == "cpu":
             _adapters_to_float32(trainer.model)
-        metrics = {}
+        metrics = {"processes": args.world_size}  # > 1 under torchrun / accelerate launch
         if eval_examples:
             metrics["eval_loss_before"] = float(trainer.evaluate()["eval_loss"])
         output, seconds = run_trainer(trainer)

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -260,6 +261,10 @@ def train_rag(collection: Collection, examples: list[RagExample], config: RagTra
     from ragtune.train import run_trainer
 
     config = config or RagTrainConfig()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # The loss calls the two models' own methods, which a DistributedDataParallel wrapper
+        # would bypass (no gradient sync): refuse rather than train each rank on its own.
+        raise ValueError("train rag runs in one process (one GPU); launch it without torchrun / accelerate")
     if not examples:
         raise ValueError("no training examples: every question was unanswerable or its context is not in the collection")
     device = best_device(device)
