@@ -182,3 +182,14 @@ def test_cli_trains_retriever_only_and_reports(tmp_path, home, rag_collection):
     assert report["steps"] == 2 and report["adapter"] is None and report["index_version"]
     bad = run_cli("train", "rag", "-c", "facts", "--data", str(data), "--variant", "nope", home=home, check=False)
     assert bad.returncode != 0 and "variant 'nope'" in bad.stderr + bad.stdout
+
+
+def test_frozen_retriever_reads_the_live_index_and_never_reindexes(rag_collection, home):
+    coll, triples = rag_collection
+    versions_before = coll.versions()
+    config = RagTrainConfig(variant="generator", k=2, max_steps=2, batch_size=2, refresh_every=1)
+    result = train_rag(coll, triples[:4], config, home)
+    assert result.index.version is None and result.index.refreshes == 0
+    assert coll.versions() == versions_before  # no training copy of the index was made
+    saved = result.save(coll, "facts-gen", home)
+    assert saved["adapter"] == "facts-gen" and saved["index_version"] is None

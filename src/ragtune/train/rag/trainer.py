@@ -279,7 +279,8 @@ def train_rag(collection: Collection, examples: list[RagExample], config: RagTra
 
     class Reindex(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            if config.refresh_every and state.global_step % config.refresh_every == 0 and state.global_step < state.max_steps:
+            if (config.trains_retriever and config.refresh_every and state.global_step % config.refresh_every == 0
+                    and state.global_step < state.max_steps):
                 reindex()
 
     try:
