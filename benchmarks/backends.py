@@ -21,6 +21,7 @@ Run from the repo root (2-core CPU: ~15 min with an existing source collection):
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, machine, table, write_report  # noqa: E402
+from _common import CACHE, DATA, git_commit, machine, write_report  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.config import PipelineConfig, StoreConfig  # noqa: E402
@@ -71,11 +72,14 @@ def latency(store, queries, vectors, mode: str) -> tuple[float, float]:
     return statistics.median(times) * 1000, times[min(len(times) - 1, int(0.99 * len(times)))] * 1000
 
 
-def filtered_recall(config: StoreConfig, path: Path, points, vectors, qvecs, rng) -> float:
+def filtered_recall(config: StoreConfig, path: Path, points, vectors, qvecs, rng, force_index: bool = False) -> float:
     """Recall@10 of a dense query by a principal who sees one of GROUPS groups."""
     shutil.rmtree(path, ignore_errors=True)
     labelled = [{**p, "acl": [f"group:g{i % GROUPS}"]} for i, p in enumerate(points)]
     store = open_store(config, path, dim=vectors.shape[1])
+    if force_index:  # pgvector only: session settings, the store's queries run in this session
+        store.conn.execute("SET enable_bitmapscan = off")
+        store.conn.execute("SET enable_seqscan = off")
     try:
         write_points(store, labelled, lambda part: np.stack([vectors[p["_row"]] for p in part]))
         store.optimize()
@@ -99,6 +103,8 @@ def main() -> None:
     ap.add_argument("--source-home", type=Path, default=CACHE / "scifact-home")
     ap.add_argument("--home", type=Path, default=CACHE / "backends-home")
     ap.add_argument("--report", default="backends")
+    ap.add_argument("--backends", default=",".join(BACKENDS), help="labels to (re)measure; others come from the cache")
+    ap.add_argument("--cache", type=Path, default=CACHE / "backends-results", help="one JSON per measured backend")
     args = ap.parse_args()
     shutil.rmtree(args.home, ignore_errors=True)
     args.home.mkdir(parents=True)
@@ -120,8 +126,12 @@ def main() -> None:
     print(f"{len(points)} chunks; bare encode {1 / encode_per_chunk:.1f} chunks/s", flush=True)
 
     results = {}
-    rng = np.random.default_rng(0)
+    args.cache.mkdir(parents=True, exist_ok=True)
     for label, config in BACKENDS.items():
+        cached = args.cache / f"{config.backend}.json"
+        if label not in args.backends.split(",") and cached.exists():
+            results[label] = json.loads(cached.read_text())
+            continue
         print(f"== {label}", flush=True)
         name = "scifact-" + config.backend
         report = migrate(source, config, args.home, name)
@@ -142,7 +152,15 @@ def main() -> None:
             naive = hnsw.model_copy(update={"iterative_scan": "off"})
             r["filtered hnsw naive"] = filtered_recall(naive, args.home / "acl1" / "index" / "v3", points, vectors,
                                                        qvecs[:100], np.random.default_rng(1))
+            # The planner answers a 1% filter from the acl GIN index (then sorts exactly); forbid
+            # that to see what the HNSW index itself returns, with and without iterative scan.
+            r["forced hnsw iterative"] = filtered_recall(hnsw, args.home / "acl1" / "index" / "v4", points, vectors,
+                                                         qvecs[:100], np.random.default_rng(1), force_index=True)
+            r["forced hnsw naive"] = filtered_recall(naive, args.home / "acl1" / "index" / "v5", points, vectors,
+                                                     qvecs[:100], np.random.default_rng(1), force_index=True)
+        r["commit"] = git_commit()
         results[label] = r
+        cached.write_text(json.dumps(r, indent=1))
         source = Collection.open(args.source_home, "scifact")
         print({k: v for k, v in r.items() if k != "quality"}, flush=True)
     source.close()
@@ -153,6 +171,7 @@ def report_md(results: dict, n_chunks: int, n_queries: int, encode_per_chunk: fl
     rows = []
     for label, r in results.items():
         q = r["quality"]
+        label = f"{label} ({r.get('commit', '?')})"
         rows.append([label, f"{r['write']:.0f}", f"{r['ratio']:.3f}",
                      *[f"{r[f'lat {m}'][0]:.1f} / {r[f'lat {m}'][1]:.1f}" for m in MODES],
                      *[f"{q[m]['nDCG@10']:.3f}" for m in MODES], f"{q['hybrid']['R@100']:.3f}", f"{r['filtered']:.3f}"])
@@ -176,13 +195,18 @@ Bare `model.encode`: {1 / encode_per_chunk:.1f} chunks/s on this CPU.
 |---|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join("| " + " | ".join(r) + " |" for r in rows) + f"""
 
-Latency: store only (query vectors precomputed), k = 10, hnsw_ef = {EF}, one query at a time.
+Latency: store only (query vectors precomputed), k = 10, hnsw_ef = {EF}, one query at a time, every chunk
+visible. The commit in each row is the code it was measured with (rows are cached per backend under
+`benchmarks/.cache/backends-results/`; `--backends` names the ones to re-measure).
 
 Filtered recall@10 at 1% selectivity ({GROUPS} groups, each chunk in one; 100 queries, each by a member
 of a random group; truth = exact top-10 of that group's vectors):
-""" + (f"""- pgvector default (exact scan below `store.exact_below` = 20,000 visible chunks): {pg['filtered']:.3f}
-- pgvector HNSW with `hnsw.iterative_scan = strict_order` (exact_below = 0): {pg['filtered hnsw iterative']:.3f}
-- pgvector HNSW without iterative scan (pgvector's old default): {pg['filtered hnsw naive']:.3f}
+""" + (f"""- pgvector default (exact scan below `store.exact_below` = 2,000 visible chunks; 114 are visible): {pg['filtered']:.3f}
+- exact_below = 0, `hnsw.iterative_scan = strict_order`: {pg['filtered hnsw iterative']:.3f}; iterative scan off: {pg['filtered hnsw naive']:.3f}
+  (PostgreSQL's planner answers a 1% filter from the `acl` GIN index and sorts exactly, so both are exact)
+- the planner forced onto the HNSW index (`enable_bitmapscan = off`, `enable_seqscan = off`):
+  strict_order iterative scan {pg['forced hnsw iterative']:.3f}, iterative scan off {pg['forced hnsw naive']:.3f}
+  (pgvector's old behaviour: the graph walk stops after ef_search candidates, most of them filtered out)
 """ if pg else "") + """
 Keyword side (PostgreSQL's `ts_rank_cd` is cover density, not BM25; the Qdrant client backend is
 BM25 as sparse vectors with the engine's IDF; Edge is Qdrant's scored text index):

@@ -74,7 +74,7 @@ class StoreConfig(_Strict):
     url: str | None = Field(None, description="qdrant: http(s)://host:6333; pgvector: postgresql://user@host/db")
     api_key: str | None = Field(None, description="qdrant server API key (or env QDRANT_API_KEY)")
     exact_below: int = Field(
-        20_000, ge=0, description="pgvector: a filtered dense query whose visible chunks are fewer than this is "
+        2_000, ge=0, description="pgvector: a filtered dense query whose visible chunks are fewer than this is "
         "answered by an exact scan (HNSW + a selective filter misses true neighbours)")
     iterative_scan: Literal["strict_order", "relaxed_order", "off"] = Field(
         "strict_order", description="pgvector: HNSW keeps scanning until k rows pass the filter (off: pgvector's "

@@ -181,7 +181,9 @@ class PgVectorStore:
         where, params = self._where(query)
         vector = np.asarray(query.vector, dtype=np.float32)
         with self.conn.transaction():
-            visible = self.conn.execute(f"SELECT count(*) FROM {self.table} WHERE {where}", params).fetchone()[0]
+            # Counting stops at the threshold: a broad principal costs no full count.
+            visible = self.conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {self.table} WHERE {where} LIMIT %s) s",
+                                        [*params, self.config.exact_below]).fetchone()[0]
             if visible < self.config.exact_below:
                 # MATERIALIZED: the planner may not push the ORDER BY back into the HNSW index.
                 sql = (f"WITH visible AS MATERIALIZED (SELECT id, embedding, payload FROM {self.table} WHERE {where}) "
