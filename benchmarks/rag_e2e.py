@@ -40,8 +40,6 @@ from ragtune.evaluate.squad import load_squad, split_by_article  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.train.rag import RagTrainConfig, rag_examples, train_rag  # noqa: E402
 from ragtune.types import ServicePrincipal  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
 from generator import PIPELINE, answer_eval  # noqa: E402  (the same answer path and settings)
 
 VARIANTS = ["retriever", "generator", "dalm", "e2e"]
