@@ -40,7 +40,7 @@ from ragtune.evaluate.squad import load_squad, split_by_article  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.train.rag import RagTrainConfig, rag_examples, train_rag  # noqa: E402
 from ragtune.types import ServicePrincipal  # noqa: E402
-from generator import PIPELINE, answer_eval  # noqa: E402  (the same answer path and settings)
+from generator import PIPELINE, answer_eval, cached  # noqa: E402  (the same answer path and settings)
 
 VARIANTS = ["retriever", "generator", "dalm", "e2e"]
 
@@ -70,17 +70,6 @@ def evaluate(coll: Collection, home: Path, version: str | None, adapter: str | N
     finally:
         if version:
             view.close()
-
-
-def cached(folder: Path, name: str, fn) -> dict:
-    path = folder / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    print(f"== {name}", flush=True)
-    result = fn()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    return result
 
 
 def main() -> None:

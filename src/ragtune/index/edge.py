@@ -32,6 +32,7 @@ import qdrant_edge as qe
 
 from ragtune.config import StoreConfig
 from ragtune.index.base import Query, StoredChunk, StoreHit
+from ragtune.index.fusion import add_ranks
 from ragtune.index.lock import OwnerLock
 
 DENSE = "dense"
@@ -132,11 +133,8 @@ class QdrantEdgeStore:
         ]
         dense, bm25, hybrid = self._shard.query_batch(qe.QueryBatchRequest(ranked))
         hits = _hits(hybrid, "hybrid")
-        for name, results in (("dense", dense), ("bm25", bm25)):
-            found = {str(p.id): (i, float(p.score)) for i, p in enumerate(results, start=1)}
-            for h in hits:
-                if h.point_id in found:
-                    h.ranks[name], h.scores[name] = found[h.point_id]
+        add_ranks(hits, "dense", dense)
+        add_ranks(hits, "bm25", bm25)
         return hits
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:

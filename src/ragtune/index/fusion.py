@@ -47,3 +47,12 @@ def _dbsf_normaliser(scores: list[float]):
     spread = 3 * statistics.pstdev(scores)
     low, high = mean - spread, mean + spread
     return lambda s: 0.5 if high == low else (s - low) / (high - low)
+
+
+def add_ranks(hits: list[StoreHit], name: str, points) -> None:
+    """Record on each fused hit its rank and score in one retriever's ranked ``points`` (objects
+    with ``.id`` and ``.score``, as both Qdrant engines return them)."""
+    found = {str(p.id): (i, float(p.score)) for i, p in enumerate(points, start=1)}
+    for h in hits:
+        if h.point_id in found:
+            h.ranks[name], h.scores[name] = found[h.point_id]

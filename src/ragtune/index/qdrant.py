@@ -36,6 +36,7 @@ import numpy as np
 
 from ragtune.config import StoreConfig
 from ragtune.index.base import Query, StoredChunk, StoreHit
+from ragtune.index.fusion import add_ranks
 from ragtune.index.lock import OwnerLock
 from ragtune.index.sparse import Bm25Encoder
 
@@ -169,11 +170,8 @@ class QdrantStore:
             models.QueryRequest(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth),
             fused])
         hits = _hits(hybrid.points, "hybrid")
-        for name, res in (("dense", dense), ("bm25", bm25)):
-            found = {str(p.id): (i, float(p.score)) for i, p in enumerate(res.points, start=1)}
-            for h in hits:
-                if h.point_id in found:
-                    h.ranks[name], h.scores[name] = found[h.point_id]
+        add_ranks(hits, "dense", dense.points)
+        add_ranks(hits, "bm25", bm25.points)
         return hits
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
