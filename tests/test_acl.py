@@ -33,17 +33,24 @@ def random_acl(rng: random.Random) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def acl_world(tmp_path_factory, embedder):
-    rng = random.Random(1234)
-    src = tmp_path_factory.mktemp("acl") / "docs.jsonl"
+def acl_records(seed: int, n: int, max_words: int) -> list[dict]:
+    """``n`` JSONL records of random words, each with a random non-empty ACL (shared with
+    test_backends.py, which runs the same world on every store backend)."""
+    rng = random.Random(seed)
     records = []
-    for i in range(60):
+    for i in range(n):
         acl = random_acl(rng)
         if not (acl["public"] or acl["users"] or acl["groups"]):
             acl["users"] = [rng.choice(USERS)]
-        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60)))
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, max_words)))
         records.append({"id": f"d{i}", "text": text, "acl": acl})
+    return records
+
+
+@pytest.fixture(scope="module")
+def acl_world(tmp_path_factory, embedder):
+    src = tmp_path_factory.mktemp("acl") / "docs.jsonl"
+    records = acl_records(1234, 60, 60)
     src.write_text("\n".join(json.dumps(r) for r in records))
     home = tmp_path_factory.mktemp("acl-home")
     coll = Collection.create(home, "acl", PipelineConfig().with_overrides(["chunking.chunk_size=16", "chunking.chunk_overlap=0"]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from ragtune.index.versions import PAYLOAD_FIELDS, build_shadow, promote, rollba
 from ragtune.ingest.sync import ingest
 from ragtune.retrieve import Searcher
 from ragtune.types import Acl, Principal
-from tests.test_acl import GROUPS, USERS, WORDS, principals, random_acl
+from tests.test_acl import GROUPS, USERS, WORDS, acl_records, principals
 
 BACKENDS = [["store.backend=qdrant-edge"], ["store.backend=qdrant"], ["store.backend=pgvector"]]
 IDS = ["qdrant-edge", "qdrant-local", "pgvector"]
@@ -36,14 +35,8 @@ if os.environ.get("QDRANT_URL"):
 
 @pytest.fixture(scope="module", params=BACKENDS, ids=IDS)
 def acl_world(request, tmp_path_factory, embedder):
-    rng = random.Random(99)
     src = tmp_path_factory.mktemp("acl") / "docs.jsonl"
-    records = []
-    for i in range(50):
-        acl = random_acl(rng)
-        if not (acl["public"] or acl["users"] or acl["groups"]):
-            acl["users"] = [rng.choice(USERS)]
-        records.append({"id": f"d{i}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 50))), "acl": acl})
+    records = acl_records(99, 50, 50)
     src.write_text("\n".join(json.dumps(r) for r in records))
     home = tmp_path_factory.mktemp("home")
     coll = Collection.create(home, "acl", PipelineConfig().with_overrides(
