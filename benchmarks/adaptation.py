@@ -34,7 +34,7 @@ from _common import CACHE, DATA, table, write_report  # noqa: E402
 
 from ragtune.adapt import AdaptConfig, adapt  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
-from ragtune.evaluate.beir import load_beir  # noqa: E402
+from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import doc_run, per_query, score_run  # noqa: E402
 from ragtune.index.versions import build_shadow  # noqa: E402
@@ -159,7 +159,7 @@ def main() -> None:
     adapters = AdapterRegistry(HOME)
 
     def train_qgen() -> dict:
-        from ragtune.evaluate.squad import load_squad
+        from ragtune.data.squad import load_squad
 
         examples = qg_training_examples(load_squad(DATA / "squad" / "dev-v1.1.json"), args.qgen_examples)
         with adapters.create("qgen", overwrite=True) as out:
@@ -254,7 +254,7 @@ best chunk. Test qrels are used only for the table below; the synthetic run chos
 
 def covidqa_part(log: dict, args) -> str:
     from ragtune.config import PipelineConfig
-    from ragtune.evaluate.squad import load_squad, squad_to_beir
+    from ragtune.data.squad import load_squad, squad_to_beir
     from ragtune.ingest.chunking import Chunker
     beir_dir = HOME / "covidqa-beir"
     pipeline = PipelineConfig()

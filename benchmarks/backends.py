@@ -35,7 +35,7 @@ from _common import CACHE, DATA, git_commit, machine, write_report  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.config import PipelineConfig, StoreConfig  # noqa: E402
-from ragtune.evaluate.beir import load_beir  # noqa: E402
+from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.evaluate.retrieval import evaluate_retrieval  # noqa: E402
 from ragtune.index import open_store  # noqa: E402
 from ragtune.index.base import Query  # noqa: E402

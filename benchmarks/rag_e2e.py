@@ -34,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, machine, write_report  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
-from ragtune.evaluate.answers import answer_rank, index_contexts, sample  # noqa: E402
+from ragtune.data.spans import answer_rank  # noqa: E402
+from ragtune.data.squad import sample  # noqa: E402
+from ragtune.ingest.datasets import index_contexts  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
-from ragtune.evaluate.squad import load_squad, split_by_article  # noqa: E402
+from ragtune.data.squad import load_squad, split_by_article  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.train.rag import RagTrainConfig, rag_examples, train_rag  # noqa: E402
 from ragtune.types import ServicePrincipal  # noqa: E402

@@ -25,7 +25,7 @@ from _common import CACHE, DATA, Timer, table, write_report  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.config import PipelineConfig, QueryConfig, StoreConfig  # noqa: E402
-from ragtune.evaluate.beir import load_beir  # noqa: E402
+from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import per_query, score_run  # noqa: E402
 from ragtune.evaluate.retrieval import evaluate_retrieval  # noqa: E402

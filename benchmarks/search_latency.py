@@ -26,7 +26,7 @@ from _common import CACHE, DATA, Timer, percentiles, table, write_report  # noqa
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.config import PipelineConfig, QueryConfig  # noqa: E402
-from ragtune.evaluate.beir import load_beir  # noqa: E402
+from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.index.base import Query  # noqa: E402
 from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402

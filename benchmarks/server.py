@@ -36,7 +36,7 @@ HOME = CACHE / "server-home"
 def corpus(n_docs: int) -> Path:
     import json
 
-    from ragtune.evaluate.beir import load_beir
+    from ragtune.data.beir import load_beir
 
     out = HOME / "source" / "scifact.jsonl"
     if not out.exists():
@@ -112,7 +112,7 @@ def main() -> None:
 
     from ragtune.collection import Collection
     from ragtune.config import PipelineConfig
-    from ragtune.evaluate.beir import load_beir
+    from ragtune.data.beir import load_beir
     from ragtune.ingest.sync import ingest
     from ragtune.retrieve import Searcher
     from ragtune.serve.keys import KeyStore

@@ -242,7 +242,7 @@ def test_reranker_trains_from_a_plain_encoder_and_plugs_into_search(scifact, tmp
 def test_question_writer_adapter_trains_saves_and_loads(local_generator, home):
     import torch
 
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
     from ragtune.models.adapters import AdapterRegistry
     from ragtune.models.generator import LocalGenerator
     from ragtune.synth.queries import qg_messages, qg_training_examples

@@ -56,8 +56,8 @@ def test_qa_metrics_and_abstention():
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data missing")
 def test_loaders_on_shared_data():
-    from ragtune.evaluate.beir import load_beir
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.beir import load_beir
+    from ragtune.data.squad import load_squad
 
     sf = load_beir(SHARED_DATA / "scifact", "test")
     assert (len(sf.corpus), len(sf.queries), sum(len(v) for v in sf.qrels.values())) == (5183, 300, 339)
@@ -69,7 +69,7 @@ def test_loaders_on_shared_data():
 
 
 def test_squad_v2_impossible_questions(tmp_path):
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
 
     path = tmp_path / "v2.json"
     path.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "Oslo is in Norway.", "qas": [
@@ -81,7 +81,7 @@ def test_squad_v2_impossible_questions(tmp_path):
 
 
 def test_one_article_split_over_entries_keeps_one_number_per_context(tmp_path):
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
 
     def entry(context, qid):
         return {"title": "T", "paragraphs": [{"context": context, "qas": [
@@ -106,7 +106,7 @@ def test_paired_significance_on_known_cases():
 
 
 def _scifact_slice(dst, n_queries=20, n_distractors=80):
-    from ragtune.evaluate.beir import load_beir
+    from ragtune.data.beir import load_beir
 
     ds = load_beir(SHARED_DATA / "scifact", "test")
     qids = sorted(ds.queries)[:n_queries]
@@ -204,8 +204,8 @@ def test_squad_importer_marks_the_chunk_holding_the_answer(tmp_path):
     from transformers import AutoTokenizer
 
     from ragtune.config import ChunkingConfig
-    from ragtune.evaluate.beir import load_beir
-    from ragtune.evaluate.squad import QAExample, squad_to_beir
+    from ragtune.data.beir import load_beir
+    from ragtune.data.squad import QAExample, squad_to_beir
     from ragtune.ingest.chunking import Chunker
     from ragtune.models.loading import resolve_model
 
@@ -247,7 +247,7 @@ def test_eval_qa_answers_through_a_collection(tmp_path, home, chat_server):
     from typer.testing import CliRunner
 
     from ragtune.cli import app
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
 
     path = tmp_path / "qa.json"
     path.write_text(json.dumps(QA_FILE))

@@ -18,7 +18,7 @@ SQUAD = SHARED_DATA / "squad" / "dev-v1.1.json"
 @pytest.fixture(scope="module")
 def qg_rows():
     """Four short prompt/completion rows (passage → question): a few seconds per training step."""
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
     from ragtune.synth.queries import qg_training_examples
 
     return qg_training_examples(load_squad(SQUAD), limit=4)
@@ -106,7 +106,7 @@ def test_merged_lora_equals_the_adapter_and_registry_cli_round_trip(qg_rows, loc
 
 
 def _squad_slice(n_articles: int = 3, per_article: int = 6) -> list:
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
 
     by_article: dict[str, list] = {}
     for ex in load_squad(SQUAD):
@@ -120,7 +120,7 @@ def _squad_slice(n_articles: int = 3, per_article: int = 6) -> list:
 
 def test_rag_sft_examples_are_the_answer_prompt_with_a_cited_gold_passage(make_collection, home, local_generator):
     from ragtune.answer.prompt import build_messages
-    from ragtune.evaluate.answers import index_contexts
+    from ragtune.ingest.datasets import index_contexts
     from ragtune.evaluate.qa import ABSTAIN, normalize_answer
     from ragtune.synth.sft import SFTDataConfig, SFTDataReport, rag_sft_examples
 
@@ -210,8 +210,8 @@ def test_reader_training_learns_spans(tmp_path):
 
 def test_synth_answers_with_the_local_teacher_keeps_only_verbatim_spans_and_resumes(make_collection, home,
                                                                                     local_generator, tmp_path):
-    from ragtune.evaluate.answers import index_contexts
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.ingest.datasets import index_contexts
+    from ragtune.data.squad import load_squad
     from ragtune.synth.answers import AnswerSynthConfig, synthesize_answers
 
     coll = make_collection("sa")
@@ -236,8 +236,8 @@ def test_synth_answers_cli_with_an_endpoint_teacher(make_collection, home, chat_
     the good ones become SQuAD answers at the right offsets."""
     import re
 
-    from ragtune.evaluate.answers import index_contexts
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.ingest.datasets import index_contexts
+    from ragtune.data.squad import load_squad
 
     replies = []
 

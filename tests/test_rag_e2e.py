@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.evaluate.answers import index_contexts
-from ragtune.evaluate.squad import QAExample
+from ragtune.ingest.datasets import index_contexts
+from ragtune.data.squad import QAExample
 from ragtune.train.rag import RagTrainConfig, rag_examples, step_loss, train_rag
 from ragtune.train.rag.index import TrainingIndex
 from ragtune.train.rag.trainer import load_rag_model

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from conftest import SHARED_DATA
-from ragtune.evaluate.beir import load_beir
+from ragtune.data.beir import load_beir
 from ragtune.evaluate.ir import doc_run, score_run
 from ragtune.ingest.sync import ingest
 from ragtune.retrieve import Searcher

@@ -278,7 +278,7 @@ def test_feedback_round_trip_and_export(server, tmp_path):
     out = tmp_path / "export"
     counts = json.loads(run_cli("feedback", "export", "--out", str(out), "--json", home=server.home).stdout)
     assert counts == {"feedback": 2, "squad": 2, "preferences": 2}
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
 
     squad = {ex.answers[0] for ex in load_squad(out / "squad.json")}
     assert "on the last working day of each month" in squad

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from ragtune.collection import Collection
-from ragtune.evaluate.beir import load_beir
+from ragtune.data.beir import load_beir
+from ragtune.errors import InputError
 from ragtune.evaluate.compare import compare_paired, plot_deltas
 from ragtune.evaluate.ir import doc_run, per_query, score_run
 from ragtune.synth.filters import FilterConfig, filter_queries
@@ -99,7 +100,7 @@ def compare_versions(collection: Collection, folder: str | Path, candidate: str,
     the user's labelled queries); qrels may name chunks or documents. ``plot``: per-question deltas (PNG)."""
     ds = load_beir(folder, split)
     if not ds.queries:
-        raise ValueError(f"{folder}: no {split} queries to compare index versions on")
+        raise InputError(f"{folder}: no {split} queries to compare index versions on")
     live = collection.live_version
     chunk_ids = {c["chunk_id"] for c in collection.chunks()}
     judged = {d for rel in ds.qrels.values() for d in rel}

@@ -30,14 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.config import ConfigError, PipelineConfig, ragtune_home
+from ragtune.errors import AlreadyExistsError, InputError, NotFoundError
 from ragtune.index.base import Store, StoreBusyError
-from ragtune.ingest.manifest import Manifest
 from ragtune.index.lock import OwnerLock
+from ragtune.ingest.manifest import Manifest
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class CollectionNotFoundError(LookupError):
+class CollectionNotFoundError(NotFoundError):
     pass
 
 
@@ -56,7 +57,7 @@ class Collection:
     def at_version(self, version: str) -> "Collection":
         """Another handle on this collection bound to index ``version`` (close it when done)."""
         if not (self.dir / "index" / version).exists() and version not in self.versions():
-            raise LookupError(f"collection {self.name!r} has no index version {version!r}; it has {sorted(self.versions())}")
+            raise NotFoundError(f"collection {self.name!r} has no index version {version!r}; it has {sorted(self.versions())}")
         view = Collection(self.dir, self.pipeline.model_copy(deep=True), version)
         if self._store is not None and view.index_dir == self.index_dir:
             # Versions that share vectors (a query-side adapter) share one open store: a second
@@ -71,7 +72,7 @@ class Collection:
         directory = _collections_dir(home) / _checked_name(name)
         if (directory / "pipeline.yaml").exists():
             if not exist_ok:
-                raise FileExistsError(f"collection {name!r} already exists at {directory}")
+                raise AlreadyExistsError(f"collection {name!r} already exists at {directory}")
             existing = cls.open(home, name)
             if pipeline is not None and pipeline.model_dump() != existing.pipeline.model_dump():
                 _check_compatible(existing.pipeline, pipeline, name)
@@ -207,7 +208,7 @@ def _collections_dir(home: str | Path | None) -> Path:
 
 def _checked_name(name: str) -> str:
     if not _NAME.match(name):
-        raise ValueError(
+        raise InputError(
             f"invalid collection name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ragtune.errors import InputError
+
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
@@ -241,7 +243,7 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override is invalid; the message names the file/field and the fix."""
 
 

@@ -36,7 +36,8 @@ from typing import Any
 
 from ragtune.answer.citations import strip_citations
 from ragtune.config import ragtune_home
-from ragtune.evaluate.qa import is_abstention
+from ragtune.data.text import is_abstention
+from ragtune.errors import InputError, NotFoundError
 
 RATINGS = ("up", "down")
 _SCHEMA = """
@@ -81,15 +82,15 @@ class FeedbackStore:
         """Store one piece of feedback on a recorded answer; returns its id. The caller checks
         that ``user`` may see the answer (the server answers 404 otherwise)."""
         if rating is not None and rating not in RATINGS:
-            raise ValueError(f"rating must be one of {', '.join(RATINGS)}, got {rating!r}")
+            raise InputError(f"rating must be one of {', '.join(RATINGS)}, got {rating!r}")
         if rating is None and not correction and not preferred_over and not comment:
-            raise ValueError("feedback needs at least one of rating, correction, preferred_over, comment")
+            raise InputError("feedback needs at least one of rating, correction, preferred_over, comment")
         if self.answer(answer_id) is None:
-            raise LookupError(f"no recorded answer {answer_id!r}")
+            raise NotFoundError(f"no recorded answer {answer_id!r}")
         if preferred_over is not None:
             other = self.answer(preferred_over)
             if other is None or preferred_over == answer_id:
-                raise LookupError(f"no other recorded answer {preferred_over!r} to prefer this one over")
+                raise NotFoundError(f"no other recorded answer {preferred_over!r} to prefer this one over")
         fid = uuid.uuid4().hex
         with self._lock:
             self._db.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -111,7 +112,7 @@ class FeedbackStore:
 
     def export(self, out_dir: str | Path) -> dict[str, int]:
         """Write squad.json, preferences.jsonl and feedback.jsonl; returns how many rows each got."""
-        from ragtune.evaluate.squad import QAExample, save_squad
+        from ragtune.data.squad import QAExample, save_squad
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ def _answer(row: tuple) -> dict[str, Any]:
 
 
 def _squad_example(fid: str, answer: dict[str, Any], target: str):
-    from ragtune.evaluate.squad import QAExample
+    from ragtune.data.squad import QAExample
 
     passages = answer["passages"]
     context = "\n\n".join(passages)

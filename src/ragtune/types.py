@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragtune.errors import InputError
+
 PUBLIC_TOKEN = "public"
 
 
@@ -49,7 +51,7 @@ class Acl:
             return cls()
         unknown = set(data) - {"public", "users", "groups"}
         if unknown:
-            raise ValueError(f"unknown ACL field(s) {sorted(unknown)}; expected public, users, groups")
+            raise InputError(f"unknown ACL field(s) {sorted(unknown)}; expected public, users, groups")
         return cls(
             public=bool(data.get("public", False)),
             users=tuple(_as_str_list(data.get("users"), "users")),
@@ -74,7 +76,7 @@ def _as_str_list(value: Any, name: str) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"ACL field {name!r} must be a string or a list of strings")
+        raise InputError(f"ACL field {name!r} must be a string or a list of strings")
     return list(value)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ragtune.errors import InputError
 from ragtune.types import Hit
 
 
@@ -40,7 +41,7 @@ def calibrate_threshold(answerable: list[float], unanswerable: list[float]) -> C
     """Threshold (midpoint between neighbouring observed scores) with the best balanced accuracy;
     ties go to the lower threshold, which abstains less."""
     if not answerable or not unanswerable:
-        raise ValueError("calibration needs both answerable and unanswerable held-out questions")
+        raise InputError("calibration needs both answerable and unanswerable held-out questions")
     values = sorted(set(answerable) | set(unanswerable))
     candidates = [values[0] - 1e-6] + [(a + b) / 2 for a, b in zip(values, values[1:])] + [values[-1] + 1e-6]
     best: Calibration | None = None

@@ -24,7 +24,8 @@ from ragtune.answer.extractive import Reader, Span, make_reader
 from ragtune.answer.prompt import Passage, build_messages, context_budget, pack_passages
 from ragtune.collection import Collection
 from ragtune.config import AnswerConfig
-from ragtune.evaluate.qa import ABSTAIN, is_abstention
+from ragtune.data.text import ABSTAIN, is_abstention
+from ragtune.errors import InputError
 from ragtune.models.generator import GenerationConfig, Generator
 from ragtune.retrieve import Searcher
 from ragtune.retrieve.strategies import expand, fuse
@@ -75,7 +76,7 @@ class Answerer:
         self.searcher = searcher or Searcher(collection)
         needed = {"generative": generator, "extractive": reader}[self.config.mode]
         if needed is None:
-            raise ValueError(f"answer.mode={self.config.mode} needs a "
+            raise InputError(f"answer.mode={self.config.mode} needs a "
                              f"{'generator' if self.config.mode == 'generative' else 'reader'}")
         self._tokens = generator if self.config.mode == "generative" else reader  # whose window bounds the context
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ragtune.errors import InputError
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 
 
@@ -115,7 +117,7 @@ class SpanReader:
         self.device = best_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         if not self.tokenizer.is_fast:
-            raise ValueError(f"reader {model}: needs a fast tokenizer (character offsets map answers back to text)")
+            raise InputError(f"reader {model}: needs a fast tokenizer (character offsets map answers back to text)")
         self.model = AutoModelForQuestionAnswering.from_pretrained(model, dtype=torch.float32).to(self.device).eval()
         self.max_answer_tokens, self.max_length, self.stride, self.batch_size = max_answer_tokens, max_length, stride, batch_size
         self.context_window = 1_000_000  # long passages are read in overlapping windows

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from ragtune.cli import adapt, adapters, ask, collections, eval, ingest, migrate, models, search, serve, synth, train
+from ragtune.cli import (
+    adapt,
+    adapters,
+    ask,
+    collections,
+    eval,
+    ingest,
+    migrate,
+    models,
+    search,
+    serve,
+    synth,
+    train,
+)
 from ragtune.cli.common import err
 
 app = typer.Typer(

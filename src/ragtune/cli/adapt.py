@@ -5,7 +5,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, SetOpt, err, print_json, progress_bars
+from ragtune.cli.common import (
+    CollectionOpt,
+    HomeOpt,
+    JsonOpt,
+    SetOpt,
+    err,
+    print_json,
+    progress_bars,
+)
 
 
 def adapt(
@@ -24,7 +32,8 @@ def adapt(
     """Domain-adapt retrieval with no labels: synthetic questions → filters → hard negatives →
     embedder training → shadow index → held-out comparison → promote if significantly better.
     Resumable: run it again with the same --run to continue after a stop."""
-    from ragtune.adapt import AdaptConfig, adapt as adapt_
+    from ragtune.adapt import AdaptConfig
+    from ragtune.adapt import adapt as adapt_
     from ragtune.collection import Collection
     from ragtune.models.generator import make_generator
     from ragtune.synth.queries import QueryGenConfig

@@ -6,7 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from ragtune.cli.common import HomeOpt, JsonOpt, SetOpt, err, fail, print_json, progress_bars
+from ragtune.cli.common import (
+    HomeOpt,
+    JsonOpt,
+    SetOpt,
+    err,
+    fail,
+    print_json,
+    progress_bars,
+)
 
 app = typer.Typer(help="Evaluate retrieval, answers and ingestion; compare runs.", no_args_is_help=True)
 
@@ -60,7 +68,7 @@ def qa(
     """Score answers against a SQuAD-format file: EM, F1, subset match, abstention; with -c the
     answers come from the collection's retrieve-then-answer path, with retrieval hit@k and
     latency per stage; with --predictions they come from a file."""
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
 
     if (collection is None) == (predictions is None):
         fail("give either -c COLLECTION (answer the questions) or --predictions FILE (score given answers)")
@@ -78,7 +86,9 @@ def _answer_and_score(dataset: Path, examples, collection: str, limit, seed: int
     from ragtune.answer import Answerer
     from ragtune.collection import Collection
     from ragtune.config import PipelineConfig
-    from ragtune.evaluate.answers import evaluate_answers, index_contexts, sample
+    from ragtune.data.squad import sample
+    from ragtune.evaluate.answers import evaluate_answers
+    from ragtune.ingest.datasets import index_contexts
 
     pipeline = PipelineConfig().with_overrides(set_) if set_ else None
     with Collection.create(home, collection, pipeline, exist_ok=True) as coll, progress_bars(disable=json_) as on_progress:

@@ -21,7 +21,13 @@ def ingest(
 ) -> None:
     """Sync a file or folder into a collection: only new or changed documents are embedded,
     deleted ones are removed. Creates the collection (bound to --config) on first use."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from ragtune.collection import Collection
     from ragtune.config import PipelineConfig

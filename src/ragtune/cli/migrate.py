@@ -4,7 +4,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, print_json, progress_bars
+from ragtune.cli.common import (
+    CollectionOpt,
+    HomeOpt,
+    JsonOpt,
+    print_json,
+    progress_bars,
+)
 
 
 def migrate(
@@ -18,7 +24,8 @@ def migrate(
     verified before it is kept. The source is left as it is."""
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
-    from ragtune.index.migrate import migrate as migrate_, store_config_for
+    from ragtune.index.migrate import migrate as migrate_
+    from ragtune.index.migrate import store_config_for
 
     with Collection.open(home, collection) as source:
         try:

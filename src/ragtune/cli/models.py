@@ -5,7 +5,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, print_json, progress_bars
+from ragtune.cli.common import (
+    CollectionOpt,
+    HomeOpt,
+    JsonOpt,
+    print_json,
+    progress_bars,
+)
 
 app = typer.Typer(help="Model and index versions of a collection: shadow, compare, promote, rollback.",
                   no_args_is_help=True)

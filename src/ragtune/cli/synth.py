@@ -5,7 +5,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, SetOpt, print_json, progress_bars
+from ragtune.cli.common import (
+    CollectionOpt,
+    HomeOpt,
+    JsonOpt,
+    SetOpt,
+    print_json,
+    progress_bars,
+)
 
 app = typer.Typer(help="Make training data from a collection's own text.", no_args_is_help=True)
 NameOpt = Annotated[str, typer.Option("--name", help="synthetic set: collections/<c>/synth/<name>/")]

@@ -5,7 +5,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, print_json, progress_bars
+from ragtune.cli.common import (
+    CollectionOpt,
+    HomeOpt,
+    JsonOpt,
+    print_json,
+    progress_bars,
+)
 
 # Options every training command shares.
 EpochsOpt = Annotated[float, typer.Option(help="passes over the training data")]
@@ -124,7 +130,7 @@ def qgen(
     """LoRA-tune the local LLM to write the question a passage answers (SQuAD pairs), as a named
     adapter for `ragtune synth queries --set generator.adapter=NAME`."""
     from ragtune.cli.common import fail
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad
     from ragtune.models.adapters import AdapterRegistry
     from ragtune.synth.queries import qg_training_examples
     from ragtune.train.generator import GeneratorTrainConfig, train_generator
@@ -227,8 +233,8 @@ def _sft_rows(coll, data: Path, base: str, limit, eval_fraction: float, unanswer
     from transformers import AutoConfig, AutoTokenizer
 
     from ragtune.cli.common import fail
-    from ragtune.evaluate.answers import index_contexts, sample
-    from ragtune.evaluate.squad import load_squad, split_by_article
+    from ragtune.data.squad import load_squad, sample, split_by_article
+    from ragtune.ingest.datasets import index_contexts
     from ragtune.synth.sft import SFTDataConfig, SFTDataReport, rag_sft_examples
     from ragtune.train.generator import base_model_path
 
@@ -278,8 +284,7 @@ def reader(
     --apply the collection answers by reading spans with it."""
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
-    from ragtune.evaluate.answers import sample
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad, sample
     from ragtune.models.registry import ModelRegistry
     from ragtune.train.reader import ReaderTrainConfig, train_reader
 
@@ -339,8 +344,8 @@ def rag(
     and a generator adapter (`ragtune ask --adapter NAME`)."""
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
-    from ragtune.evaluate.answers import index_contexts, sample
-    from ragtune.evaluate.squad import load_squad
+    from ragtune.data.squad import load_squad, sample
+    from ragtune.ingest.datasets import index_contexts
     from ragtune.models.adapters import AdapterRegistry
     from ragtune.train.rag import RagTrainConfig, rag_examples, train_rag
 

@@ -12,8 +12,8 @@ answer scores it reports, per question:
 - the answer is scored without its ``[n]`` citation markers (they are not part of the span);
 - latency of every stage (rewrite, retrieve, prompt, generate or read).
 
-The dataset's contexts are indexed into the collection as documents ``<article>-p<paragraph>``
-(incremental: a re-run embeds nothing new). The run directory holds ``answers.jsonl`` in the
+The dataset's contexts are indexed into the collection first (``ragtune.ingest.datasets.index_contexts``,
+as documents ``<article>-p<paragraph>``; incremental: a re-run embeds nothing new). The run directory holds ``answers.jsonl`` in the
 format ``ragtune eval judge`` reads, so an LLM judge can grade the same answers.
 
 Example:
@@ -25,67 +25,19 @@ Example:
 from __future__ import annotations
 
 import json
-import random
 import statistics
 from pathlib import Path
 from typing import Callable
 
 from ragtune.answer.answerer import Answer, Answerer
 from ragtune.answer.citations import strip_citations
-from ragtune.collection import Collection
 from ragtune.config import ragtune_home
-from ragtune.evaluate.qa import normalize_answer, score_answer, score_answers
+from ragtune.data.spans import answer_rank
+from ragtune.data.squad import QAExample
+from ragtune.data.text import normalize_answer
+from ragtune.evaluate.qa import score_answer, score_answers
 from ragtune.evaluate.runs import RunDir, markdown_table
-from ragtune.evaluate.squad import QAExample
-from ragtune.ingest.sync import IngestReport, ingest
-from ragtune.types import Acl, Hit, Principal
-
-
-def context_doc_id(ex: QAExample) -> str:
-    return f"{ex.article_id}-p{ex.paragraph_index}"
-
-
-def index_contexts(collection: Collection, examples: list[QAExample], name: str, home: str | Path | None = None,
-                   on_progress: Callable[[str, int, int], None] | None = None) -> IngestReport:
-    """Index each distinct context once, as a public document (a stable corpus file under
-    ``$RAGTUNE_HOME/datasets/<name>/`` so that re-runs are incremental)."""
-    folder = ragtune_home(home) / "datasets" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    seen, lines = set(), []
-    for ex in examples:
-        doc_id = context_doc_id(ex)
-        if doc_id not in seen:
-            seen.add(doc_id)
-            lines.append(json.dumps({"_id": doc_id, "title": ex.title, "text": ex.context}))
-    corpus = folder / "corpus.jsonl"
-    text = "\n".join(lines) + "\n"
-    if not corpus.exists() or corpus.read_text() != text:
-        corpus.write_text(text)
-    report = ingest(collection, folder, Acl(public=True), on_progress)
-    if report.failed:
-        raise ValueError(f"{report.failed} contexts failed to index, e.g. {report.failures[0]}")
-    return report
-
-
-def sample(examples: list[QAExample], limit: int | None, seed: int = 0) -> list[QAExample]:
-    """A reproducible random sample (all of them when ``limit`` is None or large enough)."""
-    if limit is None or limit >= len(examples):
-        return list(examples)
-    return sorted(random.Random(seed).sample(examples, limit), key=lambda ex: ex.id)
-
-
-def answer_rank(hits: list[Hit], ex: QAExample) -> int | None:
-    """1-based rank of the first retrieved chunk that holds a gold answer span, else None."""
-    doc = context_doc_id(ex)
-    for rank, hit in enumerate(hits, start=1):
-        if hit.doc_id != doc:
-            continue
-        for text, start in zip(ex.answers, ex.answer_starts):
-            end = start + len(text)
-            overlap = min(end, hit.end) - max(start, hit.start)
-            if overlap >= len(text) or (len(text) and overlap >= len(text) / 2):
-                return rank
-    return None
+from ragtune.types import Principal
 
 
 def answer_in_context(answer: Answer, golds: list[str]) -> bool:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.errors import InputError
+
 
 @dataclass
 class Comparison:
@@ -43,7 +45,7 @@ def compare_paired(a: dict[str, float], b: dict[str, float], resamples: int = 10
 
     common = sorted(set(a) & set(b))
     if len(common) < 2:
-        raise ValueError(f"need at least 2 shared queries to compare, got {len(common)}")
+        raise InputError(f"need at least 2 shared queries to compare, got {len(common)}")
     x = np.array([a[q] for q in common])
     y = np.array([b[q] for q in common])
     d = y - x

@@ -24,6 +24,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ragtune.errors import InputError
+
 Complete = Callable[[list[dict[str, str]], float], str]
 
 FAITHFULNESS = """You are grading a question-answering system. Judge ONLY whether the ANSWER is supported by the CONTEXT (not whether it is true in general).
@@ -87,7 +89,7 @@ def parse_score(reply: str) -> tuple[int, str] | None:
 class Judge:
     def __init__(self, complete: Complete, repeats: int = 1, retries: int = 2, temperature: float = 0.0):
         if repeats < 1:
-            raise ValueError("repeats must be at least 1")
+            raise InputError("repeats must be at least 1")
         self.complete = complete
         self.repeats = repeats
         self.retries = retries

@@ -1,9 +1,8 @@
 """QA metrics: SQuAD exact match and token F1 (the official normalisation), subset match,
 and abstention precision / recall.
 
-``normalize_answer`` follows the official SQuAD v1.1 evaluation script exactly: lower-case,
-drop punctuation, drop the articles a/an/the, collapse whitespace. Each score is the max over
-the gold answers, as in that script.
+Answers are compared after ``ragtune.data.text.normalize_answer`` (the official SQuAD v1.1
+normalisation). Each score is the max over the gold answers, as in that script.
 
 Example:
     >>> from ragtune.evaluate.qa import exact_match, f1, subset_match
@@ -15,21 +14,10 @@ Example:
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from dataclasses import dataclass
 
-ABSTAIN = "I don't know"
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation)
-
-
-def normalize_answer(s: str) -> str:
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
+from ragtune.data.text import ABSTAIN, is_abstention, normalize_answer
 
 
 def exact_match(prediction: str, golds: list[str]) -> float:
@@ -55,10 +43,6 @@ def subset_match(prediction: str, golds: list[str]) -> float:
     """1 if a normalised gold answer occurs inside the normalised prediction (token-aligned)."""
     p = f" {normalize_answer(prediction)} "
     return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in p for g in golds))
-
-
-def is_abstention(prediction: str) -> bool:
-    return normalize_answer(prediction).startswith(normalize_answer(ABSTAIN)) or not prediction.strip()
 
 
 @dataclass
@@ -103,3 +87,7 @@ def score_answers(predictions: list[str], golds: list[list[str]]) -> QAScores:
         abstention_recall=right / n_unans if n_unans else None,
         answered_rate=1 - n_abst / len(per) if per else 0.0,
     )
+
+
+__all__ = ["ABSTAIN", "QAScores", "exact_match", "f1", "is_abstention", "normalize_answer", "score_answer",
+           "score_answers", "subset_match"]

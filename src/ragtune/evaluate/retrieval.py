@@ -15,10 +15,10 @@ from typing import Callable
 
 from ragtune.collection import Collection
 from ragtune.config import PipelineConfig, ragtune_home
-from ragtune.evaluate.beir import load_beir
+from ragtune.data.beir import load_beir
+from ragtune.data.trec import write_run
 from ragtune.evaluate.ir import DEFAULT_MEASURES, doc_run, per_query, score_run
 from ragtune.evaluate.runs import RunDir, markdown_table
-from ragtune.evaluate.trec import write_run
 from ragtune.ingest.sync import ingest
 from ragtune.retrieve import Searcher
 from ragtune.types import Acl, Principal

@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ragtune.errors import MissingInputError
+
 PerQuery = dict[str, dict[str, dict[str, float]]]  # system -> measure -> query id -> value
 
 
@@ -48,7 +50,7 @@ class RunDir:
     def open(cls, path: str | Path) -> "RunDir":
         path = Path(path)
         if not (path / "metrics.json").is_file():
-            raise FileNotFoundError(f"{path}: not an evaluation run directory (no metrics.json)")
+            raise MissingInputError(f"{path}: not an evaluation run directory (no metrics.json)")
         return cls(path)
 
     @property

@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from ragtune.errors import BusyError
+
 Mode = Literal["dense", "bm25", "hybrid"]
 
 
@@ -53,7 +55,7 @@ class StoreHit:
     scores: dict[str, float] = field(default_factory=dict)  # per retriever: cosine (dense), BM25
 
 
-class StoreBusyError(RuntimeError):
+class StoreBusyError(BusyError):
     """The store is owned by another live process; the message names it."""
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from ragtune.config import StoreConfig
+from ragtune.errors import InputError
 from ragtune.index.base import Store
 
 BACKENDS = ("qdrant-edge", "qdrant", "pgvector")
@@ -38,7 +39,7 @@ def open_store(config: StoreConfig, path: str | Path, dim: int) -> Store:
         _record(path, {"backend": "pgvector", "url": _without_password(config.url) if config.url else "embedded",
                        "table": table})
         return PgVectorStore.open(path, dim=dim, config=config, table=table, pgdata=_home_of(path) / "postgres")
-    raise ValueError(f"unknown store backend {config.backend!r}; use one of {', '.join(BACKENDS)}")
+    raise InputError(f"unknown store backend {config.backend!r}; use one of {', '.join(BACKENDS)}")
 
 
 def drop_store(config: StoreConfig, path: str | Path, dim: int) -> None:

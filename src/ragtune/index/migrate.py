@@ -31,6 +31,7 @@ import numpy as np
 
 from ragtune.collection import Collection
 from ragtune.config import StoreConfig
+from ragtune.errors import InputError
 from ragtune.index.versions import PAYLOAD_FIELDS, write_points
 
 
@@ -44,7 +45,7 @@ def store_config_for(target: str, base: StoreConfig | None = None) -> StoreConfi
         return StoreConfig(**keep, backend="qdrant", url=target.removeprefix("qdrant+"))
     if target.startswith(("postgresql://", "postgres://")):
         return StoreConfig(**keep, backend="pgvector", url=target)
-    raise ValueError(f"unknown backend {target!r}: use qdrant-edge, qdrant, qdrant+http(s)://HOST:PORT, pgvector "
+    raise InputError(f"unknown backend {target!r}: use qdrant-edge, qdrant, qdrant+http(s)://HOST:PORT, pgvector "
                      "or postgresql://USER@HOST:PORT/DB")
 
 

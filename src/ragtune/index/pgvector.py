@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ragtune.config import StoreConfig
+from ragtune.errors import InputError
 from ragtune.index.base import Query, StoredChunk, StoreHit
 from ragtune.index.fusion import fuse
 
@@ -100,7 +101,7 @@ class PgVectorStore:
                                 (t,)).fetchone()
         if row is not None:
             if row[0] != dim:
-                raise ValueError(f"table {t} holds {row[0]}-d vectors but the embedder makes {dim}-d ones")
+                raise InputError(f"table {t} holds {row[0]}-d vectors but the embedder makes {dim}-d ones")
             return
         m, ef = self.config.hnsw_m, self.config.hnsw_ef_construct
         with self.conn.transaction():

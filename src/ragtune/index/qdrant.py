@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ragtune.config import StoreConfig
+from ragtune.errors import InputError
 from ragtune.index.base import Query, StoredChunk, StoreHit
 from ragtune.index.fusion import add_ranks
 from ragtune.index.lock import OwnerLock
@@ -86,7 +87,7 @@ class QdrantStore:
         if self.client.collection_exists(self.name):
             size = self.client.get_collection(self.name).config.params.vectors[DENSE].size
             if size != dim:
-                raise ValueError(f"Qdrant collection {self.name!r} holds {size}-d vectors but the embedder makes {dim}-d ones")
+                raise InputError(f"Qdrant collection {self.name!r} holds {size}-d vectors but the embedder makes {dim}-d ones")
             return
         self.client.create_collection(
             self.name,

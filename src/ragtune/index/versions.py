@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ragtune.collection import Collection
+from ragtune.errors import NotFoundError, StateError
 from ragtune.index.base import StoredChunk
 
 PAYLOAD_FIELDS = ["chunk_id", "doc_id", "doc_hash", "text", "title", "start", "end", "headings", "parent_text",
@@ -133,9 +134,9 @@ def promote(collection: Collection, version: str, reason: str = "") -> None:
     ensure_live_recorded(collection)
     versions = collection.versions()
     if version not in versions:
-        raise LookupError(f"collection {collection.name!r} has no index version {version!r}; it has {sorted(versions)}")
+        raise NotFoundError(f"collection {collection.name!r} has no index version {version!r}; it has {sorted(versions)}")
     if versions[version].get("state", "ready") != "ready":
-        raise ValueError(f"index version {version} is not ready (state {versions[version]['state']}); build a new shadow")
+        raise StateError(f"index version {version} is not ready (state {versions[version]['state']}); build a new shadow")
     if version == collection.live_version:
         return
     _check_same_chunks(collection, version)
@@ -151,7 +152,7 @@ def rollback(collection: Collection, reason: str = "") -> str:
         elif entry["action"] == "rollback" and stack:
             stack.pop()
     if not stack:
-        raise ValueError(f"nothing to roll back to: no promotion of {collection.name!r} is left to undo")
+        raise StateError(f"nothing to roll back to: no promotion of {collection.name!r} is left to undo")
     _switch(collection, stack[-1], "rollback", reason)
     return stack[-1]
 
@@ -162,7 +163,7 @@ def _check_same_chunks(collection: Collection, version: str) -> None:
     with handle(collection, version) as other:
         b = {p["point_id"] for p in other.store.scroll_payloads(["doc_id"])}
     if a != b:
-        raise ValueError(f"index version {version} no longer matches the live index ({len(a - b)} chunks missing, "
+        raise StateError(f"index version {version} no longer matches the live index ({len(a - b)} chunks missing, "
                          f"{len(b - a)} extra): documents changed since it was built; build a new shadow")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from ragtune.collection import Collection
+from ragtune.errors import StateError
 from ragtune.index.base import StoredChunk
 from ragtune.ingest.chunking import Chunker
 from ragtune.ingest.loaders import load_file, loader_for, meta_hash
@@ -68,7 +69,7 @@ def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Prog
     its own (JSON/JSONL records may have an ``acl`` field)."""
     if collection.version != collection.live_version:
         # The manifest is shared by all versions: it must describe the index queries are served from.
-        raise ValueError(f"ingest writes to the live index ({collection.live_version}), not to version "
+        raise StateError(f"ingest writes to the live index ({collection.live_version}), not to version "
                          f"{collection.version}; open the collection without a version")
     started = time.perf_counter()
     root = Path(path).resolve()

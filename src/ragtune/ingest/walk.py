@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from ragtune.errors import MissingInputError
+
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -37,7 +39,7 @@ def walk(root: Path, include: list[str], exclude: list[str]) -> list[SourceFile]
     if root.is_file():
         return [SourceFile(root, root.name)]
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such file or directory")
+        raise MissingInputError(f"{root}: no such file or directory")
     if is_beir_folder(root):
         return [SourceFile(root / "corpus.jsonl", f"{root.name}/corpus.jsonl")]
     out = []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ragtune.config import ragtune_home
+from ragtune.errors import AlreadyExistsError, InputError
 from ragtune.models.registry import FolderRegistry
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -35,9 +36,9 @@ class AdapterRegistry(FolderRegistry):
     def create(self, name: str, overwrite: bool = False) -> Iterator[Path]:
         """Yield a folder to write the adapter into; it replaces ``name`` only if the block succeeds."""
         if not _NAME.match(name):
-            raise ValueError(f"adapter name {name!r}: use letters, digits, '.', '_' or '-'")
+            raise InputError(f"adapter name {name!r}: use letters, digits, '.', '_' or '-'")
         if (self.root / name).exists() and not overwrite:
-            raise FileExistsError(f"adapter {name!r} exists; pick another name or delete it first")
+            raise AlreadyExistsError(f"adapter {name!r} exists; pick another name or delete it first")
         with self._atomic(name) as folder:
             yield folder
 

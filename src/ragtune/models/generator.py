@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from ragtune.config import ragtune_home
+from ragtune.errors import UpstreamError
 
 Messages = list[dict[str, str]]
 PACKAGED_GGUF = {
@@ -58,7 +59,7 @@ class Generator(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
-class GeneratorError(RuntimeError):
+class GeneratorError(UpstreamError):
     """A backend could not produce text; the message says which backend and why."""
 
 

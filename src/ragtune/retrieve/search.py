@@ -28,6 +28,7 @@ from typing import Any
 
 from ragtune.collection import Collection
 from ragtune.config import QueryConfig
+from ragtune.errors import InputError
 from ragtune.index.base import Query, StoreHit
 from ragtune.types import Hit, Principal
 
@@ -52,7 +53,7 @@ class Searcher:
         with_ranks: bool = True,
     ) -> list[Hit]:
         if not text or not text.strip():
-            raise ValueError("empty query")
+            raise InputError("empty query")
         cfg = self.config
         mode = mode or cfg.mode
         k = k or cfg.k

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from ragtune.errors import InputError
 from ragtune.models.generator import GenerationConfig, Generator
 from ragtune.types import Hit
 
@@ -44,7 +45,7 @@ def expand(question: str, strategy: str, generator: Generator | None, limit: int
         return [question]
     template = {"decompose": DECOMPOSE, "multi_query": MULTI_QUERY}.get(strategy)
     if template is None:
-        raise ValueError(f"unknown query strategy {strategy!r}; use plain, decompose or multi_query")
+        raise InputError(f"unknown query strategy {strategy!r}; use plain, decompose or multi_query")
     try:
         reply = generator.generate([{"role": "user", "content": template.format(n=limit, question=question)}],
                                    GenerationConfig(max_new_tokens=96, repetition_penalty=1.15)).text

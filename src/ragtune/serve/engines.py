@@ -23,7 +23,12 @@ from typing import Iterator
 import numpy as np
 
 from ragtune.config import GeneratorConfig
-from ragtune.models.generator import GenerationConfig, Generator, Messages, make_generator
+from ragtune.models.generator import (
+    GenerationConfig,
+    Generator,
+    Messages,
+    make_generator,
+)
 
 
 class Busy(RuntimeError):

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from ragtune.collection import Collection
-from ragtune.evaluate.qa import normalize_answer
+from ragtune.data import beir
+from ragtune.data.text import normalize_answer
+from ragtune.errors import MissingInputError
 from ragtune.retrieve import Searcher
 from ragtune.types import ServicePrincipal
 
@@ -79,9 +81,9 @@ def filter_queries(collection: Collection, folder: str | Path, config: FilterCon
     config = config or FilterConfig()
     folder = Path(folder)
     if not (folder / "queries.jsonl").exists():
-        raise FileNotFoundError(f"{folder}: no queries.jsonl; generate questions first (`ragtune synth queries`)")
-    corpus = {r["_id"]: r for r in map(json.loads, (folder / "corpus.jsonl").read_text().splitlines())}
-    candidates = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines() if line.strip()]
+        raise MissingInputError(f"{folder}: no queries.jsonl; generate questions first (`ragtune synth queries`)")
+    corpus = beir.read_corpus(folder)
+    candidates = beir.read_queries(folder)
     report = FilterReport(candidates=len(candidates))
     seen: set[str] = set()
     survivors = []
@@ -112,14 +114,11 @@ def filter_queries(collection: Collection, folder: str | Path, config: FilterCon
         if on_progress:
             on_progress("round trip", n, len(survivors))
     report.kept = len(kept)
-    qrels = folder / "qrels"
-    qrels.mkdir(exist_ok=True)
-    lines = {"train": ["query-id\tcorpus-id\tscore"], "dev": ["query-id\tcorpus-id\tscore"]}
+    sides: dict[str, list[tuple[str, str, int]]] = {"train": [], "dev": []}
     for q in kept:
         side = "dev" if is_dev(q["metadata"]["doc_id"], config.dev_fraction) else "train"
-        lines[side].append(f"{q['_id']}\t{q['metadata']['chunk_id']}\t1")
-    for side, rows in lines.items():
-        (qrels / f"{side}.tsv").write_text("\n".join(rows) + "\n")
-    report.train, report.dev = len(lines["train"]) - 1, len(lines["dev"]) - 1
+        sides[side].append((q["_id"], q["metadata"]["chunk_id"], 1))
+    report.train = beir.write_qrels(folder, "train", sides["train"])
+    report.dev = beir.write_qrels(folder, "dev", sides["dev"])
     (folder / "filter_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ragtune.collection import Collection
-from ragtune.evaluate.beir import load_beir
+from ragtune.data.beir import load_beir, read_corpus
 from ragtune.index.base import Query
 
 
@@ -45,10 +45,7 @@ def mine_negatives(collection: Collection, folder: str | Path, split: str = "tra
     config = config or MiningConfig()
     folder = Path(folder)
     ds = load_beir(folder, split)
-    meta = {}
-    for line in (folder / "corpus.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        meta[r["_id"]] = r["metadata"]
+    meta = {doc_id: r.get("metadata", {}) for doc_id, r in read_corpus(folder).items()}
     tokens = collection.acl_tokens()
     embedder, store = collection.embedder, collection.store
     stats = {"queries": 0, "with_negatives": 0, "negatives": 0, "dropped_margin": 0, "dropped_same_document": 0}
@@ -102,11 +99,7 @@ def _doc_of(chunk_id: str, meta: dict) -> str:
 
 
 def _texts(folder: Path) -> dict[str, str]:
-    out = {}
-    for line in (folder / "corpus.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        out[r["_id"]] = r["text"]
-    return out
+    return {doc_id: r["text"] for doc_id, r in read_corpus(folder).items()}
 
 
 def training_rows(folder: str | Path, split: str = "train", num_negatives: int = 1,

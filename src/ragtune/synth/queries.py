@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ragtune.collection import Collection
+from ragtune.data import beir
 from ragtune.models.generator import GenerationConfig, Generator
 
 QG_SYSTEM = "You write the questions people type into a search box."
@@ -72,10 +72,9 @@ def select_chunks(all_chunks: list[dict], config: QueryGenConfig) -> list[dict]:
 def write_corpus(chunks: list[dict], folder: Path) -> None:
     # The document side is the text the index embeds (title/heading prefix included), so a model
     # trained on these pairs sees documents exactly as it will at search time.
-    with (folder / "corpus.jsonl").open("w") as f:
-        for c in chunks:
-            f.write(json.dumps({"_id": c["chunk_id"], "title": "", "text": c.get("search_text") or c["text"],
-                                "metadata": {"doc_id": c["doc_id"], "point_id": c["point_id"]}}) + "\n")
+    beir.write_corpus(folder, (beir.corpus_record(c["chunk_id"], c.get("search_text") or c["text"],
+                                                  metadata={"doc_id": c["doc_id"], "point_id": c["point_id"]})
+                               for c in chunks))
 
 
 def generate_queries(collection: Collection, generator: Generator, folder: str | Path,
@@ -92,11 +91,9 @@ def generate_queries(collection: Collection, generator: Generator, folder: str |
     queries_path = folder / "queries.jsonl"
     done = set()
     total = 0
-    if queries_path.exists():
-        for line in queries_path.read_text().splitlines():
-            if line.strip():
-                done.add(json.loads(line)["metadata"]["chunk_id"])
-                total += 1
+    for record in beir.read_queries(folder):
+        done.add(record["metadata"]["chunk_id"])
+        total += 1
     todo = [c for c in chunks if c["chunk_id"] not in done]
     finished = len(chunks) - len(todo)
     batched = hasattr(generator, "generate_batch")  # the local model; endpoints batch server-side
@@ -114,13 +111,12 @@ def generate_queries(collection: Collection, generator: Generator, folder: str |
                          else [generator.generate(prompts[0], gen_cfg).text])
                 for j, text in enumerate(texts):
                     replies[j].append(text)
-            for chunk, texts in zip(part, replies):
-                for i, reply in enumerate(texts):
-                    out.write(json.dumps({"_id": f"{chunk['chunk_id']}/q{i}", "text": first_question(reply),
-                                          "metadata": {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"],
-                                                       "generator": generator.name}}) + "\n")
-                    total += 1
-            out.flush()  # a stopped run keeps every finished chunk
+            records = [beir.query_record(f"{chunk['chunk_id']}/q{i}", first_question(reply),
+                                         {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"],
+                                          "generator": generator.name})
+                       for chunk, texts in zip(part, replies) for i, reply in enumerate(texts)]
+            beir.append_queries(out, records)  # flushed: a stopped run keeps every finished chunk
+            total += len(records)
             finished += len(part)
             if on_progress:
                 on_progress("chunks", finished, len(chunks))

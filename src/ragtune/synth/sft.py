@@ -25,9 +25,9 @@ from typing import Callable
 from ragtune.answer.prompt import Passage, build_messages, context_budget, pack_passages
 from ragtune.collection import Collection
 from ragtune.config import AnswerConfig
-from ragtune.evaluate.answers import answer_rank, context_doc_id
-from ragtune.evaluate.qa import ABSTAIN, normalize_answer
-from ragtune.evaluate.squad import QAExample
+from ragtune.data.spans import answer_rank, context_doc_id
+from ragtune.data.squad import QAExample
+from ragtune.data.text import ABSTAIN, normalize_answer
 from ragtune.retrieve import Searcher
 from ragtune.types import Hit, ServicePrincipal
 
@@ -59,7 +59,7 @@ def rag_sft_examples(collection: Collection, examples: list[QAExample], count: C
     """prompt/completion rows (chat messages) for ``ragtune.train.generator.train_generator``.
 
     The collection must hold the examples' contexts as documents ``<article>-p<paragraph>``
-    (:func:`ragtune.evaluate.answers.index_contexts`)."""
+    (:func:`ragtune.ingest.datasets.index_contexts`)."""
     config = config or SFTDataConfig()
     answer_config = answer_config or collection.pipeline.answer
     report = report if report is not None else SFTDataReport()

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ragtune.errors import InputError
+
 
 @dataclass
 class EmbedderTrainConfig:
@@ -68,16 +70,21 @@ def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | P
                    config: EmbedderTrainConfig | None = None, device: str | None = None) -> TrainResult:
     """Train on ``rows`` (columns anchor, positive, optional negative_1..n) and save to ``out_dir``."""
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        MultipleNegativesRankingLoss,
+    )
 
     from ragtune.models.loading import best_device, sentence_transformer
     from ragtune.train import run_trainer
 
     config = config or EmbedderTrainConfig()
     if not rows:
-        raise ValueError("no training rows: generate and filter synthetic queries first")
+        raise InputError("no training rows: generate and filter synthetic queries first")
     import copy
 
     # A private copy: the loader's cached model is shared by every search in this process.

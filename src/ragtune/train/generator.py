@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragtune.errors import InputError
 from ragtune.train import run_trainer
 from ragtune.train.embedder import TrainResult
 from ragtune.train.methods import get_method
@@ -77,7 +78,7 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
 
     config = config or GeneratorTrainConfig()
     if not examples:
-        raise ValueError("no training examples")
+        raise InputError("no training examples")
     method = get_method(config.method)
     path = base_model_path(base_model, home)
     device = best_device(device)

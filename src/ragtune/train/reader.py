@@ -8,7 +8,7 @@ Such windows far outnumber answer windows in long articles, so they are sampled 
 ``negatives_per_positive`` per answer window.
 
 Example:
-    >>> from ragtune.evaluate.squad import load_squad
+    >>> from ragtune.data.squad import load_squad
     >>> from ragtune.train.reader import ReaderTrainConfig, train_reader
     >>> train_reader("all-MiniLM-L6-v2", load_squad("train.json"), "models/reader", ReaderTrainConfig(max_steps=50))  # doctest: +SKIP
     >>> # then: ragtune ask --set answer.mode=extractive --set reader.model=models/reader ...
@@ -21,7 +21,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ragtune.evaluate.squad import QAExample
+from ragtune.data.squad import QAExample
+from ragtune.errors import InputError
 from ragtune.train import run_trainer
 from ragtune.train.embedder import TrainResult
 
@@ -74,7 +75,12 @@ def train_reader(base_model: str, examples: list[QAExample], out_dir: str | Path
                  config: ReaderTrainConfig | None = None, device: str | None = None) -> TrainResult:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+    )
 
     from ragtune.models.loading import best_device, resolve_model
 
@@ -83,7 +89,7 @@ def train_reader(base_model: str, examples: list[QAExample], out_dir: str | Path
     tokenizer = AutoTokenizer.from_pretrained(path)
     rows = reader_features(tokenizer, examples, config)
     if not rows:
-        raise ValueError("no training windows: the examples are empty")
+        raise InputError("no training windows: the examples are empty")
     model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
     with tempfile.TemporaryDirectory(prefix="ragtune-reader-") as scratch:
         args = TrainingArguments(

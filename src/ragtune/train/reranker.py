@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ragtune.errors import InputError
 from ragtune.train import run_trainer
 from ragtune.train.embedder import TrainResult
 
@@ -50,7 +51,11 @@ def train_reranker(base_model: str, rows: list[dict[str, str]], out_dir: str | P
                    config: RerankerTrainConfig | None = None, device: str | None = None) -> TrainResult:
     """Train on (anchor, positive, negative_1..n) rows; rows need at least one negative each."""
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from ragtune.models.loading import best_device, resolve_model
@@ -58,7 +63,7 @@ def train_reranker(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     config = config or RerankerTrainConfig()
     pairs = labelled_pairs(rows)
     if not any(p["label"] == 0.0 for p in pairs):
-        raise ValueError("reranker training needs hard negatives: run `ragtune synth negatives` first")
+        raise InputError("reranker training needs hard negatives: run `ragtune synth negatives` first")
     model = CrossEncoder(resolve_model(base_model), num_labels=1, max_length=config.max_length,
                          device=best_device(device))
     n_pos = sum(p["label"] == 1.0 for p in pairs)

@@ -12,7 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ragtune.ingest.loaders.base import LoadError, LoadFailure, LoadResult, content_hash, meta_hash
+from ragtune.ingest.loaders.base import (
+    LoadError,
+    LoadFailure,
+    LoadResult,
+    content_hash,
+    meta_hash,
+)
 from ragtune.ingest.loaders.docx import load_docx
 from ragtune.ingest.loaders.html import load_html
 from ragtune.ingest.loaders.pdf import load_pdf

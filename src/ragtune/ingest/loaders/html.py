@@ -6,7 +6,12 @@ from pathlib import Path
 
 from bs4 import BeautifulSoup
 
-from ragtune.ingest.loaders.base import LoadError, LoadResult, file_document, read_text_file
+from ragtune.ingest.loaders.base import (
+    LoadError,
+    LoadResult,
+    file_document,
+    read_text_file,
+)
 
 _DROP = ["script", "style", "noscript", "template", "svg", "nav", "header", "footer", "form", "iframe"]
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}

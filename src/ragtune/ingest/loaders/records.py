@@ -12,7 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ragtune.ingest.loaders.base import LoadError, LoadFailure, LoadResult, file_document, read_text_file
+from ragtune.ingest.loaders.base import (
+    LoadError,
+    LoadFailure,
+    LoadResult,
+    file_document,
+    read_text_file,
+)
 from ragtune.types import Acl, Document
 
 TEXT_FIELDS = ("text", "content", "body")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ragtune.ingest.loaders.base import LoadError, LoadResult, file_document, read_text_file
+from ragtune.ingest.loaders.base import (
+    LoadError,
+    LoadResult,
+    file_document,
+    read_text_file,
+)
 
 _MD_TITLE = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 

@@ -15,6 +15,7 @@ import importlib
 import pkgutil
 from functools import cache
 
+from ragtune.errors import InputError
 from ragtune.train.methods.base import TuningMethod
 
 
@@ -36,7 +37,7 @@ def get_method(name: str) -> TuningMethod:
     try:
         return _methods()[name]
     except KeyError:
-        raise ValueError(f"unknown fine-tuning method {name!r}; use one of {', '.join(method_names())}") from None
+        raise InputError(f"unknown fine-tuning method {name!r}; use one of {', '.join(method_names())}") from None
 
 
 __all__ = ["TuningMethod", "get_method", "method_names"]

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from ragtune.errors import InputError
+
 
 @dataclass(frozen=True)
 class TuningMethod:
@@ -30,7 +32,7 @@ class TuningMethod:
         known = {f.name: f for f in fields(self.options)}
         unknown = sorted(set(overrides) - set(known))
         if unknown:
-            raise ValueError(f"method {self.name!r} has no option(s) {unknown}; its options are {sorted(known)}")
+            raise InputError(f"method {self.name!r} has no option(s) {unknown}; its options are {sorted(known)}")
         defaults = self.options()
         for key, value in overrides.items():
             overrides[key] = _coerce(value, getattr(defaults, key), f"{self.name} option {key!r}")
@@ -69,7 +71,7 @@ def _coerce(value: Any, default: Any, what: str) -> Any:
     try:
         if isinstance(default, bool):
             if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(value)
+                raise InputError(value)
             return value.lower() in ("true", "1")
         if isinstance(default, int):
             return int(value)
@@ -78,5 +80,5 @@ def _coerce(value: Any, default: Any, what: str) -> Any:
         if isinstance(default, (list, tuple)):
             return [v.strip() for v in value.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{what}: {value!r} is not a valid {type(default).__name__}") from None
+        raise InputError(f"{what}: {value!r} is not a valid {type(default).__name__}") from None
     return value

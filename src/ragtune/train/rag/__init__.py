@@ -10,6 +10,12 @@ baselines one flag away. ``ragtune train rag`` is the command; docs/finetuning.m
 """
 
 from ragtune.train.rag.data import RagExample, rag_examples
-from ragtune.train.rag.trainer import VARIANTS, RagTrainConfig, RagTrainResult, step_loss, train_rag
+from ragtune.train.rag.trainer import (
+    VARIANTS,
+    RagTrainConfig,
+    RagTrainResult,
+    step_loss,
+    train_rag,
+)
 
 __all__ = ["RagExample", "rag_examples", "RagTrainConfig", "RagTrainResult", "VARIANTS", "step_loss", "train_rag"]

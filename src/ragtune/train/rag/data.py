@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ragtune.collection import Collection
-from ragtune.evaluate.answers import answer_rank, context_doc_id
-from ragtune.evaluate.squad import QAExample
+from ragtune.data.spans import answer_rank, context_doc_id
+from ragtune.data.squad import QAExample
 from ragtune.types import Hit
 
 

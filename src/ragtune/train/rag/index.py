@@ -28,8 +28,14 @@ import numpy as np
 
 from ragtune.collection import Collection
 from ragtune.index.base import Query
-from ragtune.index.versions import (PAYLOAD_FIELDS, set_versions, ensure_live_recorded, handle, next_version,
-                                    write_points)
+from ragtune.index.versions import (
+    PAYLOAD_FIELDS,
+    ensure_live_recorded,
+    handle,
+    next_version,
+    set_versions,
+    write_points,
+)
 
 
 class TrainingIndex:

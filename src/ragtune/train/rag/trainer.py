@@ -41,9 +41,14 @@ import numpy as np
 import torch
 
 from ragtune.collection import Collection
+from ragtune.errors import InputError
 from ragtune.train.rag.data import RagExample
 from ragtune.train.rag.index import TrainingIndex
-from ragtune.train.rag.losses import contrastive_loss, gold_passage_loss, rag_sequence_loss
+from ragtune.train.rag.losses import (
+    contrastive_loss,
+    gold_passage_loss,
+    rag_sequence_loss,
+)
 from ragtune.train.rag.model import RagModel
 
 Variant = Literal["e2e", "retriever", "generator", "dalm"]
@@ -70,11 +75,11 @@ class RagTrainConfig:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
+            raise InputError(f"variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
         if self.k < 1:
-            raise ValueError("k must be at least 1")
+            raise InputError("k must be at least 1")
         if self.variant == "dalm" and self.batch_size < 2:
-            raise ValueError("the dalm variant's contrastive loss uses in-batch negatives: batch_size must be ≥ 2")
+            raise InputError("the dalm variant's contrastive loss uses in-batch negatives: batch_size must be ≥ 2")
 
     @property
     def trains_retriever(self) -> bool:
@@ -114,7 +119,7 @@ class RagTrainResult:
         out: dict[str, Any] = {"embedder_version": None, "index_version": None, "adapter": None}
         if self.config.trains_generator:
             if adapter_name is None:
-                raise ValueError("the generator was trained: name its adapter (adapter_name)")
+                raise InputError("the generator was trained: name its adapter (adapter_name)")
             registry = AdapterRegistry(home)
             with registry.create(adapter_name, overwrite=overwrite) as folder:
                 self.model.generator.save_pretrained(str(folder))
@@ -264,9 +269,9 @@ def train_rag(collection: Collection, examples: list[RagExample], config: RagTra
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # The loss calls the two models' own methods, which a DistributedDataParallel wrapper
         # would bypass (no gradient sync): refuse rather than train each rank on its own.
-        raise ValueError("train rag runs in one process (one GPU); launch it without torchrun / accelerate")
+        raise InputError("train rag runs in one process (one GPU); launch it without torchrun / accelerate")
     if not examples:
-        raise ValueError("no training examples: every question was unanswerable or its context is not in the collection")
+        raise InputError("no training examples: every question was unanswerable or its context is not in the collection")
     device = best_device(device)
     model = load_rag_model(collection, config, home, device)
     index = TrainingIndex.copy_of_live(collection) if config.trains_retriever else TrainingIndex.live(collection)

@@ -8,7 +8,10 @@ Example:
 """
 
 from ragtune.train.methods.base import TuningMethod
-from ragtune.train.methods.prompt_tuning.config import PromptTuningOptions, prompt_tuning_config
+from ragtune.train.methods.prompt_tuning.config import (
+                      PromptTuningOptions,
+                      prompt_tuning_config,
+)
 
 # Soft prompts need large steps: the peft and paper recipes use 3e-1 to 3e-2.
 METHOD = TuningMethod("prompt-tuning", "trainable virtual-token embeddings before the input", PromptTuningOptions,

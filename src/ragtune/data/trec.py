@@ -5,7 +5,7 @@ Reading goes through ``ir-measures``; writing is the six-column run format
 
 Example:
     >>> import tempfile, pathlib
-    >>> from ragtune.evaluate.trec import read_run, write_run
+    >>> from ragtune.data.trec import read_run, write_run
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "bm25.trec"
     >>> write_run({"q1": {"d7": 3.5, "d2": 1.0}}, path, tag="bm25")
     >>> path.read_text().splitlines()[0]

@@ -2,7 +2,7 @@
 and the importer that turns one into a retrieval task.
 
 Example:
-    >>> from ragtune.evaluate.squad import load_squad
+    >>> from ragtune.data.squad import load_squad
     >>> qa = load_squad("../shared/data/squad/dev-v1.1.json")  # doctest: +SKIP
     >>> len(qa), qa[0].answers[0]  # doctest: +SKIP
     (10570, 'Denver Broncos')
@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ragtune.errors import InputError
 
 
 @dataclass
@@ -36,7 +38,7 @@ def load_squad(path: str | Path) -> list[QAExample]:
     try:
         data = json.loads(path.read_text())["data"]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: not a SQuAD-format file (need a top-level 'data' list): {e}") from e
+        raise InputError(f"{path}: not a SQuAD-format file (need a top-level 'data' list): {e}") from e
     out = []
     # Paragraphs are numbered per article id over the whole file, one number per distinct context:
     # a file may list one article in several entries, and `<article>-p<n>` must name one context.
@@ -98,34 +100,53 @@ def save_squad(examples: list[QAExample], path: str | Path) -> Path:
 def squad_to_beir(examples: list[QAExample], out_dir: str | Path, chunker) -> dict[str, int]:
     """Write a BEIR folder where the corpus is the chunks of the contexts and a question's
     relevant documents are the chunk(s) holding its answer span (fully, else overlapping it).
-    Unanswerable questions have no relevant chunk and are left out of the IR task."""
+    Unanswerable questions have no relevant chunk and are left out of the IR task.
+    ``chunker`` is anything with ``chunk(Document) -> list[Chunk]`` (ingest's ``Chunker``)."""
+    from ragtune.data.beir import (
+        corpus_record,
+        query_record,
+        write_corpus,
+        write_qrels,
+        write_queries,
+    )
     from ragtune.types import Document
 
-    out = Path(out_dir)
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
     chunks_of: dict[tuple[str, int], list] = {}
-    corpus_lines, query_lines, qrel_lines = [], [], ["query-id\tcorpus-id\tscore"]
+    corpus, queries, qrels = [], [], []
     for ex in examples:
         key = (ex.article_id, ex.paragraph_index)
         if key not in chunks_of:
             base = f"{ex.article_id}-p{ex.paragraph_index}"
             chunks = chunker.chunk(Document(id=base, text=ex.context, title=ex.title))
             chunks_of[key] = chunks
-            for c in chunks:
-                corpus_lines.append(json.dumps({"_id": c.id, "title": ex.title, "text": c.text,
-                                                "metadata": {"article_id": ex.article_id, "start": c.start}}))
+            corpus += [corpus_record(c.id, c.text, ex.title, {"article_id": ex.article_id, "start": c.start})
+                       for c in chunks]
         relevant = set()
         for text, start in zip(ex.answers, ex.answer_starts):
             end = start + len(text)
             inside = [c.id for c in chunks_of[key] if c.start <= start and end <= c.end]
             relevant |= set(inside or [c.id for c in chunks_of[key] if c.start < end and start < c.end])
         if relevant:
-            query_lines.append(json.dumps({"_id": ex.id, "text": ex.question}))
-            qrel_lines += [f"{ex.id}\t{d}\t1" for d in sorted(relevant)]
-    (out / "corpus.jsonl").write_text("\n".join(corpus_lines) + "\n")
-    (out / "queries.jsonl").write_text("\n".join(query_lines) + "\n")
-    (out / "qrels" / "test.tsv").write_text("\n".join(qrel_lines) + "\n")
-    return {"documents": len(corpus_lines), "queries": len(query_lines), "qrels": len(qrel_lines) - 1}
+            queries.append(query_record(ex.id, ex.question))
+            qrels += [(ex.id, d, 1) for d in sorted(relevant)]
+    write_corpus(out_dir, corpus)
+    write_queries(out_dir, queries)
+    n_qrels = write_qrels(out_dir, "test", qrels)
+    return {"documents": len(corpus), "queries": len(queries), "qrels": n_qrels}
+
+
+def sample(examples: list[QAExample], limit: int | None, seed: int = 0) -> list[QAExample]:
+    """A reproducible random sample (all of them when ``limit`` is None or large enough).
+
+    >>> exs = [QAExample(str(i), "q", "c", ["a"]) for i in range(10)]
+    >>> [e.id for e in sample(exs, 3)] == [e.id for e in sample(exs, 3)], len(sample(exs, None))
+    (True, 10)
+    """
+    import random
+
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    return sorted(random.Random(seed).sample(examples, limit), key=lambda ex: ex.id)
 
 
 def split_by_article(examples: list[QAExample], eval_fraction: float, seed: int = 0) -> tuple[list[QAExample], list[QAExample]]:
@@ -141,7 +162,7 @@ def split_by_article(examples: list[QAExample], eval_fraction: float, seed: int 
 
     articles = sorted({ex.article_id for ex in examples})
     if len(articles) < 2:
-        raise ValueError("a by-article split needs questions from at least two articles")
+        raise InputError("a by-article split needs questions from at least two articles")
     random.Random(seed).shuffle(articles)
     n_held = min(len(articles) - 1, max(1, round(eval_fraction * len(articles))))
     held = set(articles[:n_held])
