@@ -37,7 +37,7 @@ from ragtune.collection import Collection  # noqa: E402
 from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import doc_run, per_query, score_run  # noqa: E402
-from ragtune.index.versions import build_shadow  # noqa: E402
+from ragtune.collection.shadow import build_shadow  # noqa: E402
 from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.models.adapters import AdapterRegistry  # noqa: E402
 from ragtune.models.registry import ModelRegistry  # noqa: E402
@@ -151,9 +151,8 @@ def main() -> None:
 
     coll = Collection.create(HOME, "scifact", exist_ok=True)
     timed(log, "index corpus", lambda: ingest(coll, DATA / "scifact", Acl(public=True)).chunks)
-    from ragtune.index.versions import ensure_live_recorded
 
-    ensure_live_recorded(coll)
+    coll.index_versions.ensure_live_recorded(coll.pipeline.embedder.model)
     base_version = "v1"
 
     adapters = AdapterRegistry(HOME)

@@ -2,7 +2,7 @@
 
 The chunks and vectors come from one SciFact collection indexed once with the default
 pipeline (``--source-home``; built there if missing), copied to each backend with
-``ragtune.index.migrate`` (so every backend holds exactly the same points, and the copy is the
+``ragtune.collection.migrate`` (so every backend holds exactly the same points, and the copy is the
 write-throughput measurement). Per backend:
 
 - write throughput (chunks/s) and the ingest ratio it implies: bare ``model.encode`` time /
@@ -39,8 +39,8 @@ from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.evaluate.retrieval import evaluate_retrieval  # noqa: E402
 from ragtune.index import open_store  # noqa: E402
 from ragtune.index.base import Query  # noqa: E402
-from ragtune.index.migrate import migrate  # noqa: E402
-from ragtune.index.versions import PAYLOAD_FIELDS, write_points  # noqa: E402
+from ragtune.collection.migrate import migrate  # noqa: E402
+from ragtune.collection.shadow import POINT_FIELDS as PAYLOAD_FIELDS, write_points  # noqa: E402
 from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.types import Acl  # noqa: E402
 

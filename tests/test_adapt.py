@@ -155,7 +155,7 @@ def test_training_changes_the_model_and_reloads_identically(scifact, home, metho
 
 
 def test_shadow_promote_refuse_and_rollback(scifact, home, tmp_path):
-    from ragtune.index.versions import build_shadow, promote, rollback
+    from ragtune.collection.shadow import build_shadow, promote, rollback
     from ragtune.models.registry import ModelRegistry
     from ragtune.retrieve import Searcher
     from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
@@ -310,7 +310,7 @@ def test_query_adapter_keeps_document_vectors_and_shares_the_index(scifact, home
     from sentence_transformers import SentenceTransformer
 
     from ragtune.adapt import compare_versions
-    from ragtune.index.versions import build_shadow, promote, rollback
+    from ragtune.collection.shadow import build_shadow, promote, rollback
     from ragtune.models.registry import ModelRegistry
     from ragtune.retrieve import Searcher
     from ragtune.train.embedder import EmbedderTrainConfig, train_embedder

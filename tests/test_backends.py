@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from ragtune.collection import Collection
 from ragtune.config import PipelineConfig
-from ragtune.index.migrate import checksum, migrate, store_config_for
-from ragtune.index.versions import PAYLOAD_FIELDS, build_shadow, promote, rollback
+from ragtune.collection.migrate import checksum, migrate, store_config_for
+from ragtune.collection.shadow import POINT_FIELDS as PAYLOAD_FIELDS, build_shadow, promote, rollback
 from ragtune.ingest.sync import ingest
 from ragtune.retrieve import Searcher
 from ragtune.types import Acl, Principal

@@ -132,7 +132,7 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
           home: str | Path | None = None, on_progress: Progress | None = None,
           on_step: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) the loop; returns the report, also written to ``report.json`` / ``report.md``."""
-    from ragtune.index.versions import build_shadow, promote
+    from ragtune.collection.shadow import build_shadow, promote
     from ragtune.models.registry import ModelRegistry
 
     config = config or AdaptConfig()

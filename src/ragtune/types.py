@@ -142,6 +142,48 @@ class Chunk:
 
 
 @dataclass
+class ChunkPayload:
+    """What every store keeps beside a chunk's vector and BM25 text: one schema for all backends,
+    ingestion, index versions and migration (the store's ``search_text`` column is separate).
+
+    >>> p = ChunkPayload("a#0", "a", "h1", "Cats purr.", title="Cats", acl=["public"])
+    >>> ChunkPayload.from_payload(p.to_payload()) == p
+    True
+    >>> Hit.from_payload(p.to_payload(), score=0.5).parent_text  # no parent stored: the chunk itself
+    'Cats purr.'
+    """
+
+    chunk_id: str
+    doc_id: str
+    doc_hash: str
+    text: str
+    title: str = ""
+    start: int = 0
+    end: int = 0
+    headings: list[str] = field(default_factory=list)
+    parent_text: str = ""  # small-to-big: stored only where it adds context beyond the chunk
+    acl: list[str] = field(default_factory=list)  # Acl.tokens() of the document
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in PAYLOAD_FIELDS}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "ChunkPayload":
+        return cls(**{f: payload[f] for f in PAYLOAD_FIELDS if f in payload and payload[f] is not None})
+
+
+PAYLOAD_FIELDS: tuple[str, ...] = ("chunk_id", "doc_id", "doc_hash", "text", "title", "start", "end", "headings",
+                                   "parent_text", "acl", "source", "meta")
+# What a search returns with each hit (enough to build a Hit), and what ingest rewrites when only a
+# document's ACL or metadata changed.
+HIT_FIELDS: tuple[str, ...] = ("chunk_id", "doc_id", "text", "title", "source", "start", "end", "headings",
+                               "parent_text", "meta")
+DOCUMENT_FIELDS: tuple[str, ...] = ("acl", "source", "meta")
+
+
+@dataclass
 class Hit:
     """One search result: a chunk with its document's identity, score and per-retriever ranks."""
 
@@ -158,6 +200,27 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)  # per retriever, e.g. dense cosine
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], score: float = 0.0, point_id: str = "",
+                     ranks: dict[str, int] | None = None, scores: dict[str, float] | None = None) -> "Hit":
+        """A hit from a stored payload (any subset of ``HIT_FIELDS``)."""
+        p = payload
+        return cls(
+            chunk_id=p.get("chunk_id", point_id),
+            doc_id=p.get("doc_id", ""),
+            text=p.get("text", ""),
+            score=score,
+            title=p.get("title", ""),
+            source=p.get("source", ""),
+            start=p.get("start", 0),
+            end=p.get("end", 0),
+            heading_path=tuple(p.get("headings") or ()),
+            parent_text=p.get("parent_text") or p.get("text", ""),
+            metadata=p.get("meta") or {},
+            ranks=ranks or {},
+            scores=scores or {},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -45,10 +45,10 @@ app.add_typer(serve.feedback_app, name="feedback")
 
 
 def main() -> None:
-    from ragtune.errors import USER_ERRORS
+    from ragtune.errors import RagtuneError
 
     try:
         app()
-    except USER_ERRORS as e:  # expected failures get one clear line, not a traceback
+    except RagtuneError as e:  # the user's to fix: one clear line; anything else is a bug and keeps its traceback
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise SystemExit(2) from None

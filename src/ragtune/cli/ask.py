@@ -92,7 +92,7 @@ def calibrate(
                                      confidences(searcher, _questions(unanswerable), principal, k))
         if apply:
             coll.pipeline.answer.min_retrieval_confidence = round(result.threshold, 4)
-            coll.pipeline.save(coll.dir / "pipeline.yaml")
+            coll.save_pipeline()
     if json_:
         print_json({**asdict(result), "applied": apply})
         return

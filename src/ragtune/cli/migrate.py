@@ -24,8 +24,8 @@ def migrate(
     verified before it is kept. The source is left as it is."""
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
-    from ragtune.index.migrate import migrate as migrate_
-    from ragtune.index.migrate import store_config_for
+    from ragtune.collection.migrate import migrate as migrate_
+    from ragtune.collection.migrate import store_config_for
 
     with Collection.open(home, collection) as source:
         try:

@@ -21,7 +21,7 @@ app = typer.Typer(help="Model and index versions of a collection: shadow, compar
 def list_(collection: CollectionOpt, home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Trained embedder versions and index versions, with which one is live."""
     from ragtune.collection import Collection
-    from ragtune.index.versions import history
+    from ragtune.collection.shadow import history
     from ragtune.models.registry import ModelRegistry
 
     with Collection.open(home, collection) as coll:
@@ -49,7 +49,7 @@ def shadow(
 ) -> None:
     """Re-embed the live index with another embedder into a new index version (the live one is untouched)."""
     from ragtune.collection import Collection
-    from ragtune.index.versions import build_shadow
+    from ragtune.collection.shadow import build_shadow
     from ragtune.models.registry import ModelRegistry
 
     registry = ModelRegistry(home, "embedder", collection)
@@ -99,7 +99,7 @@ def promote(
 ) -> None:
     """Make an index version live (the previous one stays for rollback)."""
     from ragtune.collection import Collection
-    from ragtune.index.versions import promote as promote_
+    from ragtune.collection.shadow import promote as promote_
 
     with Collection.open(home, collection) as coll:
         before = coll.live_version
@@ -111,7 +111,7 @@ def promote(
 def rollback(collection: CollectionOpt, home: HomeOpt = None) -> None:
     """Return to the index version that was live before the last promotion."""
     from ragtune.collection import Collection
-    from ragtune.index.versions import rollback as rollback_
+    from ragtune.collection.shadow import rollback as rollback_
 
     with Collection.open(home, collection) as coll:
         before = coll.live_version

@@ -103,7 +103,7 @@ def reranker(
         if apply:
             coll.pipeline.reranker.model = path
             coll.pipeline.reranker.depth = depth
-            coll.pipeline.save(coll.dir / "pipeline.yaml")
+            coll.save_pipeline()
     meta = registry.get(version)
     if json_:
         print_json({**meta, "applied": apply})
@@ -305,7 +305,7 @@ def reader(
         if apply:
             coll.pipeline.reader.model = path
             coll.pipeline.answer.mode = "extractive"
-            coll.pipeline.save(coll.dir / "pipeline.yaml")
+            coll.save_pipeline()
     meta = registry.get(version)
     if json_:
         print_json({**meta, "applied": apply})

@@ -34,6 +34,7 @@ from ragtune.config import StoreConfig
 from ragtune.index.base import Query, StoredChunk, StoreHit
 from ragtune.index.fusion import add_ranks
 from ragtune.index.lock import OwnerLock
+from ragtune.types import HIT_FIELDS
 
 DENSE = "dense"
 TEXT_FIELD = "search_text"
@@ -93,6 +94,9 @@ class QdrantEdgeStore:
 
     def optimize(self) -> None:
         self._shard.optimize()
+
+    def drop(self) -> None:
+        """Nothing outside the version folder: deleting the folder deletes the data."""
 
     def close(self) -> None:
         try:
@@ -183,7 +187,7 @@ class QdrantEdgeStore:
         return qe.TextQuery(TEXT_FIELD, query.text)
 
 
-_PAYLOAD_FIELDS = ["chunk_id", "doc_id", "text", "title", "source", "start", "end", "headings", "parent_text", "meta"]
+_PAYLOAD_FIELDS = list(HIT_FIELDS)  # what a search returns with each hit
 
 
 def _hits(points, name: str) -> list[StoreHit]:

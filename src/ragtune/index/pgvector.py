@@ -47,8 +47,9 @@ from ragtune.config import StoreConfig
 from ragtune.errors import InputError
 from ragtune.index.base import Query, StoredChunk, StoreHit
 from ragtune.index.fusion import fuse
+from ragtune.types import HIT_FIELDS
 
-_PAYLOAD_FIELDS = ["chunk_id", "doc_id", "text", "title", "source", "start", "end", "headings", "parent_text", "meta"]
+_PAYLOAD_FIELDS = list(HIT_FIELDS)  # what a search returns with each hit
 
 
 def embedded_server_uri(pgdata: Path) -> str:

@@ -40,10 +40,11 @@ from ragtune.index.base import Query, StoredChunk, StoreHit
 from ragtune.index.fusion import add_ranks
 from ragtune.index.lock import OwnerLock
 from ragtune.index.sparse import Bm25Encoder
+from ragtune.types import HIT_FIELDS
 
 DENSE, SPARSE = "dense", "bm25"
 _KEYWORD_FIELDS = ("acl", "doc_id", "doc_hash")
-_PAYLOAD_FIELDS = ["chunk_id", "doc_id", "text", "title", "source", "start", "end", "headings", "parent_text", "meta"]
+_PAYLOAD_FIELDS = list(HIT_FIELDS)  # what a search returns with each hit
 
 
 class QdrantStore:

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Callable
 
 from ragtune.collection import Collection
+from ragtune.collection.manifest import DocRecord
 from ragtune.errors import StateError
 from ragtune.index.base import StoredChunk
 from ragtune.ingest.chunking import Chunker
 from ragtune.ingest.loaders import load_file, loader_for, meta_hash
-from ragtune.ingest.manifest import DocRecord
 from ragtune.ingest.walk import walk
-from ragtune.types import Acl, Chunk, Document
+from ragtune.types import Acl, Chunk, ChunkPayload, Document
 
 _POINT_NS = uuid.UUID("6f1c1f6e-3c55-4c44-9d55-6b7a0d1c2a10")
 
@@ -216,24 +216,18 @@ class _Batch:
 
 
 def _doc_payload(doc: Document) -> dict:
+    """The per-document part of every chunk payload (``DOCUMENT_FIELDS``), rewritten on relabel."""
     return {"acl": doc.acl.tokens(), "source": doc.source, "meta": doc.metadata}
 
 
 def _payload(doc: Document, chunk: Chunk) -> dict:
     parent = doc.text[chunk.parent_start:chunk.parent_end]
-    return {
-        "chunk_id": chunk.id,
-        "doc_id": doc.id,
-        "doc_hash": doc.content_hash,
-        "text": chunk.text,
-        "title": doc.title,
-        "start": chunk.start,
-        "end": chunk.end,
-        "headings": list(chunk.heading_path),
-        # Small-to-big: the parent is stored only where it adds context beyond the chunk.
-        "parent_text": parent if parent != chunk.text else "",
-        **_doc_payload(doc),
-    }
+    return ChunkPayload(
+        chunk_id=chunk.id, doc_id=doc.id, doc_hash=doc.content_hash, text=chunk.text, title=doc.title,
+        start=chunk.start, end=chunk.end, headings=list(chunk.heading_path),
+        parent_text=parent if parent != chunk.text else "",
+        acl=doc.acl.tokens(), source=doc.source, meta=doc.metadata,
+    ).to_payload()
 
 
 def _record(doc: Document, root: str) -> DocRecord:

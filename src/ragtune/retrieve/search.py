@@ -82,19 +82,4 @@ class Searcher:
 
 
 def _to_hit(h: StoreHit) -> Hit:
-    p = h.payload
-    return Hit(
-        chunk_id=p.get("chunk_id", h.point_id),
-        doc_id=p.get("doc_id", ""),
-        text=p.get("text", ""),
-        score=h.score,
-        title=p.get("title", ""),
-        source=p.get("source", ""),
-        start=p.get("start", 0),
-        end=p.get("end", 0),
-        heading_path=tuple(p.get("headings") or ()),
-        parent_text=p.get("parent_text") or p.get("text", ""),
-        metadata=p.get("meta") or {},
-        ranks=h.ranks,
-        scores=h.scores,
-    )
+    return Hit.from_payload(h.payload, h.score, h.point_id, h.ranks, h.scores)

@@ -55,7 +55,7 @@ class ServerState:
         with self._lock:
             if name not in self._handles:
                 coll = Collection.open(self.home, name)
-                coll.embedder = self.batcher(coll.embedder)  # cached_property: the instance value wins
+                coll.embedder = self.batcher(coll.embedder)  # queries of this handle go through the batcher
                 self._handles[name] = Handle(coll, threading.Lock())
             return self._handles[name]
 

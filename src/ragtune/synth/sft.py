@@ -29,7 +29,7 @@ from ragtune.data.spans import answer_rank, context_doc_id
 from ragtune.data.squad import QAExample
 from ragtune.data.text import ABSTAIN, normalize_answer
 from ragtune.retrieve import Searcher
-from ragtune.types import Hit, ServicePrincipal
+from ragtune.types import HIT_FIELDS, Hit, ServicePrincipal
 
 
 @dataclass
@@ -100,13 +100,9 @@ def rag_sft_examples(collection: Collection, examples: list[QAExample], count: C
 
 
 def _chunks_by_doc(collection: Collection) -> dict[str, list[Hit]]:
-    fields = ["chunk_id", "doc_id", "text", "title", "source", "start", "end", "headings", "parent_text"]
     out: dict[str, list[Hit]] = {}
-    for p in collection.store.scroll_payloads(fields):
-        out.setdefault(p.get("doc_id", ""), []).append(Hit(
-            chunk_id=p["chunk_id"], doc_id=p.get("doc_id", ""), text=p.get("text", ""), score=0.0,
-            title=p.get("title", ""), source=p.get("source", ""), start=p.get("start", 0), end=p.get("end", 0),
-            heading_path=tuple(p.get("headings") or ()), parent_text=p.get("parent_text") or p.get("text", "")))
+    for p in collection.store.scroll_payloads(list(HIT_FIELDS)):
+        out.setdefault(p.get("doc_id", ""), []).append(Hit.from_payload(p))
     return out
 
 

@@ -36,9 +36,8 @@ def rag_examples(collection: Collection, examples: list[QAExample]) -> tuple[lis
     them and how many were skipped (unanswerable, or context not indexed)."""
     by_doc: dict[str, list[Hit]] = {}
     for p in collection.store.scroll_payloads(["doc_id", "start", "end"]):
-        by_doc.setdefault(p.get("doc_id", ""), []).append(
-            Hit(chunk_id=p["point_id"], doc_id=p.get("doc_id", ""), text="", score=0.0, start=p.get("start", 0),
-                end=p.get("end", 0)))
+        # The point id stands for the chunk: training retrieves point ids from its index version.
+        by_doc.setdefault(p.get("doc_id", ""), []).append(Hit.from_payload({**p, "chunk_id": p["point_id"]}))
     out, skipped = [], 0
     for ex in examples:
         chunks = sorted(by_doc.get(context_doc_id(ex), []), key=lambda h: h.start)

@@ -21,21 +21,14 @@ Example:
 from __future__ import annotations
 
 import shutil
-import time
 from typing import Callable
 
 import numpy as np
 
 from ragtune.collection import Collection
+from ragtune.collection.shadow import POINT_FIELDS, handle, write_points
+from ragtune.collection.versions import VersionRecord
 from ragtune.index.base import Query
-from ragtune.index.versions import (
-    PAYLOAD_FIELDS,
-    ensure_live_recorded,
-    handle,
-    next_version,
-    set_versions,
-    write_points,
-)
 
 
 class TrainingIndex:
@@ -51,24 +44,23 @@ class TrainingIndex:
     @classmethod
     def live(cls, collection: Collection) -> "TrainingIndex":
         """The live version as it is (the retriever does not train)."""
-        return cls(collection, collection.store, collection.store.scroll_payloads(PAYLOAD_FIELDS), None)
+        return cls(collection, collection.store, collection.store.scroll_payloads(POINT_FIELDS), None)
 
     @classmethod
     def copy_of_live(cls, collection: Collection, batch: int = 512) -> "TrainingIndex":
         """A new version holding a copy of the live one's chunks and vectors."""
         from ragtune.index import open_store
 
-        ensure_live_recorded(collection)
-        live = collection.live_version
+        versions = collection.index_versions
+        versions.ensure_live_recorded(collection.pipeline.embedder.model)
+        live = versions.live
         with handle(collection, live) as source:
-            points = source.store.scroll_payloads(PAYLOAD_FIELDS)
+            points = source.store.scroll_payloads(POINT_FIELDS)
             vectors = source.store.vectors([p["point_id"] for p in points])
             dim = source.embedder.dim
-        version = next_version(collection)
-        versions = collection.versions()
-        versions[version] = {"embedder": versions[live]["embedder"], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                             "origin": "train rag", "from": live, "chunks": len(points), "state": "training"}
-        set_versions(collection, versions)  # recorded first: an interrupted run is visible, not orphaned
+        # Recorded first: an interrupted run is visible, not orphaned.
+        version = versions.create(VersionRecord(embedder=versions.get(live).embedder, origin="train rag", source=live,
+                                                chunks=len(points), state="training"))
         store = open_store(collection.pipeline.store, collection.dir / "index" / version, dim=dim)
         by_id = dict(zip((p["point_id"] for p in points), vectors))
         write_points(store, points, lambda part: np.stack([by_id[p["point_id"]] for p in part]), batch)
@@ -99,20 +91,15 @@ class TrainingIndex:
             return None
         self.store.optimize()
         self.store.close()
-        versions = self.collection.versions()
-        versions[self.version].update({"embedder": embedder_model, "state": "ready", "refreshes": self.refreshes,
-                                       **(info or {})})
-        set_versions(self.collection, versions)
+        self.collection.index_versions.mark_ready(self.version, embedder=embedder_model, refreshes=self.refreshes,
+                                                  **(info or {}))
         return self.version
 
     def discard(self) -> None:
         """Drop a copy that will not be used (training failed or was a dry run)."""
         if self.version is None:
             return
-        if hasattr(self.store, "drop"):
-            self.store.drop()  # data that lives outside the folder (a server collection, a table)
+        self.store.drop()  # data that lives outside the folder (a server collection, a table)
         self.store.close()
         shutil.rmtree(self.collection.dir / "index" / self.version, ignore_errors=True)
-        versions = self.collection.versions()
-        versions.pop(self.version, None)
-        set_versions(self.collection, versions)
+        self.collection.index_versions.remove(self.version)

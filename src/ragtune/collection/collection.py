@@ -22,18 +22,20 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ragtune.collection.manifest import Manifest
+from ragtune.collection.versions import IndexVersions
 from ragtune.config import ConfigError, PipelineConfig, ragtune_home
 from ragtune.errors import AlreadyExistsError, InputError, NotFoundError
 from ragtune.index.base import Store, StoreBusyError
 from ragtune.index.lock import OwnerLock
-from ragtune.ingest.manifest import Manifest
+
+if TYPE_CHECKING:
+    from ragtune.models.embedder import Embedder
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -53,11 +55,14 @@ class Collection:
         self._store: Store | None = None
         self._borrowed_store = False
         self._manifest: Manifest | None = None
+        self._embedder = None
+        self.index_versions = IndexVersions(directory / "index")
 
     def at_version(self, version: str) -> "Collection":
         """Another handle on this collection bound to index ``version`` (close it when done)."""
-        if not (self.dir / "index" / version).exists() and version not in self.versions():
-            raise NotFoundError(f"collection {self.name!r} has no index version {version!r}; it has {sorted(self.versions())}")
+        known = self.index_versions.records()
+        if not (self.dir / "index" / version).exists() and version not in known:
+            raise NotFoundError(f"collection {self.name!r} has no index version {version!r}; it has {sorted(known)}")
         view = Collection(self.dir, self.pipeline.model_copy(deep=True), version)
         if self._store is not None and view.index_dir == self.index_dir:
             # Versions that share vectors (a query-side adapter) share one open store: a second
@@ -77,14 +82,14 @@ class Collection:
             if pipeline is not None and pipeline.model_dump() != existing.pipeline.model_dump():
                 _check_compatible(existing.pipeline, pipeline, name)
                 existing.pipeline = pipeline
-                pipeline.save(directory / "pipeline.yaml")
+                existing.save_pipeline()
             return existing
         directory.mkdir(parents=True, exist_ok=True)
         pipeline = pipeline or PipelineConfig()
         pipeline.save(directory / "pipeline.yaml")
-        (directory / "index").mkdir(exist_ok=True)
-        (directory / "index" / "live").write_text("v1\n")
-        return cls(directory, pipeline)
+        collection = cls(directory, pipeline)
+        collection.index_versions.set_live("v1")
+        return collection
 
     @classmethod
     def open(cls, home: str | Path | None, name: str) -> "Collection":
@@ -140,9 +145,19 @@ class Collection:
         self.close()
 
     # -- parts ----------------------------------------------------------------------------------
+    def save_pipeline(self) -> None:
+        """Write this handle's pipeline as the collection's bound ``pipeline.yaml``."""
+        self.pipeline.save(self.dir / "pipeline.yaml")
+
+    def reload(self) -> None:
+        """Forget what this handle derived from the live version (its open store, its query
+        embedder): after a promotion or rollback the next use follows the new live version."""
+        self.close()
+        self._embedder = None
+
     @property
     def live_version(self) -> str:
-        return (self.dir / "index" / "live").read_text().strip()
+        return self.index_versions.live
 
     @property
     def version(self) -> str:
@@ -151,12 +166,13 @@ class Collection:
     @property
     def index_dir(self) -> Path:
         """Where this version's vectors live (a version may share another's: see at_version)."""
-        return self.dir / "index" / self.versions().get(self.version, {}).get("index", self.version)
+        record = self.index_versions.find(self.version)
+        return self.dir / "index" / (record.index if record and record.index else self.version)
 
     def versions(self) -> dict[str, dict[str, Any]]:
-        """Index versions: {version: {"embedder": model, "created": ..., ...}}."""
-        path = self.dir / "index" / "versions.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        """Index versions as ``versions.json`` holds them: {version: {"embedder": model, ...}}
+        (a read-only view; change them through ``index_versions``)."""
+        return self.index_versions.as_dicts()
 
     @property
     def manifest(self) -> Manifest:
@@ -164,16 +180,24 @@ class Collection:
             self._manifest = Manifest(self.dir / "manifest.sqlite")
         return self._manifest
 
-    @cached_property
-    def embedder(self):
-        from ragtune.models.embedder import Embedder
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from ragtune.models.embedder import Embedder
 
-        # Queries must be embedded by the model that made this version's vectors.
-        config = self.pipeline.embedder
-        model = self.versions().get(self.version, {}).get("embedder")
-        if model and model != config.model:
-            config = config.model_copy(update={"model": model})
-        return Embedder(config)
+            # Queries must be embedded by the model that made this version's vectors.
+            config = self.pipeline.embedder
+            record = self.index_versions.find(self.version)
+            if record and record.embedder and record.embedder != config.model:
+                config = config.model_copy(update={"model": record.embedder})
+            self._embedder = Embedder(config)
+        return self._embedder
+
+    @embedder.setter
+    def embedder(self, embedder: Embedder) -> None:
+        """Use this embedder for queries (the server wraps it in its micro-batcher); ``reload``
+        forgets it again."""
+        self._embedder = embedder
 
     @property
     def store(self) -> Store:

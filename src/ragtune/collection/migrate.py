@@ -10,7 +10,7 @@ The source is not touched; the copy is a new collection bound to the same pipeli
 - ``pgvector`` (the embedded PostgreSQL) or ``postgresql://user@host:5432/db``.
 
 Example:
-    >>> from ragtune.index.migrate import store_config_for
+    >>> from ragtune.collection.migrate import store_config_for
     >>> store_config_for("postgresql://rag@db:5432/rag").backend
     'pgvector'
     >>> store_config_for("qdrant+https://qdrant.internal:6333").url
@@ -29,10 +29,11 @@ from typing import Callable
 
 import numpy as np
 
-from ragtune.collection import Collection
+from ragtune.collection.collection import Collection
+from ragtune.collection.shadow import POINT_FIELDS, write_points
+from ragtune.collection.versions import VersionRecord
 from ragtune.config import StoreConfig
 from ragtune.errors import InputError
-from ragtune.index.versions import PAYLOAD_FIELDS, write_points
 
 
 def store_config_for(target: str, base: StoreConfig | None = None) -> StoreConfig:
@@ -69,15 +70,12 @@ def migrate(source: Collection, target: StoreConfig, home: str | Path | None, na
     start = time.perf_counter()
     pipeline = source.pipeline.model_copy(deep=True)
     pipeline.store = target
-    points = source.store.scroll_payloads(PAYLOAD_FIELDS)
+    points = source.store.scroll_payloads(POINT_FIELDS)
     vectors = dict(zip((p["point_id"] for p in points), source.store.vectors([p["point_id"] for p in points])))
     copy = Collection.create(home, name, pipeline)
     try:
-        from ragtune.index.versions import set_versions
-
-        set_versions(copy, {copy.live_version: {"embedder": source.embedder.config.model,
-                                                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "origin": "migrate",
-                                                "from": f"{source.name}/{source.version}"}})
+        copy.index_versions.replace_all({copy.live_version: VersionRecord(
+            embedder=source.embedder.config.model, origin="migrate", source=f"{source.name}/{source.version}")})
         _copy_manifest(source, copy)
         write_points(copy.store, points, lambda part: np.stack([vectors[p["point_id"]] for p in part]), batch,
                      on_progress)
@@ -104,7 +102,7 @@ def _copy_manifest(source: Collection, copy: Collection) -> None:
 
 
 def _verify(source: Collection, copy: Collection, points: list[dict], vectors: dict) -> MigrationReport:
-    copied = copy.store.scroll_payloads(PAYLOAD_FIELDS)
+    copied = copy.store.scroll_payloads(POINT_FIELDS)
     a, b = checksum(points), checksum(copied)
     if len(copied) != len(points) or a != b:
         raise RuntimeError(f"migration check failed: {len(points)} chunks / checksum {a[:12]} in {source.name}, "
