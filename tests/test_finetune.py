@@ -75,7 +75,7 @@ def test_merged_lora_equals_the_adapter_and_registry_cli_round_trip(qg_rows, loc
     from transformers import AutoModelForCausalLM
 
     from ragtune.models.adapters import AdapterRegistry
-    from ragtune.models.merge import merge_adapter
+    from ragtune.train.merge import merge_adapter
     from ragtune.train.generator import GeneratorTrainConfig, train_generator
 
     registry = AdapterRegistry(home)

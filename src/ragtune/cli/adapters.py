@@ -61,7 +61,7 @@ def merge(
     json_: JsonOpt = False,
 ) -> None:
     """Fold the adapter into its base model and save a plain Hugging Face model folder for export."""
-    from ragtune.models.merge import merge_adapter
+    from ragtune.train.merge import merge_adapter
 
     path = merge_adapter(name, out, home)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

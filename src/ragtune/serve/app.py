@@ -16,61 +16,23 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-from ragtune.serve.keys import KeyInfo
+from ragtune.serve.auth import ApiError, error_body
 from ragtune.serve.state import ServeConfig, ServerState
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("ragtune.serve")
 # Routes that answer without a key: they hold no data (health, the UI shell, the API's own description).
 PUBLIC_PATHS = frozenset({"/healthz", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
-
-
-def not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found")
-
-
-def error_body(status: int, kind: str, message: str) -> dict:
-    return {"error": {"message": message, "type": kind, "code": status}}
-
-
-def state(request: Request) -> ServerState:
-    return request.app.state.ragtune
-
-
-def caller(request: Request) -> KeyInfo:
-    """The key's owner; 401 without a valid key (the same answer for missing, unknown and revoked)."""
-    auth = request.headers.get("authorization", "")
-    secret = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    info = state(request).keys.lookup(secret) if secret else None
-    if info is None:
-        raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
-                       {"WWW-Authenticate": "Bearer"})
-    return info
-
-
-def admin(info: Annotated[KeyInfo, Depends(caller)]) -> KeyInfo:
-    if not info.is_admin:
-        raise ApiError(403, "forbidden", "this needs an admin key")
-    return info
-
-
-Caller = Annotated[KeyInfo, Depends(caller)]
-Admin = Annotated[KeyInfo, Depends(admin)]
-State = Annotated[ServerState, Depends(state)]
 
 
 def create_app(home: str | Path | None = None, config: ServeConfig | None = None) -> FastAPI:
@@ -105,9 +67,7 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
 
 def _errors(app: FastAPI) -> None:
     from ragtune.collection import CollectionNotFoundError
-    from ragtune.config import ConfigError
-    from ragtune.index.base import StoreBusyError
-    from ragtune.models.generator import GeneratorError
+    from ragtune.errors import RagtuneError
     from ragtune.serve.engines import Busy
 
     def reply(status: int, kind: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -135,7 +95,13 @@ def _errors(app: FastAPI) -> None:
     async def busy(_, e: Busy):
         return reply(503, "overloaded", str(e), {"Retry-After": str(e.retry_after)})
 
-    # Library errors whose message is safe to show: one status and kind each.
-    for exc, status, kind in ((StoreBusyError, 409, "conflict"), (GeneratorError, 502, "generator_error"),
-                              (ConfigError, 400, "invalid_request"), (ValueError, 400, "invalid_request")):
-        app.add_exception_handler(exc, lambda _, e, status=status, kind=kind: reply(status, kind, str(e)))
+    @app.exception_handler(RagtuneError)
+    async def user_error(_, e: RagtuneError):  # the library's user errors: their message is for the caller
+        return reply(e.status, e.kind, str(e))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, e: Exception):
+        # Anything else is a bug: the caller gets an id to quote, the log gets the traceback.
+        error_id = uuid.uuid4().hex[:12]
+        log.error("internal error %s on %s %s", error_id, request.method, request.url.path, exc_info=e)
+        return reply(500, "internal_error", f"internal error {error_id} (the server log has the details)")

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ragtune.serve.app import Admin, ApiError, Caller, State, not_found
+from ragtune.serve.auth import Admin, ApiError, Caller, State, not_found
 from ragtune.serve.routes.collections import public_job
 
 router = APIRouter(prefix="/v1")

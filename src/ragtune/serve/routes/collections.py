@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ragtune.serve.app import Admin, ApiError, Caller, State, not_found
+from ragtune.serve.auth import Admin, ApiError, Caller, State, not_found
 from ragtune.serve.state import ServerState
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])

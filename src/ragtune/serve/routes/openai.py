@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragtune.serve.app import ApiError, Caller, State
+from ragtune.serve.auth import ApiError, Caller, State
 from ragtune.serve.routes.collections import answerer, chain_first, record
 from ragtune.serve.state import ServerState
 

@@ -5,7 +5,7 @@ Only weight-side methods merge (LoRA, QLoRA, IA3); prompt, p- and prefix tuning 
 tokens at run time, which no plain model folder can hold.
 
 Example:
-    >>> from ragtune.models.merge import merge_adapter
+    >>> from ragtune.train.merge import merge_adapter
     >>> merge_adapter("answers-lora", "exports/smollm2-answers")  # doctest: +SKIP
 """
 
