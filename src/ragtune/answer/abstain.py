@@ -51,6 +51,7 @@ def calibrate_threshold(answerable: list[float], unanswerable: list[float]) -> C
         c = Calibration(t, (ans + abst) / 2, ans, abst, len(answerable), len(unanswerable))
         if best is None or c.balanced_accuracy > best.balanced_accuracy + 1e-12:
             best = c
+    assert best is not None  # candidates is never empty
     return best
 
 

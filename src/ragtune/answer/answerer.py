@@ -78,7 +78,7 @@ class Answerer:
         if needed is None:
             raise InputError(f"answer.mode={self.config.mode} needs a "
                              f"{'generator' if self.config.mode == 'generative' else 'reader'}")
-        self._tokens = generator if self.config.mode == "generative" else reader  # whose window bounds the context
+        self._tokens: Generator | Reader = needed  # not None: checked above  # whose window bounds the context
 
     @classmethod
     def from_pipeline(cls, collection: Collection, home=None) -> "Answerer":
@@ -94,6 +94,11 @@ class Answerer:
                                  pipeline.reader.max_answer_tokens)
         return cls(collection, generator, reader=reader)
 
+    @property
+    def _llm(self) -> Generator:
+        assert self.generator is not None  # generative mode: checked in __init__
+        return self.generator
+
     def ask(self, question: str, principal: Principal, k: int | None = None) -> Answer:
         prepared = self._prepare(question, principal, k)
         if isinstance(prepared, Answer):
@@ -102,7 +107,7 @@ class Answerer:
         if self.config.mode == "extractive":
             return self._read(question, passages, hits, timings, queries)
         t = time.perf_counter()
-        gen = self.generator.generate(messages, self._gen_config())
+        gen = self._llm.generate(messages, self._gen_config())
         timings["generate"] = time.perf_counter() - t
         return self._finish(question, gen.text, passages, hits, timings,
                             {"prompt": gen.prompt_tokens, "completion": gen.completion_tokens}, queries)
@@ -122,14 +127,14 @@ class Answerer:
             return
         t = time.perf_counter()
         pieces = []
-        for piece in self.generator.stream(messages, self._gen_config()):
+        for piece in self._llm.stream(messages, self._gen_config()):
             pieces.append(piece)
             yield piece
         timings["generate"] = time.perf_counter() - t
         text = "".join(pieces).strip()
         yield self._finish(question, text, passages, hits, timings,
-                           {"prompt": sum(self.generator.count_tokens(m["content"]) for m in messages),
-                            "completion": self.generator.count_tokens(text)}, queries)
+                           {"prompt": sum(self._llm.count_tokens(m["content"]) for m in messages),
+                            "completion": self._llm.count_tokens(text)}, queries)
 
     # -- stages ---------------------------------------------------------------------------------
     def _prepare(self, question: str, principal: Principal, k: int | None):
@@ -161,6 +166,7 @@ class Answerer:
     def _read(self, question: str, passages: list[Passage], hits: list[Hit], timings: dict[str, float],
               queries: list[str]) -> Answer:
         t = time.perf_counter()
+        assert self.reader is not None  # extractive mode: checked in __init__
         span = self.reader.read(question, [p.text for p in passages])
         timings["read"] = time.perf_counter() - t
         margin = self.collection.pipeline.reader.null_margin

@@ -40,7 +40,8 @@ def adapt(
     from ragtune.train.embedder import EmbedderTrainConfig
 
     config = AdaptConfig(queries=QueryGenConfig(max_chunks=max_chunks),
-                         training=EmbedderTrainConfig(method=method, epochs=epochs), promote=not no_promote,
+                         training=EmbedderTrainConfig(method=method, epochs=epochs),  # type: ignore[arg-type]
+                         promote=not no_promote,
                          labelled=labelled)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:

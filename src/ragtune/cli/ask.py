@@ -40,7 +40,7 @@ def ask(
             coll.pipeline.generator.adapter = adapter
         answerer = Answerer.from_pipeline(coll, home)
         if stream and not json_:
-            answer = None
+            answer: Answer | None = None
             for piece in answerer.stream(question, principal, k):
                 if isinstance(piece, Answer):
                     answer = piece
@@ -48,6 +48,7 @@ def ask(
                     sys.stdout.write(piece)
                     sys.stdout.flush()
             sys.stdout.write("\n")
+            assert answer is not None  # a stream always ends with its Answer
         else:
             answer = answerer.ask(question, principal, k)
             if not json_:

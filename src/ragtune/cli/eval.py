@@ -79,6 +79,7 @@ def qa(
     if predictions is not None:
         _score_predictions(dataset, examples, predictions, home, json_)
         return
+    assert collection is not None  # one of the two is given: checked above
     _answer_and_score(dataset, examples, collection, limit, seed, set_, home, json_)
 
 
@@ -164,7 +165,9 @@ def judge(
         except (ValueError, KeyError, TypeError) as e:
             fail(f"{answers}:{n}: need id, question, answer (contexts, reference optional): {e}")
     judge_ = Judge.openai(base_url, model, api_key=api_key, repeats=repeats)
-    faith, correct, per = [], [], {"faithfulness": {}, "correctness": {}}
+    faith: list = []
+    correct: list = []
+    per: dict[str, dict[str, float]] = {"faithfulness": {}, "correctness": {}}
     for qid, question, answer, contexts, reference in items:
         if contexts:
             v = judge_.faithfulness(question, answer, contexts)
@@ -179,7 +182,7 @@ def judge(
     metrics = {"faithfulness": summarize(faith), "correctness": summarize(correct)}
     run = RunDir.create(ragtune_home(home) / "runs", "judge", {"answers": str(answers.resolve()), "judge_model": model,
                                                                 "base_url": base_url, "repeats": repeats})
-    run.write_metrics({"judge": {k: v["mean"] for k, v in metrics.items()}}, {"judge": per})
+    run.write_metrics({"judge": {k: v["mean"] for k, v in metrics.items()}}, {"judge": per})  # type: ignore[misc]
     rows = [[k, v["mean"] if v["mean"] is not None else "n/a", v["judged"], v["missing"],
              v["mean_spread"] if v["mean_spread"] is not None else "n/a"] for k, v in metrics.items()]
     run.write_summary(f"# Judge: {model}\n\n" + markdown_table(["criterion", "mean (1-5)", "judged", "missing", "mean spread"], rows) + "\n")

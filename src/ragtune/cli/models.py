@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -25,7 +25,7 @@ def list_(collection: CollectionOpt, home: HomeOpt = None, json_: JsonOpt = Fals
     from ragtune.models.registry import ModelRegistry
 
     with Collection.open(home, collection) as coll:
-        data = {"live": coll.live_version, "index_versions": coll.versions(),
+        data: dict[str, Any] = {"live": coll.live_version, "index_versions": coll.versions(),
                 "embedders": ModelRegistry(home, "embedder", collection).list(), "history": history(coll)}
     if json_:
         print_json(data)

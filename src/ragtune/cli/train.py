@@ -48,7 +48,8 @@ def embedder(
         if not (folder / "qrels" / "train.tsv").exists():
             fail(f"no filtered synthetic set at {folder}; run `ragtune synth queries` and `ragtune synth filter` first")
         rows = training_rows(folder, "train", num_negatives)
-        config = EmbedderTrainConfig(method=method, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        config = EmbedderTrainConfig(method=method,  # type: ignore[arg-type]  # checked above
+                                     epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                                      learning_rate=learning_rate)
         registry = ModelRegistry(home, "embedder", collection)
         base = coll.pipeline.embedder.model
@@ -301,9 +302,9 @@ def reader(
             registry.describe(out, base=base, method="span-prediction", data=[str(p) for p in data],
                               questions=len(examples), **result.metrics, hyperparameters=config.to_dict(),
                               steps=result.steps, train_loss=result.train_loss, train_seconds=round(result.seconds, 1))
-        path = str(registry.path(version))
+        model_path = str(registry.path(version))
         if apply:
-            coll.pipeline.reader.model = path
+            coll.pipeline.reader.model = model_path
             coll.pipeline.answer.mode = "extractive"
             coll.save_pipeline()
     meta = registry.get(version)
@@ -311,9 +312,9 @@ def reader(
         print_json({**meta, "applied": apply})
     else:
         typer.echo(f"reader {version}: {len(examples)} questions → {result.metrics['windows']} windows, {result.steps} steps, "
-                   f"loss {result.train_loss:.4f}, {result.seconds:.0f}s → {path}"
+                   f"loss {result.train_loss:.4f}, {result.seconds:.0f}s → {model_path}"
                    + ("; the collection now answers extractively with it" if apply else
-                      f"\nuse it: --set answer.mode=extractive --set reader.model={path} (or re-run with --apply)"))
+                      f"\nuse it: --set answer.mode=extractive --set reader.model={model_path} (or re-run with --apply)"))
 
 
 @app.command()
@@ -352,8 +353,10 @@ def rag(
     if not data.is_file():
         fail(f"--data {data}: no such file")
     try:
-        config = RagTrainConfig(variant=variant, k=k, temperature=temperature, contrastive_weight=contrastive_weight,
-                                retriever_method=retriever_method, refresh_every=refresh_every, epochs=epochs,
+        # variant / retriever_method are strings here: RagTrainConfig checks them (a clear error).
+        config = RagTrainConfig(variant=variant, k=k, temperature=temperature,  # type: ignore[arg-type]
+                                contrastive_weight=contrastive_weight,
+                                retriever_method=retriever_method, refresh_every=refresh_every, epochs=epochs,  # type: ignore[arg-type]
                                 max_steps=max_steps, batch_size=batch_size, retriever_lr=retriever_lr,
                                 generator_lr=generator_lr)
         examples = sample(load_squad(data), limit)

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import re
 import shutil
 from pathlib import Path
@@ -55,7 +56,7 @@ class Collection:
         self._store: Store | None = None
         self._borrowed_store = False
         self._manifest: Manifest | None = None
-        self._embedder = None
+        self._embedder: Embedder | None = None
         self.index_versions = IndexVersions(directory / "index")
 
     def at_version(self, version: str) -> "Collection":
@@ -194,7 +195,7 @@ class Collection:
         return self._embedder
 
     @embedder.setter
-    def embedder(self, embedder: Embedder) -> None:
+    def embedder(self, embedder: Any) -> None:
         """Use this embedder for queries (the server wraps it in its micro-batcher); ``reload``
         forgets it again."""
         self._embedder = embedder
@@ -209,11 +210,11 @@ class Collection:
             )
         return self._store
 
-    def acl_tokens(self) -> list[str]:
+    def acl_tokens(self) -> builtins.list[str]:
         """Every ACL token used by a stored chunk (what a ServicePrincipal needs to see them all)."""
         return sorted({t for p in self.store.scroll_payloads(["acl"]) for t in p.get("acl", [])})
 
-    def chunks(self) -> list[dict[str, Any]]:
+    def chunks(self) -> builtins.list[dict[str, Any]]:
         """Every stored chunk: point_id, chunk_id, doc_id, title, text, search_text (the embedded text)."""
         fields = ["chunk_id", "doc_id", "title", "text", "search_text"]
         return sorted(self.store.scroll_payloads(fields), key=lambda c: c.get("chunk_id", ""))

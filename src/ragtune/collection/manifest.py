@@ -100,7 +100,7 @@ class Manifest:
         return _record(row) if row else None
 
     def all(self, root: str | None = None) -> Iterator[DocRecord]:
-        sql, args = "SELECT * FROM documents", ()
+        sql, args = "SELECT * FROM documents", tuple[str, ...]()
         if root is not None:
             sql, args = sql + " WHERE root = ?", (root,)
         for row in self._db.execute(sql + " ORDER BY doc_id", args):
@@ -128,7 +128,8 @@ class Manifest:
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, root: str) -> int:
         cur = self._db.execute("INSERT INTO runs (root, started) VALUES (?, ?)", (root, time.time()))
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def finish_run(self, run_id: int, stats: dict[str, int], failures: list[tuple[str, str]]) -> None:
         with self.batch():

@@ -77,7 +77,8 @@ def _check_spans(collection: Collection, stale: set[str]) -> dict[str, Any]:
     by_source: dict[str, list[dict]] = {}
     for p in collection.store.scroll_payloads(["doc_id", "doc_hash", "text", "start", "end", "source"]):
         by_source.setdefault(p["source"], []).append(p)
-    checked, mismatched, examples, skipped = 0, 0, [], 0
+    checked, mismatched, skipped = 0, 0, 0
+    examples: list[dict] = []
     for source, chunks in by_source.items():
         if not Path(source).is_file():
             skipped += len(chunks)

@@ -82,8 +82,8 @@ def parse_score(reply: str) -> tuple[int, str] | None:
                 continue
             if 1 <= score <= 5:
                 return score, str(obj.get("reason", ""))
-    m = re.search(r"score\W{0,3}([1-5])\b", reply, re.IGNORECASE) or re.fullmatch(r"\s*([1-5])\s*\.?\s*", reply)
-    return (int(m.group(1)), reply.strip()[:200]) if m else None
+    found: re.Match[str] | None = re.search(r"score\W{0,3}([1-5])\b", reply, re.IGNORECASE) or re.fullmatch(r"\s*([1-5])\s*\.?\s*", reply)
+    return (int(found.group(1)), reply.strip()[:200]) if found else None
 
 
 class Judge:

@@ -29,7 +29,7 @@ RECALL_CURVE = [1, 3, 5, 10, 20, 50, 100]
 def evaluate_retrieval(
     dataset: str | Path,
     split: str = "test",
-    modes: list[str] = ("bm25", "dense", "hybrid"),
+    modes: tuple[str, ...] | list[str] = ("bm25", "dense", "hybrid"),
     home: str | Path | None = None,
     collection: str | None = None,
     pipeline: PipelineConfig | None = None,

@@ -25,7 +25,7 @@ Facts checked on qdrant-edge-py 0.9.0 that shaped this file:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as qe
@@ -79,7 +79,7 @@ class QdrantEdgeStore:
         self._shard.update(qe.UpdateOperation.upsert_points(points))
 
     def delete_document(self, doc_id: str, keep_hash: str | None = None) -> None:
-        must_not = [_match("doc_hash", keep_hash)] if keep_hash else None
+        must_not: list[Any] | None = [_match("doc_hash", keep_hash)] if keep_hash else None
         self._shard.update(
             qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[_match("doc_id", doc_id)], must_not=must_not))
         )
@@ -122,7 +122,7 @@ class QdrantEdgeStore:
             qe.Prefetch(limit=depth, query=self._dense(query), filter=flt, params=params),
             qe.Prefetch(limit=depth, query=self._bm25(query), filter=flt),
         ]
-        fusion = (
+        fusion: Any = (
             qe.Fusion.Rrf(k=query.rrf_k, weights=list(query.weights))
             if query.fusion == "rrf"
             else qe.Fusion.Dbsf()
@@ -142,7 +142,7 @@ class QdrantEdgeStore:
         return hits
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
-        must = []
+        must: list[Any] = []
         if acl_tokens is not None:
             must.append(_match_any("acl", acl_tokens))
         if doc_id is not None:
@@ -161,14 +161,15 @@ class QdrantEdgeStore:
     def vectors(self, point_ids: list[str]) -> np.ndarray:
         """Stored vectors, in the order of ``point_ids`` (retrieve does not keep that order)."""
         by_id = {}
-        for start in range(0, len(point_ids), 1000):
-            for r in self._shard.retrieve(point_ids[start:start + 1000], with_payload=False, with_vector=True):
-                by_id[str(r.id)] = r.vector[DENSE]
+        ids: list[Any] = list(point_ids)
+        for start in range(0, len(ids), 1000):
+            for r in self._shard.retrieve(ids[start:start + 1000], with_payload=False, with_vector=True):
+                by_id[str(r.id)] = cast(dict, r.vector)[DENSE]  # named vectors: a dict by name
         return np.array([by_id[i] for i in point_ids], dtype=np.float32)
 
     # -- helpers --------------------------------------------------------------------------------
     def _filter(self, query: Query) -> "qe.Filter":
-        must = [_match_any("acl", query.acl_tokens)]
+        must: list[Any] = [_match_any("acl", query.acl_tokens)]
         for key, value in query.metadata.items():
             field = f"meta.{key}"
             must.append(_match_any(field, value) if isinstance(value, (list, tuple)) else _match(field, value))
@@ -199,7 +200,7 @@ def _match(key: str, value: Any) -> "qe.FieldCondition":
     return qe.FieldCondition(key=key, match=qe.MatchValue(value=value))
 
 
-def _match_any(key: str, values: list[Any]) -> "qe.FieldCondition":
+def _match_any(key: str, values: list[Any] | tuple[Any, ...]) -> "qe.FieldCondition":
     return qe.FieldCondition(key=key, match=qe.MatchAny(any=list(values)))
 
 
@@ -234,8 +235,9 @@ def _text_index(config: StoreConfig) -> "qe.TextIndexParams":
 def _check_dim(shard: "qe.EdgeShard", dim: int, path: Path) -> None:
     # Fails loudly if a collection is reopened with an embedder of another size.
     records, _ = shard.scroll(qe.ScrollRequest(limit=1, with_vector=True))
-    if records and records[0].vector and len(records[0].vector[DENSE]) != dim:
+    stored = cast(dict, records[0].vector)[DENSE] if records and records[0].vector else None
+    if stored is not None and len(stored) != dim:
         raise ValueError(
-            f"store {path} holds {len(records[0].vector[DENSE])}-d vectors but the embedder makes {dim}-d ones; "
+            f"store {path} holds {len(stored)}-d vectors but the embedder makes {dim}-d ones; "
             "use the collection's own embedder, or build a new index version for the new model"
         )

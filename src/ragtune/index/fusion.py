@@ -31,7 +31,7 @@ def fuse(results: dict[str, list[StoreHit]], k: int, method: str = "rrf", rrf_k:
             out.ranks[name], out.scores[name] = rank, h.score
             if method == "rrf":
                 out.score += (weights or {}).get(name, 1.0) / (rrf_k + rank)
-            else:
+            elif norm is not None:
                 out.score += norm(h.score)
     ranked = sorted(fused.values(), key=lambda h: (-h.score, h.point_id))[:k]
     for rank, h in enumerate(ranked, start=1):

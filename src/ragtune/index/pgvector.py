@@ -170,7 +170,7 @@ class PgVectorStore:
                     query.fusion, query.rrf_k, weights)
 
     def _where(self, query: Query) -> tuple[str, list[Any]]:
-        clauses, params = ["acl && %s::text[]"], [list(query.acl_tokens)]
+        clauses, params = ["acl && %s::text[]"], list[Any]([list(query.acl_tokens)])
         for key, value in query.metadata.items():
             values = value if isinstance(value, (list, tuple)) else [value]
             clauses.append("(" + " OR ".join(["payload @> %s::jsonb"] * len(values)) + ")")
@@ -211,7 +211,8 @@ class PgVectorStore:
         return _hits(self.conn.execute(sql, [query.text, *params, k]).fetchall(), "bm25")
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if acl_tokens is not None:
             clauses.append("acl && %s::text[]")
             params.append(list(acl_tokens))

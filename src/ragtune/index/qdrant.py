@@ -234,7 +234,7 @@ def _match(key: str, value: Any):
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
-def _match_any(key: str, values: list[Any]):
+def _match_any(key: str, values: list[Any] | tuple[Any, ...]):
     from qdrant_client import models
 
     return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))

@@ -61,7 +61,7 @@ def sections(text: str) -> list[Section]:
     """Cut ``text`` at Markdown headings (ignoring ``#`` lines inside code fences)."""
     out: list[Section] = []
     path: list[tuple[int, str]] = []
-    current_start, current_path = 0, ()
+    current_start, current_path = 0, tuple[str, ...]()
     in_fence = False
     pos = 0
     for line in text.splitlines(keepends=True):

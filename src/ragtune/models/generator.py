@@ -18,7 +18,7 @@ import importlib.util
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol, cast
 
 from ragtune.config import ragtune_home
 from ragtune.errors import UpstreamError
@@ -57,6 +57,19 @@ class Generator(Protocol):
     def stream(self, messages: Messages, config: GenerationConfig) -> Iterator[str]: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+
+def batch_size_for(generator: Generator, wanted: int) -> int:
+    """Prompts per call of :func:`generate_texts`: the local model batches forward passes;
+    an endpoint batches server-side, so it gets one prompt at a time."""
+    return wanted if hasattr(generator, "generate_batch") else 1
+
+
+def generate_texts(generator: Generator, prompts: list[Messages], config: GenerationConfig) -> list[str]:
+    """One reply per prompt, in one batched forward pass where the backend can."""
+    if hasattr(generator, "generate_batch"):
+        return [g.text for g in cast(Any, generator).generate_batch(prompts, config)]
+    return [generator.generate(p, config).text for p in prompts]
 
 
 class GeneratorError(UpstreamError):
@@ -235,7 +248,7 @@ class OpenAIGenerator:
 
         try:
             return self.client.chat.completions.create(
-                model=self.name, messages=messages, max_tokens=config.max_new_tokens,
+                model=self.name, messages=cast(Any, messages), max_tokens=config.max_new_tokens,
                 temperature=config.temperature, top_p=config.top_p, stop=config.stop or None, seed=config.seed,
                 stream=stream,
             )

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Callable
 
 from ragtune.collection import Collection
-from ragtune.models.generator import GenerationConfig, Generator
+from ragtune.models.generator import (
+    GenerationConfig,
+    Generator,
+    batch_size_for,
+    generate_texts,
+)
 from ragtune.synth.queries import QueryGenConfig, _truncate, select_chunks
 
 TEACHER_SYSTEM = ("You write reading-comprehension questions. For the passage, write one question a reader would ask "
@@ -114,16 +119,14 @@ def synthesize_answers(collection: Collection, teacher: Generator, folder: str |
     path = folder / "triples.jsonl"
     done = {json.loads(line)["chunk_id"] for line in path.read_text().splitlines() if line.strip()} if path.exists() else set()
     todo = [c for c in chunks if c["chunk_id"] not in done]
-    batched = hasattr(teacher, "generate_batch")  # the local model; endpoints batch server-side
-    step = config.batch_size if batched else 1
+    step = batch_size_for(teacher, config.batch_size)
     gen_cfg = GenerationConfig(max_new_tokens=config.max_new_tokens, repetition_penalty=1.1)
     with path.open("a") as out:
         for start in range(0, len(todo), step):
             part = todo[start:start + step]
             passages = [_truncate(c["text"], config.max_passage_tokens, teacher.count_tokens) for c in part]
             prompts = [teacher_messages(p) for p in passages]
-            replies = ([g.text for g in teacher.generate_batch(prompts, gen_cfg)] if batched
-                       else [teacher.generate(prompts[0], gen_cfg).text])
+            replies = generate_texts(teacher, prompts, gen_cfg)
             for chunk, passage, reply in zip(part, passages, replies):
                 question, answer = parse_reply(reply)
                 answer_start, reason = check_triple(question, answer, passage, config.max_answer_words)

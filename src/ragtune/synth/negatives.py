@@ -28,7 +28,7 @@ import numpy as np
 
 from ragtune.collection import Collection
 from ragtune.data.beir import load_beir, read_corpus
-from ragtune.index.base import Query
+from ragtune.index.base import Mode, Query
 
 
 @dataclass
@@ -36,7 +36,7 @@ class MiningConfig:
     num_negatives: int = 3
     depth: int = 30  # candidates per retriever
     relative_margin: float = 0.05
-    modes: tuple[str, ...] = ("dense", "bm25")
+    modes: tuple[Mode, ...] = ("dense", "bm25")
     skip_same_document: bool = True
 
 

@@ -24,7 +24,12 @@ from typing import Callable
 
 from ragtune.collection import Collection
 from ragtune.data import beir
-from ragtune.models.generator import GenerationConfig, Generator
+from ragtune.models.generator import (
+    GenerationConfig,
+    Generator,
+    batch_size_for,
+    generate_texts,
+)
 
 QG_SYSTEM = "You write the questions people type into a search box."
 QG_USER = ("Passage:\n{passage}\n\nWrite one specific question that this passage answers. "
@@ -96,8 +101,7 @@ def generate_queries(collection: Collection, generator: Generator, folder: str |
         total += 1
     todo = [c for c in chunks if c["chunk_id"] not in done]
     finished = len(chunks) - len(todo)
-    batched = hasattr(generator, "generate_batch")  # the local model; endpoints batch server-side
-    step = config.batch_size if batched else 1
+    step = batch_size_for(generator, config.batch_size)
     with queries_path.open("a") as out:
         for start in range(0, len(todo), step):
             part = todo[start:start + step]
@@ -107,8 +111,7 @@ def generate_queries(collection: Collection, generator: Generator, folder: str |
                 gen_cfg = GenerationConfig(max_new_tokens=config.max_new_tokens, repetition_penalty=1.1,
                                            temperature=config.temperature if config.per_chunk > 1 else 0.0,
                                            seed=config.seed + i)
-                texts = ([g.text for g in generator.generate_batch(prompts, gen_cfg)] if batched
-                         else [generator.generate(prompts[0], gen_cfg).text])
+                texts = generate_texts(generator, prompts, gen_cfg)
                 for j, text in enumerate(texts):
                     replies[j].append(text)
             records = [beir.query_record(f"{chunk['chunk_id']}/q{i}", first_question(reply),

@@ -46,7 +46,8 @@ class ReaderTrainConfig:
 def reader_features(tokenizer, examples: list[QAExample], config: ReaderTrainConfig) -> list[dict]:
     """Tokenised windows with ``start_positions`` / ``end_positions`` (0 = no answer here)."""
     rng = random.Random(config.seed)
-    positives, negatives = [], []
+    positives: list[dict] = []
+    negatives: list[dict] = []
     for ex in examples:
         enc = tokenizer(ex.question, ex.context, truncation="only_second", max_length=config.max_length,
                         stride=config.stride, return_overflowing_tokens=True, return_offsets_mapping=True,

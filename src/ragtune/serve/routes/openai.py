@@ -113,6 +113,7 @@ def _rag_chat(body: ChatIn, srv: State, who, created: int):
     question = next((m.text() for m in reversed(body.messages) if m.role == "user"), "").strip()
     if not question:
         raise ApiError(400, "invalid_request", "a RAG chat needs a user message with the question")
+    assert body.collection is not None  # the caller routes only collection chats here
     pipeline = srv.handle(body.collection).collection.pipeline
     adapter = _adapter_for(srv, pipeline.generator.model, body.model)
     ans = answerer(srv, body.collection, adapter)

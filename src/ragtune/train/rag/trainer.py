@@ -127,15 +127,15 @@ class RagTrainResult:
                                   collection=collection.name, **meta)
             out["adapter"] = adapter_name
         if self.config.trains_retriever:
-            registry = ModelRegistry(home, "embedder", collection.name)
+            embedders = ModelRegistry(home, "embedder", collection.name)
             encoder = self.model.encoder
-            with registry.new_version() as (version, folder):
+            with embedders.new_version() as (version, folder):
                 if self.config.retriever_method == "lora":
                     encoder[0].model = encoder[0].model.merge_and_unload()
                 encoder.save_pretrained(str(folder))
-                registry.describe(folder, base=self.base_embedder, method=f"rag {self.config.variant}", **meta)
+                embedders.describe(folder, base=self.base_embedder, method=f"rag {self.config.variant}", **meta)
             out["embedder_version"] = version
-            out["index_version"] = self.index.finish(str(registry.path(version)), {"model_version": version})
+            out["index_version"] = self.index.finish(str(embedders.path(version)), {"model_version": version})
         return out
 
 
