@@ -44,9 +44,31 @@ app.add_typer(serve.keys_app, name="keys")
 app.add_typer(serve.feedback_app, name="feedback")
 
 
+def quiet_libraries() -> None:
+    """Silence library chatter that is not the user's business: bitsandbytes warns on import, on
+    every CPU without its optional ``kernels`` package, that it could not load a faster kernel.
+    Set here, in the entry point, so the library itself configures no process-wide logging."""
+    import logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def _only_rank0_reports() -> None:
+    """Under torchrun every rank runs the command; only rank 0 prints its result."""
+    import os
+    import sys
+
+    from ragtune.models.registry import is_main_process
+
+    if not is_main_process():
+        sys.stdout = open(os.devnull, "w")
+
+
 def main() -> None:
     from ragtune.errors import RagtuneError
 
+    quiet_libraries()
+    _only_rank0_reports()
     try:
         app()
     except RagtuneError as e:  # the user's to fix: one clear line; anything else is a bug and keeps its traceback

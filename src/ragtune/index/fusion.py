@@ -20,6 +20,21 @@ import statistics
 from ragtune.index.base import StoreHit
 
 
+def rrf_scores(ranked: dict[str, list[str]], rrf_k: int = 60, weights: dict[str, float] | None = None) -> dict[str, float]:
+    """Reciprocal rank fusion, ``Σ_r w_r / (rrf_k + rank_r)``, of ranked id lists keyed by list
+    name: the one RRF in ragtune (store fusion here, multi-query fusion in ``retrieve``).
+
+    >>> rrf_scores({"a": ["x", "y"], "b": ["y"]}, rrf_k=1) == {"x": 1 / 2, "y": 1 / 3 + 1 / 2}
+    True
+    """
+    scores: dict[str, float] = {}
+    for name, ids in ranked.items():
+        w = (weights or {}).get(name, 1.0)
+        for rank, item in enumerate(ids, start=1):
+            scores[item] = scores.get(item, 0.0) + w / (rrf_k + rank)
+    return scores
+
+
 def fuse(results: dict[str, list[StoreHit]], k: int, method: str = "rrf", rrf_k: int = 60,
          weights: dict[str, float] | None = None) -> list[StoreHit]:
     """Fuse ranked lists keyed by retriever name; each hit keeps every retriever's rank and score."""
@@ -29,10 +44,12 @@ def fuse(results: dict[str, list[StoreHit]], k: int, method: str = "rrf", rrf_k:
         for rank, h in enumerate(hits, start=1):
             out = fused.setdefault(h.point_id, StoreHit(h.point_id, 0.0, h.payload))
             out.ranks[name], out.scores[name] = rank, h.score
-            if method == "rrf":
-                out.score += (weights or {}).get(name, 1.0) / (rrf_k + rank)
-            elif norm is not None:
+            if norm is not None:
                 out.score += norm(h.score)
+    if method == "rrf":
+        scores = rrf_scores({name: [h.point_id for h in hits] for name, hits in results.items()}, rrf_k, weights)
+        for point_id, hit in fused.items():
+            hit.score = scores[point_id]
     ranked = sorted(fused.values(), key=lambda h: (-h.score, h.point_id))[:k]
     for rank, h in enumerate(ranked, start=1):
         h.ranks["hybrid"] = rank

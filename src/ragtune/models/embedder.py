@@ -20,9 +20,7 @@ from ragtune.models.loading import sentence_transformer
 class Embedder:
     def __init__(self, config: EmbedderConfig):
         self.config = config
-        self.model = sentence_transformer(config.model, config.device)
-        if config.max_seq_length:
-            self.model.max_seq_length = config.max_seq_length
+        self.model = sentence_transformer(config.model, config.device, config.max_seq_length)
 
     @property
     def dim(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, cast
@@ -160,12 +161,9 @@ class LocalGenerator:
         return {k: v.to(self.device) for k, v in ids.items()}
 
     def _kwargs(self, config: GenerationConfig) -> dict:
-        import torch
-
         kw = {"max_new_tokens": config.max_new_tokens, "pad_token_id": self.tokenizer.eos_token_id,
               "repetition_penalty": config.repetition_penalty}
         if config.temperature > 0:
-            torch.manual_seed(config.seed)
             kw.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
         else:
             kw.update(do_sample=False)
@@ -178,7 +176,7 @@ class LocalGenerator:
 
         inputs = self._inputs(messages)
         n_prompt = int(inputs["input_ids"].shape[1])
-        with torch.inference_mode():
+        with torch.inference_mode(), _seeded(config):
             out = self.model.generate(**inputs, **self._kwargs(config))
         new = out[0, n_prompt:]
         text = _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), config.stop)
@@ -198,7 +196,7 @@ class LocalGenerator:
         finally:
             self.tokenizer.padding_side = side
         width = int(enc["input_ids"].shape[1])
-        with torch.inference_mode():
+        with torch.inference_mode(), _seeded(config):
             out = self.model.generate(**enc, **self._kwargs(config))
         results = []
         eos = self.tokenizer.eos_token_id
@@ -219,13 +217,29 @@ class LocalGenerator:
         inputs = self._inputs(messages)
 
         def run() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), _seeded(config):
                 self.model.generate(**inputs, **self._kwargs(config), streamer=streamer)
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         yield from _stop_stream(streamer, config.stop)
         thread.join()
+
+
+@contextmanager
+def _seeded(config: GenerationConfig) -> Iterator[None]:
+    """A seeded sampling call on a forked copy of torch's RNG state: transformers' ``generate``
+    draws from the global generator and takes no local one, so reseeding it in place would change
+    the random stream of everything else in the process (training, other requests)."""
+    if config.temperature <= 0:
+        yield
+        return
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        yield
 
 
 class OpenAIGenerator:

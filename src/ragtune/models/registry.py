@@ -39,6 +39,32 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _wait_for_rank0(final: Path, timeout: float = 1800.0) -> None:
+    """Block until rank 0 has published ``final`` (a barrier when the process group is up)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        return
+    deadline = time.monotonic() + timeout
+    while not (final / "meta.json").is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not publish {final} within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def _release_other_ranks() -> None:
+    """Rank 0's side of :func:`_wait_for_rank0` (nothing to do outside a process group)."""
+    import os
+
+    if "RANK" not in os.environ:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 class FolderRegistry:
     """Folders under ``root`` keyed by name; ``key_field`` names the key inside meta.json."""
 
@@ -87,15 +113,17 @@ class FolderRegistry:
 
     @contextmanager
     def _atomic(self, key: str, **extra: Any) -> Iterator[Path]:
+        final = self.root / key
         if not is_main_process():
             # A data-parallel launch (torchrun / accelerate): every rank trains, rank 0 alone
-            # publishes the result; the others write into scratch and stop once it is done.
+            # publishes the result; the others write into scratch, then wait until it is there,
+            # so that every rank reads the same published entry afterwards.
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="ragtune-rank-") as scratch:
                 yield Path(scratch)
-            raise SystemExit(0)
-        final = self.root / key
+            _wait_for_rank0(final)
+            return
         tmp = self.root / f"{key}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -112,6 +140,7 @@ class FolderRegistry:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _release_other_ranks()
 
 
 class ModelRegistry(FolderRegistry):

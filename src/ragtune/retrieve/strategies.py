@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from ragtune.errors import InputError
+from ragtune.index.fusion import rrf_scores
 from ragtune.models.generator import GenerationConfig, Generator
 from ragtune.types import Hit
 
@@ -58,11 +59,10 @@ def expand(question: str, strategy: str, generator: Generator | None, limit: int
 def fuse(result_lists: list[list[Hit]], k: int, rrf_k: int = 60) -> list[Hit]:
     """Reciprocal rank fusion of several hit lists by chunk id (the store fuses retrievers
     inside one query; this fuses the answers to several queries)."""
-    score: dict[str, float] = {}
-    first: dict[str, Hit] = {}
+    score = rrf_scores({str(i): [h.chunk_id for h in hits] for i, hits in enumerate(result_lists)}, rrf_k)
+    best: dict[str, Hit] = {}  # per chunk, the hit with the highest score (its ranks and scores are kept)
     for hits in result_lists:
-        for rank, hit in enumerate(hits, start=1):
-            score[hit.chunk_id] = score.get(hit.chunk_id, 0.0) + 1.0 / (rrf_k + rank)
-            if hit.chunk_id not in first or hit.score > first[hit.chunk_id].score:
-                first[hit.chunk_id] = hit
-    return [first[c] for c in sorted(score, key=lambda c: -score[c])[:k]]
+        for hit in hits:
+            if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
+                best[hit.chunk_id] = hit
+    return [best[c] for c in sorted(score, key=lambda c: -score[c])[:k]]
