@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from ragtune.cli import app
@@ -54,3 +56,51 @@ def test_cli_errors_name_the_problem(tmp_path, home):
         raise AssertionError("searching a missing collection must fail")
     out = cli(home, "search", "x", "-c", "kb", "--mode", "fuzzy")
     assert out.exit_code == 2 and "--mode must be dense, bm25 or hybrid" in out.output
+
+
+def test_set_is_per_call_and_configure_changes_the_pipeline(tmp_path, home):
+    import yaml
+
+    from ragtune.collection import Collection
+    from ragtune.data.squad import QAExample, save_squad
+
+    data = save_squad([QAExample("q1", "Who repairs laptops?", "The IT desk repairs laptops within a day.",
+                                 ["The IT desk"], [0], article_id="it"),
+                       QAExample("q2", "When is parking free?", "Parking is free after six in the evening.",
+                                 ["after six in the evening"], [16], article_id="parking")], tmp_path / "qa.json")
+    # The command that first creates the collection: --set applies to this run, and only what the
+    # index is built with (chunking here) is bound.
+    out = cli(home, "eval", "qa", "--dataset", str(data), "-c", "kb", "--set", "answer.mode=extractive",
+              "--set", "chunking.chunk_size=96", "--json")
+    assert out.exit_code == 0, out.output
+    bound = yaml.safe_load((home / "collections" / "kb" / "pipeline.yaml").read_text())
+    assert bound["answer"]["mode"] == "generative" and bound["chunking"]["chunk_size"] == 96
+
+    changed = json.loads(cli(home, "collections", "configure", "kb", "--set", "query.k=3",
+                             "--set", "answer.mode=extractive", "--json").stdout)
+    assert changed == {"query.k": {"old": 10, "new": 3}, "answer.mode": {"old": "generative", "new": "extractive"}}
+    with Collection.open(home, "kb") as coll:
+        assert coll.pipeline.query.k == 3 and coll.pipeline.answer.mode == "extractive"
+    # What the index was built with cannot change in place: a clear error, nothing written.
+    from ragtune.config import ConfigError
+
+    with pytest.raises(ConfigError, match="built with different chunking settings"):
+        cli(home, "collections", "configure", "kb", "--set", "chunking.chunk_size=64")
+    assert yaml.safe_load((home / "collections" / "kb" / "pipeline.yaml").read_text())["chunking"]["chunk_size"] == 96
+
+
+def test_help_prints_only_help_and_user_errors_are_one_line(home):
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    proc = subprocess.run([sys.executable, "-m", "ragtune", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Usage:" in proc.stdout and "ingest" in proc.stdout and proc.stderr == ""
+    # bitsandbytes warns on import on CPUs without its optional kernels package; the CLI silences it.
+    quiet = subprocess.run([sys.executable, "-c", "from ragtune.cli import quiet_libraries; quiet_libraries(); "
+                            "import bitsandbytes"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and "kernels" not in quiet.stderr, quiet.stderr
+    missing = run_cli("search", "x", "-c", "nope", home=home, check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().startswith("error: no collection 'nope'")

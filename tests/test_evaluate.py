@@ -277,3 +277,24 @@ def test_eval_qa_answers_through_a_collection(tmp_path, home, chat_server):
     assert "latency_ms.generate.p50" in gen and gen["abstention_rate"] == 0.25
     bad = runner.invoke(app, ["eval", "qa", "--dataset", str(path), "--home", str(home)])
     assert bad.exit_code == 2 and "either -c COLLECTION" in bad.output
+
+
+def test_eval_retrieval_skips_and_counts_bad_corpus_records(tmp_path, home, embedder):
+    from ragtune.data.beir import corpus_record, query_record, write_corpus, write_qrels, write_queries
+    from ragtune.evaluate.retrieval import evaluate_retrieval
+
+    folder = tmp_path / "tiny"
+    topics = ["aspirin thins the blood", "insulin lowers blood sugar", "statins lower cholesterol",
+              "antibiotics kill bacteria", "vaccines train the immune system"]
+    write_corpus(folder, [corpus_record(f"d{i}", f"Clinical note: {t}.") for i, t in enumerate(topics)]
+                 + [corpus_record("empty1", ""), corpus_record("empty2", "   ")])
+    write_queries(folder, [query_record(f"q{i}", t.split()[0]) for i, t in enumerate(topics)])
+    write_qrels(folder, "test", [(f"q{i}", f"d{i}", 1) for i in range(len(topics))])
+    with (folder / "corpus.jsonl").open("a") as f:
+        f.write("{not json\n")
+
+    run = evaluate_retrieval(folder, modes=["bm25"], home=home, depth=5)
+    config = run.config()
+    assert config["corpus_failed"] == 3 and len(config["corpus_failures"]) == 3  # two empty records, one bad line
+    assert run.metrics()["bm25"]["nDCG@10"] > 0.9  # the rest is scored
+    assert "3 corpus records could not be loaded and were skipped" in (run.path / "summary.md").read_text()

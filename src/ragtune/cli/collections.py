@@ -6,7 +6,7 @@ import typer
 
 from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, print_json
 
-app = typer.Typer(help="List, inspect and delete collections.", no_args_is_help=True)
+app = typer.Typer(help="List, inspect, configure and delete collections.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -34,6 +34,29 @@ def show(name: Annotated[str, typer.Argument(help="collection name")], home: Hom
 
     with Collection.open(home, name) as coll:
         print_json({"stats": coll.stats(), "pipeline": coll.pipeline.model_dump(mode="json")})
+
+
+@app.command()
+def configure(
+    name: Annotated[str, typer.Argument(help="collection name")],
+    set_: Annotated[list[str], typer.Option("--set", help="a pipeline field to change, e.g. --set query.k=5 (repeatable)")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Change a collection's bound pipeline (what every later command uses). Everywhere else
+    --set applies to one call only. What the index was built with (embedder, chunking, store)
+    cannot change here: build a new index version (`ragtune models shadow`) or a new collection."""
+    from ragtune.collection import Collection
+
+    with Collection.open(home, name) as coll:
+        changes = coll.configure(set_)
+    if json_:
+        print_json({k: {"old": old, "new": new} for k, (old, new) in changes.items()})
+        return
+    if not changes:
+        typer.echo(f"{name}: nothing changed")
+    for key, (old, new) in changes.items():
+        typer.echo(f"{name}: {key}: {old!r} → {new!r}")
 
 
 @app.command()

@@ -40,11 +40,10 @@ def retrieval(
     bad = [m for m in mode_list if m not in ("bm25", "dense", "hybrid")]
     if bad:
         fail(f"--modes: unknown mode(s) {bad}; use bm25, dense, hybrid")
-    pipeline = None
-    if config or set_:
-        pipeline = (PipelineConfig.load(config) if config else PipelineConfig()).with_overrides(set_)
+    pipeline = PipelineConfig.load(config) if config else None
     with progress_bars(disable=json_) as on_progress:
-        run = evaluate_retrieval(dataset, split, mode_list, home, collection, pipeline, depth, on_progress=on_progress)
+        run = evaluate_retrieval(dataset, split, mode_list, home, collection, pipeline, depth, overrides=set_,
+                                 on_progress=on_progress)
     if json_:
         print_json({"run": str(run.path), "metrics": run.metrics()})
     else:
@@ -86,15 +85,12 @@ def qa(
 def _answer_and_score(dataset: Path, examples, collection: str, limit, seed: int, set_, home, json_: bool) -> None:
     from ragtune.answer import Answerer
     from ragtune.collection import Collection
-    from ragtune.config import PipelineConfig
     from ragtune.data.squad import sample
     from ragtune.evaluate.answers import evaluate_answers
     from ragtune.ingest.datasets import index_contexts
 
-    pipeline = PipelineConfig().with_overrides(set_) if set_ else None
-    with Collection.create(home, collection, pipeline, exist_ok=True) as coll, progress_bars(disable=json_) as on_progress:
-        if set_:
-            coll.pipeline = coll.pipeline.with_overrides(set_)
+    # --set is for this run only; a collection created here is bound only to what its index is built with.
+    with Collection.for_call(home, collection, set_, create=True) as coll, progress_bars(disable=json_) as on_progress:
         index_contexts(coll, examples, dataset.stem, home, on_progress)
         chosen = sample(examples, limit, seed)
         run = evaluate_answers(Answerer.from_pipeline(coll, home), chosen, home=home, on_progress=on_progress,

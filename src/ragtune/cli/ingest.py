@@ -20,7 +20,8 @@ def ingest(
     json_: JsonOpt = False,
 ) -> None:
     """Sync a file or folder into a collection: only new or changed documents are embedded,
-    deleted ones are removed. Creates the collection (bound to --config) on first use."""
+    deleted ones are removed. Creates the collection on first use, bound to --config and --set
+    (later runs keep that pipeline; change it with `ragtune collections configure`)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -38,10 +39,18 @@ def ingest(
     if acl.is_empty:
         err.print("[yellow]note:[/] no --public, --acl-group or --acl-user given: only records that carry "
                   "their own 'acl' will be indexed; other documents are reported as failures.")
-    pipeline = None
-    if config or set_:
+    if Collection.exists(home, collection):
+        # --config / --set bind a *new* collection's pipeline; on an existing one they apply to
+        # this call only (and may not change what its index was built with).
+        base = PipelineConfig.load(config) if config else None
+        coll = Collection.for_call(home, collection, set_, base=base)
+        if config or set_:
+            err.print(f"[yellow]note:[/] {collection!r} exists: --config/--set apply to this run only; change its "
+                      f"pipeline with `ragtune collections configure {collection} --set ...`")
+    else:
         pipeline = (PipelineConfig.load(config) if config else PipelineConfig()).with_overrides(set_)
-    with Collection.create(home, collection, pipeline, exist_ok=True) as coll:
+        coll = Collection.create(home, collection, pipeline)
+    with coll:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=json_) as progress:
             files = progress.add_task("reading files", total=None)

@@ -38,6 +38,10 @@ from ragtune.index.lock import OwnerLock
 if TYPE_CHECKING:
     from ragtune.models.embedder import Embedder
 
+# What an index is built with: fixed for the life of a collection (a new embedder means a new
+# index version, built by `ragtune models shadow`).
+BUILD_SECTIONS = ("embedder", "chunking", "store")
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -81,9 +85,10 @@ class Collection:
                 raise AlreadyExistsError(f"collection {name!r} already exists at {directory}")
             existing = cls.open(home, name)
             if pipeline is not None and pipeline.model_dump() != existing.pipeline.model_dump():
+                # This handle only: a bound pipeline changes through `configure`, never as a side
+                # effect of a command that happens to find the collection already there.
                 _check_compatible(existing.pipeline, pipeline, name)
                 existing.pipeline = pipeline
-                existing.save_pipeline()
             return existing
         directory.mkdir(parents=True, exist_ok=True)
         pipeline = pipeline or PipelineConfig()
@@ -91,6 +96,49 @@ class Collection:
         collection = cls(directory, pipeline)
         collection.index_versions.set_live("v1")
         return collection
+
+    @classmethod
+    def for_call(cls, home: str | Path | None, name: str, overrides: builtins.list[str] | None = None,
+                 base: PipelineConfig | None = None, create: bool = False) -> "Collection":
+        """A handle whose pipeline is the bound one (or ``base``) with ``overrides`` applied for this
+        call only; ``pipeline.yaml`` is not touched. With ``create``, a missing collection is
+        created bound to what its index is built with (the embedder, chunking and store parts of
+        ``base`` + ``overrides``); query and answer settings stay per call.
+
+        >>> import tempfile
+        >>> home = tempfile.mkdtemp()
+        >>> with Collection.for_call(home, "kb", ["answer.mode=extractive", "chunking.chunk_size=128"], create=True) as c:
+        ...     c.pipeline.answer.mode, c.pipeline.chunking.chunk_size
+        ('extractive', 128)
+        >>> with Collection.open(home, "kb") as c:  # only the build-time part was bound
+        ...     c.pipeline.answer.mode, c.pipeline.chunking.chunk_size
+        ('generative', 128)
+        """
+        if create and not cls.exists(home, name):
+            wanted = (base or PipelineConfig()).with_overrides(overrides)
+            bound = PipelineConfig().model_copy(update={s: getattr(wanted, s) for s in BUILD_SECTIONS})
+            coll = cls.create(home, name, bound)
+        else:
+            coll = cls.open(home, name)
+        per_call = (base or coll.pipeline).with_overrides(overrides)
+        _check_compatible(coll.pipeline, per_call, name)
+        coll.pipeline = per_call
+        return coll
+
+    def configure(self, overrides: builtins.list[str]) -> dict[str, tuple[Any, Any]]:
+        """Change the collection's bound pipeline (``ragtune collections configure``); returns
+        {field: (old, new)}. Settings its index was built with cannot change here."""
+        new = self.pipeline.with_overrides(overrides)
+        _check_compatible(self.pipeline, new, self.name)
+        old_flat, new_flat = _flatten(self.pipeline.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+        changes = {k: (old_flat.get(k), v) for k, v in new_flat.items() if old_flat.get(k) != v}
+        self.pipeline = new
+        self.save_pipeline()
+        return changes
+
+    @classmethod
+    def exists(cls, home: str | Path | None, name: str) -> bool:
+        return (_collections_dir(home) / _checked_name(name) / "pipeline.yaml").exists()
 
     @classmethod
     def open(cls, home: str | Path | None, name: str) -> "Collection":
@@ -239,14 +287,24 @@ def _checked_name(name: str) -> str:
     return name
 
 
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _check_compatible(old: PipelineConfig, new: PipelineConfig, name: str) -> None:
     # Chunks already indexed were made with the old embedder/chunker/store settings; mixing
     # would silently corrupt the index. Query and rerank settings may change freely.
-    for section in ("embedder", "chunking", "store"):
+    for section in BUILD_SECTIONS:
         if getattr(old, section).model_dump() != getattr(new, section).model_dump():
             raise ConfigError(
                 f"collection {name!r} was built with different {section} settings; "
-                f"create a new collection (or, later, a new index version) to change them"
+                f"create a new collection to change them (a new embedder: `ragtune models shadow`)"
             )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from ragtune.errors import MissingInputError
+from ragtune.errors import InputError, MissingInputError
 
 QRELS_HEADER = "query-id\tcorpus-id\tscore"
 
@@ -87,11 +87,21 @@ def write_qrels(folder: str | Path, split: str, judgements: Iterable[tuple[str, 
     return len(rows)
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
+def iter_jsonl(path: str | Path, skip_bad: bool = False) -> Iterator[dict]:
+    """The JSON objects of a JSON Lines file. A line that is not a JSON object raises an
+    InputError naming the file and line, or with ``skip_bad`` is skipped (the caller counts)."""
     with Path(path).open() as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                record = e
+            if isinstance(record, dict):
+                yield record
+            elif not skip_bad:
+                raise InputError(f"{path}:{n}: not a JSON object ({record}); fix or remove the line")
 
 
 def read_corpus(folder: str | Path) -> dict[str, dict]:
@@ -117,8 +127,9 @@ def read_qrels(folder: str | Path, split: str) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
-    """A BEIR split: its corpus, the queries judged in it and their qrels.
+def load_beir(folder: str | Path, split: str = "test", skip_bad: bool = False) -> BeirDataset:
+    """A BEIR split: its corpus, the queries judged in it and their qrels. With ``skip_bad``,
+    corpus records that are not JSON objects with an ``_id`` are left out instead of failing.
 
     >>> ds = load_beir("../shared/data/scifact", split="test")  # doctest: +SKIP
     >>> len(ds.corpus), len(ds.queries), len(ds.qrels)  # doctest: +SKIP
@@ -130,6 +141,7 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
         if not needed.is_file():
             raise MissingInputError(f"{needed}: missing; a BEIR folder needs corpus.jsonl, queries.jsonl, qrels/{split}.tsv")
     qrels = read_qrels(folder, split)
-    corpus = {r["_id"]: {"title": r.get("title", ""), "text": r["text"]} for r in iter_jsonl(folder / "corpus.jsonl")}
+    corpus = {str(r["_id"]): {"title": r.get("title") or "", "text": r.get("text") or ""}
+              for r in iter_jsonl(folder / "corpus.jsonl", skip_bad) if not skip_bad or "_id" in r}
     queries = {r["_id"]: r["text"] for r in iter_jsonl(folder / "queries.jsonl") if r["_id"] in qrels}
     return BeirDataset(corpus, queries, qrels)

@@ -17,6 +17,7 @@ from ragtune.collection import Collection
 from ragtune.config import PipelineConfig, ragtune_home
 from ragtune.data.beir import load_beir
 from ragtune.data.trec import write_run
+from ragtune.errors import InputError
 from ragtune.evaluate.ir import DEFAULT_MEASURES, doc_run, per_query, score_run
 from ragtune.evaluate.runs import RunDir, markdown_table
 from ragtune.ingest.sync import ingest
@@ -34,14 +35,19 @@ def evaluate_retrieval(
     collection: str | None = None,
     pipeline: PipelineConfig | None = None,
     depth: int = 100,
+    overrides: list[str] | None = None,
     measures: list[str] = DEFAULT_MEASURES,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> RunDir:
     """Score each mode on ``split``. With ``collection`` the corpus is indexed into that named
     collection (re-runs reuse it: unchanged documents are not embedded again); without it, into
-    a throw-away collection that is deleted afterwards."""
+    a throw-away collection that is deleted afterwards. ``pipeline`` / ``overrides`` apply to this
+    run; a collection it creates is bound only to what its index is built with.
+
+    A corpus record that cannot be loaded (no text, bad JSON) is skipped and counted, as in
+    ingestion; the rest is scored (``corpus_failed`` in the run's config names how many)."""
     dataset = Path(dataset)
-    ds = load_beir(dataset, split)
+    ds = load_beir(dataset, split, skip_bad=True)
     home_path = ragtune_home(home)
     scratch = None
     if collection is None:
@@ -50,13 +56,14 @@ def evaluate_retrieval(
     else:
         index_home, name = home_path, collection
     try:
-        with Collection.create(index_home, name, pipeline, exist_ok=True) as coll:
+        with Collection.for_call(index_home, name, overrides, base=pipeline, create=True) as coll:
             report = ingest(coll, dataset, Acl(public=True), on_progress)
-            if report.failed:
-                raise ValueError(f"{report.failed} corpus records failed to load, e.g. {report.failures[0]}")
+            if report.failed and report.failed == report.seen:
+                raise InputError(f"{dataset}: no corpus record could be loaded, e.g. {report.failures[0]}")
             run_dir = RunDir.create(home_path / "runs", "retrieval", {
                 "dataset": str(dataset.resolve()), "split": split, "modes": list(modes), "depth": depth,
                 "collection": collection, "queries": len(ds.queries), "corpus": len(ds.corpus),
+                "corpus_failed": report.failed, "corpus_failures": report.failures[:20],
                 "chunks": coll.store.count(), "pipeline": coll.pipeline.model_dump(mode="json"),
             })
             searcher = Searcher(coll)
@@ -84,6 +91,8 @@ def evaluate_retrieval(
     run_dir.write_summary(
         f"# Retrieval evaluation: {dataset.name} ({split})\n\n"
         f"{len(ds.queries)} queries, {len(ds.corpus)} documents, run `{run_dir.id}`.\n\n"
+        + (f"{report.failed} corpus records could not be loaded and were skipped "
+           f"(e.g. {report.failures[0][0]}: {report.failures[0][1]}).\n\n" if report.failed else "")
         + markdown_table(["mode"] + list(measures), rows) + "\n\n![recall@k](recall_at_k.png)\n"
     )
     return run_dir
