@@ -34,10 +34,10 @@ from _common import CACHE, DATA, table, write_report  # noqa: E402
 
 from ragtune.adapt import AdaptConfig, adapt  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
+from ragtune.collection.shadow import build_shadow  # noqa: E402
 from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import doc_run, per_query, score_run  # noqa: E402
-from ragtune.collection.shadow import build_shadow  # noqa: E402
 from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.models.adapters import AdapterRegistry  # noqa: E402
 from ragtune.models.registry import ModelRegistry  # noqa: E402

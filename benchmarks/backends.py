@@ -34,13 +34,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, git_commit, machine, write_report  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
+from ragtune.collection.migrate import migrate  # noqa: E402
+from ragtune.collection.shadow import POINT_FIELDS as PAYLOAD_FIELDS  # noqa: E402
+from ragtune.collection.shadow import write_points
 from ragtune.config import PipelineConfig, StoreConfig  # noqa: E402
 from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.evaluate.retrieval import evaluate_retrieval  # noqa: E402
 from ragtune.index import open_store  # noqa: E402
 from ragtune.index.base import Query  # noqa: E402
-from ragtune.collection.migrate import migrate  # noqa: E402
-from ragtune.collection.shadow import POINT_FIELDS as PAYLOAD_FIELDS, write_points  # noqa: E402
 from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.types import Acl  # noqa: E402
 

@@ -35,11 +35,11 @@ from ragtune.answer.extractive import SentenceReader  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.config import AnswerConfig  # noqa: E402
 from ragtune.data.spans import answer_rank  # noqa: E402
+from ragtune.data.squad import QAExample, load_squad  # noqa: E402
 from ragtune.evaluate.answers import evaluate_answers, summarize  # noqa: E402
-from ragtune.ingest.datasets import index_contexts  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.qa import ABSTAIN  # noqa: E402
-from ragtune.data.squad import QAExample, load_squad  # noqa: E402
+from ragtune.ingest.datasets import index_contexts  # noqa: E402
 from ragtune.models.generator import make_generator  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.types import Principal  # noqa: E402

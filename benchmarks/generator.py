@@ -31,13 +31,17 @@ from _common import CACHE, DATA, write_report  # noqa: E402
 
 from ragtune.answer import Answerer  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
-from ragtune.data.squad import sample  # noqa: E402
+from ragtune.data.squad import (  # noqa: E402
+    load_squad,
+    sample,  # noqa: E402
+    split_by_article,
+)
 from ragtune.evaluate.answers import evaluate_answers  # noqa: E402
-from ragtune.ingest.datasets import index_contexts  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
-from ragtune.data.squad import load_squad, split_by_article  # noqa: E402
+from ragtune.ingest.datasets import index_contexts  # noqa: E402
+from ragtune.models.generator import base_model_path  # noqa: E402
 from ragtune.synth.sft import SFTDataConfig, SFTDataReport, rag_sft_examples  # noqa: E402
-from ragtune.train.generator import GeneratorTrainConfig, base_model_path, train_generator  # noqa: E402
+from ragtune.train.generator import GeneratorTrainConfig, train_generator  # noqa: E402
 from ragtune.train.reader import ReaderTrainConfig, train_reader  # noqa: E402
 
 BASE = "SmolLM2-135M-Instruct"

@@ -25,24 +25,26 @@ stopped run resumes. Run from the repo root:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, machine, write_report  # noqa: E402
+from generator import PIPELINE, answer_eval, cached  # noqa: E402  (the same answer path and settings)
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.data.spans import answer_rank  # noqa: E402
-from ragtune.data.squad import sample  # noqa: E402
-from ragtune.ingest.datasets import index_contexts  # noqa: E402
+from ragtune.data.squad import (  # noqa: E402
+    load_squad,
+    sample,  # noqa: E402
+    split_by_article,
+)
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
-from ragtune.data.squad import load_squad, split_by_article  # noqa: E402
+from ragtune.ingest.datasets import index_contexts  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.train.rag import RagTrainConfig, rag_examples, train_rag  # noqa: E402
 from ragtune.types import ServicePrincipal  # noqa: E402
-from generator import PIPELINE, answer_eval, cached  # noqa: E402  (the same answer path and settings)
 
 VARIANTS = ["retriever", "generator", "dalm", "e2e"]
 

@@ -32,7 +32,8 @@ from ragtune.evaluate.ir import doc_run, per_query, score_run
 from ragtune.synth.filters import FilterConfig, filter_queries
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
 from ragtune.synth.queries import QueryGenConfig, generate_queries
-from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
+from ragtune.train.embedder import EmbedderTrainConfig
+from ragtune.train.publish import publish_embedder
 from ragtune.types import ServicePrincipal
 
 Progress = Callable[[str, int, int], None]
@@ -157,18 +158,12 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     step("queries", lambda: generate_queries(collection, generator, folder, config.queries, on_progress))
     step("filter", lambda: filter_queries(collection, folder, config.filters, on_progress).to_dict())
     step("mine", lambda: mine_negatives(collection, folder, "train", config.mining, on_progress))
-    base = collection.pipeline.embedder.model
     registry = ModelRegistry(home, "embedder", collection.name)
 
     def train() -> dict:
         rows = training_rows(folder, "train", config.num_negatives)
-        with registry.new_version() as (version, out):
-            result = train_embedder(base, rows, out, config.training, collection.pipeline.embedder.device)
-            registry.describe(out, base=base, method=config.training.method, data=str(folder), rows=len(rows),
-                              hyperparameters=config.training.to_dict(), steps=result.steps,
-                              train_loss=result.train_loss, train_seconds=round(result.seconds, 1),
-                              trainable_parameters=result.trainable_parameters)
-        return {"version": version, "path": str(registry.path(version)), "rows": len(rows), "steps": result.steps,
+        meta, result = publish_embedder(home, collection, rows, config.training, data=str(folder))
+        return {"version": meta["version"], "path": meta["path"], "rows": len(rows), "steps": result.steps,
                 "train_loss": result.train_loss}
 
     model = step("train", train)

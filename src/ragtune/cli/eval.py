@@ -147,41 +147,11 @@ def judge(
 ) -> None:
     """LLM-as-a-judge: faithfulness to the contexts and correctness against the reference (1-5)."""
     from ragtune.config import ragtune_home
-    from ragtune.evaluate.judge import Judge, summarize
-    from ragtune.evaluate.runs import RunDir, markdown_table
+    from ragtune.evaluate.judge import Judge, judge_answers
 
-    items = []
-    for n, line in enumerate(answers.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            items.append((str(item["id"]), item["question"], item["answer"], list(item.get("contexts") or []),
-                          item.get("reference")))
-        except (ValueError, KeyError, TypeError) as e:
-            fail(f"{answers}:{n}: need id, question, answer (contexts, reference optional): {e}")
     judge_ = Judge.openai(base_url, model, api_key=api_key, repeats=repeats)
-    faith: list = []
-    correct: list = []
-    per: dict[str, dict[str, float]] = {"faithfulness": {}, "correctness": {}}
-    for qid, question, answer, contexts, reference in items:
-        if contexts:
-            v = judge_.faithfulness(question, answer, contexts)
-            faith.append(v)
-            if v.score is not None:
-                per["faithfulness"][qid] = v.score
-        if reference:
-            v = judge_.correctness(question, answer, reference)
-            correct.append(v)
-            if v.score is not None:
-                per["correctness"][qid] = v.score
-    metrics = {"faithfulness": summarize(faith), "correctness": summarize(correct)}
-    run = RunDir.create(ragtune_home(home) / "runs", "judge", {"answers": str(answers.resolve()), "judge_model": model,
-                                                                "base_url": base_url, "repeats": repeats})
-    run.write_metrics({"judge": {k: v["mean"] for k, v in metrics.items()}}, {"judge": per})  # type: ignore[misc]
-    rows = [[k, v["mean"] if v["mean"] is not None else "n/a", v["judged"], v["missing"],
-             v["mean_spread"] if v["mean_spread"] is not None else "n/a"] for k, v in metrics.items()]
-    run.write_summary(f"# Judge: {model}\n\n" + markdown_table(["criterion", "mean (1-5)", "judged", "missing", "mean spread"], rows) + "\n")
+    run, metrics = judge_answers(answers, judge_, ragtune_home(home) / "runs",
+                                 {"judge_model": model, "base_url": base_url, "repeats": repeats})
     if json_:
         print_json({"run": str(run.path), "metrics": metrics})
     else:

@@ -37,9 +37,9 @@ def embedder(
     into a new version of its model registry. Build a shadow index with it: `ragtune models shadow`."""
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
-    from ragtune.models.registry import ModelRegistry
     from ragtune.synth.negatives import training_rows
-    from ragtune.train.embedder import EmbedderTrainConfig, train_embedder
+    from ragtune.train.embedder import EmbedderTrainConfig
+    from ragtune.train.publish import publish_embedder
 
     if method not in ("full", "lora", "query-adapter"):
         fail(f"--method {method!r}: use full, lora or query-adapter")
@@ -51,14 +51,8 @@ def embedder(
         config = EmbedderTrainConfig(method=method,  # type: ignore[arg-type]  # checked above
                                      epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                                      learning_rate=learning_rate)
-        registry = ModelRegistry(home, "embedder", collection)
-        base = coll.pipeline.embedder.model
-        with registry.new_version() as (version, out):
-            result = train_embedder(base, rows, out, config, coll.pipeline.embedder.device)
-            registry.describe(out, base=base, method=method, data=str(folder), rows=len(rows),
-                              hyperparameters=config.to_dict(), steps=result.steps, train_loss=result.train_loss,
-                              train_seconds=round(result.seconds, 1), trainable_parameters=result.trainable_parameters)
-    meta = registry.get(version)
+        meta, result = publish_embedder(home, coll, rows, config, data=str(folder))
+    version = meta["version"]
     if json_:
         print_json(meta)
     else:
@@ -84,9 +78,9 @@ def reranker(
     synthetic questions and their hard negatives, into the collection's model registry."""
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
-    from ragtune.models.registry import ModelRegistry
     from ragtune.synth.negatives import training_rows
-    from ragtune.train.reranker import RerankerTrainConfig, train_reranker
+    from ragtune.train.publish import publish_reranker
+    from ragtune.train.reranker import RerankerTrainConfig
 
     with Collection.open(home, collection) as coll:
         folder = coll.dir / "synth" / name
@@ -94,18 +88,12 @@ def reranker(
             fail(f"no mined negatives at {folder}; run `ragtune synth negatives -c {collection}` first")
         rows = training_rows(folder, "train", num_negatives, ragged=True)
         config = RerankerTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
-        registry = ModelRegistry(home, "reranker", collection)
-        with registry.new_version() as (version, out):
-            result = train_reranker(base, rows, out, config, coll.pipeline.embedder.device)
-            registry.describe(out, base=base, method="cross-encoder", data=str(folder), rows=len(rows),
-                              hyperparameters=config.to_dict(), steps=result.steps, train_loss=result.train_loss,
-                              train_seconds=round(result.seconds, 1))
-        path = str(registry.path(version))
+        meta, result = publish_reranker(home, coll, rows, config, base, data=str(folder))
+        version, path = meta["version"], meta["path"]
         if apply:
             coll.pipeline.reranker.model = path
             coll.pipeline.reranker.depth = depth
             coll.save_pipeline()
-    meta = registry.get(version)
     if json_:
         print_json({**meta, "applied": apply})
     else:
@@ -132,23 +120,17 @@ def qgen(
     adapter for `ragtune synth queries --set generator.adapter=NAME`."""
     from ragtune.cli.common import fail
     from ragtune.data.squad import load_squad
-    from ragtune.models.adapters import AdapterRegistry
     from ragtune.synth.queries import qg_training_examples
-    from ragtune.train.generator import GeneratorTrainConfig, train_generator
+    from ragtune.train.generator import GeneratorTrainConfig
+    from ragtune.train.publish import publish_adapter
 
     try:
         examples = qg_training_examples(load_squad(squad), limit)
     except ValueError as e:
         fail(str(e))
     config = GeneratorTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
-    registry = AdapterRegistry(home)
-    with registry.create(name, overwrite=overwrite) as out:
-        result = train_generator(base, examples, out, config, home)
-        registry.describe(out, base=base, method=config.method, task="question generation", data=str(squad),
-                          examples=len(examples), hyperparameters=config.to_dict(), steps=result.steps,
-                          train_loss=result.train_loss, train_seconds=round(result.seconds, 1),
-                          trainable_parameters=result.trainable_parameters, total_parameters=result.total_parameters)
-    meta = registry.get(name)
+    meta, result = publish_adapter(home, name, base, examples, config, task="question generation", data=str(squad),
+                                   overwrite=overwrite, examples=len(examples))
     if json_:
         print_json(meta)
     else:
@@ -182,30 +164,26 @@ def generator(
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
     from ragtune.models.adapters import AdapterRegistry
-    from ragtune.train.generator import GeneratorTrainConfig, train_generator
+    from ragtune.synth.sft import sft_rows_from_file
+    from ragtune.train.generator import GeneratorTrainConfig
     from ragtune.train.methods import get_method
+    from ragtune.train.publish import publish_adapter
 
     options = dict(_key_value(o) for o in option or [])
     try:
         get_method(method).make_options(options)
     except ValueError as e:
         fail(str(e))
-    registry = AdapterRegistry(home)
-    if registry.exists(name) and not overwrite:
+    if AdapterRegistry(home).exists(name) and not overwrite:
         fail(f"adapter {name!r} exists; pick another --name or pass --overwrite")
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         base = base or coll.pipeline.generator.model
-        train_rows, eval_rows, data_info = _sft_rows(coll, data, base, limit, eval_fraction, unanswerable_fraction,
-                                                     home, on_progress)
+        train_rows, eval_rows, data_info = sft_rows_from_file(coll, data, base, limit, eval_fraction,
+                                                              unanswerable_fraction, home, on_progress)
     config = GeneratorTrainConfig(method=method, options=options, epochs=epochs, max_steps=max_steps,
                                   batch_size=batch_size, learning_rate=learning_rate)
-    with registry.create(name, overwrite=overwrite) as out:
-        result = train_generator(base, train_rows, out, config, home, eval_examples=eval_rows or None)
-        registry.describe(out, base=base, method=method, task="grounded answering", data=str(data), **data_info,
-                          hyperparameters=config.to_dict(), steps=result.steps, train_loss=result.train_loss,
-                          **result.metrics, train_seconds=round(result.seconds, 1),
-                          trainable_parameters=result.trainable_parameters, total_parameters=result.total_parameters)
-    meta = registry.get(name)
+    meta, result = publish_adapter(home, name, base, train_rows, config, task="grounded answering", data=str(data),
+                                   overwrite=overwrite, eval_rows=eval_rows, **data_info)
     if json_:
         print_json(meta)
         return
@@ -223,49 +201,6 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         fail(f"--option {text!r}: write KEY=VALUE, e.g. --option r=8")
     return key.strip(), value.strip()
-
-
-def _sft_rows(coll, data: Path, base: str, limit, eval_fraction: float, unanswerable_fraction: float, home,
-              on_progress) -> tuple[list[dict], list[dict], dict]:
-    """Training and held-out rows from a SQuAD file (through the collection's retrieval) or a
-    ready prompt/completion .jsonl (held-out: none)."""
-    import json
-
-    from transformers import AutoConfig, AutoTokenizer
-
-    from ragtune.cli.common import fail
-    from ragtune.data.squad import load_squad, sample, split_by_article
-    from ragtune.ingest.datasets import index_contexts
-    from ragtune.synth.sft import SFTDataConfig, SFTDataReport, rag_sft_examples
-    from ragtune.train.generator import base_model_path
-
-    if not data.is_file():
-        fail(f"--data {data}: no such file")
-    if data.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(data.read_text().splitlines(), start=1):
-            if line.strip():
-                row = json.loads(line)
-                if not {"prompt", "completion"} <= set(row):
-                    fail(f"{data}:{n}: each line needs 'prompt' and 'completion' (lists of chat messages)")
-                rows.append(row)
-        return rows[:limit] if limit else rows, [], {"examples": len(rows[:limit] if limit else rows)}
-    examples = sample(load_squad(data), limit)
-    train, held = split_by_article(examples, eval_fraction) if eval_fraction > 0 else (examples, [])
-    index_contexts(coll, examples, data.stem, home, on_progress)
-    path = base_model_path(base, home)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    window = int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 2048))
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    report = SFTDataReport()
-    config = SFTDataConfig(unanswerable_fraction=unanswerable_fraction)
-    train_rows = rag_sft_examples(coll, train, count, window, config, report=report)
-    eval_rows = rag_sft_examples(coll, held, count, window, config)
-    return train_rows, eval_rows, {"examples": len(train_rows), "eval_examples": len(eval_rows),
-                                   "eval_articles": len({ex.article_id for ex in held}), "sft_data": report.to_dict()}
 
 
 @app.command()
@@ -286,8 +221,8 @@ def reader(
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
     from ragtune.data.squad import load_squad, sample
-    from ragtune.models.registry import ModelRegistry
-    from ragtune.train.reader import ReaderTrainConfig, train_reader
+    from ragtune.train.publish import publish_reader
+    from ragtune.train.reader import ReaderTrainConfig
 
     examples = []
     for path in data:
@@ -295,19 +230,13 @@ def reader(
             fail(f"--data {path}: no such file")
         examples += sample(load_squad(path), limit)
     config = ReaderTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
-    registry = ModelRegistry(home, "reader", collection)
     with Collection.open(home, collection) as coll:
-        with registry.new_version() as (version, out):
-            result = train_reader(base, examples, out, config, coll.pipeline.reader.device)
-            registry.describe(out, base=base, method="span-prediction", data=[str(p) for p in data],
-                              questions=len(examples), **result.metrics, hyperparameters=config.to_dict(),
-                              steps=result.steps, train_loss=result.train_loss, train_seconds=round(result.seconds, 1))
-        model_path = str(registry.path(version))
+        meta, result = publish_reader(home, coll, examples, config, base, data=[str(p) for p in data])
+        version, model_path = meta["version"], meta["path"]
         if apply:
             coll.pipeline.reader.model = model_path
             coll.pipeline.answer.mode = "extractive"
             coll.save_pipeline()
-    meta = registry.get(version)
     if json_:
         print_json({**meta, "applied": apply})
     else:

@@ -22,9 +22,11 @@ import json
 import re
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from ragtune.errors import InputError
+from ragtune.evaluate.runs import RunDir, markdown_table
 
 Complete = Callable[[list[dict[str, str]], float], str]
 
@@ -153,3 +155,45 @@ def summarize(verdicts: list[Verdict]) -> dict[str, float | int | None]:
         "mean": statistics.fmean(scored) if scored else None,
         "mean_spread": statistics.fmean(spreads) if spreads else None,
     }
+
+
+def read_answers(path: Path) -> list[tuple[str, str, str, list[str], str | None]]:
+    """(id, question, answer, contexts, reference) per line of an ``answers.jsonl`` (the file
+    ``ragtune eval qa`` writes); a bad line is an InputError naming it."""
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            items.append((str(item["id"]), item["question"], item["answer"], list(item.get("contexts") or []),
+                          item.get("reference")))
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path}:{n}: need id, question, answer (contexts, reference optional): {e}") from None
+    return items
+
+
+def judge_answers(answers: Path, judge: Judge, runs_dir: Path, config: dict | None = None) -> tuple[RunDir, dict]:
+    """Judge every answer of ``answers`` (faithfulness where it has contexts, correctness where
+    it has a reference) into a new run directory; returns it and the per-criterion summary."""
+    items = read_answers(answers)
+    verdicts: dict[str, list[Verdict]] = {"faithfulness": [], "correctness": []}
+    per: dict[str, dict[str, float]] = {"faithfulness": {}, "correctness": {}}
+    for qid, question, answer, contexts, reference in items:
+        for criterion, wanted in (("faithfulness", contexts), ("correctness", reference)):
+            if not wanted:
+                continue
+            v = (judge.faithfulness(question, answer, contexts) if criterion == "faithfulness"
+                 else judge.correctness(question, answer, reference or ""))
+            verdicts[criterion].append(v)
+            if v.score is not None:
+                per[criterion][qid] = v.score
+    metrics = {k: summarize(v) for k, v in verdicts.items()}
+    run = RunDir.create(runs_dir, "judge", {"answers": str(answers.resolve()), **(config or {})})
+    run.write_metrics({"judge": {k: v["mean"] for k, v in metrics.items()}}, {"judge": per})  # type: ignore[misc]
+    rows = [[k, v["mean"] if v["mean"] is not None else "n/a", v["judged"], v["missing"],
+             v["mean_spread"] if v["mean_spread"] is not None else "n/a"] for k, v in metrics.items()]
+    title = (config or {}).get("judge_model", "LLM judge")
+    run.write_summary(f"# Judge: {title}\n\n"
+                      + markdown_table(["criterion", "mean (1-5)", "judged", "missing", "mean spread"], rows) + "\n")
+    return run, metrics

@@ -60,6 +60,11 @@ class Generator(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
+def base_model_path(base_model: str, home: str | Path | None = None) -> str:
+    """A packaged model name (converted once from GGUF), else a hub id or folder as given."""
+    return str(packaged_model_dir(base_model, home)) if base_model in PACKAGED_GGUF else base_model
+
+
 def batch_size_for(generator: Generator, wanted: int) -> int:
     """Prompts per call of :func:`generate_texts`: the local model batches forward passes;
     an endpoint batches server-side, so it gets one prompt at a time."""

@@ -20,14 +20,17 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ragtune.answer.prompt import Passage, build_messages, context_budget, pack_passages
 from ragtune.collection import Collection
 from ragtune.config import AnswerConfig
+from ragtune.data.beir import iter_jsonl
 from ragtune.data.spans import answer_rank, context_doc_id
 from ragtune.data.squad import QAExample
 from ragtune.data.text import ABSTAIN, normalize_answer
+from ragtune.errors import InputError, MissingInputError
 from ragtune.retrieve import Searcher
 from ragtune.types import HIT_FIELDS, Hit, ServicePrincipal
 
@@ -137,3 +140,45 @@ def citation_positions(rows: list[dict]) -> Counter:
     import re
 
     return Counter(m.group(1) for r in rows for m in [re.search(r"\[(\d+)\]$", r["completion"][0]["content"])] if m)
+
+
+def sft_rows_from_file(collection: Collection, data: Path, base: str, limit: int | None = None,
+                       eval_fraction: float = 0.1, unanswerable_fraction: float = 0.15,
+                       home: str | Path | None = None,
+                       on_progress: Callable[[str, int, int], None] | None = None) -> tuple[list[dict], list[dict], dict]:
+    """(training rows, held-out rows, what was built) for ``ragtune train generator --data``:
+    from a SQuAD file, RAG-shaped rows through the collection's retrieval (its contexts are
+    indexed first; held out: ``eval_fraction`` of the articles); from a ready prompt/completion
+    ``.jsonl``, its rows as they are (nothing held out)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ragtune.data.squad import load_squad, sample, split_by_article
+    from ragtune.ingest.datasets import index_contexts
+    from ragtune.models.generator import base_model_path
+
+    if not data.is_file():
+        raise MissingInputError(f"--data {data}: no such file")
+    if data.suffix == ".jsonl":
+        rows = []
+        for n, row in enumerate(iter_jsonl(data), start=1):
+            if not {"prompt", "completion"} <= set(row):
+                raise InputError(f"{data}:{n}: each line needs 'prompt' and 'completion' (lists of chat messages)")
+            rows.append(row)
+        rows = rows[:limit] if limit else rows
+        return rows, [], {"examples": len(rows)}
+    examples = sample(load_squad(data), limit)
+    train, held = split_by_article(examples, eval_fraction) if eval_fraction > 0 else (examples, [])
+    index_contexts(collection, examples, data.stem, home, on_progress)
+    path = base_model_path(base, home)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    window = int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 2048))
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    report = SFTDataReport()
+    config = SFTDataConfig(unanswerable_fraction=unanswerable_fraction)
+    train_rows = rag_sft_examples(collection, train, count, window, config, report=report)
+    eval_rows = rag_sft_examples(collection, held, count, window, config)
+    return train_rows, eval_rows, {"examples": len(train_rows), "eval_examples": len(eval_rows),
+                                   "eval_articles": len({ex.article_id for ex in held}), "sft_data": report.to_dict()}

@@ -24,34 +24,27 @@ Example:
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ragtune.errors import InputError
+from ragtune.train.args import TrainingArgs
 
 
 @dataclass
-class EmbedderTrainConfig:
+class EmbedderTrainConfig(TrainingArgs):
     method: Literal["full", "lora", "query-adapter"] = "full"
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 32
-    learning_rate: float | None = None  # None: 2e-5 full, 2e-4 lora
-    warmup_ratio: float = 0.1
+    batch_size: int = 32  # learning_rate None: 2e-5 full, 2e-4 lora, 1e-3 query adapter
     weight_decay: float = 0.01
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     scale: float = 20.0  # MNRL temperature⁻¹ (cosine × scale)
-    seed: int = 0
     max_seq_length: int | None = None
 
-    def lr(self) -> float:
-        return self.learning_rate or {"full": 2e-5, "lora": 2e-4, "query-adapter": 1e-3}[self.method]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def default_learning_rate(self) -> float:
+        return {"full": 2e-5, "lora": 2e-4, "query-adapter": 1e-3}[self.method]
 
 
 @dataclass
@@ -102,14 +95,10 @@ def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     dataset = Dataset.from_list(rows)
     loss = MultipleNegativesRankingLoss(model, scale=config.scale)
     with tempfile.TemporaryDirectory(prefix="ragtune-train-") as scratch:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=scratch, num_train_epochs=config.epochs, max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size, learning_rate=config.lr(),
-            warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
-            batch_sampler=BatchSamplers.NO_DUPLICATES, seed=config.seed, data_seed=config.seed,
-            save_strategy="no", report_to=[], logging_steps=10, disable_tqdm=False,
-            use_cpu=best_device(device) == "cpu", dataloader_drop_last=len(rows) > config.batch_size,
-            router_mapping=router_mapping,
+        args = SentenceTransformerTrainingArguments(**config.hf_arguments(
+            scratch, best_device(device), weight_decay=config.weight_decay, batch_sampler=BatchSamplers.NO_DUPLICATES,
+            logging_steps=10, disable_tqdm=False, dataloader_drop_last=len(rows) > config.batch_size,
+            router_mapping=router_mapping),
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         output, seconds = run_trainer(trainer)

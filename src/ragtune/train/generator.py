@@ -23,46 +23,34 @@ from typing import Any
 
 from ragtune.errors import InputError
 from ragtune.train import run_trainer
+from ragtune.train.args import TrainingArgs
 from ragtune.train.embedder import TrainResult
 from ragtune.train.methods import get_method
 
 
 @dataclass
-class GeneratorTrainConfig:
+class GeneratorTrainConfig(TrainingArgs):
     method: str = "lora"  # see ragtune.train.methods.method_names()
     options: dict[str, Any] = field(default_factory=dict)  # the method's own knobs, e.g. {"r": 8}
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 8
+    batch_size: int = 8  # learning_rate None: the method's default (2e-4 LoRA … 3e-2 prompt tuning)
     gradient_accumulation: int = 1
-    learning_rate: float | None = None  # None: the method's default (2e-4 LoRA … 3e-2 prompt tuning)
     warmup_ratio: float = 0.05
     max_length: int = 1024
     # Off by default: a 135M model fits easily and recomputation costs ~30% more time; turn it
     # on for billion-parameter bases on a GPU. (Prefix tuning cannot use it: peft's prefix keys
     # and the checkpointed attention mask disagree in length.)
     gradient_checkpointing: bool = False
-    seed: int = 0
 
     def __post_init__(self) -> None:
         get_method(self.method).make_options(self.options)  # fail at construction, not after loading
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = super().to_dict()
         out["options"] = asdict(get_method(self.method).make_options(self.options))
-        out["learning_rate"] = self.lr
         return out
 
-    @property
-    def lr(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else get_method(self.method).learning_rate
-
-
-def base_model_path(base_model: str, home: str | Path | None = None) -> str:
-    """A packaged model name (converted once from GGUF), else a hub id or folder as given."""
-    from ragtune.models.generator import PACKAGED_GGUF, packaged_model_dir
-
-    return str(packaged_model_dir(base_model, home)) if base_model in PACKAGED_GGUF else base_model
+    def default_learning_rate(self) -> float:
+        return get_method(self.method).learning_rate
 
 
 def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, config: GeneratorTrainConfig | None = None,
@@ -74,6 +62,7 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from ragtune.models.generator import base_model_path
     from ragtune.models.loading import best_device
 
     config = config or GeneratorTrainConfig()
@@ -87,14 +76,11 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
         tokenizer.pad_token = tokenizer.eos_token
     model = method.load_base(path, device)
     with tempfile.TemporaryDirectory(prefix="ragtune-sft-") as scratch:
-        args = SFTConfig(
-            output_dir=scratch, num_train_epochs=config.epochs, max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
-            learning_rate=config.lr, warmup_steps=config.warmup_ratio, seed=config.seed,
-            max_length=config.max_length, completion_only_loss=True, packing=False, save_strategy="no",
-            report_to=[], logging_steps=10, use_cpu=device == "cpu", bf16=False, fp16=False,
-            gradient_checkpointing=config.gradient_checkpointing and config.method != "prefix",
-        )
+        args = SFTConfig(**config.hf_arguments(
+            scratch, device, gradient_accumulation_steps=config.gradient_accumulation, data_seed=None,
+            max_length=config.max_length, completion_only_loss=True, packing=False, logging_steps=10,
+            bf16=False, fp16=False, gradient_checkpointing=config.gradient_checkpointing and config.method != "prefix",
+        ))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                              eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
                              processing_class=tokenizer,

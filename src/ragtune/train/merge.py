@@ -22,7 +22,7 @@ def merge_adapter(name: str, out_dir: str | Path, home: str | Path | None = None
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragtune.train.generator import base_model_path
+    from ragtune.models.generator import base_model_path
     from ragtune.train.methods import get_method
 
     registry = AdapterRegistry(home)

@@ -18,29 +18,23 @@ from __future__ import annotations
 
 import random
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ragtune.data.squad import QAExample
 from ragtune.errors import InputError
 from ragtune.train import run_trainer
+from ragtune.train.args import TrainingArgs
 from ragtune.train.embedder import TrainResult
 
 
 @dataclass
-class ReaderTrainConfig:
+class ReaderTrainConfig(TrainingArgs):
     epochs: float = 2.0
-    max_steps: int = -1
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
+    learning_rate: float | None = 5e-5
     max_length: int = 384
     stride: int = 128
     negatives_per_positive: float = 1.0
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def reader_features(tokenizer, examples: list[QAExample], config: ReaderTrainConfig) -> list[dict]:
@@ -93,11 +87,7 @@ def train_reader(base_model: str, examples: list[QAExample], out_dir: str | Path
         raise InputError("no training windows: the examples are empty")
     model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
     with tempfile.TemporaryDirectory(prefix="ragtune-reader-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, num_train_epochs=config.epochs, max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_ratio, seed=config.seed, save_strategy="no", report_to=[], logging_steps=20,
-            use_cpu=best_device(device) == "cpu")
+        args = TrainingArguments(**config.hf_arguments(scratch, best_device(device), data_seed=None, logging_steps=20))
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows))
         output, seconds = run_trainer(trainer)
     trainer.model.save_pretrained(str(out_dir))

@@ -17,26 +17,18 @@ Example:
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ragtune.errors import InputError
 from ragtune.train import run_trainer
+from ragtune.train.args import TrainingArgs
 from ragtune.train.embedder import TrainResult
 
 
 @dataclass
-class RerankerTrainConfig:
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 16
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
+class RerankerTrainConfig(TrainingArgs):
     max_length: int = 320  # question + a 200-token chunk with its title prefix
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def labelled_pairs(rows: list[dict[str, str]]) -> list[dict]:
@@ -72,12 +64,7 @@ def train_reranker(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     # Balance the classes: each question has one positive and several negatives.
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(pairs) - n_pos) / max(1, n_pos)))
     with tempfile.TemporaryDirectory(prefix="ragtune-train-") as scratch:
-        args = CrossEncoderTrainingArguments(
-            output_dir=scratch, num_train_epochs=config.epochs, max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_ratio, seed=config.seed, data_seed=config.seed, save_strategy="no",
-            report_to=[], logging_steps=10, use_cpu=best_device(device) == "cpu",
-        )
+        args = CrossEncoderTrainingArguments(**config.hf_arguments(scratch, best_device(device), logging_steps=10))
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), loss=loss)
         output, seconds = run_trainer(trainer)
     model.save_pretrained(str(out_dir))

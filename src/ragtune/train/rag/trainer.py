@@ -42,6 +42,7 @@ import torch
 
 from ragtune.collection import Collection
 from ragtune.errors import InputError
+from ragtune.train.args import TrainingArgs
 from ragtune.train.rag.data import RagExample
 from ragtune.train.rag.index import TrainingIndex
 from ragtune.train.rag.losses import (
@@ -56,7 +57,10 @@ VARIANTS = ("e2e", "retriever", "generator", "dalm")
 
 
 @dataclass
-class RagTrainConfig:
+class RagTrainConfig(TrainingArgs):
+    """Two parameter groups, two learning rates (``retriever_lr``, ``generator_lr``): the shared
+    ``learning_rate`` is not used."""
+
     variant: Variant = "e2e"
     k: int = 4  # passages marginalised over per question
     temperature: float = 0.05  # τ of p(z|q) = softmax(cosine / τ); 0.05 = MNRL's scale 20
@@ -66,14 +70,16 @@ class RagTrainConfig:
     generator_lr: float = 2e-4
     generator_options: dict[str, Any] = field(default_factory=dict)  # LoRA options, e.g. {"r": 8}
     refresh_every: int = 0  # steps between re-indexing the passages (0: only at the end)
-    epochs: float = 1.0
-    max_steps: int = -1
     batch_size: int = 4
     warmup_ratio: float = 0.05
     max_passage_tokens: int = 256  # passage tokens the generator reads per pair
-    seed: int = 0
+
+    def default_learning_rate(self) -> float:
+        return self.generator_lr  # what the Trainer's own optimiser setting holds; the groups set their own
 
     def __post_init__(self) -> None:
+        if self.learning_rate is not None:
+            raise InputError("train rag has two learning rates: set retriever_lr and generator_lr")
         if self.variant not in VARIANTS:
             raise InputError(f"variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
         if self.k < 1:
@@ -238,7 +244,7 @@ def load_rag_model(collection: Collection, config: RagTrainConfig, home: str | P
         from peft import get_peft_model
         from transformers import AutoTokenizer
 
-        from ragtune.train.generator import base_model_path
+        from ragtune.models.generator import base_model_path
         from ragtune.train.methods import get_method
 
         lora = get_method("lora")
@@ -290,12 +296,9 @@ def train_rag(collection: Collection, examples: list[RagExample], config: RagTra
 
     try:
         with tempfile.TemporaryDirectory(prefix="ragtune-rag-") as scratch:
-            args = TrainingArguments(
-                output_dir=scratch, num_train_epochs=config.epochs, max_steps=config.max_steps,
-                per_device_train_batch_size=config.batch_size, learning_rate=config.generator_lr,
-                warmup_steps=config.warmup_ratio, seed=config.seed, data_seed=config.seed, save_strategy="no",
-                report_to=[], logging_steps=5, use_cpu=device == "cpu", remove_unused_columns=False,
-                dataloader_drop_last=len(examples) > config.batch_size)
+            args = TrainingArguments(**config.hf_arguments(
+                scratch, device, logging_steps=5, remove_unused_columns=False,
+                dataloader_drop_last=len(examples) > config.batch_size))
             trainer = RagTrainer.make(model=model, args=args, train_dataset=Dataset.from_list([e.to_dict() for e in examples]),
                                       data_collator=lambda rows: {"rows": rows}, callbacks=[Reindex()],
                                       rag_config=config, index=index)

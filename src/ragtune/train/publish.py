@@ -1,0 +1,89 @@
+"""Train and publish: one call per artefact, the trained model written into its registry with
+what made it (base, data, hyper-parameters, steps, loss, time, size) — what the CLI, the adaptation
+loop and the server all call, so none of them repeats train → registry → describe.
+
+Each returns ``(meta, result)``: the registry entry as ``meta.json`` holds it, and the
+:class:`~ragtune.train.embedder.TrainResult` (steps, loss, seconds, held-out metrics).
+
+Example:
+    >>> from ragtune.train.publish import publish_embedder
+    >>> meta, result = publish_embedder(home, collection, rows, EmbedderTrainConfig(), data="synth/default")  # doctest: +SKIP
+    >>> meta["version"], meta["path"]  # doctest: +SKIP
+    ('v2', '.ragtune/models/embedder/handbook/v2')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ragtune.collection import Collection
+from ragtune.models.adapters import AdapterRegistry
+from ragtune.models.registry import ModelRegistry
+from ragtune.train.embedder import EmbedderTrainConfig, TrainResult
+from ragtune.train.generator import GeneratorTrainConfig
+from ragtune.train.reader import ReaderTrainConfig
+from ragtune.train.reranker import RerankerTrainConfig
+
+Published = tuple[dict[str, Any], TrainResult]
+
+
+def result_fields(result: TrainResult) -> dict[str, Any]:
+    """What every registry entry records about its training run."""
+    return {"steps": result.steps, "train_loss": result.train_loss, **result.metrics,
+            "train_seconds": round(result.seconds, 1), "trainable_parameters": result.trainable_parameters,
+            "total_parameters": result.total_parameters}
+
+
+def publish_embedder(home: str | Path | None, collection: Collection, rows: list[dict[str, str]],
+                     config: EmbedderTrainConfig, data: str) -> Published:
+    """Fine-tune the collection's embedder into a new version of its embedder registry."""
+    from ragtune.train.embedder import train_embedder
+
+    registry = ModelRegistry(home, "embedder", collection.name)
+    base = collection.pipeline.embedder.model
+    with registry.new_version() as (version, out):
+        result = train_embedder(base, rows, out, config, collection.pipeline.embedder.device)
+        registry.describe(out, base=base, method=config.method, data=data, rows=len(rows),
+                          hyperparameters=config.to_dict(), **result_fields(result))
+    return registry.get(version), result
+
+
+def publish_reranker(home: str | Path | None, collection: Collection, rows: list[dict[str, str]],
+                     config: RerankerTrainConfig, base: str, data: str) -> Published:
+    """Train a cross-encoder from ``base`` into a new version of the collection's reranker registry."""
+    from ragtune.train.reranker import train_reranker
+
+    registry = ModelRegistry(home, "reranker", collection.name)
+    with registry.new_version() as (version, out):
+        result = train_reranker(base, rows, out, config, collection.pipeline.embedder.device)
+        registry.describe(out, base=base, method="cross-encoder", data=data, rows=len(rows),
+                          hyperparameters=config.to_dict(), **result_fields(result))
+    return registry.get(version), result
+
+
+def publish_reader(home: str | Path | None, collection: Collection, examples: list, config: ReaderTrainConfig,
+                   base: str, data: list[str]) -> Published:
+    """Train the extractive span reader into a new version of the collection's reader registry."""
+    from ragtune.train.reader import train_reader
+
+    registry = ModelRegistry(home, "reader", collection.name)
+    with registry.new_version() as (version, out):
+        result = train_reader(base, examples, out, config, collection.pipeline.reader.device)
+        registry.describe(out, base=base, method="span-prediction", data=data, questions=len(examples),
+                          hyperparameters=config.to_dict(), **result_fields(result))
+    return registry.get(version), result
+
+
+def publish_adapter(home: str | Path | None, name: str, base: str, rows: list[dict], config: GeneratorTrainConfig,
+                    task: str, data: str, overwrite: bool = False, eval_rows: list[dict] | None = None,
+                    **info: Any) -> Published:
+    """Fine-tune the local LLM with ``config.method`` into the named adapter (``ragtune ask --adapter``)."""
+    from ragtune.train.generator import train_generator
+
+    registry = AdapterRegistry(home)
+    with registry.create(name, overwrite=overwrite) as out:
+        result = train_generator(base, rows, out, config, home, eval_examples=eval_rows or None)
+        registry.describe(out, base=base, method=config.method, task=task, data=data, **info,
+                          hyperparameters=config.to_dict(), **result_fields(result))
+    return registry.get(name), result
