@@ -250,13 +250,14 @@ def test_full_queue_answers_503_with_retry_after(server):
 
     def call():
         with server.client("eng") as c:
-            r = c.post("/v1/chat/completions", json={"model": BASE, "max_tokens": 48,
+            r = c.post("/v1/chat/completions", json={"model": BASE, "max_tokens": 96,
                                                      "messages": [{"role": "user", "content": "Write a long story."}]})
             statuses.append(r.status_code)
             if r.status_code == 503:
                 retry.append(r.headers.get("retry-after"))
 
-    threads = [threading.Thread(target=call) for _ in range(6)]
+    start = threading.Barrier(6)  # all six are sent together; each generation outlasts the burst
+    threads = [threading.Thread(target=lambda: (start.wait(), call())) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -359,23 +360,34 @@ def test_embedding_micro_batches_concurrent_requests_with_identical_vectors(embe
 def test_gate_runs_one_at_a_time_and_turns_away_past_the_queue():
     from ragtune.serve.engines import Busy, Gate
 
-    gate, inside, peak, refused = Gate("m", max_waiting=1), [0], [0], []
-    start = threading.Barrier(4)
+    # Events, not sleeps: the order of arrivals is forced, so a loaded machine cannot reorder them.
+    gate, inside, peak = Gate("m", max_waiting=1), [0], [0]
+    held, release = threading.Event(), threading.Event()
 
     def work():
-        start.wait()
+        with gate.hold():
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+            held.set()
+            release.wait(timeout=30)
+            inside[0] -= 1
+
+    first, second = threading.Thread(target=work), threading.Thread(target=work)
+    first.start()
+    assert held.wait(timeout=30)  # one call runs ...
+    second.start()
+    deadline = time.monotonic() + 30
+    while gate.occupancy < 2:  # ... and one is queued behind it
+        assert time.monotonic() < deadline, "the second call never reached the gate"
+        time.sleep(0.005)
+    refused = []
+    for _ in range(2):  # the queue is full: these are turned away at once, with a retry hint
         try:
             with gate.hold():
-                inside[0] += 1
-                peak[0] = max(peak[0], inside[0])
-                time.sleep(0.3)
-                inside[0] -= 1
+                raise AssertionError("a call past the queue got in")
         except Busy as e:
             refused.append(e.retry_after)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert peak[0] == 1 and len(refused) == 2 and all(r > 0 for r in refused)
+    release.set()
+    first.join()
+    second.join()
+    assert peak[0] == 1 and len(refused) == 2 and all(r > 0 for r in refused) and gate.occupancy == 0

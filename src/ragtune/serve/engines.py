@@ -48,6 +48,12 @@ class Gate:
         self._count = threading.Lock()
         self._waiting = 0
 
+    @property
+    def occupancy(self) -> int:
+        """Calls inside the gate now: the running one plus those queued behind it."""
+        with self._count:
+            return self._waiting
+
     @contextmanager
     def hold(self) -> Iterator[None]:
         with self._count:
