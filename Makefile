@@ -1,5 +1,5 @@
 # The two commands README.md promises: `make demo` (set up + index + search + answer) and `make test`.
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast check bench clean
 
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -15,9 +15,20 @@ demo: setup
 	$(VENV)/bin/ragtune search "what happens when ingestion is killed half-way?" -c ragtune-docs -k 3
 	$(VENV)/bin/ragtune ask "What happens when ingestion is killed half-way?" -c ragtune-docs
 
-test: setup
+# Static checks first (seconds): layer contracts, then types.
+check: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+# Everything: real models, servers, browser, training (CI runs this; ~20 min on 2 cores).
+test: check
 	bash scripts/ensure-chromium.sh
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --durations=20
+
+# While working: no real models (tiny random ones built in the tests), no servers, no training.
+test-fast: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m pytest -m "not slow" --durations=10
 
 bench: setup
 	$(VENV)/bin/python benchmarks/scifact.py

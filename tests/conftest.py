@@ -48,6 +48,22 @@ def handbook(tmp_path, make_collection):
 
 
 @pytest.fixture
+def tiny_handbook(tmp_path, make_tiny_collection):
+    """The handbook on the tiny random embedder: for tests of the answer path's plumbing. Hybrid
+    search still puts the one page a question's words match first (it alone has a BM25 rank)."""
+    from ragtune.ingest.sync import ingest
+    from ragtune.types import Acl
+
+    src = tmp_path / "hb"
+    src.mkdir()
+    for name, text in HANDBOOK.items():
+        (src / name).write_text(text)
+    coll = make_tiny_collection("hb")
+    ingest(coll, src, Acl(groups=("staff",)))
+    return coll
+
+
+@pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
@@ -185,3 +201,53 @@ def local_generator(tmp_path_factory):
     from ragtune.models.generator import LocalGenerator
 
     return LocalGenerator(home=tmp_path_factory.mktemp("models-home"))
+
+
+def build_tiny_embedder(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer, 32-wide BERT behind MiniLM's own tokenizer, saved as a
+    sentence-transformers folder (litgpt style: a test builds the tiny model it needs). It embeds
+    in microseconds and its vectors mean nothing: for tests of plumbing, not of quality."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ragtune.models.loading import resolve_model
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    hf = folder / "hf"
+    BertModel(config).save_pretrained(str(hf))
+    tokenizer.save_pretrained(str(hf))
+    word = models.Transformer(str(hf), max_seq_length=256)
+    model = SentenceTransformer(modules=[word, models.Pooling(word.get_embedding_dimension(), "mean"),
+                                         models.Normalize()], device="cpu")
+    model.save(str(folder / "st"))
+    return folder / "st"
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tmp_path_factory) -> str:
+    """Path of the session's tiny random embedder (use as ``embedder.model=<path>``)."""
+    return str(build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder")))
+
+
+@pytest.fixture
+def make_tiny_collection(home, tiny_embedder):
+    """Like make_collection, on the tiny random embedder: fast, for tests that need no real ranking."""
+    from ragtune.collection import Collection
+    from ragtune.config import PipelineConfig
+
+    opened = []
+
+    def make(name: str = "test", overrides: list[str] | None = None) -> Collection:
+        pipeline = PipelineConfig().with_overrides([f"embedder.model={tiny_embedder}", *(overrides or [])])
+        coll = Collection.create(home, name, pipeline, exist_ok=True)
+        opened.append(coll)
+        return coll
+
+    yield make
+    for coll in opened:
+        coll.close()

@@ -48,12 +48,14 @@ def acl_records(seed: int, n: int, max_words: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def acl_world(tmp_path_factory, embedder):
+def acl_world(tmp_path_factory, tiny_embedder):
     src = tmp_path_factory.mktemp("acl") / "docs.jsonl"
     records = acl_records(1234, 60, 60)
     src.write_text("\n".join(json.dumps(r) for r in records))
     home = tmp_path_factory.mktemp("acl-home")
-    coll = Collection.create(home, "acl", PipelineConfig().with_overrides(["chunking.chunk_size=16", "chunking.chunk_overlap=0"]))
+    # The tiny random embedder: isolation must hold whatever the vectors are.
+    coll = Collection.create(home, "acl", PipelineConfig().with_overrides(
+        [f"embedder.model={tiny_embedder}", "chunking.chunk_size=16", "chunking.chunk_overlap=0"]))
     report = ingest(coll, src, Acl())
     assert report.failed == 0
     acls = {r["id"]: Acl.from_dict(r["acl"]) for r in records}

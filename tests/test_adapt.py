@@ -14,6 +14,9 @@ from conftest import SHARED_DATA, NeverCalled
 from ragtune.ingest.sync import ingest
 from ragtune.types import Acl
 
+# Real models, real servers, subprocesses or training: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 N_DOCS = 40
 
 

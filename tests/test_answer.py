@@ -15,6 +15,7 @@ from ragtune.config import AnswerConfig
 from ragtune.models.generator import OpenAIGenerator
 from ragtune.types import Principal
 
+@pytest.mark.slow
 def test_passages_fit_the_budget_with_the_real_tokenizer(handbook, local_generator):
     hits = Answerer(handbook, local_generator).searcher.search("leave and travel", Principal("a", ("staff",)), k=3)
     count = local_generator.count_tokens
@@ -30,6 +31,7 @@ def test_passages_fit_the_budget_with_the_real_tokenizer(handbook, local_generat
     assert sum(count(m["content"]) for m in messages) <= 400 - 100
 
 
+@pytest.mark.slow
 def test_local_model_answers_from_context_and_streams(handbook, local_generator):
     answerer = Answerer(handbook, local_generator)
     staff = Principal("ana", ("staff",))
@@ -44,16 +46,16 @@ def test_local_model_answers_from_context_and_streams(handbook, local_generator)
     assert "".join(pieces[:-1]).strip() == final.text == answer.text  # greedy: same text either way
 
 
-def test_no_visible_context_abstains_without_calling_the_model(handbook):
-    answer = Answerer(handbook, NeverCalled("the model must not be asked without context")).ask("How many leave days?", Principal("outsider"))
+def test_no_visible_context_abstains_without_calling_the_model(tiny_handbook):
+    answer = Answerer(tiny_handbook, NeverCalled("the model must not be asked without context")).ask("How many leave days?", Principal("outsider"))
     assert answer.abstained and answer.abstain_reason == "no_context" and answer.text == "I don't know"
     assert answer.hits == [] and answer.citations == []
 
 
-def test_citations_map_to_documents_and_bad_numbers_are_dropped(handbook, chat_server):
+def test_citations_map_to_documents_and_bad_numbers_are_dropped(tiny_handbook, chat_server):
     chat_server.replies += ["Employees get 25 days [1], see also [2, 9]."]
     gen = OpenAIGenerator(chat_server.url, model="served")
-    answer = Answerer(handbook, gen).ask("How many leave days?", Principal("ana", ("staff",)))
+    answer = Answerer(tiny_handbook, gen).ask("How many leave days?", Principal("ana", ("staff",)))
     assert not answer.abstained
     assert [c.number for c in answer.citations] == [1, 2]
     assert answer.citations[0].doc_id == answer.hits[0].doc_id == "hb/leave.md"
@@ -61,16 +63,16 @@ def test_citations_map_to_documents_and_bad_numbers_are_dropped(handbook, chat_s
     assert prompt[0]["role"] == "system" and "I don't know" in prompt[0]["content"]
     assert "[1] # Leave" in prompt[-1]["content"] and "Question: How many leave days?" in prompt[-1]["content"]
     chat_server.replies += ["I don't know."]
-    abstained = Answerer(handbook, gen).ask("Who founded the company?", Principal("ana", ("staff",)))
+    abstained = Answerer(tiny_handbook, gen).ask("Who founded the company?", Principal("ana", ("staff",)))
     assert abstained.abstained and abstained.abstain_reason == "model" and abstained.citations == []
 
 
-def test_ask_cli_through_an_openai_compatible_endpoint(handbook, chat_server, home):
+def test_ask_cli_through_an_openai_compatible_endpoint(tiny_handbook, chat_server, home):
     from typer.testing import CliRunner
 
     from ragtune.cli import app
 
-    handbook.close()  # the CLI opens the collection itself
+    tiny_handbook.close()  # the CLI opens the collection itself
     chat_server.replies += ["Trains for trips under four hours [1].", "Trains [1]."]
     sets = ["--set", "generator.backend=openai", "--set", f"generator.base_url={chat_server.url}",
             "--set", "generator.model=served", "--home", str(home)]
@@ -88,6 +90,7 @@ def test_cited_numbers_forms():
     assert cited_numbers("no citations", 3) == []
 
 
+@pytest.mark.slow
 def test_calibrated_confidence_threshold_abstains_off_topic(handbook, chat_server, home, tmp_path):
     from typer.testing import CliRunner
 
@@ -129,14 +132,14 @@ def test_calibrated_confidence_threshold_abstains_off_topic(handbook, chat_serve
 COMPOUND = "How many days of annual leave do employees get, and how often are laptops replaced?"
 
 
-def test_decomposition_searches_each_sub_question_and_merges(handbook, chat_server):
+def test_decomposition_searches_each_sub_question_and_merges(tiny_handbook, chat_server):
     from ragtune.retrieve.strategies import expand
 
-    handbook.pipeline.query.strategy = "decompose"
+    tiny_handbook.pipeline.query.strategy = "decompose"
     chat_server.replies += ["1. How many days of annual leave do employees get?\n2. How often are laptops replaced?",
                             "Employees get 25 days [1]; laptops are replaced every three years [2]."]
     gen = OpenAIGenerator(chat_server.url, model="served")
-    answer = Answerer(handbook, gen).ask(COMPOUND, Principal("ana", ("staff",)), k=2)
+    answer = Answerer(tiny_handbook, gen).ask(COMPOUND, Principal("ana", ("staff",)), k=2)
     assert answer.queries == [COMPOUND, "How many days of annual leave do employees get?", "How often are laptops replaced?"]
     assert {h.doc_id for h in answer.hits} == {"hb/leave.md", "hb/laptops.md"}
     assert "Split the question" in chat_server.requests[-2]["messages"][0]["content"]
@@ -146,6 +149,7 @@ def test_decomposition_searches_each_sub_question_and_merges(handbook, chat_serv
     assert expand(COMPOUND, "decompose", OpenAIGenerator("http://127.0.0.1:9/v1", "m", timeout=1, max_retries=0)) == [COMPOUND]
 
 
+@pytest.mark.slow
 def test_strategies_degrade_gracefully_with_the_local_model(handbook, local_generator):
     from ragtune.retrieve.strategies import expand
 

@@ -26,6 +26,9 @@ from ragtune.retrieve import Searcher
 from ragtune.types import Acl, Principal
 from tests.test_acl import GROUPS, USERS, WORDS, acl_records, principals
 
+# Real models, real servers, subprocesses or training: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 BACKENDS = [["store.backend=qdrant-edge"], ["store.backend=qdrant"], ["store.backend=pgvector"]]
 IDS = ["qdrant-edge", "qdrant-local", "pgvector"]
 if os.environ.get("QDRANT_URL"):

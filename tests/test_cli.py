@@ -17,12 +17,12 @@ def cli(home, *args):
     return runner.invoke(app, [*args, "--home", str(home)], catch_exceptions=False)
 
 
-def test_cli_lifecycle(tmp_path, home, embedder):
+def test_cli_lifecycle(tmp_path, home, tiny_embedder):
     src = tmp_path / "kb"
     src.mkdir()
     (src / "a.md").write_text("# Onboarding\n\nNew starters receive a laptop on day one.")
     (src / "bad.pdf").write_bytes(b"not a pdf")
-    out = cli(home, "ingest", str(src), "-c", "kb", "--public", "--json",
+    out = cli(home, "ingest", str(src), "-c", "kb", "--public", "--json", "--set", f"embedder.model={tiny_embedder}",
               "--set", "query.k=2", "--set", "chunking.chunk_size=64")
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
@@ -58,7 +58,7 @@ def test_cli_errors_name_the_problem(tmp_path, home):
     assert out.exit_code == 2 and "--mode must be dense, bm25 or hybrid" in out.output
 
 
-def test_set_is_per_call_and_configure_changes_the_pipeline(tmp_path, home):
+def test_set_is_per_call_and_configure_changes_the_pipeline(tmp_path, home, tiny_embedder):
     import yaml
 
     from ragtune.collection import Collection
@@ -71,7 +71,7 @@ def test_set_is_per_call_and_configure_changes_the_pipeline(tmp_path, home):
     # The command that first creates the collection: --set applies to this run, and only what the
     # index is built with (chunking here) is bound.
     out = cli(home, "eval", "qa", "--dataset", str(data), "-c", "kb", "--set", "answer.mode=extractive",
-              "--set", "chunking.chunk_size=96", "--json")
+              "--set", "chunking.chunk_size=96", "--set", f"embedder.model={tiny_embedder}", "--json")
     assert out.exit_code == 0, out.output
     bound = yaml.safe_load((home / "collections" / "kb" / "pipeline.yaml").read_text())
     assert bound["answer"]["mode"] == "generative" and bound["chunking"]["chunk_size"] == 96
@@ -89,6 +89,7 @@ def test_set_is_per_call_and_configure_changes_the_pipeline(tmp_path, home):
     assert yaml.safe_load((home / "collections" / "kb" / "pipeline.yaml").read_text())["chunking"]["chunk_size"] == 96
 
 
+@pytest.mark.slow
 def test_help_prints_only_help_and_user_errors_are_one_line(home):
     import subprocess
     import sys

@@ -19,6 +19,9 @@ from ragtune.types import Acl
 
 from conftest import run_cli
 
+# Real models, real servers, subprocesses or training: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 OVERRIDES = ["ingest.batch_chunks=3", "chunking.chunk_size=24", "chunking.chunk_overlap=4"]
 TOPICS = ["vaccines", "budgets", "laptops", "parking", "holidays", "security", "printers", "coffee"]
 

@@ -3,6 +3,8 @@ with torchrun (two processes, gloo), and corpus embedding in worker processes.""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -13,6 +15,9 @@ import numpy as np
 from ragtune.config import EmbedderConfig
 from ragtune.models.embedder import Embedder
 from tests.conftest import run_cli
+
+# Real models, real servers, subprocesses or training: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
 
 
 def test_torchrun_trains_once_and_rank0_alone_publishes(tmp_path, home):

@@ -120,6 +120,7 @@ def _scifact_slice(dst, n_queries=20, n_distractors=80):
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "scifact").exists(), reason="../shared/data/scifact missing")
+@pytest.mark.slow
 def test_eval_retrieval_and_compare_end_to_end(tmp_path, home, embedder):
     from typer.testing import CliRunner
 
@@ -175,7 +176,7 @@ def test_eval_qa_scores_a_predictions_file(tmp_path, home):
     assert m["exact_match"] == 0.5 and m["subset_match"] == 1.0 and m["f1"] == pytest.approx((1 + 0.5) / 2)
 
 
-def test_eval_ingest_reports_completeness_freshness_correctness(tmp_path, make_collection):
+def test_eval_ingest_reports_completeness_freshness_correctness(tmp_path, make_tiny_collection):
     import os
 
     from ragtune.evaluate.ingestion import evaluate_ingestion
@@ -187,7 +188,7 @@ def test_eval_ingest_reports_completeness_freshness_correctness(tmp_path, make_c
     (src / "a.md").write_text("# A\n\n" + "Alpha beta gamma. " * 40)
     (src / "b.txt").write_text("Short note about budgets.")
     (src / "bad.pdf").write_bytes(b"nope")
-    coll = make_collection(overrides=["chunking.chunk_size=32", "chunking.chunk_overlap=8"])
+    coll = make_tiny_collection(overrides=["chunking.chunk_size=32", "chunking.chunk_overlap=8"])
     ingest(coll, src, Acl(public=True))
     r = evaluate_ingestion(coll)
     assert r["completeness"]["source_files_found"] == 3 and r["completeness"]["source_files_indexed"] == 2
@@ -241,6 +242,7 @@ QA_FILE = {"version": "v2.0", "data": [
              {"id": "o2", "question": "Who owns the orchard?", "answers": [], "is_impossible": True}]}]}]}
 
 
+@pytest.mark.slow
 def test_eval_qa_answers_through_a_collection(tmp_path, home, chat_server):
     """Extractive baseline (no LLM) and the generative path over a real OpenAI-compatible server:
     answers, hit@k of the answer-bearing chunk, latency per stage, a judge-ready answers file."""
@@ -279,7 +281,7 @@ def test_eval_qa_answers_through_a_collection(tmp_path, home, chat_server):
     assert bad.exit_code == 2 and "either -c COLLECTION" in bad.output
 
 
-def test_eval_retrieval_skips_and_counts_bad_corpus_records(tmp_path, home, embedder):
+def test_eval_retrieval_skips_and_counts_bad_corpus_records(tmp_path, home, tiny_embedder):
     from ragtune.data.beir import corpus_record, query_record, write_corpus, write_qrels, write_queries
     from ragtune.evaluate.retrieval import evaluate_retrieval
 
@@ -293,7 +295,7 @@ def test_eval_retrieval_skips_and_counts_bad_corpus_records(tmp_path, home, embe
     with (folder / "corpus.jsonl").open("a") as f:
         f.write("{not json\n")
 
-    run = evaluate_retrieval(folder, modes=["bm25"], home=home, depth=5)
+    run = evaluate_retrieval(folder, modes=["bm25"], home=home, depth=5, overrides=[f"embedder.model={tiny_embedder}"])
     config = run.config()
     assert config["corpus_failed"] == 3 and len(config["corpus_failures"]) == 3  # two empty records, one bad line
     assert run.metrics()["bm25"]["nDCG@10"] > 0.9  # the rest is scored

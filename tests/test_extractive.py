@@ -16,6 +16,7 @@ from ragtune.types import Principal
 STAFF = Principal("ana", ("staff",))
 
 
+@pytest.mark.slow
 def test_sentence_baseline_answers_with_a_cited_span_and_no_llm(handbook, embedder):
     handbook.pipeline.answer.mode = "extractive"
     answerer = Answerer(handbook, reader=SentenceReader(embedder))
@@ -32,10 +33,10 @@ def test_sentence_baseline_answers_with_a_cited_span_and_no_llm(handbook, embedd
     assert outsider.abstained and outsider.abstain_reason == "no_context" and outsider.span is None
 
 
-def test_extractive_mode_needs_a_reader(handbook, embedder):
-    handbook.pipeline.answer.mode = "extractive"
+def test_extractive_mode_needs_a_reader(tiny_handbook):
+    tiny_handbook.pipeline.answer.mode = "extractive"
     with pytest.raises(ValueError, match="needs a reader"):
-        Answerer(handbook)
+        Answerer(tiny_handbook)
 
 
 def test_sentence_splitting_keeps_offsets():
@@ -85,17 +86,18 @@ def test_span_decoding_picks_the_best_valid_pair(tiny_qa_model):
     assert reader._best_in_window(start, end, [1, 2, 3, 4, 5])[1:] == (4, 5)
 
 
-def test_null_margin_makes_the_span_reader_abstain(handbook, tiny_qa_model):
-    handbook.pipeline.answer.mode = "extractive"
+def test_null_margin_makes_the_span_reader_abstain(tiny_handbook, tiny_qa_model):
+    tiny_handbook.pipeline.answer.mode = "extractive"
     reader = SpanReader(tiny_qa_model)
-    handbook.pipeline.reader.null_margin = -1e9  # any no-answer score beats any span by more than this
-    abstained = Answerer(handbook, reader=reader).ask("How often are laptops replaced?", STAFF)
+    tiny_handbook.pipeline.reader.null_margin = -1e9  # any no-answer score beats any span by more than this
+    abstained = Answerer(tiny_handbook, reader=reader).ask("How often are laptops replaced?", STAFF)
     assert abstained.abstained and abstained.abstain_reason == "model" and abstained.span is not None
-    handbook.pipeline.reader.null_margin = None
-    answered = Answerer(handbook, reader=reader).ask("How often are laptops replaced?", STAFF)
+    tiny_handbook.pipeline.reader.null_margin = None
+    answered = Answerer(tiny_handbook, reader=reader).ask("How often are laptops replaced?", STAFF)
     assert not answered.abstained and answered.text == answered.span.text and len(answered.citations) == 1
 
 
+@pytest.mark.slow
 def test_ask_cli_extractive_json(handbook, home):
     from typer.testing import CliRunner
 

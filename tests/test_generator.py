@@ -6,9 +6,11 @@ import pytest
 
 from ragtune.models.generator import GenerationConfig, GeneratorError, OpenAIGenerator, _stop_stream
 
+
 ASK = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
+@pytest.mark.slow  # the real local LLM
 def test_local_generation_is_deterministic_and_streams_the_same_text(local_generator):
     cfg = GenerationConfig(max_new_tokens=20)
     a = local_generator.generate(ASK, cfg)
@@ -17,6 +19,7 @@ def test_local_generation_is_deterministic_and_streams_the_same_text(local_gener
     assert "".join(local_generator.stream(ASK, cfg)).strip() == a.text
 
 
+@pytest.mark.slow  # the real local LLM
 def test_local_stop_strings_and_max_tokens(local_generator):
     full = local_generator.generate(ASK, GenerationConfig(max_new_tokens=20)).text
     word = full.split()[2]
@@ -27,6 +30,7 @@ def test_local_stop_strings_and_max_tokens(local_generator):
     assert short.completion_tokens == 3 and short.finish_reason == "length"
 
 
+@pytest.mark.slow  # the real local LLM
 def test_packaged_model_is_converted_once(local_generator):
     from pathlib import Path
 
@@ -63,6 +67,7 @@ def test_stop_strings_split_across_stream_chunks():
     assert "".join(_stop_stream(iter(["no stop here"]), ["STOP"])) == "no stop here"
 
 
+@pytest.mark.slow  # the real local LLM
 def test_batched_generation_matches_one_at_a_time(local_generator):
     from ragtune.models.generator import GenerationConfig
 

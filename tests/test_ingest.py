@@ -28,10 +28,10 @@ def write_corpus(root: Path) -> None:
     (root / "sub" / "it.html").write_text("<h1>Laptops</h1><p>Laptops are replaced every three years.</p>")
 
 
-def test_incremental_add_edit_delete(tmp_path, make_collection):
+def test_incremental_add_edit_delete(tmp_path, make_tiny_collection):
     src = tmp_path / "kb"
     write_corpus(src)
-    coll = make_collection()
+    coll = make_tiny_collection()
     first = ingest(coll, src, PUBLIC)
     assert (first.seen, first.indexed, first.failed) == (3, 3, 0)
     total = coll.store.count()
@@ -50,15 +50,15 @@ def test_incremental_add_edit_delete(tmp_path, make_collection):
     assert set(docs) == {"kb/leave.md", "kb/sub/it.html", "kb/sub/new.md"}
     assert all(len(h) == 1 for h in docs.values()), "no chunk of an old version survives"
     assert docs["kb/leave.md"] == {coll.manifest.get("kb/leave.md").hash}
-    hits = Searcher(coll).search("how many days of annual leave", Principal(), k=1)
+    hits = Searcher(coll).search("how many days of annual leave", Principal(), mode="bm25", k=1)
     assert "30 days" in hits[0].text
     assert coll.store.count() == coll.manifest.stats()["chunks"]
 
 
-def test_relabel_changes_acl_without_reembedding(tmp_path, make_collection):
+def test_relabel_changes_acl_without_reembedding(tmp_path, make_tiny_collection):
     src = tmp_path / "kb"
     write_corpus(src)
-    coll = make_collection()
+    coll = make_tiny_collection()
     ingest(coll, src, Acl(groups=("hr",)))
     assert coll.store.count(Principal("eve").tokens()) == 0
     report = ingest(coll, src, PUBLIC)
@@ -66,12 +66,12 @@ def test_relabel_changes_acl_without_reembedding(tmp_path, make_collection):
     assert coll.store.count(Principal("eve").tokens()) == coll.store.count()
 
 
-def test_bad_files_do_not_stop_the_batch_and_keep_last_good_version(tmp_path, make_collection):
+def test_bad_files_do_not_stop_the_batch_and_keep_last_good_version(tmp_path, make_tiny_collection):
     src = tmp_path / "kb"
     write_corpus(src)
     (src / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
     (src / "photo.png").write_bytes(b"\x89PNG")
-    coll = make_collection()
+    coll = make_tiny_collection()
     report = ingest(coll, src, PUBLIC)
     assert report.indexed == 3 and report.skipped == 1
     assert [s for s, _ in report.failures] == [str(src / "broken.pdf")]
@@ -84,33 +84,33 @@ def test_bad_files_do_not_stop_the_batch_and_keep_last_good_version(tmp_path, ma
     assert last["failed"] == 2 and {f["source"] for f in last["failures"]} == {str(src / "leave.md"), str(src / "broken.pdf")}
 
 
-def test_jsonl_records_carry_their_own_acl(tmp_path, make_collection):
+def test_jsonl_records_carry_their_own_acl(tmp_path, make_tiny_collection):
     path = tmp_path / "records.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in [
         {"id": "r1", "text": "Quarterly revenue grew by 12 percent.", "acl": {"groups": ["finance"]}},
         {"id": "r2", "text": "The cafeteria opens at eight."},
     ]))
-    coll = make_collection()
+    coll = make_tiny_collection()
     report = ingest(coll, path, Acl(users=("ana",)))
     assert report.indexed == 2
     assert coll.store.count(Principal("bob", ("finance",)).tokens()) == coll.store.count(doc_id="r1")
     assert coll.store.count(Principal("ana").tokens()) == coll.store.count(doc_id="r2")
 
 
-def test_beir_folder_ingests_only_its_corpus(tmp_path, make_collection):
+def test_beir_folder_ingests_only_its_corpus(tmp_path, make_tiny_collection):
     beir = tmp_path / "mini"
     beir.mkdir()
     (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "Aspirin thins blood."}) + "\n")
     (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "does aspirin thin blood"}) + "\n")
-    coll = make_collection()
+    coll = make_tiny_collection()
     report = ingest(coll, beir, PUBLIC)
     assert report.seen == 1 and set(store_docs(coll)) == {"d1"}
 
 
-def test_document_whose_acl_becomes_empty_leaves_the_index(tmp_path, make_collection):
+def test_document_whose_acl_becomes_empty_leaves_the_index(tmp_path, make_tiny_collection):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"id": "memo", "text": "Layoffs planned for May.", "acl": {"public": True}}))
-    coll = make_collection()
+    coll = make_tiny_collection()
     ingest(coll, path, Acl())
     assert coll.store.count(Principal().tokens()) >= 1
     path.write_text(json.dumps({"id": "memo", "text": "Layoffs planned for May.", "acl": {}}))

@@ -14,6 +14,9 @@ from ragtune.index.base import StoreBusyError
 
 from conftest import run_cli
 
+# Real models, real servers, subprocesses or training: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 
 def test_ingest_then_search_in_new_processes(tmp_path):
     home, src = tmp_path / "home", tmp_path / "kb"

@@ -18,6 +18,9 @@ from ragtune.train.rag.index import TrainingIndex
 from ragtune.train.rag.trainer import load_rag_model
 from tests.conftest import run_cli
 
+# Real models, real servers, subprocesses or training: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 # Facts the project wrote for this test: each context answers one question.
 FACTS = [
     ("orbit", "The Kestrel satellite circles the planet every 94 minutes at an altitude of 540 km.",

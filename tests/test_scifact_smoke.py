@@ -13,6 +13,9 @@ from ragtune.ingest.sync import ingest
 from ragtune.retrieve import Searcher
 from ragtune.types import Acl, Principal
 
+# Real models, real servers, subprocesses or training: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 SCIFACT = SHARED_DATA / "scifact"
 
 

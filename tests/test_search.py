@@ -21,16 +21,28 @@ DOCS = [
 ]
 
 
-@pytest.fixture
-def coll(tmp_path, make_collection):
+def _docs_collection(tmp_path, make):
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(json.dumps(d) for d in DOCS))
-    c = make_collection()
+    c = make()
     ingest(c, path, Acl(public=True))
     return c
 
 
-def test_modes_find_what_they_should(coll):
+@pytest.fixture
+def coll(tmp_path, make_tiny_collection):
+    """On the tiny random embedder: for everything but dense ranking quality."""
+    return _docs_collection(tmp_path, make_tiny_collection)
+
+
+@pytest.fixture
+def real_coll(tmp_path, make_collection):
+    return _docs_collection(tmp_path, make_collection)
+
+
+@pytest.mark.slow
+def test_modes_find_what_they_should(real_coll):
+    coll = real_coll
     s = Searcher(coll)
     # A rare exact token: BM25's strength.
     assert s.search("ZX81", Principal(), mode="bm25", k=1)[0].doc_id == "zx81"
@@ -90,6 +102,7 @@ def test_rerank_rescores_only_the_depth_and_keeps_fused_order_below(coll):
     assert [h.doc_id for h in hits] == [fused[1].doc_id, fused[0].doc_id] + [h.doc_id for h in fused[2:]]
 
 
+@pytest.mark.slow
 def test_cross_encoder_reranker_runs_on_real_model(coll):
     # No pretrained reranker exists offline: a MiniLM-initialised cross-encoder (random head)
     # proves the stage is wired to a real model; its quality comes with reranker training.
@@ -118,9 +131,9 @@ def test_changing_embedding_settings_of_a_built_collection_is_refused(coll, home
     from ragtune.collection import Collection
 
     with pytest.raises(ConfigError, match="different chunking settings"):
-        Collection.create(home, coll.name, PipelineConfig().with_overrides(["chunking.chunk_size=64"]), exist_ok=True)
+        Collection.create(home, coll.name, coll.pipeline.with_overrides(["chunking.chunk_size=64"]), exist_ok=True)
     # Query settings may change freely.
-    again = Collection.create(home, coll.name, PipelineConfig().with_overrides(["query.k=3"]), exist_ok=True)
+    again = Collection.create(home, coll.name, coll.pipeline.with_overrides(["query.k=3"]), exist_ok=True)
     assert again.pipeline.query.k == 3
 
 

@@ -125,6 +125,7 @@ def _routes(app):
     return sorted(set(out))
 
 
+@pytest.mark.slow  # a real server process
 def test_every_route_but_the_public_ones_needs_a_valid_key(server, tmp_path):
     from ragtune.serve.app import PUBLIC_PATHS, create_app
 
@@ -143,6 +144,7 @@ def test_every_route_but_the_public_ones_needs_a_valid_key(server, tmp_path):
                 assert r.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.slow  # a real server process
 def test_roles_and_hidden_existence(server):
     with server.client("eng") as eng, server.client("finance") as fin, server.client("admin") as adm:
         assert eng.post("/v1/collections", json={"name": "mine"}).status_code == 403
@@ -160,6 +162,7 @@ def test_roles_and_hidden_existence(server):
                                             "key_id": eng.get("/v1/me").json()["key_id"]}
 
 
+@pytest.mark.slow  # a real server process
 def test_acl_isolation_through_search_and_ask(server):
     with server.client("eng") as eng, server.client("finance") as fin:
         q = {"query": "when are salaries paid and what ships in spring", "k": 10}
@@ -171,6 +174,7 @@ def test_acl_isolation_through_search_and_ask(server):
         assert "last working day" not in ans["text"] and all("last working day" not in p for p in ans["passages"])
 
 
+@pytest.mark.slow  # a real server process
 def test_upload_files_job_progress_then_search_and_delete(server, tmp_path):
     files = {"wifi.md": "# Wi-Fi\n\nThe guest Wi-Fi password rotates every Monday.",
              "parking.txt": "Parking spaces on level 2 are reserved for car pools."}
@@ -200,6 +204,7 @@ def test_upload_files_job_progress_then_search_and_delete(server, tmp_path):
         assert not (server.home / "uploads" / "hr" / "files" / "wifi.md").exists()
 
 
+@pytest.mark.slow  # a real server process
 def test_openai_client_chat_streaming_rag_embeddings_models(server):
     from openai import OpenAI, NotFoundError
 
@@ -225,6 +230,7 @@ def test_openai_client_chat_streaming_rag_embeddings_models(server):
         client.chat.completions.create(model="no-such-adapter", messages=[{"role": "user", "content": "hi"}])
 
 
+@pytest.mark.slow  # a real server process
 def test_adapter_is_chosen_per_request_and_never_mixed(server):
     def ask(model: str) -> str:
         with server.client("eng") as c:
@@ -245,6 +251,7 @@ def test_adapter_is_chosen_per_request_and_never_mixed(server):
     assert results == {m: [alone[m]] for m in alone}
 
 
+@pytest.mark.slow  # a real server process
 def test_full_queue_answers_503_with_retry_after(server):
     statuses, retry = [], []
 
@@ -266,6 +273,7 @@ def test_full_queue_answers_503_with_retry_after(server):
     assert all(r and int(r) > 0 for r in retry)
 
 
+@pytest.mark.slow  # a real server process
 def test_feedback_round_trip_and_export(server, tmp_path):
     with server.client("finance") as fin, server.client("eng") as eng:
         a = fin.post("/v1/collections/hr-read/ask", json={"question": "When are salaries paid?"}).json()
@@ -288,6 +296,7 @@ def test_feedback_round_trip_and_export(server, tmp_path):
     assert pairs[0]["chosen"] == "on the last working day of each month" and pairs[0]["rejected"] == a["text"]
 
 
+@pytest.mark.slow  # a real server process
 def test_web_ui_sign_in_ask_cite_and_feedback(server):
     chromium = Path("/usr/bin/chromium")
     if not chromium.exists():
@@ -339,10 +348,14 @@ def test_web_ui_sign_in_ask_cite_and_feedback(server):
     assert any(r["rating"] == "up" and r["user"] == "fred" and "last working day" in r["answer"]["answer"] for r in rows)
 
 
-def test_embedding_micro_batches_concurrent_requests_with_identical_vectors(embedder):
+def test_embedding_micro_batches_concurrent_requests_with_identical_vectors(tiny_embedder):
     import numpy as np
 
+    from ragtune.config import EmbedderConfig
+    from ragtune.models.embedder import Embedder
     from ragtune.serve.engines import BatchingEmbedder
+
+    embedder = Embedder(EmbedderConfig(model=tiny_embedder))
 
     batcher = BatchingEmbedder(embedder, window_ms=20)
     texts = [f"question number {i} about annual leave" for i in range(16)]
