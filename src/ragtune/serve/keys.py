@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ragtune.config import ragtune_home
+from ragtune.errors import InputError, NotFoundError, StateError
 from ragtune.types import Principal
 
 ROLES = ("admin", "user")
@@ -76,12 +77,12 @@ class KeyStore:
     def create(self, user: str, groups: list[str] | tuple[str, ...] = (), role: str = "user") -> tuple[str, KeyInfo]:
         """A new key for ``user``: returns (secret, info). The secret is not stored anywhere."""
         if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+            raise InputError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
         if not user or not user.strip():
-            raise ValueError("a key needs a user name")
+            raise InputError("a key needs a user name")
         bad = [g for g in groups if not g or "," in g]
         if bad:
-            raise ValueError(f"invalid group name(s) {bad}: non-empty, no commas")
+            raise InputError(f"invalid group name(s) {bad}: non-empty, no commas")
         secret = "rt_" + secrets.token_urlsafe(32)
         info = KeyInfo(id=secrets.token_hex(6), user=user.strip(), groups=tuple(sorted(set(groups))), role=role,
                        created=time.time())
@@ -106,9 +107,9 @@ class KeyStore:
             cur = self._db.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), key_id))
             row = self._db.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()
         if row is None:
-            raise LookupError(f"no API key with id {key_id!r}; see `ragtune keys list`")
+            raise NotFoundError(f"no API key with id {key_id!r}; see `ragtune keys list`")
         if cur.rowcount == 0:
-            raise LookupError(f"API key {key_id!r} was already revoked")
+            raise StateError(f"API key {key_id!r} was already revoked")
         return _info(row)
 
 
