@@ -32,35 +32,28 @@ HANDBOOK = {
 }
 
 
-@pytest.fixture
-def handbook(tmp_path, make_collection):
-    """Collection "hb": three short policy pages visible to the group "staff" only."""
+def _handbook(folder: Path, coll):
     from ragtune.ingest.sync import ingest
     from ragtune.types import Acl
 
-    src = tmp_path / "hb"
-    src.mkdir()
+    folder.mkdir()
     for name, text in HANDBOOK.items():
-        (src / name).write_text(text)
-    coll = make_collection("hb")
-    ingest(coll, src, Acl(groups=("staff",)))
+        (folder / name).write_text(text)
+    ingest(coll, folder, Acl(groups=("staff",)))
     return coll
+
+
+@pytest.fixture
+def handbook(tmp_path, make_collection):
+    """Collection "hb": three short policy pages visible to the group "staff" only."""
+    return _handbook(tmp_path / "hb", make_collection("hb"))
 
 
 @pytest.fixture
 def tiny_handbook(tmp_path, make_tiny_collection):
     """The handbook on the tiny random embedder: for tests of the answer path's plumbing. Hybrid
     search still puts the one page a question's words match first (it alone has a BM25 rank)."""
-    from ragtune.ingest.sync import ingest
-    from ragtune.types import Acl
-
-    src = tmp_path / "hb"
-    src.mkdir()
-    for name, text in HANDBOOK.items():
-        (src / name).write_text(text)
-    coll = make_tiny_collection("hb")
-    ingest(coll, src, Acl(groups=("staff",)))
-    return coll
+    return _handbook(tmp_path / "hb", make_tiny_collection("hb"))
 
 
 @pytest.fixture

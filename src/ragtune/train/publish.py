@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ragtune.collection import Collection
 from ragtune.models.adapters import AdapterRegistry
@@ -35,18 +35,23 @@ def result_fields(result: TrainResult) -> dict[str, Any]:
             "total_parameters": result.total_parameters}
 
 
+def _new_version(home: str | Path | None, kind: str, collection: Collection,
+                 train: Callable[[Path], TrainResult], **describe: Any) -> Published:
+    registry = ModelRegistry(home, kind, collection.name)
+    with registry.new_version() as (version, out):
+        result = train(out)
+        registry.describe(out, **describe, **result_fields(result))
+    return registry.get(version), result
+
+
 def publish_embedder(home: str | Path | None, collection: Collection, rows: list[dict[str, str]],
                      config: EmbedderTrainConfig, data: str) -> Published:
     """Fine-tune the collection's embedder into a new version of its embedder registry."""
     from ragtune.train.embedder import train_embedder
 
-    registry = ModelRegistry(home, "embedder", collection.name)
-    base = collection.pipeline.embedder.model
-    with registry.new_version() as (version, out):
-        result = train_embedder(base, rows, out, config, collection.pipeline.embedder.device)
-        registry.describe(out, base=base, method=config.method, data=data, rows=len(rows),
-                          hyperparameters=config.to_dict(), **result_fields(result))
-    return registry.get(version), result
+    base, device = collection.pipeline.embedder.model, collection.pipeline.embedder.device
+    return _new_version(home, "embedder", collection, lambda out: train_embedder(base, rows, out, config, device),
+                        base=base, method=config.method, data=data, rows=len(rows), hyperparameters=config.to_dict())
 
 
 def publish_reranker(home: str | Path | None, collection: Collection, rows: list[dict[str, str]],
@@ -54,12 +59,9 @@ def publish_reranker(home: str | Path | None, collection: Collection, rows: list
     """Train a cross-encoder from ``base`` into a new version of the collection's reranker registry."""
     from ragtune.train.reranker import train_reranker
 
-    registry = ModelRegistry(home, "reranker", collection.name)
-    with registry.new_version() as (version, out):
-        result = train_reranker(base, rows, out, config, collection.pipeline.embedder.device)
-        registry.describe(out, base=base, method="cross-encoder", data=data, rows=len(rows),
-                          hyperparameters=config.to_dict(), **result_fields(result))
-    return registry.get(version), result
+    device = collection.pipeline.embedder.device
+    return _new_version(home, "reranker", collection, lambda out: train_reranker(base, rows, out, config, device),
+                        base=base, method="cross-encoder", data=data, rows=len(rows), hyperparameters=config.to_dict())
 
 
 def publish_reader(home: str | Path | None, collection: Collection, examples: list, config: ReaderTrainConfig,
@@ -67,12 +69,10 @@ def publish_reader(home: str | Path | None, collection: Collection, examples: li
     """Train the extractive span reader into a new version of the collection's reader registry."""
     from ragtune.train.reader import train_reader
 
-    registry = ModelRegistry(home, "reader", collection.name)
-    with registry.new_version() as (version, out):
-        result = train_reader(base, examples, out, config, collection.pipeline.reader.device)
-        registry.describe(out, base=base, method="span-prediction", data=data, questions=len(examples),
-                          hyperparameters=config.to_dict(), **result_fields(result))
-    return registry.get(version), result
+    device = collection.pipeline.reader.device
+    return _new_version(home, "reader", collection, lambda out: train_reader(base, examples, out, config, device),
+                        base=base, method="span-prediction", data=data, questions=len(examples),
+                        hyperparameters=config.to_dict())
 
 
 def publish_adapter(home: str | Path | None, name: str, base: str, rows: list[dict], config: GeneratorTrainConfig,
