@@ -17,7 +17,7 @@ demo: setup
 
 # Static checks first (seconds): layer contracts, then types.
 check: setup
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/mypy
 
 # Everything: real models, servers, browser, training (CI runs this; ~20 min on 2 cores).
@@ -27,7 +27,7 @@ test: check
 
 # While working: no real models (tiny random ones built in the tests), no servers, no training.
 test-fast: setup
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/python -m pytest -m "not slow" --durations=10
 
 bench: setup
