@@ -174,6 +174,17 @@ class ChunkPayload:
         return cls(**{f: payload[f] for f in PAYLOAD_FIELDS if f in payload and payload[f] is not None})
 
 
+def search_text(text: str, title: str = "", headings: tuple[str, ...] | list[str] = ()) -> str:
+    r"""What a chunk is embedded and BM25-scored as: ``title > headings`` on a line above its text
+    (the reranker scores the same string, so it sees at serving time what it was trained on).
+
+    >>> search_text("Unused days expire.", "Leave", ("Leave", "Carry-over"))
+    'Leave > Carry-over\nUnused days expire.'
+    """
+    header = ([title] if title else []) + [h for h in headings if h != title]
+    return "\n".join([" > ".join(header), text]) if header else text
+
+
 PAYLOAD_FIELDS: tuple[str, ...] = ("chunk_id", "doc_id", "doc_hash", "text", "title", "start", "end", "headings",
                                    "parent_text", "acl", "source", "meta")
 # What a search returns with each hit (enough to build a Hit), and what ingest rewrites when only a

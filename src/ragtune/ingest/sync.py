@@ -32,7 +32,7 @@ from ragtune.index.base import StoredChunk
 from ragtune.ingest.chunking import Chunker
 from ragtune.ingest.loaders import load_file, loader_for, meta_hash
 from ragtune.ingest.walk import walk
-from ragtune.types import Acl, Chunk, ChunkPayload, Document
+from ragtune.types import Acl, Chunk, ChunkPayload, Document, search_text
 
 _POINT_NS = uuid.UUID("6f1c1f6e-3c55-4c44-9d55-6b7a0d1c2a10")
 
@@ -210,9 +210,7 @@ class _Batch:
     def _embed_text(self, doc: Document, chunk: Chunk) -> str:
         if not self.collection.pipeline.chunking.prepend_title:
             return chunk.text
-        header = [doc.title] if doc.title else []
-        header += [h for h in chunk.heading_path if h != doc.title]
-        return "\n".join([" > ".join(header), chunk.text]) if header else chunk.text
+        return search_text(chunk.text, doc.title, chunk.heading_path)
 
 
 def _doc_payload(doc: Document) -> dict:

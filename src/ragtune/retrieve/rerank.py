@@ -11,7 +11,7 @@ from typing import Protocol
 
 from ragtune.config import RerankerConfig
 from ragtune.errors import InputError
-from ragtune.types import Hit
+from ragtune.types import Hit, search_text
 
 
 class Reranker(Protocol):
@@ -30,8 +30,10 @@ class CrossEncoderReranker:
     def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         if not hits:
             return hits
-        scores = self.model.predict([(query, h.text) for h in hits], batch_size=self.config.batch_size,
-                                    show_progress_bar=False)
+        # The text the chunk was embedded as (title > headings, then the chunk): what the synthetic
+        # training pairs hold, so the reranker is served the inputs it was trained on.
+        scores = self.model.predict([(query, search_text(h.text, h.title, h.heading_path)) for h in hits],
+                                    batch_size=self.config.batch_size, show_progress_bar=False)
         for rank, (hit, score) in enumerate(zip(hits, scores), start=1):
             hit.ranks.setdefault("fused", rank)
             hit.score = float(score)

@@ -51,13 +51,17 @@ class Searcher:
         k: int | None = None,
         metadata: dict[str, Any] | None = None,
         with_ranks: bool = True,
+        rerank: bool = True,
     ) -> list[Hit]:
+        """``rerank=False``: the fused list only, even where a rerank stage is configured (what
+        the rerank gate compares against)."""
         if not text or not text.strip():
             raise InputError("empty query")
         cfg = self.config
         mode = mode or cfg.mode
         k = k or cfg.k
-        depth = max(k, self.collection.pipeline.reranker.depth) if self.reranker else k
+        reranker = self.reranker if rerank else None
+        depth = max(k, self.collection.pipeline.reranker.depth) if reranker else k
         query = Query(
             mode=mode,  # type: ignore[arg-type]
             acl_tokens=principal.tokens(),
@@ -73,11 +77,11 @@ class Searcher:
             with_ranks=with_ranks,
         )
         hits = [_to_hit(h) for h in self.collection.store.search(query)]
-        if self.reranker:
+        if reranker:
             # Only the top `depth` are rescored; a deeper k (e.g. Recall@100) keeps the fused
             # order below them instead of paying a cross-encoder call per extra hit.
             cut = self.collection.pipeline.reranker.depth
-            hits = self.reranker.rerank(text, hits[:cut]) + hits[cut:]
+            hits = reranker.rerank(text, hits[:cut]) + hits[cut:]
         return hits[:k]
 
 
