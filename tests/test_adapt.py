@@ -307,6 +307,15 @@ def test_synth_and_models_cli_end_to_end(scifact, home, chat_server):
     assert listed["live"] == "v2" and [h["action"] for h in listed["history"]] == ["promote"]
     back = runner.invoke(app, ["models", "rollback", "-c", "sf", "--home", str(home)])
     assert back.exit_code == 0 and "v2 → v1" in back.stdout
+    # Two steps of reranker training cannot beat the fused order: the gate measures it on the
+    # held-out questions and keeps the rerank stage off even though --apply asked for it.
+    rr = cli("train", "reranker", "--max-steps", "2", "--batch-size", "8", "--depth", "10", "--apply")
+    assert rr["version"] == "v1" and rr["gate"]["queries"] == report["dev"] and rr["gate"]["depth"] == 10
+    assert rr["applied"] == rr["gate"]["enable"] and rr["gate"]["ms_per_query"] > 0
+    from ragtune.collection import Collection
+
+    with Collection.open(home, "sf") as coll:
+        assert coll.pipeline.reranker.model == (rr["path"] if rr["applied"] else None)
 
 
 def test_query_adapter_keeps_document_vectors_and_shares_the_index(scifact, home, tmp_path):

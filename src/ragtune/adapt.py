@@ -26,7 +26,7 @@ from typing import Callable
 
 from ragtune.collection import Collection
 from ragtune.data.beir import load_beir
-from ragtune.errors import InputError
+from ragtune.errors import InputError, MissingInputError
 from ragtune.evaluate.compare import compare_paired, plot_deltas
 from ragtune.evaluate.ir import doc_run, per_query, score_run
 from ragtune.synth.filters import FilterConfig, filter_queries
@@ -34,6 +34,7 @@ from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
 from ragtune.synth.queries import QueryGenConfig, generate_queries
 from ragtune.train.embedder import EmbedderTrainConfig
 from ragtune.train.publish import publish_embedder
+from ragtune.train.reranker import RerankerTrainConfig
 from ragtune.types import ServicePrincipal
 
 Progress = Callable[[str, int, int], None]
@@ -224,3 +225,44 @@ def report_markdown(report: dict) -> str:
         "", "## Seconds per step", "", markdown_table(["step", "seconds"], [[k, v] for k, v in report["seconds"].items()]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def train_gated_reranker(collection: Collection, home: str | Path | None, folder: str | Path,
+                         config: RerankerTrainConfig, base: str = "all-MiniLM-L6-v2", num_negatives: int = 3,
+                         depth: int = 50, alpha: float = 0.05, squad: str | Path | None = None,
+                         squad_config: RerankerTrainConfig | None = None, apply: bool = False,
+                         on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Train a reranker on the collection's synthetic questions (after a generic SQuAD stage when
+    ``squad`` is given), publish it, and switch the rerank stage on only if it beats no reranking
+    on the held-out synthetic questions (``ragtune.evaluate.rerank.rerank_gate``)."""
+    from ragtune.data.squad import load_squad
+    from ragtune.evaluate.rerank import rerank_gate
+    from ragtune.models.registry import ModelRegistry
+    from ragtune.train.publish import publish_reranker
+    from ragtune.train.reranker import squad_relevance_rows, train_reranker
+
+    folder = Path(folder)
+    if not (folder / "negatives.train.jsonl").exists():
+        raise MissingInputError(f"no mined negatives at {folder}; run `ragtune synth negatives -c {collection.name}` first")
+    stage1: dict = {}
+    if squad is not None:
+        # Stage 1 (generic relevance) is the slow part: checkpointed, so an interrupted run resumes.
+        registry = ModelRegistry(home, "reranker", collection.name)
+        out = registry.root / "stage1" / "model"
+        squad_config = squad_config or RerankerTrainConfig(max_steps=1500)
+        result = train_reranker(base, squad_relevance_rows(load_squad(squad)), out, squad_config,
+                                collection.pipeline.embedder.device, checkpoint_dir=registry.root / "stage1" / "checkpoints",
+                                on_progress=on_progress)
+        stage1 = {"data": str(squad), "steps": result.steps, "train_loss": result.train_loss, "path": str(out)}
+        base = str(out)
+    rows = training_rows(folder, "train", num_negatives, ragged=True)
+    meta, result = publish_reranker(home, collection, rows, config, base, data=str(folder))
+    gate = rerank_gate(collection, folder, meta["path"], depth, alpha=alpha, on_progress=on_progress)
+    ModelRegistry(home, "reranker", collection.name).update(meta["version"], gate=gate.to_dict(), stage1=stage1 or None)
+    applied = apply and gate.enable
+    if applied:
+        collection.pipeline.reranker.model = meta["path"]
+        collection.pipeline.reranker.depth = depth
+        collection.save_pipeline()
+    return {**meta, "rows": len(rows), "steps": result.steps, "train_loss": result.train_loss, "gate": gate.to_dict(),
+            "stage1": stage1 or None, "applied": applied}

@@ -64,43 +64,45 @@ def embedder(
 def reranker(
     collection: CollectionOpt,
     name: Annotated[str, typer.Option("--name", help="synthetic set to train on (with mined negatives)")] = "default",
-    base: Annotated[str, typer.Option(help="encoder to start from")] = "all-MiniLM-L6-v2",
+    base: Annotated[str, typer.Option(help="encoder to start from, or a trained CrossEncoder (skips --squad)")] = "all-MiniLM-L6-v2",
+    squad: Annotated[Optional[Path], typer.Option("--squad", help="SQuAD-format file for stage 1 (generic relevance) first")] = None,
+    squad_steps: Annotated[int, typer.Option(help="stage-1 steps (checkpointed; a re-run resumes)")] = 1500,
     epochs: EpochsOpt = 1.0,
     max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 16,
     num_negatives: Annotated[int, typer.Option(help="negatives per question")] = 3,
-    depth: Annotated[int, typer.Option(help="with --apply: candidates the reranker rescores")] = 50,
-    apply: Annotated[bool, typer.Option("--apply", help="use it in the collection's rerank stage")] = False,
+    depth: Annotated[int, typer.Option(help="candidates the reranker rescores (gate and rerank stage)")] = 50,
+    apply: Annotated[bool, typer.Option("--apply", help="use it in the collection's rerank stage if it passes the gate")] = False,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Train a cross-encoder reranker (from a plain encoder: no pretrained reranker is needed) on the
-    synthetic questions and their hard negatives, into the collection's model registry."""
-    from ragtune.cli.common import fail
+    synthetic questions and their hard negatives, into the collection's model registry. It is
+    compared with no reranking on the held-out synthetic questions (paired test); --apply switches
+    the rerank stage on only when it wins."""
+    from ragtune.adapt import train_gated_reranker
     from ragtune.collection import Collection
-    from ragtune.synth.negatives import training_rows
-    from ragtune.train.publish import publish_reranker
     from ragtune.train.reranker import RerankerTrainConfig
 
-    with Collection.open(home, collection) as coll:
-        folder = coll.dir / "synth" / name
-        if not (folder / "negatives.train.jsonl").exists():
-            fail(f"no mined negatives at {folder}; run `ragtune synth negatives -c {collection}` first")
-        rows = training_rows(folder, "train", num_negatives, ragged=True)
-        config = RerankerTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
-        meta, result = publish_reranker(home, coll, rows, config, base, data=str(folder))
-        version, path = meta["version"], meta["path"]
-        if apply:
-            coll.pipeline.reranker.model = path
-            coll.pipeline.reranker.depth = depth
-            coll.save_pipeline()
+    config = RerankerTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
+    with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+        out = train_gated_reranker(coll, home, coll.dir / "synth" / name, config, base, num_negatives, depth,
+                                   squad=squad, squad_config=RerankerTrainConfig(max_steps=squad_steps, batch_size=batch_size),
+                                   apply=apply, on_progress=on_progress)
     if json_:
-        print_json({**meta, "applied": apply})
+        print_json(out)
+        return
+    g = out["gate"]
+    verdict = (f"held-out MRR {g['mrr_before']:.3f} → {g['mrr_after']:.3f} (Δ {g['delta']:+.3f}, p = {g['p_value']:.4f}, "
+               f"{g['queries']} questions, {g['ms_per_query']:.0f} ms/question at depth {g['depth']})")
+    typer.echo(f"reranker {out['version']}: {out['rows']} questions, {out['steps']} steps, loss {out['train_loss']:.4f} "
+               f"→ {out['path']}\n{verdict}")
+    if out["applied"]:
+        typer.echo("it wins: the collection's rerank stage now uses it")
+    elif g["enable"]:
+        typer.echo(f"it wins: use it with --set reranker.model={out['path']} (or re-run with --apply)")
     else:
-        typer.echo(f"reranker {version}: {len(rows)} questions, {result.steps} steps, loss {result.train_loss:.4f} → {path}"
-                   + ("; now used by the collection's rerank stage" if apply else
-                      f"\nuse it: --set reranker.model={path} (or re-run with --apply)"))
-
+        typer.echo("it does not beat no reranking on held-out questions: the rerank stage stays off")
 
 
 @app.command()
