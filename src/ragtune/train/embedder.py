@@ -41,6 +41,10 @@ class EmbedderTrainConfig(TrainingArgs):
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     scale: float = 20.0  # MNRL temperature⁻¹ (cosine × scale)
+    # mnrl: contrastive on (question, chunk) with in-batch + mined negatives; margin-mse / kl:
+    # distil a teacher's scores over the mined candidates (rows carry a "label" list: positive first).
+    loss: Literal["mnrl", "margin-mse", "kl"] = "mnrl"
+    kl_teacher_temperature: float = 1.0  # teacher logits ÷ this before the softmax (kl only)
     max_seq_length: int | None = None
 
     def default_learning_rate(self) -> float:
@@ -68,9 +72,6 @@ def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | P
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.losses import (
-        MultipleNegativesRankingLoss,
-    )
 
     from ragtune.models.loading import best_device, sentence_transformer
     from ragtune.train import run_trainer
@@ -89,14 +90,19 @@ def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     router_mapping = {}
     if config.method == "query-adapter":
         model = _query_adapter_model(model)
-        router_mapping = {col: ("query" if col == "anchor" else "document") for col in rows[0]}
+        router_mapping = {col: ("query" if col == "anchor" else "document") for col in rows[0] if col != "label"}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     dataset = Dataset.from_list(rows)
-    loss = MultipleNegativesRankingLoss(model, scale=config.scale)
+    distil = config.loss != "mnrl"
+    if distil and "label" not in rows[0]:
+        raise InputError(f"loss {config.loss!r} distils teacher scores: rows need a 'label' (run the teacher step)")
+    loss = _loss(model, config)
     with tempfile.TemporaryDirectory(prefix="ragtune-train-") as scratch:
         args = SentenceTransformerTrainingArguments(**config.hf_arguments(
-            scratch, best_device(device), weight_decay=config.weight_decay, batch_sampler=BatchSamplers.NO_DUPLICATES,
+            scratch, best_device(device), weight_decay=config.weight_decay,
+            # In-batch negatives must not be duplicates of a positive; distillation has no in-batch term.
+            batch_sampler=BatchSamplers.BATCH_SAMPLER if distil else BatchSamplers.NO_DUPLICATES,
             logging_steps=10, disable_tqdm=False, dataloader_drop_last=len(rows) > config.batch_size,
             router_mapping=router_mapping),
         )
@@ -107,6 +113,17 @@ def train_embedder(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     out = Path(out_dir)
     model.save_pretrained(str(out))
     return TrainResult(out, output.global_step, float(output.training_loss), seconds, trainable, total)
+
+
+def _loss(model, config: EmbedderTrainConfig):
+    """The training loss, one of sentence-transformers' own (GPL uses MarginMSE on dot scores)."""
+    from sentence_transformers.sentence_transformer import losses
+
+    if config.loss == "margin-mse":
+        return losses.MarginMSELoss(model)
+    if config.loss == "kl":
+        return losses.DistillKLDivLoss(model, teacher_temperature=config.kl_teacher_temperature)
+    return losses.MultipleNegativesRankingLoss(model, scale=config.scale)
 
 
 def _add_lora(model, config: EmbedderTrainConfig) -> None:
