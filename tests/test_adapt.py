@@ -221,6 +221,30 @@ def test_adapt_loop_refuses_a_worse_model_and_resumes(scifact, home, chat_server
     assert again["decision"] == report["decision"] and len(chat_server.requests) == calls and len(steps) == 7
 
 
+def test_adapt_loop_with_a_reranker_and_its_teacher_scores(scifact, home, chat_server):
+    """The full loop: synth → filter → mine → reranker (gated) → teacher scores → distilled
+    embedder → shadow → evaluate → decide, each step recorded with its seconds."""
+    from ragtune.adapt import AdaptConfig, adapt
+    from ragtune.models.generator import OpenAIGenerator
+    from ragtune.synth.filters import FilterConfig
+    from ragtune.train.embedder import EmbedderTrainConfig
+    from ragtune.train.reranker import RerankerTrainConfig
+
+    chat_server.responder = question_from_prompt
+    config = AdaptConfig(filters=FilterConfig(dev_fraction=0.4), teacher="cross-encoder",
+                         training=EmbedderTrainConfig(max_steps=2, batch_size=4),
+                         reranker=RerankerTrainConfig(max_steps=2, batch_size=8), promote=False)
+    steps = []
+    report = adapt(scifact, OpenAIGenerator(chat_server.url, model="served"), config, run_name="distil", home=home,
+                   on_step=steps.append)
+    assert steps == ["queries", "filter", "mine", "reranker", "teacher", "train", "shadow", "evaluate", "decide"]
+    assert set(report["seconds"]) == set(steps)
+    assert report["steps"]["train"]["loss"] == "margin-mse" and report["steps"]["reranker"]["gate"]["queries"] > 0
+    assert (scifact.dir / "synth" / "distil" / "teacher.cross-encoder.train.jsonl").exists()
+    # Two steps of reranker training do not beat the fused order: the gate left the stage off.
+    assert (scifact.pipeline.reranker.model is None) or report["steps"]["reranker"]["applied"]
+
+
 def test_reranker_trains_from_a_plain_encoder_and_plugs_into_search(scifact, tmp_path):
     from sentence_transformers.cross_encoder import CrossEncoder
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from ragtune.collection import Collection
 from ragtune.data.beir import load_beir
@@ -32,6 +32,7 @@ from ragtune.evaluate.ir import doc_run, per_query, score_run
 from ragtune.synth.filters import FilterConfig, filter_queries
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
 from ragtune.synth.queries import QueryGenConfig, generate_queries
+from ragtune.synth.teacher import distillation_rows, score_with_teacher
 from ragtune.train.embedder import EmbedderTrainConfig
 from ragtune.train.publish import publish_embedder
 from ragtune.train.reranker import RerankerTrainConfig
@@ -53,6 +54,15 @@ class AdaptConfig:
     promote: bool = True  # False: build and evaluate the shadow, leave the live version alone
     labelled: Path | None = None  # the user's own labelled queries (BEIR folder): they decide when given
     labelled_split: str = "test"
+    # Teacher → embedder distillation instead of plain contrastive training (GPL; Tamber et al. 2025):
+    # none = MNRL on (question, chunk, mined negatives); hybrid = the pipeline's fusion scores the
+    # candidates; cross-encoder = a reranker does (trained in this loop with `reranker`, or the
+    # collection's configured one).
+    teacher: Literal["none", "hybrid", "cross-encoder"] = "none"
+    distill_negatives: int = 3
+    reranker: RerankerTrainConfig | None = None  # train (and gate) a reranker in the loop
+    reranker_base: str = "all-MiniLM-L6-v2"
+    reranker_squad: Path | None = None  # stage 1 for the reranker (generic relevance)
 
 
 @dataclass
@@ -160,12 +170,29 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     step("filter", lambda: filter_queries(collection, folder, config.filters, on_progress).to_dict())
     step("mine", lambda: mine_negatives(collection, folder, "train", config.mining, on_progress))
     registry = ModelRegistry(home, "embedder", collection.name)
+    reranker = None
+    if config.reranker is not None:
+        reranker = step("reranker", lambda: train_gated_reranker(
+            collection, home, folder, config.reranker, config.reranker_base, squad=config.reranker_squad,
+            apply=config.promote, on_progress=on_progress))
+    if config.teacher != "none":
+        teacher_model = (reranker or {}).get("path") or collection.pipeline.reranker.model
+        step("teacher", lambda: score_with_teacher(collection, folder, config.teacher, "train", reranker=teacher_model,
+                                                   on_progress=on_progress))
 
     def train() -> dict:
-        rows = training_rows(folder, "train", config.num_negatives)
-        meta, result = publish_embedder(home, collection, rows, config.training, data=str(folder))
+        training = config.training
+        if config.teacher == "none":
+            rows = training_rows(folder, "train", config.num_negatives)
+        else:
+            rows = distillation_rows(folder, config.teacher, "train", config.distill_negatives)
+            if training.loss == "mnrl":  # a teacher asks for a distillation loss; GPL's for a cross-encoder
+                training = replace(training, loss="margin-mse" if config.teacher == "cross-encoder" else "kl",
+                                   kl_teacher_temperature=training.kl_teacher_temperature
+                                   if config.teacher == "cross-encoder" else 0.05)
+        meta, result = publish_embedder(home, collection, rows, training, data=str(folder))
         return {"version": meta["version"], "path": meta["path"], "rows": len(rows), "steps": result.steps,
-                "train_loss": result.train_loss}
+                "train_loss": result.train_loss, "loss": training.loss}
 
     model = step("train", train)
     shadow = step("shadow", lambda: build_shadow(collection, model["path"], {"model_version": model["version"]},

@@ -25,24 +25,33 @@ def adapt(
     labelled: Annotated[Optional[Path], typer.Option(
         "--labelled", help="BEIR folder of your own labelled queries (qrels on document or chunk ids): they decide")] = None,
     no_promote: Annotated[bool, typer.Option("--no-promote", help="evaluate the shadow but keep the live index")] = False,
+    teacher: Annotated[str, typer.Option(help="none (contrastive, MNRL) | hybrid | cross-encoder: distil the teacher's scores")] = "none",
+    reranker: Annotated[bool, typer.Option("--reranker", help="train a reranker in the loop (gated; the cross-encoder teacher)")] = False,
+    reranker_squad: Annotated[Optional[Path], typer.Option("--reranker-squad", help="SQuAD file for the reranker's stage 1")] = None,
     set_: SetOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Domain-adapt retrieval with no labels: synthetic questions → filters → hard negatives →
-    embedder training → shadow index → held-out comparison → promote if significantly better.
+    (reranker, gated) → teacher scores → embedder training → shadow index → held-out comparison →
+    promote if significantly better.
     Resumable: run it again with the same --run to continue after a stop."""
     from ragtune.adapt import AdaptConfig
     from ragtune.adapt import adapt as adapt_
+    from ragtune.cli.common import fail
     from ragtune.collection import Collection
     from ragtune.models.generator import make_generator
     from ragtune.synth.queries import QueryGenConfig
     from ragtune.train.embedder import EmbedderTrainConfig
+    from ragtune.train.reranker import RerankerTrainConfig
 
+    if teacher not in ("none", "hybrid", "cross-encoder"):
+        fail(f"--teacher {teacher!r}: use none, hybrid or cross-encoder")
     config = AdaptConfig(queries=QueryGenConfig(max_chunks=max_chunks),
                          training=EmbedderTrainConfig(method=method, epochs=epochs),  # type: ignore[arg-type]
-                         promote=not no_promote,
-                         labelled=labelled)
+                         promote=not no_promote, labelled=labelled, teacher=teacher,  # type: ignore[arg-type]
+                         reranker=RerankerTrainConfig(epochs=epochs) if reranker or reranker_squad else None,
+                         reranker_squad=reranker_squad)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
