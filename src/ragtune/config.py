@@ -112,6 +112,8 @@ class RerankerConfig(_Strict):
     model: str | None = Field(None, description="cross-encoder path/id; None = no rerank stage")
     depth: int = Field(50, ge=1, description="how many fused candidates the reranker rescores")
     batch_size: int = 32
+    max_length: int | None = Field(256, ge=16, description="question + chunk tokens it reads (None: the model's own); "
+                                   "a 200-token chunk with its title fits, and cost grows with it")
 
 
 class GeneratorConfig(_Strict):

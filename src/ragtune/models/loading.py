@@ -72,17 +72,20 @@ def sentence_transformer(name: str, device: str | None = None, max_seq_length: i
 
 
 @functools.lru_cache(maxsize=2)
-def cross_encoder(name: str, device: str | None = None):
-    """Load a sentence-transformers CrossEncoder once per (model, device) in this process."""
+def cross_encoder(name: str, device: str | None = None, max_length: int | None = None):
+    """Load a sentence-transformers CrossEncoder once per (model, device, truncation) in this process."""
     from sentence_transformers import CrossEncoder
 
     _quiet_transformers()
     resolved = resolve_model(name)
     local = is_local(resolved)
     try:
-        return CrossEncoder(resolved, device=best_device(device), local_files_only=local)
+        model = CrossEncoder(resolved, device=best_device(device), local_files_only=local)
     except OSError as e:
         raise ModelNotFoundError(f"cannot load reranker {name!r} ({resolved}): {e}") from e
+    if max_length:
+        model.max_length = max_length
+    return model
 
 
 def _quiet_transformers() -> None:

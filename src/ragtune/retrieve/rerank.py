@@ -25,7 +25,7 @@ class CrossEncoderReranker:
         if not config.model:
             raise InputError("reranker.model is not set")
         self.config = config
-        self.model = cross_encoder(config.model, device)
+        self.model = cross_encoder(config.model, device, config.max_length)
 
     def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         if not hits:
