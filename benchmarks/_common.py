@@ -14,7 +14,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
-CACHE = REPO / "benchmarks" / ".cache"
+# Long runs keep their cache outside a fresh checkout when RAGTUNE_BENCH_CACHE points there.
+CACHE = Path(os.environ.get("RAGTUNE_BENCH_CACHE", REPO / "benchmarks" / ".cache"))
 
 
 def machine() -> str:
