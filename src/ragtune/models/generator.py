@@ -109,6 +109,10 @@ def _convert_gguf(module: str, filename: str, name: str, out: Path) -> None:
     folder = Path(list(spec.submodule_search_locations)[0])
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ragtune.models.loading import quiet_transformers
+
+    quiet_transformers()  # per-tensor bars of a one-time conversion are not the user's business
+
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
     # transformers refuses save_pretrained on a GGUF-loaded model: copy the dequantised
@@ -135,8 +139,9 @@ class LocalGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ragtune.models.loading import best_device
+        from ragtune.models.loading import best_device, quiet_transformers
 
+        quiet_transformers()
         path = packaged_model_dir(model, home) if model in PACKAGED_GGUF else model
         self.name = model
         self.path = str(path)

@@ -58,7 +58,7 @@ def sentence_transformer(name: str, device: str | None = None, max_seq_length: i
     model would change it for every other user of that model."""
     from sentence_transformers import SentenceTransformer
 
-    _quiet_transformers()
+    quiet_transformers()
     resolved = resolve_model(name)
     local = is_local(resolved)
     try:
@@ -76,7 +76,7 @@ def cross_encoder(name: str, device: str | None = None, max_length: int | None =
     """Load a sentence-transformers CrossEncoder once per (model, device, truncation) in this process."""
     from sentence_transformers import CrossEncoder
 
-    _quiet_transformers()
+    quiet_transformers()
     resolved = resolve_model(name)
     local = is_local(resolved)
     try:
@@ -88,7 +88,7 @@ def cross_encoder(name: str, device: str | None = None, max_length: int | None =
     return model
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # Per-tensor "Loading weights" bars on every load drown ragtune's own progress output.
     from transformers.utils import logging as hf_logging
 
