@@ -145,6 +145,19 @@ def test_every_route_but_the_public_ones_needs_a_valid_key(server, tmp_path):
 
 
 @pytest.mark.slow  # a real server process
+def test_admin_configures_a_collection_like_the_cli(server):
+    with server.client("admin") as admin, server.client("eng") as eng:
+        assert admin.post("/v1/collections", json={"name": "cfg"}).status_code == 201
+        r = admin.patch("/v1/collections/cfg", json={"set": ["query.k=3"]})
+        assert r.status_code == 200 and r.json()["changed"] == {"query.k": {"old": 10, "new": 3}}
+        assert admin.get("/v1/collections/cfg").json()["pipeline"]["query"]["k"] == 3
+        refused = admin.patch("/v1/collections/cfg", json={"set": ["chunking.chunk_size=64"]})
+        assert refused.status_code == 400 and "built with different chunking" in refused.json()["error"]["message"]
+        assert eng.patch("/v1/collections/cfg", json={"set": ["query.k=4"]}).status_code == 403
+        assert admin.delete("/v1/collections/cfg").status_code == 200
+
+
+@pytest.mark.slow  # a real server process
 def test_roles_and_hidden_existence(server):
     with server.client("eng") as eng, server.client("finance") as fin, server.client("admin") as adm:
         assert eng.post("/v1/collections", json={"name": "mine"}).status_code == 403

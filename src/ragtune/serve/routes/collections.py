@@ -81,6 +81,22 @@ def get_collection(name: str, srv: State, who: Caller) -> dict:
     return {"stats": _stats(srv, name), "pipeline": srv.handle(name).collection.pipeline.model_dump(mode="json")}
 
 
+class ConfigureCollection(BaseModel):
+    set: list[str] = Field(min_length=1, description="pipeline fields to change, e.g. query.k=5 (the bound pipeline)")
+
+
+@router.patch("/{name}")
+def configure_collection(name: str, body: ConfigureCollection, srv: State, who: Admin) -> dict:
+    """Change a collection's bound pipeline (``ragtune collections configure``); what its index was
+    built with (embedder, chunking, store) cannot change here."""
+    h = srv.handle(name)
+    with h.write:
+        changes = h.collection.configure(body.set)
+        h.searcher = h.reader = None  # rebuilt from the new settings on the next request
+    return {"changed": {k: {"old": old, "new": new} for k, (old, new) in changes.items()},
+            "pipeline": h.collection.pipeline.model_dump(mode="json")}
+
+
 @router.delete("/{name}")
 def delete_collection(name: str, srv: State, who: Admin) -> dict:
     srv.handle(name)  # 404 when missing
