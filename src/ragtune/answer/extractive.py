@@ -44,6 +44,7 @@ class Span:
     end: int
     score: float  # reader-specific; higher is more confident
     no_answer_score: float | None = None  # SpanReader: the [CLS] score of the best window
+    sentence: str = ""  # the passage's sentence(s) around the span: what a reader of the answer checks it by
 
 
 class Reader(Protocol):
@@ -76,6 +77,19 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def sentence_around(text: str, start: int, end: int) -> str:
+    """The sentences of ``text`` that the span ``[start, end)`` touches.
+
+    >>> t = "Ingestion is crash-safe. A killed run resumes where it stopped, nothing duplicated. Fine."
+    >>> sentence_around(t, t.index("resumes"), t.index("resumes") + 7)
+    'A killed run resumes where it stopped, nothing duplicated.'
+    """
+    touched = [(s, e) for s, e in sentences(text) if s < end and e > start]
+    if not touched:
+        return text[start:end]
+    return text[touched[0][0]:touched[-1][1]]
+
+
 class SentenceReader:
     """Baseline reader: the sentence with the highest cosine similarity to the question."""
 
@@ -100,7 +114,7 @@ class SentenceReader:
         scores = d @ q
         best = int(scores.argmax())
         n, s, e = candidates[best]
-        return Span(texts[best], n, s, e, float(scores[best]))
+        return Span(texts[best], n, s, e, float(scores[best]), sentence=texts[best])
 
 
 class SpanReader:
@@ -113,12 +127,24 @@ class SpanReader:
 
         from ragtune.models.loading import best_device
 
-        self.name = str(model)
-        self.device = best_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        if not self.tokenizer.is_fast:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        if not tokenizer.is_fast:
             raise InputError(f"reader {model}: needs a fast tokenizer (character offsets map answers back to text)")
-        self.model = AutoModelForQuestionAnswering.from_pretrained(model, dtype=torch.float32).to(self.device).eval()
+        device = best_device(device)
+        loaded = AutoModelForQuestionAnswering.from_pretrained(model, dtype=torch.float32).to(device).eval()
+        self._setup(loaded, tokenizer, str(model), device, max_answer_tokens, max_length, stride, batch_size)
+
+    @classmethod
+    def wrap(cls, model, tokenizer, name: str, device: str, max_answer_tokens: int = 30, max_length: int = 384,
+             stride: int = 128, batch_size: int = 16) -> SpanReader:
+        """A reader over a model already in memory (a trainer measuring its learning curve)."""
+        reader = cls.__new__(cls)
+        reader._setup(model, tokenizer, name, device, max_answer_tokens, max_length, stride, batch_size)
+        return reader
+
+    def _setup(self, model, tokenizer, name: str, device: str, max_answer_tokens: int, max_length: int, stride: int,
+               batch_size: int) -> None:
+        self.name, self.model, self.tokenizer, self.device = name, model, tokenizer, device
         self.max_answer_tokens, self.max_length, self.stride, self.batch_size = max_answer_tokens, max_length, stride, batch_size
         self.context_window = 1_000_000  # long passages are read in overlapping windows
 
@@ -161,7 +187,7 @@ class SpanReader:
             if best is None or score > best.score:
                 s, e = offsets[w][i][0], offsets[w][j][1]
                 text = passages[passage_index]
-                best = Span(text[s:e], passage_index + 1, s, e, score)
+                best = Span(text[s:e], passage_index + 1, s, e, score, sentence=sentence_around(text, s, e))
         if best is not None:
             best.no_answer_score = null
         return best

@@ -25,28 +25,25 @@ Example:
 
 from __future__ import annotations
 
-import json
 import random
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ragtune.data.squad import QAExample
 from ragtune.errors import InputError
 from ragtune.train import run_trainer
-from ragtune.train.args import TrainingArgs
+from ragtune.train.curve import LearningCurve, ResumableArgs, last_checkpoint
 from ragtune.train.embedder import TrainResult
 
 
 @dataclass
-class RerankerTrainConfig(TrainingArgs):
+class RerankerTrainConfig(ResumableArgs):
     # A fresh head on a bi-encoder's [CLS] needs a livelier rate than fine-tuning a trained
     # cross-encoder: 5e-5 ranked held-out SQuAD paragraphs at MRR 0.80 after 300 steps here, while
     # 2e-5 for ~140 steps had left the head at the level of a random order.
     max_length: int = 320  # question + a 200-token chunk with its title prefix
-    eval_every: int = 0  # steps between held-out MRR measurements (0: only before and after)
-    checkpoint_every: int = 200  # with a checkpoint_dir: steps between checkpoints
 
     def default_learning_rate(self) -> float:
         return 5e-5
@@ -126,29 +123,6 @@ def squad_relevance_rows(examples: list[QAExample], negatives: int = 3, bm25_neg
     return rows
 
 
-@dataclass
-class RerankerCurve:
-    """Held-out MRR by step, kept beside the checkpoints so a resumed run continues the curve."""
-
-    path: Path | None
-    points: list[dict[str, float]] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, path: Path | None) -> "RerankerCurve":
-        points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-            if path is not None and path.exists() else []
-        return cls(path, points)
-
-    def add(self, step: int, mrr: float) -> None:
-        if any(p["step"] == step for p in self.points):
-            return
-        point = {"step": step, "mrr": round(mrr, 4)}
-        self.points.append(point)
-        if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(json.dumps(point) + "\n")
-
-
 def train_reranker(base_model: str, rows: list[dict[str, str]], out_dir: str | Path,
                    config: RerankerTrainConfig | None = None, device: str | None = None,
                    eval_rows: list[dict[str, str]] | None = None, checkpoint_dir: str | Path | None = None,
@@ -173,11 +147,9 @@ def train_reranker(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     model = CrossEncoder(resolve_model(base_model), num_labels=1, max_length=config.max_length, device=dev)
     lists = rank_lists(eval_rows or [])
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None:
-        ckpt.mkdir(parents=True, exist_ok=True)
-    curve = RerankerCurve.load(ckpt / "curve.jsonl" if ckpt else None)
+    curve = LearningCurve.beside(ckpt)
     if lists and not curve.points:
-        curve.add(0, ranking_mrr(model, lists))
+        curve.add(0, mrr=ranking_mrr(model, lists))
     n_pos = sum(p["label"] == 1.0 for p in pairs)
     import torch
 
@@ -187,36 +159,25 @@ def train_reranker(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     class Progress(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if lists and config.eval_every and state.global_step % config.eval_every == 0:
-                curve.add(state.global_step, ranking_mrr(model, lists))
+                curve.add(state.global_step, mrr=ranking_mrr(model, lists))
             if on_progress:
                 on_progress("reranker steps", state.global_step, state.max_steps)
 
     with tempfile.TemporaryDirectory(prefix="ragtune-train-") as scratch:
-        saving: dict[str, Any] = {}
-        if ckpt is not None:
-            saving = {"save_strategy": "steps", "save_steps": config.checkpoint_every, "save_total_limit": 2}
         args = CrossEncoderTrainingArguments(**config.hf_arguments(str(ckpt or scratch), dev, logging_steps=10,
-                                                                   **saving))
+                                                                   **config.checkpointing(ckpt)))
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), loss=loss,
                                       callbacks=[Progress()])
-        resume = _last_checkpoint(ckpt)
+        resume = last_checkpoint(ckpt)
         output, seconds = run_trainer(trainer, resume_from_checkpoint=resume)
     model.save_pretrained(str(out_dir))
     metrics: dict[str, Any] = {}
     if lists:
-        curve.add(output.global_step, ranking_mrr(model, lists))
-        metrics = {"mrr_before": curve.points[0]["mrr"], "mrr_after": curve.points[-1]["mrr"],
+        curve.add(output.global_step, mrr=ranking_mrr(model, lists))
+        metrics = {"mrr_before": curve.first("mrr"), "mrr_after": curve.last("mrr"),
                    "eval_lists": len(lists), "curve": list(curve.points)}
     if resume:
         metrics["resumed_from"] = resume
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return TrainResult(Path(out_dir), output.global_step, float(output.training_loss), seconds, trainable, trainable,
                        metrics, model=model)
-
-
-def _last_checkpoint(folder: Path | None) -> str | None:
-    if folder is None or not folder.exists():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder))
