@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -74,3 +77,39 @@ def table(headers: list[str], rows: list[list]) -> str:
     from ragtune.evaluate.runs import markdown_table
 
     return markdown_table(headers, rows)
+
+
+class Steps:
+    """Each step of a long benchmark runs once; its result and seconds are kept in steps.json, so a
+    stopped run, re-run, continues with the first unfinished step (a stop loses no step)."""
+
+    def __init__(self, home: Path):
+        self.path = home / "steps.json"
+        self.log: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def __call__(self, name: str, fn: Callable):
+        if name in self.log:
+            return self.log[name]["result"]
+        print(f"\n== {name}", flush=True)
+        start = time.perf_counter()
+        result = fn()
+        self.log[name] = {"result": result, "seconds": round(time.perf_counter() - start, 1)}
+        self.path.write_text(json.dumps(self.log, indent=2, default=str))
+        return result
+
+
+def progress(event: str, done: int, total: int) -> None:
+    print(f"\r{event} {done}/{total}", end="", flush=True)
+
+
+def split_squad_articles(examples: list, seed: int = 0) -> dict[str, list]:
+    """SQuAD v1.1 dev by article, the split every benchmark that trains on SQuAD shares: 8 test
+    articles no model ever trains on, 4 dev articles (learning curves, settings), 36 train."""
+    articles = sorted({ex.article_id for ex in examples})
+    random.Random(seed).shuffle(articles)
+    sides = {"test": set(articles[:8]), "dev": set(articles[8:12])}
+    out: dict[str, list] = {"train": [], "dev": [], "test": []}
+    for ex in examples:
+        side = next((s for s, arts in sides.items() if ex.article_id in arts), "train")
+        out[side].append(ex)
+    return out

@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, table, write_report  # noqa: E402
 
 from ragtune.adapt import compare_versions  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
@@ -57,28 +55,6 @@ RERANK_DEPTH = 50
 SYSTEMS = ["base-dense", "base-hybrid", "rerank", "mnrl-dense", "distill-ce-dense", "distill-hybrid-dense",
            "best-hybrid", "best-full"]
 STAGE1 = CACHE / "reranker" / "stage1" / "model"  # benchmarks/reranker.py's stage 1, when it has finished
-
-
-class Steps:
-    """Each step runs once; its result and seconds are kept in steps.json (a stop loses no step)."""
-
-    def __init__(self, home: Path):
-        self.path = home / "steps.json"
-        self.log: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def __call__(self, name: str, fn: Callable):
-        if name in self.log:
-            return self.log[name]["result"]
-        print(f"\n== {name}", flush=True)
-        start = time.perf_counter()
-        result = fn()
-        self.log[name] = {"result": result, "seconds": round(time.perf_counter() - start, 1)}
-        self.path.write_text(json.dumps(self.log, indent=2, default=str))
-        return result
-
-
-def progress(event: str, done: int, total: int) -> None:
-    print(f"\r{event} {done}/{total}", end="", flush=True)
 
 
 def evaluate(step: Steps, coll: Collection, version: str, ds, mode: str, reranker: str | None = None):

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, split_squad_articles, table, write_report  # noqa: E402
 
 from ragtune.data.squad import QAExample, load_squad  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
@@ -37,17 +37,6 @@ from ragtune.train.reranker import (  # noqa: E402
 )
 
 BASE = "all-MiniLM-L6-v2"
-
-
-def split_articles(examples: list[QAExample], seed: int = 0) -> dict[str, list[QAExample]]:
-    articles = sorted({ex.article_id for ex in examples})
-    random.Random(seed).shuffle(articles)
-    sides = {"test": set(articles[:8]), "dev": set(articles[8:12])}
-    out: dict[str, list[QAExample]] = {"train": [], "dev": [], "test": []}
-    for ex in examples:
-        side = next((s for s, arts in sides.items() if ex.article_id in arts), "train")
-        out[side].append(ex)
-    return out
 
 
 def bm25_lists(examples: list[QAExample], pool: list[QAExample], depth: int, limit: int, seed: int = 0):
@@ -120,7 +109,7 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
 
     examples = load_squad(DATA / "squad" / "dev-v1.1.json")
-    sides = split_articles(examples)
+    sides = split_squad_articles(examples)
     rows = squad_relevance_rows(sides["train"], negatives=3, bm25_negatives=1, questions_per_paragraph=2)
     dev_rows = squad_relevance_rows(sides["dev"], negatives=9, bm25_negatives=3, questions_per_paragraph=1)
     dev_rows = random.Random(0).sample(dev_rows, min(args.dev_questions, len(dev_rows)))
