@@ -22,16 +22,32 @@ Run from the repo root:  .venv/bin/python benchmarks/answers.py
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, Steps, progress, split_squad_articles  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, table, write_report  # noqa: E402
 
-from ragtune.data.squad import QAExample, load_squad  # noqa: E402
-from ragtune.evaluate.reader import reading_scores  # noqa: E402
+from ragtune.answer import Answerer  # noqa: E402
+from ragtune.answer.abstain import calibrate_threshold, confidences  # noqa: E402
+from ragtune.answer.citations import strip_citations  # noqa: E402
+from ragtune.answer.extractive import SentenceReader, SpanReader, sentence_around  # noqa: E402
+from ragtune.answer.grounding import ground, make_scorer  # noqa: E402
+from ragtune.collection import Collection  # noqa: E402
+from ragtune.config import AnswerConfig  # noqa: E402
+from ragtune.data.squad import QAExample, load_squad, sample, split_by_article  # noqa: E402
+from ragtune.data.text import ABSTAIN, is_abstention  # noqa: E402
+from ragtune.evaluate.answers import evaluate_answers  # noqa: E402
+from ragtune.evaluate.compare import compare_paired  # noqa: E402
+from ragtune.evaluate.qa import score_answer, score_answers  # noqa: E402
+from ragtune.evaluate.reader import per_question, reading_scores  # noqa: E402
+from ragtune.ingest.datasets import index_contexts  # noqa: E402
+from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.train.reader import ReaderTrainConfig, train_reader, unanswerable_pairs  # noqa: E402
+from ragtune.types import Principal  # noqa: E402
 
 BASE = "all-MiniLM-L6-v2"
 
@@ -56,21 +72,248 @@ def reader_squad(step: Steps, home: Path, squad: dict[str, list[QAExample]], arg
     return step("train reader-squad (SQuAD train articles)", train)["path"]
 
 
+def continue_reader(step: Steps, home: Path, name: str, base: str, examples_of, epochs: float) -> str:
+    """``base`` trained further on ``examples_of()`` (no held-out curve: the tables measure it)."""
+    out = home / name
+
+    def train() -> dict:
+        examples = examples_of()
+        r = train_reader(base, examples, out / "model", ReaderTrainConfig(epochs=epochs, batch_size=16, learning_rate=3e-5),
+                         checkpoint_dir=out / "checkpoints", on_progress=progress)
+        return {"path": str(out / "model"), "questions": len(examples), "steps": r.steps, "seconds": r.seconds}
+
+    return step(f"train {name}", train)["path"]
+
+
+def covid_collection(step: Steps, home: Path, covid: list[QAExample]) -> Collection:
+    coll = Collection.create(home, "covidqa", exist_ok=True)
+    step("covidqa: index", lambda: index_contexts(coll, covid, "covidqa-dev", home, progress).chunks)
+    return coll
+
+
+def synthetic_qa(step: Steps, home: Path, coll: Collection, chunks: int) -> list[QAExample]:
+    """The collection's own QA, written by the packaged model (`ragtune synth answers`), no labels."""
+    from ragtune.models.generator import LocalGenerator
+    from ragtune.synth.answers import AnswerSynthConfig, synthesize_answers
+
+    folder = home / "synth-answers"
+    step("covidqa: synth answers (SmolLM2 teacher)", lambda: synthesize_answers(
+        coll, LocalGenerator(home=home), folder, AnswerSynthConfig(max_chunks=chunks), progress).to_dict())
+    return load_squad(folder / "squad.json")
+
+
+def answer_records(step: Steps, coll: Collection, home: Path, name: str, answerer: Answerer,
+                   examples: list[QAExample]) -> list[dict]:
+    def run() -> str:
+        return str(evaluate_answers(answerer, examples, home=home, on_progress=progress).path)
+
+    path = Path(step(f"covidqa: answers {name}", run))
+    return [json.loads(line) for line in (path / "answers.jsonl").read_text().splitlines()]
+
+
+def guarded(records: list[dict], scorer, threshold: float, reader) -> list[dict]:
+    """The generator's answers through the grounding guard, recomputed from each record's own
+    passages (the answers are generated once): unsupported sentences removed; none left → the
+    reader's span of the same passages, or "I don't know" without a reader."""
+    out = []
+    for r in records:
+        text = r["answer"]
+        if not r["abstained"] and r["contexts"]:
+            g = ground(text, r["contexts"], scorer, threshold)
+            if not g.text:
+                span = reader.read(r["question"], r["contexts"]) if reader is not None else None
+                text = span.text if span is not None else ABSTAIN
+            else:
+                text = g.text
+        out.append({**r, "answer": text, "prediction": strip_citations(text), "abstained": is_abstention(text)})
+    return out
+
+
+def unsupported_rate(records: list[dict], judge, threshold: float) -> float:
+    """Share of the non-abstained answers with a sentence its passages do not support, by ``judge``."""
+    answered = [r for r in records if not is_abstention(r["answer"]) and r["contexts"]]
+    bad = [r for r in answered if ground(r["answer"], r["contexts"], judge, threshold).dropped]
+    return len(bad) / len(answered) if answered else 0.0
+
+
+def support_set(examples: list[QAExample], n: int, seed: int = 0) -> list[tuple[str, str, int]]:
+    """(sentence, passage, label) to measure a support scorer: the sentence holding a question's
+    answer (1); the same sentence with the answer swapped for another question's (0: a changed
+    fact); a sentence of another article (0: off-topic)."""
+    rng = random.Random(seed)
+    chosen = rng.sample([ex for ex in examples if ex.answers], min(n, len(examples)))
+    out = []
+    for ex in chosen:
+        start = ex.answer_starts[0]
+        sentence = sentence_around(ex.context, start, start + len(ex.answers[0]))
+        other = rng.choice([o for o in examples if o.article_id != ex.article_id and o.answers])
+        out.append((sentence, ex.context, 1))
+        if other.answers[0].lower() not in ex.context.lower():
+            out.append((sentence.replace(ex.answers[0], other.answers[0]), ex.context, 0))
+        o_start = other.answer_starts[0]
+        out.append((sentence_around(other.context, o_start, o_start + len(other.answers[0])), ex.context, 0))
+    return out
+
+
+def scorer_quality(scorer, rows: list[tuple[str, str, int]]) -> dict[str, float]:
+    """ROC AUC of the scorer's support, and the accuracy-best threshold (chosen here, on SQuAD dev)."""
+    scores = [(scorer.score(s, [p]), y) for s, p, y in rows]
+    pos = [x for x, y in scores if y == 1]
+    neg = [x for x, y in scores if y == 0]
+    auc = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
+    best = max(sorted({x for x, _ in scores}), key=lambda t: sum((x >= t) == bool(y) for x, y in scores))
+    acc = sum((x >= best) == bool(y) for x, y in scores) / len(scores)
+    return {"auc": auc, "threshold": best, "accuracy": acc}
+
+
+def qa_row(records: list[dict], examples: list[QAExample], judge, threshold: float) -> dict:
+    s = score_answers([r["prediction"] for r in records], [ex.answers for ex in examples])
+    answerable = [r for r, ex in zip(records, examples) if ex.answers]
+    return {"EM": s.exact_match * 100, "F1": s.f1 * 100, "abstention_precision": s.abstention_precision,
+            "abstention_recall": s.abstention_recall, "unsupported_rate": unsupported_rate(records, judge, threshold),
+            "answer_in_context": statistics.fmean(bool(r["answer_in_context"]) for r in answerable) * 100,
+            "read_ms_p50": statistics.median(r["timings"].get("read", r["timings"].get("generate", 0)) * 1000
+                                             for r in records if r["timings"])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--dev-questions", type=int, default=300)
+    ap.add_argument("--squad-test", type=int, default=600, help="SQuAD held-out questions read with gold context")
+    ap.add_argument("--covid-answerable", type=int, default=120)
+    ap.add_argument("--unanswerable", type=int, default=40)
+    ap.add_argument("--synth-chunks", type=int, default=400)
     ap.add_argument("--until", choices=["reader-squad"], help="stop after this step (the rest resumes later)")
     ap.add_argument("--cache", default="answers-home")
+    ap.add_argument("--report", default="answers")
     args = ap.parse_args()
     home = CACHE / args.cache
     home.mkdir(parents=True, exist_ok=True)
     step = Steps(home)
     squad = split_squad_articles(load_squad(DATA / "squad" / "dev-v1.1.json"))
-    reader_squad(step, home, squad, args)
+    squad_reader = reader_squad(step, home, squad, args)
     if args.until == "reader-squad":
         return
+
+    covid = load_squad(DATA / "covidqa" / "covidqa-dev.json")
+    covid_train, covid_test = split_by_article(covid, 0.5)
+    coll = covid_collection(step, home, covid)
+    synth = synthetic_qa(step, home, coll, args.synth_chunks)
+    readers = {
+        "sentence-baseline": None,
+        "reader-squad": squad_reader,
+        "reader-domain": continue_reader(step, home, "reader-domain", squad_reader, lambda: synth, 2.0),
+        "reader-supervised": continue_reader(step, home, "reader-supervised", squad_reader, lambda: covid_train, 2.0),
+    }
+    loaded = {name: SentenceReader(coll.embedder) if path is None else SpanReader(path) for name, path in readers.items()}
+
+    # Support scorers, measured (and their threshold chosen) on SQuAD dev articles, never on the test sets.
+    rows = support_set(squad["dev"], 300)
+    scorers = {"overlap": make_scorer("overlap"), "embedder": make_scorer("embedder", coll.embedder)}
+    quality = step("grounding scorers on SQuAD dev", lambda: {n: scorer_quality(s, rows) for n, s in scorers.items()})
+    guard_name = max(quality, key=lambda n: quality[n]["auc"])
+    guard, guard_t = scorers[guard_name], quality[guard_name]["threshold"]
+    judge_name = next(n for n in scorers if n != guard_name)  # the rate is judged by the *other* scorer
+    judge, judge_t = scorers[judge_name], quality[judge_name]["threshold"]
+
+    # SQuAD held-out articles, gold context: the readers alone.
+    squad_test = sample(squad["test"], args.squad_test)
+    squad_scores = step("squad test: readers with gold context", lambda: {
+        name: per_question(reader, squad_test) for name, reader in loaded.items()})
+
+    # COVID-QA held-out articles, retrieve-then-answer, + unanswerable questions (gold: abstain).
+    eval_set = sample(covid_test, args.covid_answerable) + [
+        QAExample(f"na-{ex.id}", ex.question, "", []) for ex in sample(squad["test"], args.unanswerable, seed=1)]
+    searcher = Searcher(coll)
+    k = coll.pipeline.answer.k
+
+    def calibrate() -> float:
+        # Label-free: the collection's synthetic questions should be answered, off-domain questions
+        # (SQuAD dev articles, not the test ones) should not.
+        return calibrate_threshold(confidences(searcher, [ex.question for ex in synth], Principal(), k),
+                                   confidences(searcher, [ex.question for ex in squad["dev"][:200]], Principal(), k)
+                                   ).threshold
+
+    threshold = step("covidqa: abstention threshold (label-free)", calibrate)
+    records: dict[str, list[dict]] = {}
+    for name, reader in loaded.items():
+        config = AnswerConfig(mode="extractive", min_retrieval_confidence=threshold)
+        records[name] = answer_records(step, coll, home, name, Answerer(coll, reader=reader, config=config,
+                                                                         searcher=searcher), eval_set)
+    from ragtune.models.generator import make_generator
+
+    raw = AnswerConfig(mode="generative", grounding="off", min_retrieval_confidence=threshold)
+    records["smollm2"] = answer_records(step, coll, home, "smollm2", Answerer(
+        coll, make_generator(coll.pipeline.generator, home), config=raw, searcher=searcher), eval_set)
+    records["smollm2-guarded"] = guarded(records["smollm2"], guard, guard_t, None)
+    best_reader = max(("reader-squad", "reader-domain"), key=lambda n: statistics.fmean(
+        s["F1"] for s in squad_scores[n].values()))  # chosen on SQuAD, not on COVID-QA
+    records["smollm2-guarded+reader"] = guarded(records["smollm2"], guard, guard_t, loaded[best_reader])
+
+    covid_rows = {name: qa_row(r, eval_set, judge, judge_t) for name, r in records.items()}
+    base = {r["id"]: score_answer(r["prediction"], ex.answers)["f1"] for r, ex in zip(records["sentence-baseline"], eval_set)}
+    vs = {name: compare_paired(base, {r["id"]: score_answer(r["prediction"], ex.answers)["f1"]
+                                      for r, ex in zip(recs, eval_set)}) for name, recs in records.items()
+          if name != "sentence-baseline"}
+    squad_rows = {name: {m: statistics.fmean(s[m] for s in per.values()) * 100 for m in ("EM", "F1")}
+                  for name, per in squad_scores.items()}
+    squad_vs = {name: compare_paired({q: s["F1"] for q, s in squad_scores["sentence-baseline"].items()},
+                                     {q: s["F1"] for q, s in per.items()})
+                for name, per in squad_scores.items() if name != "sentence-baseline"}
+    write_results(args, step, covid_rows, vs, squad_rows, squad_vs, quality, guard_name, judge_name, threshold,
+                  len(eval_set), len(squad_test))
+
+
+def write_results(args, step: Steps, covid_rows, vs, squad_rows, squad_vs, quality, guard_name, judge_name,
+                  threshold, n_covid, n_squad) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.report}.json").write_text(json.dumps({
+        "covidqa": covid_rows, "squad_heldout": squad_rows, "grounding_scorers": quality, "guard": guard_name,
+        "judge": judge_name, "abstention_threshold": threshold,
+        "covidqa_vs_sentence_baseline": {n: {"delta_f1": c.delta, "p_value": c.p_value} for n, c in vs.items()},
+        "squad_vs_sentence_baseline": {n: {"delta_f1": c.delta, "p_value": c.p_value} for n, c in squad_vs.items()},
+        "steps": {k: v["seconds"] for k, v in step.log.items()}}, indent=2, default=str))
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) and v <= 1 else f"{v:.1f}"  # noqa: E731
+    covid_table = table(["system", "EM", "F1", "abstention precision", "abstention recall", "unsupported rate",
+                         "answer in context (ceiling)", "p50 ms", "Δ F1 vs baseline", "p"],
+                        [[n, *(fmt(r[m]) for m in ("EM", "F1", "abstention_precision", "abstention_recall",
+                                                    "unsupported_rate", "answer_in_context", "read_ms_p50")),
+                          "" if n not in vs else f"{vs[n].delta * 100:+.1f}", "" if n not in vs else f"{vs[n].p_value:.4f}"]
+                         for n, r in covid_rows.items()])
+    squad_table = table(["reader", "EM", "F1", "Δ F1 vs baseline", "p"],
+                        [[n, f"{r['EM']:.1f}", f"{r['F1']:.1f}", "" if n not in squad_vs else f"{squad_vs[n].delta * 100:+.1f}",
+                          "" if n not in squad_vs else f"{squad_vs[n].p_value:.4f}"] for n, r in squad_rows.items()])
+    scorer_table = table(["scorer", "ROC AUC", "threshold", "accuracy"],
+                         [[n, f"{q['auc']:.3f}", f"{q['threshold']:.3f}", f"{q['accuracy']:.3f}"] for n, q in quality.items()])
+    curve = step.log["train reader-squad (SQuAD train articles)"]["result"]["curve"]
+    seconds = table(["step", "seconds"], [[k, v["seconds"]] for k, v in step.log.items()])
+    write_report(args.report, "Answers offline: trained readers, the sentence baseline, SmolLM2 with and without the guard", f"""
+## COVID-QA held-out articles, retrieve-then-answer ({n_covid} questions, {args.unanswerable} of them unanswerable)
+
+Same questions for every row; the label-free abstention threshold ({threshold:.4f}) applies to all. EM / F1 in
+points over all questions (an unanswerable one scores only for an abstention); unsupported rate: answers with a
+sentence the passages do not support, judged by the `{judge_name}` scorer (the guard uses `{guard_name}`).
+
+{covid_table}
+
+## SQuAD held-out articles, gold context ({n_squad} questions)
+
+{squad_table}
+
+## Grounding scorers (SQuAD dev: answer sentences vs the same with the answer swapped, and off-topic sentences)
+
+{scorer_table}
+
+## reader-squad learning curve (SQuAD dev articles, gold context)
+
+{table(["step", "EM", "F1"], [[p["step"], f"{p['EM']:.3f}", f"{p['F1']:.3f}"] for p in curve])}
+
+## Wall-clock per step (seconds, this machine)
+
+{seconds}
+""")
 
 
 if __name__ == "__main__":

@@ -37,13 +37,16 @@ def test_local_model_answers_from_context_and_streams(handbook, local_generator)
     staff = Principal("ana", ("staff",))
     answer = answerer.ask("How many days of paid annual leave do employees get?", staff)
     assert answer.passages and answer.hits[0].doc_id == "hb/leave.md"
-    assert set(answer.timings) == {"rewrite", "retrieve", "prompt", "generate"} and answer.tokens["completion"] > 0
+    assert set(answer.timings) == {"rewrite", "retrieve", "prompt", "generate", "ground"}
+    assert answer.tokens["completion"] > 0 and answer.mode == "generative" and answer.groundedness is not None
     assert answer.queries == ["How many days of paid annual leave do employees get?"]  # plain strategy
     assert all(1 <= c.number <= len(answer.passages) for c in answer.citations)
     pieces = list(answerer.stream("How many days of paid annual leave do employees get?", staff))
     final = pieces[-1]
     assert isinstance(final, Answer) and all(isinstance(p, str) for p in pieces[:-1])
-    assert "".join(pieces[:-1]).strip() == final.text == answer.text  # greedy: same text either way
+    assert final.text == answer.text  # greedy: same text either way
+    if not final.unsupported:  # the guard kept every sentence: what was streamed is the answer
+        assert "".join(pieces[:-1]).strip() == final.text
 
 
 def test_no_visible_context_abstains_without_calling_the_model(tiny_handbook):
@@ -65,6 +68,51 @@ def test_citations_map_to_documents_and_bad_numbers_are_dropped(tiny_handbook, c
     chat_server.replies += ["I don't know."]
     abstained = Answerer(tiny_handbook, gen).ask("Who founded the company?", Principal("ana", ("staff",)))
     assert abstained.abstained and abstained.abstain_reason == "model" and abstained.citations == []
+
+
+def test_grounding_guard_drops_unsupported_sentences_and_falls_back(tiny_handbook, chat_server):
+    from ragtune.answer.extractive import SentenceReader
+
+    staff = Principal("ana", ("staff",))
+    gen = OpenAIGenerator(chat_server.url, model="served")
+    chat_server.replies += ["Employees get 25 days of paid leave [1]. Each employee also gets a company car [1]."]
+    answer = Answerer(tiny_handbook, gen).ask("How many leave days?", staff)
+    assert answer.text == "Employees get 25 days of paid leave [1]." and answer.mode == "generative"
+    assert answer.unsupported == ["Each employee also gets a company car [1]."] and answer.groundedness == 0.5
+    assert [c.doc_id for c in answer.citations] == ["hb/leave.md"]
+
+    # A figure the passages do not state: nothing is left, so the reader's cited sentence answers.
+    chat_server.replies += ["Employees get 40 days of leave [1]."]
+    reader = SentenceReader(tiny_handbook.embedder)
+    fallback = Answerer(tiny_handbook, gen, reader=reader, config=tiny_handbook.pipeline.answer.model_copy(
+        update={"mode": "generative"})).ask("How many leave days?", staff)
+    assert fallback.mode == "extractive" and fallback.answered_by == "sentence-baseline"
+    # (the tiny random embedder picks the sentence; what matters is that it is copied and cited)
+    assert fallback.groundedness == 0.0 and fallback.citations and "40 days" not in fallback.text
+    assert fallback.text in fallback.passages[fallback.citations[0].number - 1]
+    # ... and with no reader to fall back to, "I don't know".
+    chat_server.replies += ["Employees get 40 days of leave [1]."]
+    refused = Answerer(tiny_handbook, gen).ask("How many leave days?", staff)
+    assert refused.abstained and refused.abstain_reason == "ungrounded" and refused.text == "I don't know"
+    # The guard can be switched off.
+    chat_server.replies += ["Employees get 40 days of leave [1]."]
+    off = tiny_handbook.pipeline.answer.model_copy(update={"grounding": "off"})
+    assert Answerer(tiny_handbook, gen, config=off).ask("How many leave days?", staff).text == \
+        "Employees get 40 days of leave [1]."
+
+
+def test_auto_mode_answers_extractively_with_the_packaged_model_only(tiny_handbook, chat_server):
+    from ragtune.config import GeneratorConfig
+
+    auto = tiny_handbook.pipeline.answer
+    assert auto.mode == "auto" and auto.resolved_mode(GeneratorConfig()) == "extractive"
+    assert auto.resolved_mode(GeneratorConfig(adapter="my-lora")) == "generative"
+    assert auto.resolved_mode(GeneratorConfig(model="Qwen/Qwen2.5-7B-Instruct")) == "generative"
+    tiny_handbook.pipeline.generator = GeneratorConfig()
+    answer = Answerer.from_pipeline(tiny_handbook).ask("How many leave days?", Principal("ana", ("staff",)))
+    assert answer.mode == "extractive" and answer.answered_by == "sentence-baseline"
+    assert answer.citations and answer.text in answer.passages[answer.citations[0].number - 1]
+    assert answer.span is not None and answer.span.sentence == answer.span.text
 
 
 def test_ask_cli_through_an_openai_compatible_endpoint(tiny_handbook, chat_server, home):

@@ -74,11 +74,11 @@ def test_set_is_per_call_and_configure_changes_the_pipeline(tmp_path, home, tiny
               "--set", "chunking.chunk_size=96", "--set", f"embedder.model={tiny_embedder}", "--json")
     assert out.exit_code == 0, out.output
     bound = yaml.safe_load((home / "collections" / "kb" / "pipeline.yaml").read_text())
-    assert bound["answer"]["mode"] == "generative" and bound["chunking"]["chunk_size"] == 96
+    assert bound["answer"]["mode"] == "auto" and bound["chunking"]["chunk_size"] == 96
 
     changed = json.loads(cli(home, "collections", "configure", "kb", "--set", "query.k=3",
                              "--set", "answer.mode=extractive", "--json").stdout)
-    assert changed == {"query.k": {"old": 10, "new": 3}, "answer.mode": {"old": "generative", "new": "extractive"}}
+    assert changed == {"query.k": {"old": 10, "new": 3}, "answer.mode": {"old": "auto", "new": "extractive"}}
     with Collection.open(home, "kb") as coll:
         assert coll.pipeline.query.k == 3 and coll.pipeline.answer.mode == "extractive"
     # What the index was built with cannot change in place: a clear error, nothing written.

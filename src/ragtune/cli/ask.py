@@ -23,8 +23,9 @@ def ask(
 ) -> None:
     """Answer a question from a collection, citing sources; says "I don't know" when the
     visible documents do not hold the answer. --set overrides apply to this call only
-    (e.g. --set generator.backend=openai --set generator.base_url=http://localhost:8000/v1, or
-    --set answer.mode=extractive for a span of the context instead of a generated answer)."""
+    (e.g. --set generator.backend=openai --set generator.base_url=http://localhost:8000/v1).
+    With the packaged 135M model and no endpoint, the answer is extractive: a span copied from
+    the passage it cites (--set answer.mode=generative to let the small model write anyway)."""
     from ragtune.answer import Answer, Answerer
     from ragtune.collection import Collection
     from ragtune.types import Principal
@@ -41,14 +42,18 @@ def ask(
         answerer = Answerer.from_pipeline(coll, home)
         if stream and not json_:
             answer: Answer | None = None
+            shown = []
             for piece in answerer.stream(question, principal, k):
                 if isinstance(piece, Answer):
                     answer = piece
                 else:
+                    shown.append(piece)
                     sys.stdout.write(piece)
                     sys.stdout.flush()
             sys.stdout.write("\n")
             assert answer is not None  # a stream always ends with its Answer
+            if answer.text != "".join(shown).strip():  # the grounding guard changed what was streamed
+                typer.echo(f"\nchecked against the passages: {answer.text}")
         else:
             answer = answerer.ask(question, principal, k)
             if not json_:
@@ -56,6 +61,12 @@ def ask(
     if json_:
         print_json(answer.to_dict())
         return
+    span = answer.span
+    sentence = " ".join(span.sentence.split()) if span is not None else ""
+    if span is not None and not answer.abstained and sentence and sentence != answer.text:
+        typer.echo(f"  in [{span.passage}]: “{sentence}”")
+    if answer.unsupported:
+        typer.echo(f"\n(the grounding guard removed {len(answer.unsupported)} sentence(s) the passages do not support)")
     if answer.citations:
         typer.echo("\nSources:")
         for c in answer.citations:
@@ -63,8 +74,18 @@ def ask(
     elif not answer.abstained and answer.passages:
         typer.echo("\n(no citations in the answer; context came from: "
                    + ", ".join(dict.fromkeys(h.doc_id for h in answer.hits)) + ")")
+    if answer.answered_by:
+        typer.echo(f"\nanswered by: {_answered_by(answer)}")
     times = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in answer.timings.items())
     typer.echo(f"\n[{times}]", err=True)
+
+
+def _answered_by(answer) -> str:
+    if answer.mode == "extractive":
+        how = "the sentence closest to the question" if answer.answered_by == "sentence-baseline" else "a span model"
+        return f"extractive reader {answer.answered_by} ({how}, copied from the cited passage)"
+    grounded = f", groundedness {answer.groundedness:.2f}" if answer.groundedness is not None else ""
+    return f"generative model {answer.answered_by}{grounded}"
 
 
 def calibrate(

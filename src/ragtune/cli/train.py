@@ -209,20 +209,28 @@ def _key_value(text: str) -> tuple[str, str]:
 def reader(
     collection: CollectionOpt,
     data: Annotated[list[Path], typer.Option("--data", help="SQuAD-format .json (repeatable: e.g. SQuAD + your own)")],
-    base: Annotated[str, typer.Option(help="encoder to put the span head on")] = "all-MiniLM-L6-v2",
+    base: Annotated[str, typer.Option(help="encoder to put the span head on, or a trained reader to continue")] = "all-MiniLM-L6-v2",
     limit: Annotated[Optional[int], typer.Option(help="questions per file (a seeded sample)")] = None,
     epochs: EpochsOpt = 2.0,
     max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 16,
-    apply: Annotated[bool, typer.Option("--apply", help="make it the collection's reader (answer.mode=extractive)")] = False,
+    eval_fraction: Annotated[float, typer.Option(help="articles held out: the learning curve and the gate")] = 0.1,
+    eval_every: Annotated[int, typer.Option(help="steps between held-out measurements (0: before and after only)")] = 0,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="checkpoint here; re-run to resume")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="make it the collection's reader if it beats the current one")] = False,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Train the extractive reader (span prediction) into the collection's model registry; with
-    --apply the collection answers by reading spans with it."""
-    from ragtune.cli.common import fail
+    """Train the extractive reader (span prediction) into the collection's model registry, then
+    gate it: on held-out articles it must beat the collection's current reader (the sentence
+    baseline until one is applied) by a paired test on F1. With --apply a reader that passes
+    becomes the collection's reader; one that does not is kept in the registry, not used."""
+    from ragtune.answer.extractive import SpanReader, make_reader
+    from ragtune.cli.common import fail, progress_bars
     from ragtune.collection import Collection
-    from ragtune.data.squad import load_squad, sample
+    from ragtune.data.squad import load_squad, sample, split_by_article
+    from ragtune.evaluate.reader import reader_gate, reading_scores
+    from ragtune.models.registry import ModelRegistry
     from ragtune.train.publish import publish_reader
     from ragtune.train.reader import ReaderTrainConfig
 
@@ -231,21 +239,36 @@ def reader(
         if not path.is_file():
             fail(f"--data {path}: no such file")
         examples += sample(load_squad(path), limit)
-    config = ReaderTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
-    with Collection.open(home, collection) as coll:
-        meta, result = publish_reader(home, coll, examples, config, base, data=[str(p) for p in data])
+    if len({ex.article_id for ex in examples}) < 2:
+        fail("--data: need questions from at least two articles (one is held out to gate the reader)")
+    train_ex, held = split_by_article(examples, eval_fraction)
+    config = ReaderTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_every=eval_every)
+    with Collection.open(home, collection) as coll, progress_bars(json_) as on_progress:
+        current = make_reader(coll.pipeline.reader.model, coll.embedder, coll.pipeline.reader.device)
+        meta, result = publish_reader(home, coll, train_ex, config, base, data=[str(p) for p in data],
+                                      evaluate=(lambda r: reading_scores(r, held)) if eval_every else None,
+                                      checkpoint_dir=checkpoint_dir, on_progress=on_progress)
         version, model_path = meta["version"], meta["path"]
-        if apply:
+        gate = reader_gate(SpanReader(model_path), current, held, null_margin=coll.pipeline.reader.null_margin)
+        ModelRegistry(home, "reader", coll.name).update(version, gate=gate.to_dict())
+        applied = apply and gate.enable
+        if applied:
             coll.pipeline.reader.model = model_path
-            coll.pipeline.answer.mode = "extractive"
             coll.save_pipeline()
     if json_:
-        print_json({**meta, "applied": apply})
-    else:
-        typer.echo(f"reader {version}: {len(examples)} questions → {result.metrics['windows']} windows, {result.steps} steps, "
-                   f"loss {result.train_loss:.4f}, {result.seconds:.0f}s → {model_path}"
-                   + ("; the collection now answers extractively with it" if apply else
-                      f"\nuse it: --set answer.mode=extractive --set reader.model={model_path} (or re-run with --apply)"))
+        print_json({**meta, "gate": gate.to_dict(), "applied": applied})
+        return
+    typer.echo(f"reader {version}: {len(train_ex)} questions → {result.metrics['windows']} windows, {result.steps} steps, "
+               f"loss {result.train_loss:.4f}, {result.seconds:.0f}s → {model_path}")
+    typer.echo(f"gate on {gate.questions} held-out questions: F1 {gate.baseline_scores['F1']:.3f} ({gate.baseline}) → "
+               f"{gate.candidate_scores['F1']:.3f}, p = {gate.p_value:.4f}, {gate.ms_per_question:.0f} ms/question → "
+               + ("better" if gate.enable else "not better"))
+    if applied:
+        typer.echo("the collection now answers extractively with it")
+    elif apply:
+        typer.echo("not applied: it does not beat the current reader (kept in the registry: `ragtune models list`)")
+    elif gate.enable:
+        typer.echo(f"use it: re-run with --apply, or --set reader.model={model_path}")
 
 
 @app.command()

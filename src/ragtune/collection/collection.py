@@ -112,7 +112,7 @@ class Collection:
         ('extractive', 128)
         >>> with Collection.open(home, "kb") as c:  # only the build-time part was bound
         ...     c.pipeline.answer.mode, c.pipeline.chunking.chunk_size
-        ('generative', 128)
+        ('auto', 128)
         """
         if create and not cls.exists(home, name):
             wanted = (base or PipelineConfig()).with_overrides(overrides)

@@ -51,7 +51,7 @@ def evaluate_answers(answerer: Answerer, examples: list[QAExample], principal: P
     """Answer every example with ``answerer`` and score it; returns the run directory."""
     k = answerer.config.k
     run = RunDir.create(ragtune_home(home) / "runs", "qa", {
-        "questions": len(examples), "k": k, "mode": answerer.config.mode,
+        "questions": len(examples), "k": k, "mode": answerer.mode,
         "pipeline": answerer.collection.pipeline.model_dump(mode="json"), **(config or {})})
     records = []
     with (run.path / "answers.jsonl").open("w") as out:

@@ -65,12 +65,15 @@ def publish_reranker(home: str | Path | None, collection: Collection, rows: list
 
 
 def publish_reader(home: str | Path | None, collection: Collection, examples: list, config: ReaderTrainConfig,
-                   base: str, data: list[str]) -> Published:
-    """Train the extractive span reader into a new version of the collection's reader registry."""
+                   base: str, data: list[str], evaluate: Callable | None = None, checkpoint_dir: Path | None = None,
+                   on_progress: Callable[[str, int, int], None] | None = None) -> Published:
+    """Train the extractive span reader into a new version of the collection's reader registry
+    (``evaluate`` / ``checkpoint_dir``: the learning curve and resuming, as ``train_reader``)."""
     from ragtune.train.reader import train_reader
 
     device = collection.pipeline.reader.device
-    return _new_version(home, "reader", collection, lambda out: train_reader(base, examples, out, config, device),
+    return _new_version(home, "reader", collection, lambda out: train_reader(
+        base, examples, out, config, device, evaluate=evaluate, checkpoint_dir=checkpoint_dir, on_progress=on_progress),
                         base=base, method="span-prediction", data=data, questions=len(examples),
                         hyperparameters=config.to_dict())
 

@@ -244,16 +244,21 @@ def answerer(srv: ServerState, name: str, adapter: str | None):
 
     h = srv.handle(name)
     pipeline = h.collection.pipeline
+    # A per-request adapter is a generator the caller chose: answer.mode=auto answers with it.
+    chosen = pipeline.generator.model_copy(update={"adapter": adapter}) if adapter else pipeline.generator
+    mode = pipeline.answer.resolved_mode(chosen)
     generator = None
-    if pipeline.answer.mode == "generative" or pipeline.query.strategy != "plain":
+    if mode == "generative" or pipeline.query.strategy != "plain":
         generator = srv.generators.get(pipeline.generator, adapter)
-    reader = srv.reader(h) if pipeline.answer.mode == "extractive" else None
-    return Answerer(h.collection, generator, searcher=srv.searcher(h), reader=reader)
+    # Generative mode keeps the reader as the grounding guard's fallback.
+    config = pipeline.answer.model_copy(update={"mode": mode})
+    return Answerer(h.collection, generator, config=config, searcher=srv.searcher(h), reader=srv.reader(h))
 
 
 def record(srv: ServerState, name: str | None, who, answer, model: str | None) -> None:
     citations = [c.__dict__ for c in answer.citations]
-    srv.feedback.record_answer(answer.id, name, who.user, answer.question, answer.text, answer.passages, citations, model)
+    srv.feedback.record_answer(answer.id, name, who.user, answer.question, answer.text, answer.passages, citations,
+                               answer.answered_by or model)
 
 
 @router.post("/{name}/ask")

@@ -142,7 +142,8 @@ def _rag_chat(body: ChatIn, srv: State, who, created: int):
 
 
 def _rag_fields(answer) -> dict:
-    return {"answer_id": answer.id, "abstained": answer.abstained,
+    return {"answer_id": answer.id, "abstained": answer.abstained, "mode": answer.mode,
+            "answered_by": answer.answered_by, "groundedness": answer.groundedness,
             "citations": [c.__dict__ for c in answer.citations]}
 
 
