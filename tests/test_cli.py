@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,22 @@ def test_help_prints_only_help_and_user_errors_are_one_line(home):
     missing = run_cli("search", "x", "-c", "nope", home=home, check=False)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().startswith("error: no collection 'nope'")
+
+
+@pytest.mark.slow  # real embedder over this repo's docs
+def test_make_demo_answers_its_question_right_and_cited(tmp_path):
+    """README's first command: `make demo` must end with a correct answer citing its source."""
+    import re
+
+    from conftest import run_cli
+
+    repo = Path(__file__).resolve().parents[1]
+    question = re.search(r'ragtune ask "([^"]+)" -c ragtune-docs', (repo / "Makefile").read_text()).group(1)
+    run_cli("ingest", str(repo / "docs"), "-c", "ragtune-docs", "--public", home=tmp_path)
+    answer = json.loads(run_cli("ask", question, "-c", "ragtune-docs", "--json", home=tmp_path).stdout)
+    assert answer["mode"] == "extractive" and not answer["abstained"]
+    cited = answer["citations"][0]
+    assert cited["source"].endswith("getting-started.md")
+    text = answer["text"].lower()
+    assert "killed" in text and "no chunk lost" in text and "none duplicated" in text
+    assert answer["span"]["text"] in answer["passages"][cited["number"] - 1]
