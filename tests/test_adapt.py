@@ -32,9 +32,15 @@ def scifact(tmp_path, make_collection):
 
 
 def question_from_prompt(messages) -> str:
-    """Stands in for a capable LLM behind an endpoint: a question built from the passage's words."""
-    passage = messages[-1]["content"].split("Passage:\n", 1)[1].split("\n\nWrite one", 1)[0]
+    """Stands in for a capable LLM behind an endpoint: a query of the kind asked for (question,
+    claim or keywords) built from the passage's words."""
+    prompt = messages[-1]["content"]
+    passage = prompt.split("Passage:\n", 1)[1].split("\n\nWrite ", 1)[0]
     words = re.findall(r"[A-Za-z][A-Za-z-]+", passage.split("\n", 1)[-1])
+    if "keywords" in prompt.split("\n\nWrite ", 1)[-1]:
+        return " ".join(words[3:7])
+    if "claim" in prompt.split("\n\nWrite ", 1)[-1]:
+        return f"Studies report {' '.join(words[3:11])}."
     return f"What is known about {' '.join(words[3:11])}?"
 
 
@@ -42,7 +48,7 @@ def test_local_model_writes_questions_and_generation_resumes(scifact, local_gene
     from ragtune.synth.queries import QueryGenConfig, generate_queries
 
     folder = tmp_path / "synth"
-    n = generate_queries(scifact, local_generator, folder, QueryGenConfig(max_chunks=3))
+    n = generate_queries(scifact, local_generator, folder, QueryGenConfig(max_chunks=3, types=("question",)))
     rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
     assert n == 3 and len(rows) == 3 and len({r["metadata"]["chunk_id"] for r in rows}) == 3
     assert sum(r["text"].endswith("?") for r in rows) >= 2, [r["text"] for r in rows]
@@ -50,7 +56,55 @@ def test_local_model_writes_questions_and_generation_resumes(scifact, local_gene
     assert len(corpus) == scifact.store.count()  # every chunk: negatives may be any of them
 
     never = NeverCalled("finished chunks must not be generated again")
-    assert generate_queries(scifact, never, folder, QueryGenConfig(max_chunks=3)) == 3
+    assert generate_queries(scifact, never, folder, QueryGenConfig(max_chunks=3, types=("question",))) == 3
+
+
+def test_each_query_kind_gets_its_prompt_and_its_rules(scifact, local_generator, tmp_path):
+    from ragtune.synth.filters import FilterConfig, filter_queries
+    from ragtune.synth.queries import QueryGenConfig, generate_queries
+
+    folder = tmp_path / "kinds"
+    generate_queries(scifact, local_generator, folder, QueryGenConfig(max_chunks=9, per_chunk=1))
+    rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    kinds = [r["metadata"]["type"] for r in rows]
+    assert set(kinds) == {"question", "claim", "keywords"} and max(kinds.count(k) for k in set(kinds)) <= 5
+    report = filter_queries(scifact, folder, FilterConfig(round_trip_k=1000))
+    assert report.candidates == 9
+    kept = {q for split in ("train", "dev") for q in _qrels(folder, split)}
+    for r in rows:
+        if r["_id"] in kept:  # what survives is of its kind
+            if r["metadata"]["type"] == "claim":
+                assert "?" not in r["text"] and "passage" not in r["text"].lower()
+            elif r["metadata"]["type"] == "keywords":
+                assert 2 <= len(r["text"].split()) <= 6
+            else:
+                assert r["text"].endswith("?")
+
+
+def test_example_queries_steer_the_kind_and_length(scifact, local_generator, tmp_path):
+    import statistics
+
+    from ragtune.synth.queries import QueryGenConfig, check_examples, generate_queries
+
+    short = check_examples(["hypoxia tumour growth", "vitamin D fracture risk", "statins dementia", "BRCA1 repair",
+                            "gut microbiome obesity", "aspirin stroke prevention"])
+    long = check_examples(["Low-dose aspirin taken daily for five years lowers the risk of a first stroke in adults.",
+                           "Vitamin D supplements given to elderly women reduce the rate of hip fractures by a third."])
+    lengths = {}
+    for name, examples in (("short", short), ("long", long)):
+        folder = tmp_path / name
+        generate_queries(scifact, local_generator, folder, QueryGenConfig(max_chunks=4, examples=examples))
+        rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+        assert {r["metadata"]["type"] for r in rows} == ({"keywords"} if name == "short" else {"claim"})
+        lengths[name] = statistics.fmean(len(r["text"].split()) for r in rows)
+    assert lengths["short"] < lengths["long"], lengths
+    with pytest.raises(ValueError, match="at most 8"):
+        check_examples([f"query {i}" for i in range(9)])
+
+
+def _qrels(folder, split) -> set[str]:
+    path = folder / "qrels" / f"{split}.tsv"
+    return {line.split("\t")[0] for line in path.read_text().splitlines()[1:] if line.strip()} if path.exists() else set()
 
 
 def _write_candidates(folder, scifact, questions):

@@ -7,18 +7,23 @@ import typer
 
 from ragtune.cli.common import (
     CollectionOpt,
+    ExamplesOpt,
     HomeOpt,
     JsonOpt,
     SetOpt,
+    TypesOpt,
     err,
     print_json,
     progress_bars,
+    query_style,
 )
 
 
 def adapt(
     collection: CollectionOpt,
-    max_chunks: Annotated[Optional[int], typer.Option(help="generate questions for a sample of chunks")] = None,
+    max_chunks: Annotated[Optional[int], typer.Option(help="generate queries for a sample of chunks")] = None,
+    types: TypesOpt = None,
+    examples: ExamplesOpt = None,
     method: Annotated[str, typer.Option(help="embedder training: full | lora | query-adapter (no re-embedding)")] = "full",
     epochs: Annotated[float, typer.Option()] = 1.0,
     run: Annotated[str, typer.Option("--run", help="run name: synth/<run>/ and adapt/<run>/ (re-use it to resume)")] = "latest",
@@ -47,7 +52,7 @@ def adapt(
 
     if teacher not in ("none", "hybrid", "cross-encoder"):
         fail(f"--teacher {teacher!r}: use none, hybrid or cross-encoder")
-    config = AdaptConfig(queries=QueryGenConfig(max_chunks=max_chunks),
+    config = AdaptConfig(queries=QueryGenConfig(max_chunks=max_chunks, **query_style(types, examples)),
                          training=EmbedderTrainConfig(method=method, epochs=epochs),  # type: ignore[arg-type]
                          promote=not no_promote, labelled=labelled, teacher=teacher,  # type: ignore[arg-type]
                          reranker=RerankerTrainConfig(epochs=epochs) if reranker or reranker_squad else None,

@@ -48,3 +48,29 @@ def progress_bars(disable: bool = False) -> Iterator[Callable[[str, int, int], N
             progress.update(tasks[event], completed=done, total=total or None)
 
         yield on_progress
+
+
+TypesOpt = Annotated[Optional[str], typer.Option(
+    "--types", help="query kinds, in turn: question,claim,keywords (default: all three, or the kinds of --examples)")]
+ExamplesOpt = Annotated[Optional[Path], typer.Option(
+    "--examples", help="a .txt of up to 8 real queries (one per line, no labels): generation follows their style")]
+
+
+def query_style(types: str | None, examples: Path | None) -> dict:
+    """``QueryGenConfig`` keywords from --types / --examples, failing with a clear message."""
+    from ragtune.synth.queries import check_examples
+    from ragtune.synth.query_types import parse_types
+
+    out: dict = {}
+    try:
+        if types:
+            out["types"] = parse_types(types)
+        if examples is not None:
+            if not examples.is_file():
+                fail(f"--examples {examples}: no such file")
+            out["examples"] = check_examples(examples.read_text().splitlines())
+            if not out["examples"]:
+                fail(f"--examples {examples}: no queries in it (one per line)")
+    except ValueError as e:
+        fail(f"--types / --examples: {e}")
+    return out

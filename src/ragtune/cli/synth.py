@@ -7,11 +7,14 @@ import typer
 
 from ragtune.cli.common import (
     CollectionOpt,
+    ExamplesOpt,
     HomeOpt,
     JsonOpt,
     SetOpt,
+    TypesOpt,
     print_json,
     progress_bars,
+    query_style,
 )
 
 app = typer.Typer(help="Make training data from a collection's own text.", no_args_is_help=True)
@@ -27,28 +30,32 @@ def queries(
     collection: CollectionOpt,
     name: NameOpt = "default",
     max_chunks: Annotated[Optional[int], typer.Option(help="a random sample of this many chunks")] = None,
-    per_chunk: Annotated[int, typer.Option(help="questions per chunk (more than 1 samples)")] = 1,
+    per_chunk: Annotated[int, typer.Option(help="queries per chunk (more than 1 samples, kinds in turn)")] = 1,
+    types: TypesOpt = None,
+    examples: ExamplesOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
     set_: SetOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Generate questions each chunk answers (resumable: a re-run continues where it stopped).
-    The generator is the pipeline's (--set generator.backend=openai ... for a large model)."""
+    """Generate queries each chunk answers — questions, claims, keyword queries — (resumable: a
+    re-run continues where it stopped). The generator is the pipeline's (--set
+    generator.backend=openai ... for a large model)."""
     from ragtune.collection import Collection
     from ragtune.models.generator import make_generator
     from ragtune.synth.queries import QueryGenConfig, generate_queries
 
+    config = QueryGenConfig(per_chunk=per_chunk, max_chunks=max_chunks, seed=seed, **query_style(types, examples))
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
         folder = _folder(coll, name)
-        total = generate_queries(coll, make_generator(coll.pipeline.generator, home), folder,
-                                 QueryGenConfig(per_chunk=per_chunk, max_chunks=max_chunks, seed=seed), on_progress)
+        total = generate_queries(coll, make_generator(coll.pipeline.generator, home), folder, config, on_progress)
     if json_:
         print_json({"folder": str(folder), "candidates": total})
     else:
-        typer.echo(f"{total} candidate questions in {folder / 'queries.jsonl'}; next: ragtune synth filter -c {collection}")
+        typer.echo(f"{total} candidate queries ({', '.join(config.type_cycle())} in turn) in {folder / 'queries.jsonl'}; "
+                   f"next: ragtune synth filter -c {collection}")
 
 
 @app.command("filter")

@@ -1,7 +1,7 @@
 """Quality filters for synthetic queries, each counting what it removed.
 
-In order: *malformed* (empty, not a question, too short or long, or a sentence copied from the
-passage), *duplicate* (the same normalised question seen before), *round trip* (keep a question
+In order: *malformed* (by the query's kind: empty, not a question / a question posing as a claim /
+more than 6 keywords, too short or long, or a sentence copied from the passage), *duplicate* (the same normalised question seen before), *round trip* (keep a question
 only if its source chunk ranks in the top-k for it under BM25 or the current embedder, the
 consistency check of InPars/Promptagator: a question its own passage does not answer well is
 noise). Survivors are split by *document* into ``train`` and a held-out ``dev`` (never two
@@ -27,6 +27,8 @@ from ragtune.data import beir
 from ragtune.data.text import normalize_answer
 from ragtune.errors import MissingInputError
 from ragtune.retrieve import Searcher
+from ragtune.synth.query_types import QUERY_TYPES
+from ragtune.synth.query_types import question_malformed as malformed  # noqa: F401  (the question rule, as before)
 from ragtune.types import ServicePrincipal
 
 
@@ -52,24 +54,6 @@ class FilterReport:
         return asdict(self)
 
 
-def malformed(question: str, passage: str, min_words: int = 4, max_words: int = 40) -> str | None:
-    """Why ``question`` is unusable, or None when it is fine."""
-    q = question.strip()
-    if not q:
-        return "empty"
-    if not q.endswith("?"):
-        return "not a question"
-    n = len(q.split())
-    if n < min_words:
-        return "too short"
-    if n > max_words:
-        return "too long"
-    core = normalize_answer(q.rstrip("?"))
-    if len(core.split()) >= min_words and core in normalize_answer(passage):
-        return "copied from the passage"
-    return None
-
-
 def is_dev(doc_id: str, fraction: float) -> bool:
     """Stable by-document split: the same document always lands on the same side."""
     h = int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -89,7 +73,10 @@ def filter_queries(collection: Collection, folder: str | Path, config: FilterCon
     survivors = []
     for q in candidates:
         chunk = corpus.get(q["metadata"]["chunk_id"])
-        reason = malformed(q["text"], chunk["text"] if chunk else "", config.min_words, config.max_words)
+        kind = q["metadata"].get("type", "question")  # folders written before query types held questions only
+        passage = chunk["text"] if chunk else ""
+        reason = QUERY_TYPES[kind].malformed(q["text"], passage, config.min_words, config.max_words) \
+            if kind in QUERY_TYPES else f"unknown query type {kind!r}"
         if reason:
             report.removed["malformed"] += 1
             report.malformed_reasons[reason] = report.malformed_reasons.get(reason, 0) + 1

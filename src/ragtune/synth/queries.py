@@ -1,4 +1,6 @@
-"""Synthetic queries: for each chunk of a collection, questions that the chunk answers.
+"""Synthetic queries: for each chunk of a collection, queries that the chunk answers — questions,
+claims or keyword queries (:mod:`ragtune.synth.query_types`), in a mix, or in the style of up to 8
+real queries the user gives (``examples``: no relevance labels needed; their kinds set the mix).
 
 Output is a BEIR folder any tool can read (``corpus.jsonl`` of all the chunks, as the index
 embeds them; ``queries.jsonl`` with every generated candidate; ``qrels/`` written by the filters), so
@@ -17,23 +19,27 @@ Example:
 from __future__ import annotations
 
 import random
-import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ragtune.collection import Collection
 from ragtune.data import beir
+from ragtune.errors import InputError
 from ragtune.models.generator import (
     GenerationConfig,
     Generator,
     batch_size_for,
     generate_texts,
 )
+from ragtune.synth.query_types import QUERY_TYPES, infer_type
 
-QG_SYSTEM = "You write the questions people type into a search box."
-QG_USER = ("Passage:\n{passage}\n\nWrite one specific question that this passage answers. "
-           "Reply with the question only.")
+QG_SYSTEM = "You write the queries people type into a search box."
+QG_USER = "Passage:\n{passage}\n\n{instruction}"
+QG_EXAMPLES = "\nWrite it in the style and length of these real queries:\n{examples}"
+MAX_EXAMPLES = 8
+DEFAULT_TYPES = ("question", "claim", "keywords")
 
 
 @dataclass
@@ -46,25 +52,50 @@ class QueryGenConfig:
     temperature: float = 0.7  # used only when per_chunk > 1; one question per chunk is greedy
     max_passage_tokens: int = 400
     batch_size: int = 8  # prompts per forward pass (local model)
+    types: tuple[str, ...] | None = None  # None: the kinds of ``examples``, else DEFAULT_TYPES in turn
+    examples: tuple[str, ...] = ()  # up to MAX_EXAMPLES real queries whose style generation follows
+
+    def type_cycle(self) -> tuple[str, ...]:
+        """The kinds chunks are given in turn: ``types``; or one entry per example (so 6 claims
+        and 2 keyword queries give that mix); or the default mix."""
+        if self.types:
+            return tuple(self.types)
+        if self.examples:
+            return tuple(infer_type(e) for e in self.examples)
+        return DEFAULT_TYPES
 
 
-def qg_messages(passage: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": QG_SYSTEM}, {"role": "user", "content": QG_USER.format(passage=passage)}]
+def check_examples(examples: list[str]) -> tuple[str, ...]:
+    """Clean, de-duplicated example queries; more than MAX_EXAMPLES is an error (the prompt of a
+    small model has no room, and Promptagator needed no more)."""
+    cleaned = tuple(dict.fromkeys(e.strip() for e in examples if e.strip()))
+    if len(cleaned) > MAX_EXAMPLES:
+        raise InputError(f"{len(cleaned)} example queries: give at most {MAX_EXAMPLES}")
+    return cleaned
 
 
-def first_question(reply: str) -> str:
-    """The model's question: its first non-empty line without list markers or quotes.
-    Not validated here; the filters decide (and count) what is malformed.
+def qg_messages(passage: str, kind: str = "question", examples: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    user = QG_USER.format(passage=passage, instruction=QUERY_TYPES[kind].instruction)
+    if examples:
+        same = [e for e in examples if infer_type(e) == kind] or list(examples)
+        user += QG_EXAMPLES.format(examples="\n".join(f"- {e}" for e in same))
+    return [{"role": "system", "content": QG_SYSTEM}, {"role": "user", "content": user}]
 
-    >>> first_question('  1. "What limits the rate of X?"\\nBecause...')
-    'What limits the rate of X?'
-    """
-    for line in reply.splitlines():
-        line = re.sub(r"^\s*(?:[-*•]|\(?\d+[.):]|q(?:uestion)?\s*\d*\s*[.:])\s*", "", line, flags=re.IGNORECASE)
-        line = line.strip().strip('"“”').strip()
-        if line:
-            return line
-    return ""
+
+def token_budget(kind: str, config: QueryGenConfig, count: Callable[[str], int]) -> int:
+    """New tokens a query of ``kind`` may take: a keyword query needs few, and with example
+    queries twice the longest example of that kind (their length is part of their style; a small
+    model otherwise writes on until the limit)."""
+    limit = min(config.max_new_tokens, 16) if kind == "keywords" else config.max_new_tokens
+    same = [e for e in config.examples if infer_type(e) == kind]
+    if same:
+        limit = min(limit, max(8, 2 * max(count(e) for e in same)))
+    return limit
+
+
+def kind_for(chunk_id: str, sample: int, cycle: tuple[str, ...]) -> str:
+    """A chunk's kind for its ``sample``-th query: stable across runs (a resumed run agrees)."""
+    return cycle[(zlib.crc32(chunk_id.encode()) + sample) % len(cycle)]
 
 
 def select_chunks(all_chunks: list[dict], config: QueryGenConfig) -> list[dict]:
@@ -102,22 +133,33 @@ def generate_queries(collection: Collection, generator: Generator, folder: str |
     todo = [c for c in chunks if c["chunk_id"] not in done]
     finished = len(chunks) - len(todo)
     step = batch_size_for(generator, config.batch_size)
+    cycle = config.type_cycle()
+    unknown = [t for t in cycle if t not in QUERY_TYPES]
+    if unknown:
+        raise InputError(f"unknown query type(s) {unknown}: choose from {', '.join(QUERY_TYPES)}")
     with queries_path.open("a") as out:
         for start in range(0, len(todo), step):
             part = todo[start:start + step]
-            prompts = [qg_messages(_truncate(c["text"], config.max_passage_tokens, generator.count_tokens)) for c in part]
+            passages = [_truncate(c["text"], config.max_passage_tokens, generator.count_tokens) for c in part]
+            kinds = [[kind_for(c["chunk_id"], i, cycle) for i in range(config.per_chunk)] for c in part]
             replies: list[list[str]] = [[] for _ in part]
             for i in range(config.per_chunk):
-                gen_cfg = GenerationConfig(max_new_tokens=config.max_new_tokens, repetition_penalty=1.1,
-                                           temperature=config.temperature if config.per_chunk > 1 else 0.0,
-                                           seed=config.seed + i)
-                texts = generate_texts(generator, prompts, gen_cfg)
+                texts = [""] * len(part)
+                for kind in dict.fromkeys(k[i] for k in kinds):  # one call per kind: each has its token budget
+                    idx = [j for j, k in enumerate(kinds) if k[i] == kind]
+                    gen_cfg = GenerationConfig(max_new_tokens=token_budget(kind, config, generator.count_tokens),
+                                               repetition_penalty=1.1,
+                                               temperature=config.temperature if config.per_chunk > 1 else 0.0,
+                                               seed=config.seed + i)
+                    prompts = [qg_messages(passages[j], kind, config.examples) for j in idx]
+                    for j, text in zip(idx, generate_texts(generator, prompts, gen_cfg)):
+                        texts[j] = text
                 for j, text in enumerate(texts):
                     replies[j].append(text)
-            records = [beir.query_record(f"{chunk['chunk_id']}/q{i}", first_question(reply),
+            records = [beir.query_record(f"{chunk['chunk_id']}/q{i}", QUERY_TYPES[k[i]].parse(reply),
                                          {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"],
-                                          "generator": generator.name})
-                       for chunk, texts in zip(part, replies) for i, reply in enumerate(texts)]
+                                          "generator": generator.name, "type": k[i]})
+                       for chunk, k, texts in zip(part, kinds, replies) for i, reply in enumerate(texts)]
             beir.append_queries(out, records)  # flushed: a stopped run keeps every finished chunk
             total += len(records)
             finished += len(part)
@@ -140,17 +182,26 @@ def _truncate(text: str, max_tokens: int, count: Callable[[str], int]) -> str:
     return " ".join(words[:lo])
 
 
-def qg_training_examples(examples, limit: int | None = None, seed: int = 0) -> list[dict]:
-    """(passage → question) SFT examples from SQuAD-format QA: one question per paragraph, in the
-    very prompt ``generate_queries`` uses, so the trained adapter sees at training what it gets at use."""
+def qg_training_examples(examples, limit: int | None = None, seed: int = 0,
+                         types: tuple[str, ...] = ("question",)) -> list[dict]:
+    """(passage → query) SFT examples from SQuAD-format QA: one per paragraph, its kind taken in
+    turn from ``types``, its target built from a SQuAD question of that paragraph (the question; a
+    claim from its answer's sentence; its keywords), in the very prompt ``generate_queries`` uses,
+    so the trained adapter sees at training what it gets at use."""
     by_paragraph: dict[tuple[str, int], list] = {}
     for ex in examples:
-        if ex.question.strip().endswith("?"):
-            by_paragraph.setdefault((ex.article_id, ex.paragraph_index), []).append(ex)
+        by_paragraph.setdefault((ex.article_id, ex.paragraph_index), []).append(ex)
     rng = random.Random(seed)
-    picked = [rng.choice(group) for _, group in sorted(by_paragraph.items())]
-    rng.shuffle(picked)
-    if limit is not None:
-        picked = picked[:limit]
-    return [{"prompt": qg_messages(ex.context), "completion": [{"role": "assistant", "content": ex.question.strip()}]}
-            for ex in picked]
+    groups = [group for _, group in sorted(by_paragraph.items())]
+    rng.shuffle(groups)
+    out = []
+    for n, group in enumerate(groups):
+        kind = types[n % len(types)]
+        targets = [(ex, t) for ex in group for t in [QUERY_TYPES[kind].from_squad(ex)] if t]
+        if not targets:
+            continue
+        ex, target = rng.choice(targets)
+        out.append({"prompt": qg_messages(ex.context, kind), "completion": [{"role": "assistant", "content": target}]})
+        if limit is not None and len(out) >= limit:
+            break
+    return out

@@ -1,0 +1,194 @@
+"""The kinds of query a synthetic query can be, each with its own instruction, parsing, validity
+rule and training target.
+
+Real users do not all type questions: SciFact's queries are claims, a search box gets keywords,
+a help desk gets questions. Training data shaped like one kind teaches a retriever that kind
+(Promptagator: a few examples of the task's queries steer generation; Tamber et al. 2025: a mix
+of kinds is what makes synthetic training data help). Three kinds:
+
+- ``question``: one specific question the passage answers (ends with "?");
+- ``claim``: one declarative statement the passage supports or refutes (no question mark);
+- ``keywords``: the 2–6 terms a searcher would type.
+
+Each kind's training target for the question writer is built from SQuAD (what is offline): the
+question itself, a claim from the answer-bearing sentence, keywords from the question's content
+words — never from a benchmark's own queries.
+
+Example:
+    >>> from ragtune.synth.query_types import QUERY_TYPES, infer_type
+    >>> QUERY_TYPES["keywords"].parse("Keywords: tumour, hypoxia, growth limits.")
+    'tumour hypoxia growth limits'
+    >>> QUERY_TYPES["claim"].malformed("Does hypoxia limit growth?", "...")
+    'not a claim'
+    >>> [infer_type(q) for q in ["What limits growth?", "hypoxia tumour growth", "Hypoxia limits tumour growth."]]
+    ['question', 'keywords', 'claim']
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from ragtune.answer.extractive import sentence_around
+from ragtune.data.squad import QAExample
+from ragtune.data.text import normalize_answer
+
+_MARKER = re.compile(r"^\s*(?:[-*•]|\(?\d+[.):]|(?:q(?:uestion)?|claim|keywords?|query)\s*\d*\s*[.:])\s*", re.IGNORECASE)
+_QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "does", "do", "did", "is",
+                   "are", "was", "were", "can", "could", "would", "should", "will", "has", "have", "had"}
+_STOP = {"the", "a", "an", "of", "in", "on", "at", "to", "for", "by", "with", "and", "or", "from", "as", "that", "this",
+         "it", "its", "be", "been", "into", "than", "then", "there", "their", "they", "his", "her", "he", "she", "not",
+         "name", "called", "type", "kind", "many", "much", "one", "year", "term"} | _QUESTION_WORDS
+
+
+def _first_line(reply: str) -> str:
+    for line in reply.splitlines():
+        line = _MARKER.sub("", line).strip().strip('"“”').strip()
+        if line:
+            return line
+    return ""
+
+
+# A query about "the passage" or "the answer" is about the prompt, not the content: no user types it.
+_GENERIC = re.compile(r"\b(?:the|this|that|given) (?:passage|text|article|paragraph|answer|question|document)s?\b",
+                      re.IGNORECASE)
+
+
+def generic(query: str) -> bool:
+    """Does ``query`` talk about the prompt rather than the content?
+
+    >>> generic("What does the passage conclude?"), generic("What limits tumour growth?")
+    (True, False)
+    """
+    return bool(_GENERIC.search(query))
+
+
+def _sentence_rules(text: str, passage: str, min_words: int, max_words: int) -> str | None:
+    n = len(text.split())
+    if n < min_words:
+        return "too short"
+    if n > max_words:
+        return "too long"
+    core = normalize_answer(text.rstrip("?."))
+    if len(core.split()) >= max(min_words, 12) and core in normalize_answer(passage):
+        return "copied from the passage"  # a long verbatim copy teaches word matching, not meaning
+    return None
+
+
+@dataclass(frozen=True)
+class QueryType:
+    name: str
+    instruction: str  # what the writer is asked, after the passage
+    parse: Callable[[str], str]  # the model's reply → the query
+    malformed: Callable[..., str | None]  # (query, passage, min_words, max_words) → why unusable, or None
+    from_squad: Callable[[QAExample], str | None]  # a training target derived from a SQuAD question
+
+
+def question_malformed(question: str, passage: str, min_words: int = 4, max_words: int = 40) -> str | None:
+    """Why ``question`` is unusable as a question, or None when it is fine."""
+    q = question.strip()
+    if not q:
+        return "empty"
+    if not q.endswith("?"):
+        return "not a question"
+    if generic(q):
+        return "generic"
+    n = len(q.split())
+    if n < min_words:
+        return "too short"
+    if n > max_words:
+        return "too long"
+    core = normalize_answer(q.rstrip("?"))
+    if len(core.split()) >= min_words and core in normalize_answer(passage):
+        return "copied from the passage"
+    return None
+
+
+def _claim_parse(reply: str) -> str:
+    line = _first_line(reply)
+    return line if not line or line[-1] in ".!?" else line + "."
+
+
+def _claim_malformed(c: str, passage: str, min_words: int = 4, max_words: int = 40) -> str | None:
+    if not c.strip():
+        return "empty"
+    if "?" in c:
+        return "not a claim"
+    if generic(c):
+        return "generic"
+    return _sentence_rules(c, passage, min_words, max_words)
+
+
+def _claim_from_squad(ex: QAExample) -> str | None:
+    """The clause of the answer-bearing sentence that holds the answer: a statement the passage supports."""
+    if not ex.answers:
+        return None
+    start = ex.answer_starts[0]
+    sentence = sentence_around(ex.context, start, start + len(ex.answers[0]))
+    clauses = [c.strip() for c in re.split(r"[;:]|, (?:which|while|whereas|but|and) ", sentence) if c.strip()]
+    clause = next((c for c in clauses if ex.answers[0] in c), sentence)
+    words = clause.split()
+    if len(words) > 25:
+        return None
+    return _claim_parse(clause[0].upper() + clause[1:])
+
+
+def _keywords_parse(reply: str) -> str:
+    line = _first_line(reply)
+    terms = [t for t in re.split(r"[\s,;/|]+", re.sub(r"[^\w\s,;/|'-]", " ", line)) if t.strip("-'")]
+    return " ".join(terms)
+
+
+def _keywords_malformed(k: str, passage: str, min_words: int = 2, max_words: int = 6) -> str | None:
+    min_terms, max_terms = 2, 6  # a keyword query's own bounds, whatever the sentence kinds allow
+    n = len(k.split())
+    if n == 0:
+        return "empty"
+    if generic(k):
+        return "generic"
+    if n < min_terms:
+        return "too short"
+    if n > max_terms:
+        return "too many terms"
+    return None
+
+
+def _keywords_from_squad(ex: QAExample) -> str | None:
+    terms = [w for w in re.findall(r"[\w'-]+", ex.question) if w.lower() not in _STOP]
+    terms = list(dict.fromkeys(terms))[:6]
+    return " ".join(terms) if len(terms) >= 2 else None
+
+
+QUERY_TYPES: dict[str, QueryType] = {
+    "question": QueryType(
+        "question", "Write one specific question that this passage answers. Reply with the question only.",
+        _first_line, question_malformed, lambda ex: ex.question.strip() if ex.question.strip().endswith("?") else None),
+    "claim": QueryType(
+        "claim", "Write one factual claim that this passage supports or refutes: a single statement, not a "
+        "question. Reply with the claim only.", _claim_parse, _claim_malformed, _claim_from_squad),
+    "keywords": QueryType(
+        "keywords", "Write the 2 to 6 keywords a person would type into a search engine to find this passage. "
+        "Reply with the keywords only.", _keywords_parse, _keywords_malformed, _keywords_from_squad),
+}
+
+
+def infer_type(query: str) -> str:
+    """The kind of a real query: a question mark makes a question; up to 6 words without a final
+    full stop, keywords; anything else, a claim."""
+    q = query.strip()
+    if q.endswith("?") or (q.split() and q.split()[0].lower() in _QUESTION_WORDS - {"is", "are", "was", "were",
+                                                                                        "has", "have", "had"}):
+        return "question"
+    if len(q.split()) <= 6 and not q.endswith("."):
+        return "keywords"
+    return "claim"
+
+
+def parse_types(text: str) -> tuple[str, ...]:
+    """``question,claim`` → ('question', 'claim'); unknown names fail with the valid ones."""
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [t for t in names if t not in QUERY_TYPES]
+    if unknown or not names:
+        raise ValueError(f"unknown query type(s) {unknown or text!r}: choose from {', '.join(QUERY_TYPES)}")
+    return names
