@@ -110,7 +110,9 @@ def qgen(
     squad: Annotated[str, typer.Option("--squad", help="SQuAD-format file of (context, question) pairs")],
     name: Annotated[str, typer.Option("--name", help="adapter name")] = "qgen",
     base: Annotated[str, typer.Option(help="local LLM to adapt")] = "SmolLM2-135M-Instruct",
-    limit: Annotated[Optional[int], typer.Option(help="train on this many paragraphs (one question each)")] = 1000,
+    limit: Annotated[Optional[int], typer.Option(help="train on this many paragraphs (one query each)")] = 1000,
+    types: Annotated[str, typer.Option("--types", help="query kinds it learns, in turn over the paragraphs")] =
+        "question,claim,keywords",
     epochs: EpochsOpt = 1.0,
     max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 8,
@@ -118,16 +120,18 @@ def qgen(
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """LoRA-tune the local LLM to write the question a passage answers (SQuAD pairs), as a named
-    adapter for `ragtune synth queries --set generator.adapter=NAME`."""
+    """LoRA-tune the local LLM to write the queries a passage answers — questions, claims, keyword
+    queries, each from SQuAD pairs — as a named adapter for `ragtune synth queries --set
+    generator.adapter=NAME`."""
     from ragtune.cli.common import fail
     from ragtune.data.squad import load_squad
     from ragtune.synth.queries import qg_training_examples
+    from ragtune.synth.query_types import parse_types
     from ragtune.train.generator import GeneratorTrainConfig
     from ragtune.train.publish import publish_adapter
 
     try:
-        examples = qg_training_examples(load_squad(squad), limit)
+        examples = qg_training_examples(load_squad(squad), limit, types=parse_types(types))
     except ValueError as e:
         fail(str(e))
     config = GeneratorTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
