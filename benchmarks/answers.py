@@ -73,11 +73,14 @@ def reader_squad(step: Steps, home: Path, squad: dict[str, list[QAExample]], arg
 
 
 def continue_reader(step: Steps, home: Path, name: str, base: str, examples_of, epochs: float) -> str:
-    """``base`` trained further on ``examples_of()`` (no held-out curve: the tables measure it)."""
+    """``base`` trained further on ``examples_of()`` (no held-out curve: the tables measure it);
+    ``base`` itself when there is nothing to train on (the report says so)."""
     out = home / name
 
     def train() -> dict:
         examples = examples_of()
+        if not examples:
+            return {"path": base, "questions": 0, "steps": 0, "seconds": 0.0}
         r = train_reader(base, examples, out / "model", ReaderTrainConfig(epochs=epochs, batch_size=16, learning_rate=3e-5),
                          checkpoint_dir=out / "checkpoints", on_progress=progress)
         return {"path": str(out / "model"), "questions": len(examples), "steps": r.steps, "seconds": r.seconds}
@@ -91,15 +94,27 @@ def covid_collection(step: Steps, home: Path, covid: list[QAExample]) -> Collect
     return coll
 
 
-def synthetic_qa(step: Steps, home: Path, coll: Collection, chunks: int) -> list[QAExample]:
-    """The collection's own QA, written by the packaged model (`ragtune synth answers`), no labels."""
+def synthetic_qa(step: Steps, home: Path, coll: Collection, chunks: int, reader_path: str) -> list[QAExample]:
+    """The collection's own QA, no labels: SmolLM2 writes questions (`synth queries`, round-trip
+    filtered), reader-squad answers them on their chunk where confident (`synth.reader_answers`).
+    SmolLM2 as the *answer* teacher (`synth answers`) is tried on a sample too, for the record."""
     from ragtune.models.generator import LocalGenerator
     from ragtune.synth.answers import AnswerSynthConfig, synthesize_answers
+    from ragtune.synth.filters import FilterConfig, filter_queries
+    from ragtune.synth.queries import QueryGenConfig, generate_queries
+    from ragtune.synth.reader_answers import reader_answers
 
-    folder = home / "synth-answers"
-    step("covidqa: synth answers (SmolLM2 teacher)", lambda: synthesize_answers(
-        coll, LocalGenerator(home=home), folder, AnswerSynthConfig(max_chunks=chunks), progress).to_dict())
-    return load_squad(folder / "squad.json")
+    generator = LocalGenerator(home=home)
+    step("covidqa: synth answers, SmolLM2 as answer teacher (sample)", lambda: synthesize_answers(
+        coll, generator, home / "synth-answers", AnswerSynthConfig(max_chunks=min(chunks, 60)), progress).to_dict())
+    folder = home / "synth-questions"
+    step("covidqa: synth questions (SmolLM2)", lambda: generate_queries(
+        coll, generator, folder, QueryGenConfig(max_chunks=chunks, types=("question",)), progress))
+    step("covidqa: filter questions", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
+    out = home / "reader-qa.json"
+    step("covidqa: reader-squad answers the synthetic questions", lambda: reader_answers(
+        coll, folder, SpanReader(reader_path), out, splits=("train", "dev"), on_progress=progress))
+    return load_squad(out)
 
 
 def answer_records(step: Steps, coll: Collection, home: Path, name: str, answerer: Answerer,
@@ -200,7 +215,7 @@ def main() -> None:
     covid = load_squad(DATA / "covidqa" / "covidqa-dev.json")
     covid_train, covid_test = split_by_article(covid, 0.5)
     coll = covid_collection(step, home, covid)
-    synth = synthetic_qa(step, home, coll, args.synth_chunks)
+    synth = synthetic_qa(step, home, coll, args.synth_chunks, squad_reader)
     readers = {
         "sentence-baseline": None,
         "reader-squad": squad_reader,

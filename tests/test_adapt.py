@@ -102,6 +102,27 @@ def test_example_queries_steer_the_kind_and_length(scifact, local_generator, tmp
         check_examples([f"query {i}" for i in range(9)])
 
 
+def test_a_reader_answers_the_filtered_synthetic_questions_from_their_chunk(scifact, tmp_path):
+    from ragtune.answer.extractive import SentenceReader
+    from ragtune.data.squad import load_squad
+    from ragtune.synth.filters import FilterConfig, filter_queries
+    from ragtune.synth.reader_answers import reader_answers
+
+    chunks = scifact.chunks()
+    folder = tmp_path / "rq"
+    _write_candidates(folder, scifact, [(i, question_from_prompt([{"content": f"Passage:\n{c['search_text']}\n\nWrite one"}]))
+                                        for i, c in enumerate(chunks[:8])] + [(8, "too short?")])
+    filtered = filter_queries(scifact, folder, FilterConfig(round_trip_k=1000))
+    counts = reader_answers(scifact, folder, SentenceReader(scifact.embedder), tmp_path / "qa.json", splits=("train", "dev"))
+    assert counts["questions"] == filtered.kept == 8 and counts["kept"] == 8  # the baseline has no "no answer"
+    by_chunk = {c["chunk_id"]: c for c in chunks}
+    for ex in load_squad(tmp_path / "qa.json"):
+        assert ex.context[ex.answer_starts[0]:].startswith(ex.answers[0])  # a span of its own chunk
+        assert ex.context in {c["text"] for c in by_chunk.values()}
+    with pytest.raises(Exception, match="filter the questions first"):
+        reader_answers(scifact, tmp_path / "nothing", SentenceReader(scifact.embedder), tmp_path / "x.json")
+
+
 def _qrels(folder, split) -> set[str]:
     path = folder / "qrels" / f"{split}.tsv"
     return {line.split("\t")[0] for line in path.read_text().splitlines()[1:] if line.strip()} if path.exists() else set()

@@ -113,19 +113,40 @@ def answers(
     name: NameOpt = "answers",
     max_chunks: Annotated[Optional[int], typer.Option(help="a random sample of this many chunks")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    reader: Annotated[Optional[str], typer.Option(
+        "--reader", help="instead of an LLM teacher: this span reader answers the filtered synthetic questions "
+        "of --questions on their own chunk, confident answers kept")] = None,
+    questions: Annotated[str, typer.Option("--questions", help="with --reader: the synthetic question set")] = "default",
+    min_margin: Annotated[float, typer.Option(help="with --reader: span score over no-answer score to keep")] = 0.0,
     set_: SetOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """A teacher writes (question, context, answer) triples from the chunks, answers copied
-    verbatim from the passage; kept ones go to squad.json for `ragtune train generator --data`.
-    The teacher is the pipeline's generator: point it at a large model with
-    --set generator.backend=openai --set generator.base_url=... --set generator.model=...
+    verbatim from the passage; kept ones go to squad.json for `ragtune train generator --data`
+    or `ragtune train reader --data`. The teacher is the pipeline's generator: point it at a
+    large model with --set generator.backend=openai --set generator.base_url=... --set
+    generator.model=...; or, with --reader, a trained span reader answers the questions `synth
+    queries` + `synth filter` made (self-training, when no LLM writes usable answers).
     Resumable: a re-run continues where it stopped."""
     from ragtune.collection import Collection
     from ragtune.models.generator import make_generator
     from ragtune.synth.answers import AnswerSynthConfig, synthesize_answers
 
+    if reader is not None:
+        from ragtune.answer.extractive import SpanReader
+        from ragtune.synth.reader_answers import reader_answers
+
+        with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
+            out = _folder(coll, name) / "squad.json"
+            counts = reader_answers(coll, _folder(coll, questions), SpanReader(reader), out, min_margin,
+                                    ("train", "dev"), on_progress)
+        if json_:
+            print_json({"squad": str(out), **counts})
+        else:
+            typer.echo(f"{counts['kept']} of {counts['questions']} synthetic questions answered confidently → {out}\n"
+                       f"next: ragtune train reader -c {collection} --base {reader} --data {out} --apply")
+        return
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
