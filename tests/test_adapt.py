@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, NeverCalled
+from conftest import SHARED_DATA, NeverCalled, run_cli
 from ragtune.ingest.sync import ingest
 from ragtune.types import Acl
 
@@ -121,6 +121,35 @@ def test_a_reader_answers_the_filtered_synthetic_questions_from_their_chunk(scif
         assert ex.context in {c["text"] for c in by_chunk.values()}
     with pytest.raises(Exception, match="filter the questions first"):
         reader_answers(scifact, tmp_path / "nothing", SentenceReader(scifact.embedder), tmp_path / "x.json")
+
+
+def test_label_free_tuning_applies_only_a_significant_win(scifact, home, tmp_path):
+    from ragtune.evaluate.tune import DEPTH_CANDIDATES, FUSION_CANDIDATES, tune_pipeline
+    from ragtune.synth.filters import FilterConfig, filter_queries
+
+    chunks = scifact.chunks()
+    folder = scifact.dir / "synth" / "default"
+    _write_candidates(folder, scifact, [(i, question_from_prompt([{"content": f"Passage:\n{c['search_text']}\n\nWrite one"}]))
+                                        for i, c in enumerate(chunks)])
+    filter_queries(scifact, folder, FilterConfig(round_trip_k=1000, dev_fraction=0.5))
+    # Dense-only retrieval (a deliberately poor setting here): these questions copy their chunk's
+    # words, so keyword-aware settings find the chunk more often, and the tuner must say so.
+    scifact.pipeline = scifact.pipeline.with_overrides(["query.mode=dense"])
+    scifact.save_pipeline()
+    report = tune_pipeline(scifact, folder)
+    assert len(report.candidates) == len(FUSION_CANDIDATES) + len(DEPTH_CANDIDATES)
+    assert report.lexical_overlap > 0.5  # the bias it corrects for, measured
+    assert max(c.mrr for c in report.candidates) > report.current_mrr  # keyword-aware settings find more
+    if report.chosen:
+        assert report.delta > 0 and report.p_value < 0.05 and report.chosen.get("query.mode") != "dense"
+    scifact.close()
+    out = json.loads(run_cli("tune", "-c", "sf", "--apply", "--json", home=home).stdout)
+    assert out["applied"] == bool(out["chosen"])
+    shown = json.loads(run_cli("collections", "show", "sf", home=home).stdout)["pipeline"]["query"]
+    if out["applied"]:
+        assert all(shown[k.split(".", 1)[1]] == v for k, v in out["chosen"].items() if k.startswith("query."))
+    else:  # refused: the pipeline is as it was
+        assert shown["mode"] == "dense"
 
 
 def _qrels(folder, split) -> set[str]:

@@ -17,6 +17,7 @@ from ragtune.cli import (
     serve,
     synth,
     train,
+    tune,
 )
 from ragtune.cli.common import err
 
@@ -38,6 +39,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
 app.add_typer(adapters.app, name="adapters")
 app.command()(adapt.adapt)
+app.command()(tune.tune)
 app.command()(migrate.migrate)
 app.command()(serve.serve)
 app.add_typer(serve.keys_app, name="keys")

@@ -160,6 +160,18 @@ class QdrantStore:
                                            with_payload=_PAYLOAD_FIELDS)
             return _hits(res.points, query.mode)
         depth = max(query.candidates, query.k)
+        if query.fusion == "rrf" and tuple(query.weights) != (1.0, 1.0):
+            # Qdrant's weighted RRF divides positions by the weight, flattening a heavy list at
+            # k = 60 (see EdgeStore._weighted_rrf): fuse here with Σ w / (k + rank) instead.
+            from ragtune.index.fusion import fuse
+
+            dense, bm25 = self.client.query_batch_points(self.name, [
+                models.QueryRequest(query=self._dense(query), using=DENSE, filter=flt, params=params, limit=depth,
+                                    with_payload=_PAYLOAD_FIELDS),
+                models.QueryRequest(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth,
+                                    with_payload=_PAYLOAD_FIELDS)])
+            return fuse({"dense": _hits(dense.points, "dense"), "bm25": _hits(bm25.points, "bm25")}, query.k, "rrf",
+                        query.rrf_k, {"dense": query.weights[0], "bm25": query.weights[1]})
         prefetch = [models.Prefetch(query=self._dense(query), using=DENSE, filter=flt, params=params, limit=depth),
                     models.Prefetch(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth)]
         fusion = (models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=list(query.weights))) if query.fusion == "rrf"
