@@ -72,7 +72,8 @@ def reader_squad(step: Steps, home: Path, squad: dict[str, list[QAExample]], arg
     return step("train reader-squad (SQuAD train articles)", train)["path"]
 
 
-def continue_reader(step: Steps, home: Path, name: str, base: str, examples_of, epochs: float) -> str:
+def continue_reader(step: Steps, home: Path, name: str, base: str, examples_of, epochs: float,
+                    max_steps: int = -1) -> str:
     """``base`` trained further on ``examples_of()`` (no held-out curve: the tables measure it);
     ``base`` itself when there is nothing to train on (the report says so)."""
     out = home / name
@@ -81,7 +82,8 @@ def continue_reader(step: Steps, home: Path, name: str, base: str, examples_of, 
         examples = examples_of()
         if not examples:
             return {"path": base, "questions": 0, "steps": 0, "seconds": 0.0}
-        r = train_reader(base, examples, out / "model", ReaderTrainConfig(epochs=epochs, batch_size=16, learning_rate=3e-5),
+        r = train_reader(base, examples, out / "model", ReaderTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=16,
+                                                                            learning_rate=3e-5),
                          checkpoint_dir=out / "checkpoints", on_progress=progress)
         return {"path": str(out / "model"), "questions": len(examples), "steps": r.steps, "seconds": r.seconds}
 
@@ -200,6 +202,7 @@ def main() -> None:
     ap.add_argument("--covid-answerable", type=int, default=120)
     ap.add_argument("--unanswerable", type=int, default=40)
     ap.add_argument("--synth-chunks", type=int, default=400)
+    ap.add_argument("--continue-steps", type=int, default=-1, help="cap on reader-domain/-supervised steps (smoke runs)")
     ap.add_argument("--until", choices=["reader-squad"], help="stop after this step (the rest resumes later)")
     ap.add_argument("--cache", default="answers-home")
     ap.add_argument("--report", default="answers")
@@ -219,8 +222,10 @@ def main() -> None:
     readers = {
         "sentence-baseline": None,
         "reader-squad": squad_reader,
-        "reader-domain": continue_reader(step, home, "reader-domain", squad_reader, lambda: synth, 2.0),
-        "reader-supervised": continue_reader(step, home, "reader-supervised", squad_reader, lambda: covid_train, 2.0),
+        "reader-domain": continue_reader(step, home, "reader-domain", squad_reader, lambda: synth, 2.0,
+                                         args.continue_steps),
+        "reader-supervised": continue_reader(step, home, "reader-supervised", squad_reader, lambda: covid_train, 2.0,
+                                             args.continue_steps),
     }
     loaded = {name: SentenceReader(coll.embedder) if path is None else SpanReader(path) for name, path in readers.items()}
 
