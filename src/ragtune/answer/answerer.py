@@ -107,9 +107,10 @@ class Answerer:
         mode = pipeline.answer.resolved_mode(pipeline.generator)
         needs_llm = mode == "generative" or pipeline.query.strategy != "plain"
         generator = make_generator(pipeline.generator, home) if needs_llm else None
-        # Generative mode keeps a reader too: the grounding guard's fallback.
-        reader = make_reader(pipeline.reader.model, collection.embedder, pipeline.reader.device,
-                             pipeline.reader.max_answer_tokens)
+        reader = None
+        if mode == "extractive" or pipeline.answer.grounding != "off":  # the grounding guard's fallback
+            reader = make_reader(pipeline.reader.model, collection.embedder, pipeline.reader.device,
+                                 pipeline.reader.max_answer_tokens)
         return cls(collection, generator, reader=reader)
 
     @property

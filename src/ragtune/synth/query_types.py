@@ -64,15 +64,18 @@ def generic(query: str) -> bool:
     return bool(_GENERIC.search(query))
 
 
-def _sentence_rules(text: str, passage: str, min_words: int, max_words: int) -> str | None:
+def _sentence_rules(text: str, passage: str, min_words: int, max_words: int, min_copy_words: int,
+                    end: str) -> str | None:
+    """Length bounds, and no verbatim copy of the passage of ``min_copy_words`` or more (a copy
+    teaches word matching, not meaning); ``end``: the final punctuation ignored when comparing."""
     n = len(text.split())
     if n < min_words:
         return "too short"
     if n > max_words:
         return "too long"
-    core = normalize_answer(text.rstrip("?."))
-    if len(core.split()) >= max(min_words, 12) and core in normalize_answer(passage):
-        return "copied from the passage"  # a long verbatim copy teaches word matching, not meaning
+    core = normalize_answer(text.rstrip(end))
+    if len(core.split()) >= min_copy_words and core in normalize_answer(passage):
+        return "copied from the passage"
     return None
 
 
@@ -94,15 +97,7 @@ def question_malformed(question: str, passage: str, min_words: int = 4, max_word
         return "not a question"
     if generic(q):
         return "generic"
-    n = len(q.split())
-    if n < min_words:
-        return "too short"
-    if n > max_words:
-        return "too long"
-    core = normalize_answer(q.rstrip("?"))
-    if len(core.split()) >= min_words and core in normalize_answer(passage):
-        return "copied from the passage"
-    return None
+    return _sentence_rules(q, passage, min_words, max_words, min_words, "?")
 
 
 def _claim_parse(reply: str) -> str:
@@ -117,7 +112,8 @@ def _claim_malformed(c: str, passage: str, min_words: int = 4, max_words: int = 
         return "not a claim"
     if generic(c):
         return "generic"
-    return _sentence_rules(c, passage, min_words, max_words)
+    # A claim may quote a short phrase of its passage; only a long copy is refused.
+    return _sentence_rules(c, passage, min_words, max_words, max(min_words, 12), "?.")
 
 
 def _claim_from_squad(ex: QAExample) -> str | None:
