@@ -63,7 +63,8 @@ def reader_squad(step: Steps, home: Path, squad: dict[str, list[QAExample]], arg
     dev = random.Random(0).sample(squad["dev"], min(args.dev_questions, len(squad["dev"])))
 
     def train() -> dict:
-        config = ReaderTrainConfig(epochs=args.epochs, batch_size=16, eval_every=args.eval_every, checkpoint_every=100)
+        config = ReaderTrainConfig(epochs=args.epochs, batch_size=16, eval_every=args.eval_every, checkpoint_every=100,
+                                   learning_rate=args.lr, max_steps=args.steps, max_length=args.max_length)
         r = train_reader(BASE, squad["train"], out / "model", config, evaluate=lambda reader: reading_scores(reader, dev),
                          checkpoint_dir=out / "checkpoints", on_progress=progress)
         return {"path": str(out / "model"), "steps": r.steps, "loss": r.train_loss, "seconds": r.seconds,
@@ -207,6 +208,9 @@ def qa_row(records: list[dict], examples: list[QAExample], judge, threshold: flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--steps", type=int, default=-1, help="reader-squad steps (-1: --epochs decides)")
+    ap.add_argument("--max-length", type=int, default=384, help="reader-squad training window (tokens)")
+    ap.add_argument("--lr", type=float, default=None, help="reader-squad learning rate (default: the trainer's)")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--dev-questions", type=int, default=300)
     ap.add_argument("--squad-test", type=int, default=600, help="SQuAD held-out questions read with gold context")

@@ -163,3 +163,27 @@ def test_migrate_copies_everything(acl_world, target):
     finally:
         copy.close()
         Collection.delete(home, name)
+
+
+def test_migrate_keeps_a_password_out_of_pipeline_yaml(acl_world, tmp_path):
+    """`ragtune migrate --to postgresql://u:pw@…` used to write the password into pipeline.yaml."""
+    import stat
+
+    from ragtune.config import StoreConfig
+    from ragtune.index.pgvector import embedded_server_uri
+
+    coll, _, chunks_of, home = acl_world
+    if coll.pipeline.store.backend != "qdrant-edge":
+        pytest.skip("one source is enough")
+    uri = embedded_server_uri(tmp_path / "pg")  # postgresql://postgres:@/postgres?host=…, trust auth
+    url = uri.replace("postgres:@", "postgres:s3cret-pw@")
+    migrate(coll, StoreConfig(backend="pgvector", url=url), home, "acl-pw")
+    folder = home / "collections" / "acl-pw"
+    try:
+        assert "s3cret-pw" not in (folder / "pipeline.yaml").read_text()
+        assert all("s3cret-pw" not in p.read_text() for p in folder.rglob("*.json") if p.name != "secrets.json")
+        assert stat.S_IMODE((folder / "secrets.json").stat().st_mode) == 0o600
+        with Collection.open(home, "acl-pw") as copy:
+            assert copy.pipeline.store.url == url and copy.store.count() == sum(chunks_of.values())
+    finally:
+        Collection.delete(home, "acl-pw")

@@ -160,6 +160,22 @@ def test_admin_configures_a_collection_like_the_cli(server):
 
 
 @pytest.mark.slow  # a real server process
+def test_store_secrets_are_never_shown_or_written_to_pipeline_yaml(server):
+    with server.client("admin") as admin, server.client("eng") as eng:
+        r = admin.post("/v1/collections", json={"name": "sec", "set": ["store.backend=qdrant", "store.api_key=k3y-value"]})
+        assert r.status_code == 201, r.text
+        try:
+            for client in (eng, admin):
+                shown = client.get("/v1/collections/sec")
+                assert shown.status_code == 200 and "k3y-value" not in shown.text
+                assert shown.json()["pipeline"]["store"]["api_key"] == "***"
+            assert "k3y-value" not in admin.patch("/v1/collections/sec", json={"set": ["query.k=3"]}).text
+            assert "k3y-value" not in (server.home / "collections" / "sec" / "pipeline.yaml").read_text()
+        finally:
+            assert admin.delete("/v1/collections/sec").status_code == 200
+
+
+@pytest.mark.slow  # a real server process
 def test_roles_and_hidden_existence(server):
     with server.client("eng") as eng, server.client("finance") as fin, server.client("admin") as adm:
         assert eng.post("/v1/collections", json={"name": "mine"}).status_code == 403

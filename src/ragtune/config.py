@@ -13,10 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -232,7 +234,7 @@ class PipelineConfig(_Strict):
             data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {e}") from e
-        return cls.from_dict(data or {}, source=str(path))
+        return cls.from_dict(_merge_secrets(data or {}, path.with_name(SECRETS_FILE)), source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "PipelineConfig":
@@ -243,7 +245,31 @@ class PipelineConfig(_Strict):
             raise ConfigError(f"{source}: {_explain(e)}") from e
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+        """Write the pipeline to ``path`` without its secrets (the store's API key, a password in
+        ``store.url``): those go to ``secrets.json`` beside it, readable by its owner only, which
+        :meth:`load` merges back. Anyone who can read ``pipeline.yaml`` (a backup, a support
+        bundle, the API) then still cannot read the store directly, around the ACLs."""
+        path = Path(path)
+        data, secrets = split_secrets(self.model_dump(mode="json"))
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        secrets_file = path.with_name(SECRETS_FILE)
+        if secrets:
+            fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(secrets, f)
+            os.chmod(secrets_file, 0o600)  # O_CREAT's mode does not apply to an existing file
+        else:
+            secrets_file.unlink(missing_ok=True)
+
+    def shown(self) -> dict[str, Any]:
+        """The pipeline as it may be shown (API, CLI, reports): secrets replaced by ``***``."""
+        data, secrets = split_secrets(self.model_dump(mode="json"))
+        store = data["store"]
+        if "store.api_key" in secrets:
+            store["api_key"] = REDACTED
+        if "store.password" in secrets:
+            store["url"] = redact_url(self.store.url or "")
+        return data
 
     def with_overrides(self, pairs: list[str] | None) -> "PipelineConfig":
         """Apply ``section.field=value`` overrides; values are parsed as YAML scalars."""
@@ -271,6 +297,63 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
         data = {**data, "store": {k: v for k, v in store.items() if k != "hnsw_ef"}}
         data["query"] = {"hnsw_ef": store["hnsw_ef"], **(data.get("query") or {})}
     return data
+
+
+SECRETS_FILE = "secrets.json"
+REDACTED = "***"
+
+
+def split_secrets(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A dumped pipeline without its secrets, and the secrets by dotted name.
+
+    >>> data, secrets = split_secrets({"store": {"url": "postgresql://u:pw@db/x", "api_key": None}})
+    >>> data["store"], secrets
+    ({'url': 'postgresql://u@db/x', 'api_key': None}, {'store.password': 'pw'})
+    """
+    store = dict(data.get("store") or {})
+    secrets: dict[str, str] = {}
+    if store.get("api_key"):
+        secrets["store.api_key"] = store["api_key"]
+        store["api_key"] = None
+    if store.get("url"):
+        password = urlsplit(store["url"]).password
+        if password:
+            secrets["store.password"] = password
+            store["url"] = _with_password(store["url"], None)
+    return {**data, "store": store}, secrets
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown: its password, if any, replaced by ``***``.
+
+    >>> redact_url("postgresql://u:pw@db:5432/x"), redact_url("http://qdrant:6333")
+    ('postgresql://u:***@db:5432/x', 'http://qdrant:6333')
+    """
+    return _with_password(url, REDACTED) if urlsplit(url).password else url
+
+
+def _with_password(url: str, password: str | None) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    auth = user + (f":{password}" if password is not None else "")
+    return urlunsplit(parts._replace(netloc=f"{auth}@{host}" if auth else host))
+
+
+def _merge_secrets(data: dict[str, Any], secrets_file: Path) -> dict[str, Any]:
+    if not secrets_file.exists():
+        return data
+    try:
+        secrets = json.loads(secrets_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{secrets_file}: cannot read the store's secrets ({e}); restore the file or "
+                          "set them in the environment (QDRANT_API_KEY, PGPASSWORD)") from e
+    store = dict(data.get("store") or {})
+    if secrets.get("store.api_key") and not store.get("api_key"):
+        store["api_key"] = secrets["store.api_key"]
+    if secrets.get("store.password") and store.get("url") and urlsplit(store["url"]).password is None:
+        store["url"] = _with_password(store["url"], secrets["store.password"])
+    return {**data, "store": store}
 
 
 class ConfigError(InputError):

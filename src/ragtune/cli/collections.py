@@ -33,7 +33,7 @@ def show(name: Annotated[str, typer.Argument(help="collection name")], home: Hom
     from ragtune.collection import Collection
 
     with Collection.open(home, name) as coll:
-        print_json({"stats": coll.stats(), "pipeline": coll.pipeline.model_dump(mode="json")})
+        print_json({"stats": coll.stats(), "pipeline": coll.pipeline.shown()})
 
 
 @app.command()

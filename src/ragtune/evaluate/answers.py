@@ -52,7 +52,7 @@ def evaluate_answers(answerer: Answerer, examples: list[QAExample], principal: P
     k = answerer.config.k
     run = RunDir.create(ragtune_home(home) / "runs", "qa", {
         "questions": len(examples), "k": k, "mode": answerer.mode,
-        "pipeline": answerer.collection.pipeline.model_dump(mode="json"), **(config or {})})
+        "pipeline": answerer.collection.pipeline.shown(), **(config or {})})
     records = []
     with (run.path / "answers.jsonl").open("w") as out:
         for n, ex in enumerate(examples, start=1):

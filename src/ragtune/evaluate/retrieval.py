@@ -64,7 +64,7 @@ def evaluate_retrieval(
                 "dataset": str(dataset.resolve()), "split": split, "modes": list(modes), "depth": depth,
                 "collection": collection, "queries": len(ds.queries), "corpus": len(ds.corpus),
                 "corpus_failed": report.failed, "corpus_failures": report.failures[:20],
-                "chunks": coll.store.count(), "pipeline": coll.pipeline.model_dump(mode="json"),
+                "chunks": coll.store.count(), "pipeline": coll.pipeline.shown(),
             })
             searcher = Searcher(coll)
             qids = sorted(ds.queries)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ragtune.config import StoreConfig
+from ragtune.config import StoreConfig, redact_url
 from ragtune.errors import InputError
 from ragtune.index.base import Store
 
@@ -30,13 +30,13 @@ def open_store(config: StoreConfig, path: str | Path, dim: int) -> Store:
         if not config.url:
             return QdrantStore.open(path, dim=dim, config=config)
         name = f"{_collection_of(path)}--{path.name}"
-        _record(path, {"backend": "qdrant", "url": config.url, "collection": name})
+        _record(path, {"backend": "qdrant", "url": redact_url(config.url), "collection": name})
         return QdrantStore.open(path, dim=dim, config=config, name=name)
     if config.backend == "pgvector":
         from ragtune.index.pgvector import PgVectorStore, table_name
 
         table = table_name(_collection_of(path), path.name)
-        _record(path, {"backend": "pgvector", "url": _without_password(config.url) if config.url else "embedded",
+        _record(path, {"backend": "pgvector", "url": redact_url(config.url) if config.url else "embedded",
                        "table": table})
         return PgVectorStore.open(path, dim=dim, config=config, table=table, pgdata=_home_of(path) / "postgres")
     raise InputError(f"unknown store backend {config.backend!r}; use one of {', '.join(BACKENDS)}")
@@ -67,13 +67,3 @@ def _record(path: Path, info: dict) -> None:
     target = path / "store.json"
     if not target.exists():
         target.write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _without_password(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

@@ -78,7 +78,7 @@ def create_collection(body: CreateCollection, srv: State, who: Admin) -> dict:
 
 @router.get("/{name}")
 def get_collection(name: str, srv: State, who: Caller) -> dict:
-    return {"stats": _stats(srv, name), "pipeline": srv.handle(name).collection.pipeline.model_dump(mode="json")}
+    return {"stats": _stats(srv, name), "pipeline": srv.handle(name).collection.pipeline.shown()}
 
 
 class ConfigureCollection(BaseModel):
@@ -94,7 +94,7 @@ def configure_collection(name: str, body: ConfigureCollection, srv: State, who: 
         changes = h.collection.configure(body.set)
         h.searcher = h.reader = None  # rebuilt from the new settings on the next request
     return {"changed": {k: {"old": old, "new": new} for k, (old, new) in changes.items()},
-            "pipeline": h.collection.pipeline.model_dump(mode="json")}
+            "pipeline": h.collection.pipeline.shown()}
 
 
 @router.delete("/{name}")
