@@ -52,3 +52,96 @@ def test_unreadable_secrets_file_is_a_clear_error(tmp_path):
     (tmp_path / "secrets.json").write_text("{not json")
     with pytest.raises(ConfigError, match="secrets.json.*PGPASSWORD"):
         PipelineConfig.load(tmp_path / "pipeline.yaml")
+
+
+def test_acl_public_must_be_a_real_boolean():
+    from ragtune.errors import InputError
+    from ragtune.types import Acl
+
+    for bad in ("false", "true", 0, 1, None):
+        with pytest.raises(InputError, match="'public' must be true or false"):
+            Acl.from_dict({"public": bad, "groups": ["hr"]})
+    assert Acl.from_dict({"public": False, "groups": ["hr"]}).tokens() == ["group:hr"]
+
+
+def test_record_acls_in_a_file_apply_only_when_asked(tmp_path, make_tiny_collection):
+    import json
+
+    from ragtune.ingest.sync import ingest
+    from ragtune.types import Acl
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text(json.dumps({"_id": "a", "text": "quarterly numbers", "acl": {"public": True}}) + "\n")
+    coll = make_tiny_collection()
+    hr = Acl(groups=("hr",))
+    ingest(coll, src, hr, record_acls=False)
+    assert coll.manifest.get("a").acl == hr.to_dict()  # the uploader's ACL, not the file's wider one
+    ingest(coll, src, hr)  # the CLI's default: the operator's own files may carry ACLs
+    assert coll.manifest.get("a").acl["public"] is True
+
+
+def _job_file(home, **job):
+    import json
+
+    (home / "jobs").mkdir(parents=True, exist_ok=True)
+    (home / "jobs" / f"{job['id']}.json").write_text(json.dumps(job))
+
+
+def test_interrupted_jobs_rerun_in_submission_order_not_file_time(tmp_path):
+    import os
+    import threading
+
+    from ragtune.serve.jobs import JobQueue
+
+    base = {"collection": "c", "owner": "k", "files": ["files/a.md"]}
+    _job_file(tmp_path, id="old", seq=1, status="running", acl={"public": True}, **base)
+    _job_file(tmp_path, id="new", seq=2, status="queued", acl={"groups": ["hr"]}, **base)
+    os.utime(tmp_path / "jobs" / "new.json", (1, 1))  # the old job's progress saves made it the newer file
+    ran, done = [], threading.Event()
+
+    def runner(job, on_progress):
+        ran.append(job.id)
+        if len(ran) == 2:
+            done.set()
+        return {}
+
+    q = JobQueue(tmp_path, runner)
+    assert done.wait(10)
+    q.stop()
+    assert ran == ["old", "new"]
+    assert q.submit("c", "k", [], {"public": True}).seq == 3  # numbering goes on after a restart
+
+
+def test_an_older_upload_never_overwrites_a_newer_ones_acl(home, make_tiny_collection):
+    """The job that restricted a file is done; an older job that made it public re-runs after a
+    restart: it must leave that file to the newer job, and ingest only its own copy of the rest."""
+    from ragtune.serve.state import ServerState
+
+    make_tiny_collection("c").close()
+    srv = ServerState(home)
+    try:
+        staged = srv.staging_dir("c", "newjob") / "files"
+        staged.mkdir(parents=True)
+        (staged / "a.md").write_text("Salaries are confidential.")
+        srv.jobs.submit("c", "k", ["files/a.md"], {"groups": ["hr"]}, job_id="newjob")
+        assert srv.jobs.wait("newjob").status == "done"
+        assert not srv.staging_dir("c", "newjob").exists()  # staged copies go once ingested
+    finally:
+        srv.close()
+    old = srv.staging_dir("c", "oldjob") / "files"
+    old.mkdir(parents=True)
+    (old / "a.md").write_text("Salaries are public.")
+    (old / "b.md").write_text("The canteen opens at noon.")
+    _job_file(home, id="oldjob", seq=0, status="running", collection="c", owner="k",
+              files=["files/a.md", "files/b.md"], acl={"public": True})
+    srv = ServerState(home)
+    try:
+        job = srv.jobs.wait("oldjob")
+        assert job.status == "done", job.error
+        assert job.result["superseded"] == [{"source": "a.md", "by_job": "newjob"}]
+        manifest = srv.handle("c").collection.manifest
+        assert manifest.get("a.md").acl["groups"] == ["hr"] and not manifest.get("a.md").acl["public"]
+        assert manifest.get("b.md").acl["public"] is True
+        assert (srv.upload_dir("c") / "files" / "a.md").read_text() == "Salaries are confidential."
+    finally:
+        srv.close()

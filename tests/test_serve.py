@@ -262,6 +262,16 @@ def test_openai_client_chat_streaming_rag_embeddings_models(server):
 
 
 @pytest.mark.slow  # a real server process
+def test_ask_loads_registered_adapters_only(server):
+    with server.client("eng") as eng:
+        for name in (str(server.home / "models" / "base" / BASE), "../models/base/" + BASE, "no-such-adapter"):
+            r = eng.post("/v1/collections/hr/ask", json={"question": "How many leave days?", "adapter": name})
+            assert r.status_code == 404 and r.json()["error"]["type"] == "model_not_found", name
+        r = eng.post("/v1/collections/hr/ask", json={"question": "How many leave days?", "adapter": "tiny-lora"})
+        assert r.status_code == 200, r.text  # a registered name still works
+
+
+@pytest.mark.slow  # a real server process
 def test_adapter_is_chosen_per_request_and_never_mixed(server):
     def ask(model: str) -> str:
         with server.client("eng") as c:

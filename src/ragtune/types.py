@@ -52,8 +52,11 @@ class Acl:
         unknown = set(data) - {"public", "users", "groups"}
         if unknown:
             raise InputError(f"unknown ACL field(s) {sorted(unknown)}; expected public, users, groups")
+        public = data.get("public", False)
+        if not isinstance(public, bool):  # bool("false") is True: a quoted value would publish the document
+            raise InputError(f"ACL field 'public' must be true or false (a JSON boolean), not {public!r}")
         return cls(
-            public=bool(data.get("public", False)),
+            public=public,
             users=tuple(_as_str_list(data.get("users"), "users")),
             groups=tuple(_as_str_list(data.get("groups"), "groups")),
         )

@@ -64,9 +64,12 @@ def point_id(doc_id: str, doc_hash: str, index: int) -> str:
     return str(uuid.uuid5(_POINT_NS, f"{doc_id}\0{doc_hash}\0{index}"))
 
 
-def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Progress | None = None) -> IngestReport:
+def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Progress | None = None,
+           record_acls: bool = True) -> IngestReport:
     """Sync ``path`` into ``collection``. ``acl`` applies to every document that does not carry
-    its own (JSON/JSONL records may have an ``acl`` field)."""
+    its own: JSON/JSONL records may have an ``acl`` field, which counts only with ``record_acls``
+    (the server turns it off for uploads unless an admin opts in: a file's content must not
+    widen the ACL its uploader chose)."""
     if collection.version != collection.live_version:
         # The manifest is shared by all versions: it must describe the index queries are served from.
         raise StateError(f"ingest writes to the live index ({collection.live_version}), not to version "
@@ -93,7 +96,7 @@ def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Prog
         if result.failures:
             failed_sources.add(str(source.path))
         for doc in result.documents:
-            _plan(doc, acl, str(root), seen_ids, batch, report)
+            _plan(doc, acl, str(root), seen_ids, batch, report, record_acls)
     batch.flush()
     _delete_missing(collection, str(root), seen_ids, failed_sources, report)
     collection.store.optimize()
@@ -116,12 +119,13 @@ def remove_document(collection: Collection, doc_id: str) -> DocRecord:
     return rec
 
 
-def _plan(doc: Document, default_acl: Acl, root: str, seen: set[str], batch: "_Batch", report: IngestReport) -> None:
+def _plan(doc: Document, default_acl: Acl, root: str, seen: set[str], batch: "_Batch", report: IngestReport,
+          record_acls: bool = True) -> None:
     if doc.id in seen:
         report.failures.append((doc.source, f"duplicate document id {doc.id!r} in this run; ids must be unique"))
         return
     report.seen += 1
-    if not doc.metadata.pop("acl_from_record", False):
+    if not (doc.metadata.pop("acl_from_record", False) and record_acls):
         doc.acl = default_acl
     if doc.acl.is_empty:
         # Not marked seen: an indexed older version (perhaps public) is deleted, not kept.

@@ -115,12 +115,15 @@ class GeneratorPool:
                 if key in self._entries:
                     return self._entries[key]
             label = config.adapter or config.model
-            entry = GatedGenerator(make_generator(config, self.home), Gate(label, self.max_waiting))
+            try:
+                entry = GatedGenerator(make_generator(config, self.home), Gate(label, self.max_waiting))
+            finally:  # a failed load must not leave its lock behind
+                with self._lock:
+                    self._loading.pop(key, None)
             with self._lock:
                 self._entries[key] = entry
                 while len(self._entries) > self.capacity:
                     self._entries.popitem(last=False)  # in-flight users keep their reference
-                self._loading.pop(key, None)
             return entry
 
     def loaded(self) -> list[str]:

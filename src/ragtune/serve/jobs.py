@@ -1,10 +1,13 @@
 """Background ingestion jobs: one worker thread, jobs run in submission order, each job's state
 is a JSON file under ``$RAGTUNE_HOME/jobs/`` rewritten atomically on every change.
 
-A job names files already saved on disk (uploads are written to the collection's upload folder
-before the job is queued), so a server that dies mid-job loses nothing: on start it re-queues
-every job that was queued or running, and ingestion itself is idempotent (changed files only,
-deterministic chunk ids), so a re-run finishes the work without duplicating any chunk.
+A job names files already saved on disk, in a staging folder of its own (an upload is written
+there before the job is queued, and a later upload of the same name cannot change it), so a server
+that dies mid-job loses nothing: on start it re-queues every job that was queued or running, in
+submission order (``seq``, never file times, which progress saves touch), and ingestion itself is
+idempotent (changed files only, deterministic chunk ids), so a re-run finishes the work without
+duplicating any chunk. A file that a *newer* job also uploads is left to that job
+(:meth:`JobQueue.newer_upload`): an old upload never brings back an ACL a newer one replaced.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ class Job:
     id: str
     collection: str
     owner: str  # the key id that submitted it: only it and admins may read the job
-    files: list[str]  # paths on disk, ingested one by one with the job's ACL
+    files: list[str]  # upload names relative to the collection's upload folder ("files/a.md"), staged per job
     acl: dict[str, Any]
+    record_acls: bool = False  # JSON/JSONL records' own "acl" fields apply (an admin opted in)
+    seq: int = 0  # submission order, kept across restarts
     status: str = "queued"  # queued | running | done | failed
     progress: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
@@ -53,22 +58,38 @@ class JobQueue:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
-        for path in sorted(self.dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
-            job = Job(**json.loads(path.read_text()))
+        jobs = [Job(**json.loads(path.read_text())) for path in self.dir.glob("*.json")]
+        for job in sorted(jobs, key=lambda j: (j.seq, j.created)):
             self._jobs[job.id] = job
             if job.status in ("queued", "running"):  # interrupted by a stop: run it again
                 job.status = "queued"
                 self._queue.put(job.id)
+        self._seq = max((j.seq for j in jobs), default=0)
         self._thread = threading.Thread(target=self._work, daemon=True, name="ingest-jobs")
         self._thread.start()
 
-    def submit(self, collection: str, owner: str, files: list[str], acl: dict[str, Any]) -> Job:
-        job = Job(id=uuid.uuid4().hex[:16], collection=collection, owner=owner, files=files, acl=acl)
+    @staticmethod
+    def new_id() -> str:
+        """An id for a job about to be submitted (its files are staged under it first)."""
+        return uuid.uuid4().hex[:16]
+
+    def submit(self, collection: str, owner: str, files: list[str], acl: dict[str, Any], job_id: str | None = None,
+               record_acls: bool = False) -> Job:
         with self._lock:
+            self._seq += 1
+            job = Job(id=job_id or self.new_id(), collection=collection, owner=owner, files=files, acl=acl,
+                      record_acls=record_acls, seq=self._seq)
             self._jobs[job.id] = job
             self._save(job)
         self._queue.put(job.id)
         return job
+
+    def newer_upload(self, job: Job, name: str) -> str | None:
+        """The id of a later job (not failed) of the same collection that also uploads ``name``."""
+        with self._lock:
+            return next((j.id for j in sorted(self._jobs.values(), key=lambda j: -j.seq)
+                         if j.seq > job.seq and j.collection == job.collection and j.status != "failed"
+                         and name in j.files), None)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:

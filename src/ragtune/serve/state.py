@@ -101,23 +101,51 @@ class ServerState:
         return self.home / "uploads" / name
 
     # -- jobs ----------------------------------------------------------------------------------
+    def adapter_for(self, base: str, model: str) -> str | None:
+        """None for the base model itself, the adapter name for a registered adapter; a 404
+        ApiError otherwise (a request never names a folder on this server)."""
+        from ragtune.models.adapters import AdapterRegistry
+        from ragtune.serve.auth import ApiError
+
+        if model in (base, base.split("/")[-1]):
+            return None
+        if AdapterRegistry(self.home).exists(model):
+            return model
+        raise ApiError(404, "model_not_found", f"model {model!r} not found; GET /v1/models lists base models and adapters")
+
+    def staging_dir(self, name: str, job_id: str) -> Path:
+        """Where job ``job_id`` keeps its own copy of what it uploads, until it has run."""
+        return self.upload_dir(name) / "jobs" / job_id
+
     def _run_job(self, job: Job, on_progress) -> dict:
         from ragtune.ingest.sync import ingest
         from ragtune.types import Acl
 
         h = self.handle(job.collection)
         acl = Acl.from_dict(job.acl)
+        staged = self.staging_dir(job.collection, job.id)
         totals = {"indexed": 0, "updated": 0, "relabelled": 0, "unchanged": 0, "chunks": 0}
         failures: list[dict] = []
+        superseded: list[dict] = []
         with h.write:
-            for n, path in enumerate(job.files, start=1):
+            for n, rel in enumerate(job.files, start=1):
                 on_progress("files", n - 1, len(job.files))
-                report = ingest(h.collection, path, acl)  # one root per file: its re-upload replaces it
+                if newer := self.jobs.newer_upload(job, rel):
+                    superseded.append({"source": Path(rel).name, "by_job": newer})
+                    continue
+                target = self.upload_dir(job.collection) / rel  # one root per upload name: a re-upload replaces it
+                if (staged / rel).exists():  # absent only when a restart comes after the copy below
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    part = target.with_name(f".{target.name}.{job.id}.part")
+                    shutil.copyfile(staged / rel, part)
+                    part.replace(target)
+                report = ingest(h.collection, target, acl, record_acls=job.record_acls)
                 for k in totals:
                     totals[k] += getattr(report, k)
                 failures += [{"source": Path(s).name, "reason": r} for s, r in report.failures]
             on_progress("files", len(job.files), len(job.files))
-        return {**totals, "failed": len(failures), "failures": failures}
+        shutil.rmtree(staged, ignore_errors=True)
+        return {**totals, "failed": len(failures), "failures": failures, "superseded": superseded}
 
     def close(self) -> None:
         self.jobs.stop()

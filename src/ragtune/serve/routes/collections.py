@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -106,16 +107,32 @@ def delete_collection(name: str, srv: State, who: Admin) -> dict:
 
 @router.post("/{name}/documents", status_code=202)
 async def add_documents(name: str, request: Request, srv: State, who: Admin) -> dict:
-    """Multipart ``files`` (+ optional form field ``acl`` as JSON) or a JSON body of documents.
-    Files stream to the collection's upload folder; ingestion runs as a background job."""
+    """Multipart ``files`` (+ form field ``acl`` as JSON, and ``record_acls=true`` to let JSON/JSONL
+    records' own ``acl`` fields apply) or a JSON body of documents. Files stream to the job's own
+    staging folder; ingestion runs as a background job."""
+    srv.handle(name)
+    job_id = srv.jobs.new_id()
+    folder = srv.staging_dir(name, job_id)
+    try:
+        acl, paths, record_acls = await _stage(request, srv, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused request leaves nothing staged
+        raise
+    files = [p.relative_to(folder).as_posix() for p in paths]
+    job = srv.jobs.submit(name, who.id, files, acl, job_id=job_id, record_acls=record_acls)
+    return {"job": public_job(job)}
+
+
+async def _stage(request: Request, srv: ServerState, folder: Path) -> tuple[dict, list[Path], bool]:
+    """Save what the request uploads under ``folder``: (the request's ACL, the saved files, whether
+    records' own ACLs apply)."""
     from ragtune.types import Acl
 
-    srv.handle(name)
-    folder = srv.upload_dir(name)
     kind = request.headers.get("content-type", "")
     if kind.startswith("multipart/form-data"):
         form = await request.form()  # file parts spool to disk past 1 MB
         acl = _acl(form.get("acl") or "{}", "acl")
+        record_acls = _flag(form.get("record_acls"), "record_acls")
         if Acl.from_dict(acl).is_empty:
             raise ApiError(400, "invalid_request", "form field 'acl' is required for files: e.g. "
                            "{\"public\": true} or {\"groups\": [\"eng\"]}")
@@ -129,16 +146,17 @@ async def add_documents(name: str, request: Request, srv: State, who: Admin) -> 
         except ValueError as e:
             raise ApiError(422, "invalid_request", f"body: {e}") from None
         acl = _acl(body.acl, "acl")
+        owns = []
         for i, d in enumerate(body.documents):
-            own = _acl(d.acl, f"documents[{i}].acl") if d.acl is not None else acl
-            if Acl.from_dict(own).is_empty:
+            owns.append(_acl(d.acl, f"documents[{i}].acl") if d.acl is not None else None)
+            if Acl.from_dict(owns[-1] or acl).is_empty:
                 raise ApiError(400, "invalid_request", f"documents[{i}] ({d.id!r}) has no ACL: give it an 'acl' "
                                "or the request one, e.g. {\"public\": true} or {\"groups\": [\"eng\"]}")
-        paths = [_save_record(d, folder / "records") for d in body.documents]
+        paths = [_save_record(d, own, folder / "records") for d, own in zip(body.documents, owns)]
+        record_acls = True  # each document's acl is part of this request, checked above
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (files) or application/json (documents)")
-    job = srv.jobs.submit(name, who.id, [str(p) for p in paths], acl)
-    return {"job": public_job(job)}
+    return acl, paths, record_acls
 
 
 def public_job(job) -> dict:
@@ -176,11 +194,19 @@ def _save_upload(upload, folder: Path, max_mb: int) -> Path:
     return target
 
 
-def _save_record(doc: DocumentIn, folder: Path) -> Path:
+def _flag(raw: Any, field: str) -> bool:
+    if raw in (None, "", "false"):
+        return False
+    if raw == "true":
+        return True
+    raise ApiError(400, "invalid_request", f"form field {field!r} must be true or false, not {raw!r}")
+
+
+def _save_record(doc: DocumentIn, acl: dict | None, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     record = {"_id": doc.id, "title": doc.title, "text": doc.text, "metadata": doc.metadata}
-    if doc.acl is not None:
-        record["acl"] = doc.acl
+    if acl is not None:
+        record["acl"] = acl  # the validated form, not what the client sent
     path = folder / f"{hashlib.sha1(doc.id.encode()).hexdigest()}.json"
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(record))
@@ -265,8 +291,10 @@ def record(srv: ServerState, name: str | None, who, answer, model: str | None) -
 def ask(name: str, body: AskIn, srv: State, who: Caller):
     if not body.question.strip():
         raise ApiError(400, "invalid_request", "question is empty")
-    ans = answerer(srv, name, body.adapter)
-    model = body.adapter or srv.handle(name).collection.pipeline.generator.model
+    base = srv.handle(name).collection.pipeline.generator.model
+    adapter = srv.adapter_for(base, body.adapter) if body.adapter else None
+    ans = answerer(srv, name, adapter)
+    model = adapter or base
     if not body.stream:
         answer = ans.ask(body.question, who.principal, k=body.k)
         record(srv, name, who, answer, model)

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune.serve.auth import ApiError, Caller, State
 from ragtune.serve.routes.collections import answerer, chain_first, record
-from ragtune.serve.state import ServerState
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -54,17 +53,6 @@ class EmbeddingsIn(BaseModel):
     input: str | list[str]
 
 
-def _adapter_for(srv: ServerState, base: str, model: str) -> str | None:
-    """None for the base model itself, the adapter name for a registered adapter; 404 otherwise."""
-    from ragtune.models.adapters import AdapterRegistry
-
-    if model in (base, base.split("/")[-1]):
-        return None
-    if AdapterRegistry(srv.home).exists(model):
-        return model
-    raise ApiError(404, "model_not_found", f"model {model!r} not found; GET /v1/models lists base models and adapters")
-
-
 def _gen_config(body: ChatIn):
     from ragtune.models.generator import GenerationConfig
 
@@ -86,7 +74,7 @@ def chat_completions(body: ChatIn, srv: State, who: Caller):
     if body.collection:
         return _rag_chat(body, srv, who, created)
     base = srv.default_pipeline.generator
-    generator = srv.generators.get(base, _adapter_for(srv, base.model, body.model))
+    generator = srv.generators.get(base, srv.adapter_for(base.model, body.model))
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     config = _gen_config(body)
     cid = f"chatcmpl-{time.time_ns():x}"
@@ -115,7 +103,7 @@ def _rag_chat(body: ChatIn, srv: State, who, created: int):
         raise ApiError(400, "invalid_request", "a RAG chat needs a user message with the question")
     assert body.collection is not None  # the caller routes only collection chats here
     pipeline = srv.handle(body.collection).collection.pipeline
-    adapter = _adapter_for(srv, pipeline.generator.model, body.model)
+    adapter = srv.adapter_for(pipeline.generator.model, body.model)
     ans = answerer(srv, body.collection, adapter)
     if not body.stream:
         answer = ans.ask(question, who.principal, k=body.k)
