@@ -79,3 +79,36 @@ def test_batched_generation_matches_one_at_a_time(local_generator):
     # The longest prompt gets no padding, so greedy decoding must give the very same text.
     assert batch[0].text == alone.text and batch[0].completion_tokens == alone.completion_tokens
     assert batch[1].text and batch[1].prompt_tokens < batch[0].prompt_tokens
+
+
+@pytest.mark.slow  # the real local LLM
+def test_a_failing_stream_raises_instead_of_blocking(local_generator):
+    """generate() failing in its thread used to leave the reader waiting forever (and the gate held)."""
+    import threading
+
+    outcome: list = []
+
+    def consume():
+        try:
+            list(local_generator.stream(ASK, GenerationConfig(max_new_tokens=8, repetition_penalty=-1.0)))
+            outcome.append(None)
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            outcome.append(e)
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the stream blocked"
+    assert isinstance(outcome[0], ValueError), outcome
+
+
+@pytest.mark.slow  # the real local LLM
+def test_closing_a_stream_stops_the_generation(local_generator):
+    import time
+
+    pieces = local_generator.stream(ASK, GenerationConfig(max_new_tokens=2000, repetition_penalty=1.3))
+    next(pieces)
+    started = time.perf_counter()
+    pieces.close()  # what the server does when the client goes away
+    assert time.perf_counter() - started < 20  # 2000 tokens would take minutes on this CPU
+    assert not [t for t in __import__("threading").enumerate() if t.name == "generate-stream"]

@@ -147,6 +147,43 @@ def test_every_route_but_the_public_ones_needs_a_valid_key(server, tmp_path):
 
 
 @pytest.mark.slow  # a real server process
+def test_auth_comes_before_the_body_and_bodies_are_bounded(server):
+    with server.client() as anon, server.client("eng") as eng:
+        r = anon.post("/v1/collections/hr/search", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 401  # not a 422 that describes the API to a stranger
+        big = b"x" * (20 * 2**20)
+        r = anon.post("/v1/collections/hr/search", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 401
+        r = eng.post("/v1/collections/hr/search", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["type"] == "too_large"
+
+        def chunked():
+            for _ in range(20):
+                yield b"x" * 2**20
+
+        r = eng.post("/v1/collections/hr/search", content=chunked(), headers={"content-type": "application/json"})
+        assert r.status_code == 413  # no Content-Length: counted as it arrives
+        assert eng.post("/v1/collections/hr/search", json={"query": "q" * 9000}).status_code == 422
+        r = eng.post("/v1/chat/completions", json={"model": BASE, "stop": ["x" * 65],
+                                                   "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 422 and "stop" in r.text
+
+
+@pytest.mark.slow  # a real server process
+def test_a_client_that_goes_away_mid_stream_frees_the_model(server):
+    body = {"model": BASE, "stream": True, "max_tokens": 2000, "messages": [{"role": "user", "content": "Tell a long story."}]}
+    with server.client("eng") as eng:
+        with eng.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())
+        started = time.perf_counter()  # the connection is closed here
+        r = eng.post("/v1/chat/completions", json={"model": BASE, "max_tokens": 4,
+                                                   "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 200, r.text
+        assert time.perf_counter() - started < 40  # 2000 tokens would hold the model for minutes
+
+
+@pytest.mark.slow  # a real server process
 def test_admin_configures_a_collection_like_the_cli(server):
     with server.client("admin") as admin, server.client("eng") as eng:
         assert admin.post("/v1/collections", json={"name": "cfg"}).status_code == 201

@@ -31,6 +31,9 @@ PACKAGED_GGUF = {
 }
 
 
+STREAM_STALL_S = 120.0  # longest wait for the next streamed token before the stream gives up
+
+
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 256
@@ -220,20 +223,45 @@ class LocalGenerator:
         return results
 
     def stream(self, messages: Messages, config: GenerationConfig) -> Iterator[str]:
-        import torch
-        from transformers import TextIteratorStreamer
+        """Text as it is generated. ``generate`` runs in a thread; an error there is raised here (not
+        left to block the reader forever), a stall longer than ``STREAM_STALL_S`` ends the stream
+        with a ``TimeoutError``, and closing this iterator (a client that went away) stops the
+        generation at its next token, so the model's gate is never held for nobody."""
+        import queue
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                        timeout=STREAM_STALL_S)
         inputs = self._inputs(messages)
+        cancelled = threading.Event()
+        failure: list[BaseException] = []
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                return cancelled.is_set()
 
         def run() -> None:
-            with torch.inference_mode(), _seeded(config):
-                self.model.generate(**inputs, **self._kwargs(config), streamer=streamer)
+            try:
+                with torch.inference_mode(), _seeded(config):
+                    self.model.generate(**inputs, **self._kwargs(config), streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([Cancelled()]))
+            except BaseException as e:  # noqa: BLE001 - handed to the reading thread
+                failure.append(e)
+                streamer.end()  # wakes the reader, which raises it
 
-        thread = threading.Thread(target=run, daemon=True)
+        thread = threading.Thread(target=run, daemon=True, name="generate-stream")
         thread.start()
-        yield from _stop_stream(streamer, config.stop)
-        thread.join()
+        try:
+            yield from _stop_stream(streamer, config.stop)
+        except queue.Empty:
+            raise TimeoutError(f"{self.name}: no token for {STREAM_STALL_S:g} s; generation abandoned") from None
+        finally:
+            cancelled.set()  # normal end, error or a closed iterator: the thread finishes its current step
+            thread.join(timeout=STREAM_STALL_S)
+        if failure:
+            raise failure[0]
 
 
 @contextmanager

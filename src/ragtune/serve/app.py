@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from ragtune.serve.auth import ApiError, error_body
+from ragtune.serve.guard import Guard
 from ragtune.serve.state import ServeConfig, ServerState
 
 STATIC = Path(__file__).parent / "static"
@@ -62,6 +63,14 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
     app.include_router(collections.router)
     app.include_router(openai.router)
     app.include_router(admin_routes.router)
+    cfg = server.config
+
+    def limit_mb(method: str, path: str) -> float:
+        uploads = method == "POST" and path.startswith("/v1/collections/") and path.endswith("/documents")
+        return cfg.max_upload_mb if uploads else cfg.max_request_mb
+
+    app.add_middleware(Guard, lookup=lambda secret: server.keys.lookup(secret) if secret else None,
+                       public=PUBLIC_PATHS, limit_mb=limit_mb)
     return app
 
 

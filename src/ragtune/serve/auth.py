@@ -30,7 +30,10 @@ def state(request: Request) -> ServerState:
 
 
 def caller(request: Request) -> KeyInfo:
-    """The key's owner; 401 without a valid key (the same answer for missing, unknown and revoked)."""
+    """The key's owner; 401 without a valid key (the same answer for missing, unknown and revoked).
+    Behind :class:`~ragtune.serve.guard.Guard` the key was already checked, before the body was read."""
+    if (checked := request.scope.get("ragtune.key")) is not None:
+        return checked
     auth = request.headers.get("authorization", "")
     secret = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
     info = state(request).keys.lookup(secret) if secret else None

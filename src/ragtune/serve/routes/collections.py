@@ -35,19 +35,19 @@ class DocumentIn(BaseModel):
 
 
 class DocumentsIn(BaseModel):
-    documents: list[DocumentIn] = Field(min_length=1)
+    documents: list[DocumentIn] = Field(min_length=1, max_length=10_000)
     acl: dict[str, Any] = Field(default_factory=dict, description="ACL of documents that carry none")
 
 
 class SearchIn(BaseModel):
-    query: str
+    query: str = Field(max_length=8000)
     mode: Literal["dense", "bm25", "hybrid"] | None = None
     k: int | None = Field(None, ge=1, le=200)
     metadata: dict[str, Any] = Field(default_factory=dict, description="metadata filter, pushed into the index query")
 
 
 class AskIn(BaseModel):
-    question: str
+    question: str = Field(max_length=8000)
     k: int | None = Field(None, ge=1, le=50)
     adapter: str | None = Field(None, description="a registered generator adapter for this request")
     stream: bool = Field(False, description="server-sent events: token events, then one answer event")
@@ -305,12 +305,15 @@ def ask(name: str, body: AskIn, srv: State, who: Caller):
     def events() -> Iterator[str]:
         from ragtune.answer.answerer import Answer
 
-        for piece in chain_first(first, pieces):
-            if isinstance(piece, Answer):
-                record(srv, name, who, piece, model)
-                yield sse("answer", piece.to_dict())
-            else:
-                yield sse("token", {"text": piece})
+        try:
+            for piece in chain_first(first, pieces):
+                if isinstance(piece, Answer):
+                    record(srv, name, who, piece, model)
+                    yield sse("answer", piece.to_dict())
+                else:
+                    yield sse("token", {"text": piece})
+        finally:
+            pieces.close()  # a client that went away stops the generation
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

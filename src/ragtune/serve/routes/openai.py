@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragtune.serve.auth import ApiError, Caller, State
 from ragtune.serve.routes.collections import answerer, chain_first, record
@@ -35,22 +35,37 @@ class ChatMessage(BaseModel):
 class ChatIn(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI fields ragtune ignores (n=1, user, ...) are accepted
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, description="up to 4 stop strings of at most 64 characters")
     seed: int | None = None
     collection: str | None = Field(None, description="ragtune: answer from this collection (RAG) with citations")
     k: int | None = Field(None, ge=1, le=50, description="ragtune: passages to retrieve")
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        stops = [v] if isinstance(v, str) else v or []
+        if len(stops) > 4 or any(not s or len(s) > 64 for s in stops):
+            raise ValueError("stop: at most 4 non-empty strings of at most 64 characters")
+        return v
 
 
 class EmbeddingsIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
-    input: str | list[str]
+    input: str | list[str] = Field(description="a text or up to 2048 texts")
+
+    @field_validator("input")
+    @classmethod
+    def _bounded(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and len(v) > 2048:
+            raise ValueError(f"{len(v)} inputs; send at most 2048 per request")
+        return v
 
 
 def _gen_config(body: ChatIn):
@@ -86,11 +101,14 @@ def chat_completions(body: ChatIn, srv: State, who: Caller):
     first = next(pieces, "")  # a full queue answers 503 here, before the stream starts
 
     def events() -> Iterator[str]:
-        yield _chunk(cid, created, body.model, {"role": "assistant", "content": first})
-        for piece in pieces:
-            yield _chunk(cid, created, body.model, {"content": piece})
-        yield _chunk(cid, created, body.model, {}, "stop")
-        yield "data: [DONE]\n\n"
+        try:
+            yield _chunk(cid, created, body.model, {"role": "assistant", "content": first})
+            for piece in pieces:
+                yield _chunk(cid, created, body.model, {"content": piece})
+            yield _chunk(cid, created, body.model, {}, "stop")
+            yield "data: [DONE]\n\n"
+        finally:
+            pieces.close()  # a client that went away stops the generation (and frees the model's gate)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -117,14 +135,17 @@ def _rag_chat(body: ChatIn, srv: State, who, created: int):
 
     def events() -> Iterator[str]:
         cid, started = f"chatcmpl-{time.time_ns():x}", False
-        for piece in chain_first(first, pieces):
-            if isinstance(piece, Answer):
-                record(srv, body.collection, who, piece, body.model)
-                yield _chunk(cid, created, body.model, {}, "stop", _rag_fields(piece))
-            else:
-                yield _chunk(cid, created, body.model, {"content": piece, **({} if started else {"role": "assistant"})})
-                started = True
-        yield "data: [DONE]\n\n"
+        try:
+            for piece in chain_first(first, pieces):
+                if isinstance(piece, Answer):
+                    record(srv, body.collection, who, piece, body.model)
+                    yield _chunk(cid, created, body.model, {}, "stop", _rag_fields(piece))
+                else:
+                    yield _chunk(cid, created, body.model, {"content": piece, **({} if started else {"role": "assistant"})})
+                    started = True
+            yield "data: [DONE]\n\n"
+        finally:
+            pieces.close()
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
