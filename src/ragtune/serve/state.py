@@ -12,10 +12,15 @@ from pydantic import BaseModel, Field
 
 from ragtune.collection import Collection
 from ragtune.config import PipelineConfig, ragtune_home
+from ragtune.errors import NotFoundError
 from ragtune.feedback import FeedbackStore
 from ragtune.serve.engines import BatchingEmbedder, GeneratorPool
 from ragtune.serve.jobs import Job, JobQueue
 from ragtune.serve.keys import KeyStore
+
+
+class ModelNotFoundError(NotFoundError):
+    kind = "model_not_found"  # OpenAI's name for it: its clients recognise the error
 
 
 class ServeConfig(BaseModel):
@@ -106,13 +111,12 @@ class ServerState:
         """None for the base model itself, the adapter name for a registered adapter; a 404
         ApiError otherwise (a request never names a folder on this server)."""
         from ragtune.models.adapters import AdapterRegistry
-        from ragtune.serve.auth import ApiError
 
         if model in (base, base.split("/")[-1]):
             return None
         if AdapterRegistry(self.home).exists(model):
             return model
-        raise ApiError(404, "model_not_found", f"model {model!r} not found; GET /v1/models lists base models and adapters")
+        raise ModelNotFoundError(f"model {model!r} not found; GET /v1/models lists base models and adapters")
 
     def staging_dir(self, name: str, job_id: str) -> Path:
         """Where job ``job_id`` keeps its own copy of what it uploads, until it has run."""
