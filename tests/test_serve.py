@@ -184,6 +184,17 @@ def test_a_client_that_goes_away_mid_stream_frees_the_model(server):
 
 
 @pytest.mark.slow  # a real server process
+def test_a_user_key_sees_counts_of_what_it_may_read_and_no_server_paths(server):
+    with server.client("eng") as eng, server.client("finance") as fin, server.client("admin") as adm:
+        listed = {c["name"]: c for c in eng.get("/v1/collections").json()["collections"]}
+        assert listed["hr-read"]["documents"] == 2  # leave + roadmap, not the finance-only payroll
+        assert {c["name"]: c for c in fin.get("/v1/collections").json()["collections"]}["hr-read"]["documents"] == 2
+        assert "last_run" not in listed["hr-read"] and str(server.home) not in eng.get("/v1/collections").text
+        assert str(server.home) not in eng.get("/v1/collections/hr-read").text
+        assert adm.get("/v1/collections/hr-read").json()["stats"]["documents"] == 3
+
+
+@pytest.mark.slow  # a real server process
 def test_admin_configures_a_collection_like_the_cli(server):
     with server.client("admin") as admin, server.client("eng") as eng:
         assert admin.post("/v1/collections", json={"name": "cfg"}).status_code == 201

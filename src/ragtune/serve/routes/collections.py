@@ -53,18 +53,28 @@ class AskIn(BaseModel):
     stream: bool = Field(False, description="server-sent events: token events, then one answer event")
 
 
-def _stats(srv: ServerState, name: str) -> dict:
+def _stats(srv: ServerState, name: str, who) -> dict:
+    """An admin sees everything; a user sees counts of what it may read, and no server paths
+    (the last run names the folders and files ingested, failures included)."""
+    from ragtune.types import Acl
+
     h = srv.handle(name)
-    stats = h.collection.stats()
-    stats["chunks_in_store"] = h.collection.store.count()
-    return stats
+    if who.is_admin:
+        stats = h.collection.stats()
+        stats["chunks_in_store"] = h.collection.store.count()
+        return stats
+    visible = [r for r in h.collection.manifest.all() if r.state == "indexed"
+               and Acl.from_dict(r.acl).visible_to(who.principal)]
+    return {"name": name, "index_version": h.collection.version, "documents": len(visible),
+            "chunks": sum(r.chunks for r in visible),
+            "last_indexed_at": max((r.indexed_at for r in visible if r.indexed_at), default=None)}
 
 
 @router.get("")
 def list_collections(srv: State, who: Caller) -> dict:
     from ragtune.collection import Collection
 
-    return {"collections": [_stats(srv, c.name) for c in Collection.list(srv.home)]}
+    return {"collections": [_stats(srv, c.name, who) for c in Collection.list(srv.home)]}
 
 
 @router.post("", status_code=201)
@@ -74,12 +84,12 @@ def create_collection(body: CreateCollection, srv: State, who: Admin) -> dict:
     if any(c.name == body.name for c in Collection.list(srv.home)):
         raise ApiError(409, "conflict", f"collection {body.name!r} already exists")
     srv.create_collection(body.name, body.set)
-    return _stats(srv, body.name)
+    return _stats(srv, body.name, who)
 
 
 @router.get("/{name}")
 def get_collection(name: str, srv: State, who: Caller) -> dict:
-    return {"stats": _stats(srv, name), "pipeline": srv.handle(name).collection.pipeline.shown()}
+    return {"stats": _stats(srv, name, who), "pipeline": srv.handle(name).collection.pipeline.shown()}
 
 
 class ConfigureCollection(BaseModel):
