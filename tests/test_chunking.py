@@ -83,3 +83,40 @@ def test_code_fence_hashes_are_not_headings():
 def test_bad_chunking_config_names_the_field():
     with pytest.raises(ValueError, match="chunk_overlap .* must be smaller than chunk_size"):
         ChunkingConfig(chunk_size=32, chunk_overlap=32)
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(0, 600), st.integers(1, 80))
+def test_parent_lookup_matches_the_full_scan(lengths, s, width):
+    from ragtune.ingest.chunking import _parent_of
+
+    parents, start = [], 0
+    for n in lengths:
+        parents.append((start, start + n))
+        start += n
+    e = s + width
+    best = max(parents, key=lambda p: min(p[1], e) - max(p[0], s))  # the definition: most overlap, first on ties
+    assert _parent_of(parents, [p[0] for p in parents], s, e) == (min(best[0], s), max(best[1], e))
+
+
+def test_chunking_a_long_headingless_text_scales_linearly():
+    """Every chunk used to scan every parent of its section: hours for one large file."""
+    import random
+    import re
+    import time
+
+    config = ChunkingConfig(chunk_size=16, chunk_overlap=0, parent_size=64)  # many chunks and parents
+    chunker = Chunker(config, lambda t: [m.start() for m in re.finditer(r"\S+", t)])
+    rng = random.Random(0)
+
+    def seconds(n_words: int) -> float:
+        text = " ".join(rng.choice(["alpha", "beta.", "gamma", "delta"]) for _ in range(n_words))
+        return min(_timed(time, chunker, text) for _ in range(2))
+
+    small, large = seconds(50_000), seconds(200_000)
+    assert large / small < 8, (small, large)  # 4x the text: ~4x the time, not ~16x
+
+
+def _timed(time, chunker, text) -> float:
+    started = time.perf_counter()
+    chunker.chunk(Document(id="x", text=text, source="x"))
+    return time.perf_counter() - started

@@ -115,9 +115,10 @@ class Chunker:
                 if parent_size
                 else []
             )
+            parent_starts = [p[0] for p in parents]
             pieces = span.split(section.start, section.end, size)
             for s, e in span.pack(pieces, size, overlap):
-                ps, pe = _parent_of(parents, s, e) if parents else (s, e)
+                ps, pe = _parent_of(parents, parent_starts, s, e) if parents else (s, e)
                 chunks.append(
                     Chunk(
                         doc_id=doc.id,
@@ -205,7 +206,20 @@ class _Spans:
         return s, e
 
 
-def _parent_of(parents: list[tuple[int, int]], s: int, e: int) -> tuple[int, int]:
-    """The parent overlapping the chunk most, widened so that it always contains the chunk."""
-    best = max(parents, key=lambda p: min(p[1], e) - max(p[0], s))
+def _parent_of(parents: list[tuple[int, int]], starts: list[int], s: int, e: int) -> tuple[int, int]:
+    """The parent overlapping the chunk most, widened so that it always contains the chunk.
+
+    Parents are sorted and do not overlap, so only those starting before ``e`` back to the first
+    that ends by ``s`` can touch the chunk: a bisect, not a scan of every parent (which made a
+    long heading-less text quadratic).
+
+    >>> _parent_of([(0, 10), (10, 20), (20, 30)], [0, 10, 20], 12, 24)
+    (10, 24)
+    """
+    i = max(bisect_left(starts, e) - 1, 0)
+    best = parents[i]
+    while i > 0 and parents[i - 1][1] > s:
+        i -= 1
+        if min(parents[i][1], e) - max(parents[i][0], s) >= min(best[1], e) - max(best[0], s):  # ties: the first, as max() did
+            best = parents[i]
     return min(best[0], s), max(best[1], e)
