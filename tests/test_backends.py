@@ -207,3 +207,51 @@ def test_pgvector_collections_whose_names_differ_only_in_punctuation_stay_apart(
         for name, coll in colls.items():
             coll.close()
             Collection.delete(home, name)
+
+
+@pytest.mark.parametrize("bad", [{"team": {"a": 1}}, {"team": 1.5}, {"team": None}, {"team": []}])
+def test_bad_metadata_filter_values_are_clear_errors_on_every_backend(acl_world, bad):
+    from ragtune.errors import InputError
+
+    coll = acl_world[0]
+    with pytest.raises(InputError, match="metadata filter 'team'"):
+        Searcher(coll).search("budget", Principal(user=USERS[0]), mode="hybrid", k=3, metadata=bad)
+
+
+def test_pgvector_store_serves_threads_while_it_writes(tmp_path, embedder):
+    """One shared connection used to interleave transactions across request and job threads."""
+    import threading
+
+    from ragtune.index.base import StoredChunk
+
+    coll = Collection.create(tmp_path / "home", "pool", PipelineConfig().with_overrides(["store.backend=pgvector"]))
+    try:
+        store, errors = coll.store, []
+        vec = np.ones(coll.embedder.dim, dtype=np.float32) / np.sqrt(coll.embedder.dim)
+
+        def write(n: int):
+            try:
+                for i in range(20):
+                    store.upsert([StoredChunk(f"p{n}-{i}", vec, f"word{n} text {i}",
+                                              {"doc_id": f"d{n}-{i}", "acl": ["public"], "text": "t"})])
+            except Exception as e:  # noqa: BLE001 - collected for the assertion
+                errors.append(e)
+
+        def read():
+            try:
+                for _ in range(20):
+                    store.count(["public"])
+                    Searcher(coll).search("word1 text", Principal(), mode="hybrid", k=3)
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(3)] + [threading.Thread(target=read) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert store.count() == 60
+    finally:
+        coll.close()
+        Collection.delete(tmp_path / "home", "pool")

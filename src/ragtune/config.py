@@ -77,6 +77,7 @@ class StoreConfig(_Strict):
         "else its in-process local mode); pgvector: PostgreSQL + pgvector (at `url`, else an embedded server)")
     url: str | None = Field(None, description="qdrant: http(s)://host:6333; pgvector: postgresql://user@host/db")
     api_key: str | None = Field(None, description="qdrant server API key (or env QDRANT_API_KEY)")
+    pool_size: int = Field(8, ge=1, description="pgvector: most connections one store holds (threads share a pool)")
     exact_below: int = Field(
         2_000, ge=0, description="pgvector: a filtered dense query whose visible chunks are fewer than this is "
         "answered by an exact scan (HNSW + a selective filter misses true neighbours)")

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ragtune.errors import BusyError
+from ragtune.errors import BusyError, InputError
 
 Mode = Literal["dense", "bm25", "hybrid"]
 
@@ -44,6 +44,30 @@ class Query:
     candidates: int = 100
     hnsw_ef: int | None = None  # HNSW beam width; None = the engine's default
     with_ranks: bool = True  # hybrid: also report each retriever's rank of every hit
+
+    def __post_init__(self) -> None:
+        for key, value in self.metadata.items():
+            check_filter_value(key, value)
+
+
+def check_filter_value(key: Any, value: Any) -> None:
+    """A metadata filter is ``{key: value}`` or ``{key: [any of these values]}``, values being
+    strings, integers or booleans: what every backend can match exactly (a float, an object or
+    null has no exact match in all of them, and an empty list would match nothing).
+
+    >>> check_filter_value("team", ["a", "b"])
+    >>> check_filter_value("team", [])
+    Traceback (most recent call last):
+    ragtune.errors.InputError: metadata filter 'team': an empty list matches nothing; give at least one value
+    """
+    if not isinstance(key, str) or not key:
+        raise InputError(f"metadata filter key {key!r}: use a non-empty string")
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise InputError(f"metadata filter {key!r}: an empty list matches nothing; give at least one value")
+    for v in values:
+        if not isinstance(v, (str, int)) or isinstance(v, float):
+            raise InputError(f"metadata filter {key!r}: {v!r} is not a string, integer or boolean")
 
 
 @dataclass

@@ -81,8 +81,12 @@ def table_name(collection: str, version: str, home: str = "") -> str:
 
 
 class PgVectorStore:
-    def __init__(self, conn, table: str, config: StoreConfig):
-        self.conn = conn
+    """One table on a PostgreSQL server, used through a connection pool: the server answers
+    requests from many threads while a job ingests, and one shared connection would interleave
+    their transactions (one thread's write left uncommitted while another's commits)."""
+
+    def __init__(self, pool, table: str, config: StoreConfig):
+        self.pool = pool
         self.table = table
         self.config = config
 
@@ -91,80 +95,88 @@ class PgVectorStore:
              pgdata: Path | None = None) -> "PgVectorStore":
         import psycopg
         from pgvector.psycopg import register_vector
+        from psycopg_pool import ConnectionPool
 
         uri = config.url or embedded_server_uri(pgdata or Path(path) / "postgres")
-        conn = psycopg.connect(uri, autocommit=True)
-        try:
+        with psycopg.connect(uri, autocommit=True) as conn:  # the type must exist before the pool registers it
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            register_vector(conn)
-            store = cls(conn, table, config)
+        pool = ConnectionPool(uri, min_size=1, max_size=config.pool_size, kwargs={"autocommit": True},
+                              configure=register_vector, open=True, name=f"ragtune-{table}")
+        try:
+            store = cls(pool, table, config)
             store._ensure_table(dim)
         except BaseException:
-            conn.close()
+            pool.close()
             raise
         return store
 
     def _ensure_table(self, dim: int) -> None:
-        t = self.table
-        row = self.conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
-                                (t,)).fetchone()
-        if row is not None:
-            if row[0] != dim:
-                raise InputError(f"table {t} holds {row[0]}-d vectors but the embedder makes {dim}-d ones")
-            return
-        m, ef = self.config.hnsw_m, self.config.hnsw_ef_construct
-        with self.conn.transaction():
-            self.conn.execute(f"""
-                CREATE TABLE {t} (
-                    id text PRIMARY KEY,
-                    embedding vector({dim}) NOT NULL,
-                    search_text text NOT NULL,
-                    tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', search_text)) STORED,
-                    doc_id text NOT NULL,
-                    doc_hash text,
-                    acl text[] NOT NULL,
-                    payload jsonb NOT NULL)""")
-            self.conn.execute(f"CREATE INDEX ON {t} USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})")
-            self.conn.execute(f"CREATE INDEX ON {t} USING gin (tsv)")
-            self.conn.execute(f"CREATE INDEX ON {t} USING gin (acl)")
-            self.conn.execute(f"CREATE INDEX ON {t} (doc_id)")
+        with self.pool.connection() as conn:
+            t = self.table
+            row = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                               (t,)).fetchone()
+            if row is not None:
+                if row[0] != dim:
+                    raise InputError(f"table {t} holds {row[0]}-d vectors but the embedder makes {dim}-d ones")
+                return
+            m, ef = self.config.hnsw_m, self.config.hnsw_ef_construct
+            with conn.transaction():
+                conn.execute(f"""
+                    CREATE TABLE {t} (
+                        id text PRIMARY KEY,
+                        embedding vector({dim}) NOT NULL,
+                        search_text text NOT NULL,
+                        tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', search_text)) STORED,
+                        doc_id text NOT NULL,
+                        doc_hash text,
+                        acl text[] NOT NULL,
+                        payload jsonb NOT NULL)""")
+                conn.execute(f"CREATE INDEX ON {t} USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})")
+                conn.execute(f"CREATE INDEX ON {t} USING gin (tsv)")
+                conn.execute(f"CREATE INDEX ON {t} USING gin (acl)")
+                conn.execute(f"CREATE INDEX ON {t} (doc_id)")
 
     # -- writes ---------------------------------------------------------------------------------
     def upsert(self, chunks: list[StoredChunk]) -> None:
         if not chunks:
             return
-        rows = [(c.point_id, np.asarray(c.vector, dtype=np.float32), c.search_text, c.payload["doc_id"],
-                 c.payload.get("doc_hash"), list(c.payload.get("acl", [])), json.dumps(c.payload)) for c in chunks]
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany(f"""
-                INSERT INTO {self.table} (id, embedding, search_text, doc_id, doc_hash, acl, payload)
-                VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
-                ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, search_text = EXCLUDED.search_text,
-                    doc_id = EXCLUDED.doc_id, doc_hash = EXCLUDED.doc_hash, acl = EXCLUDED.acl, payload = EXCLUDED.payload""",
-                            rows)
+        with self.pool.connection() as conn:
+            rows = [(c.point_id, np.asarray(c.vector, dtype=np.float32), c.search_text, c.payload["doc_id"],
+                     c.payload.get("doc_hash"), list(c.payload.get("acl", [])), json.dumps(c.payload)) for c in chunks]
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(f"""
+                    INSERT INTO {self.table} (id, embedding, search_text, doc_id, doc_hash, acl, payload)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
+                    ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, search_text = EXCLUDED.search_text,
+                        doc_id = EXCLUDED.doc_id, doc_hash = EXCLUDED.doc_hash, acl = EXCLUDED.acl, payload = EXCLUDED.payload""",
+                                rows)
 
     def delete_document(self, doc_id: str, keep_hash: str | None = None) -> None:
-        if keep_hash:
-            self.conn.execute(f"DELETE FROM {self.table} WHERE doc_id = %s AND doc_hash IS DISTINCT FROM %s", (doc_id, keep_hash))
-        else:
-            self.conn.execute(f"DELETE FROM {self.table} WHERE doc_id = %s", (doc_id,))
+        with self.pool.connection() as conn:
+            if keep_hash:
+                conn.execute(f"DELETE FROM {self.table} WHERE doc_id = %s AND doc_hash IS DISTINCT FROM %s", (doc_id, keep_hash))
+            else:
+                conn.execute(f"DELETE FROM {self.table} WHERE doc_id = %s", (doc_id,))
 
     def set_document_payload(self, doc_id: str, payload: dict[str, Any]) -> None:
-        acl = list(payload["acl"]) if "acl" in payload else None
-        self.conn.execute(f"UPDATE {self.table} SET payload = payload || %s::jsonb, acl = COALESCE(%s, acl) WHERE doc_id = %s",
-                          (json.dumps(payload), acl, doc_id))
+        with self.pool.connection() as conn:
+            acl = list(payload["acl"]) if "acl" in payload else None
+            conn.execute(f"UPDATE {self.table} SET payload = payload || %s::jsonb, acl = COALESCE(%s, acl) WHERE doc_id = %s",
+                         (json.dumps(payload), acl, doc_id))
 
     def flush(self) -> None:
         pass  # every write is its own committed transaction
 
     def optimize(self) -> None:
-        self.conn.execute(f"VACUUM ANALYZE {self.table}")
+        with self.pool.connection() as conn:
+            conn.execute(f"VACUUM ANALYZE {self.table}")
 
     def close(self) -> None:
-        self.conn.close()
+        self.pool.close()
 
     def drop(self) -> None:
-        self.conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+        with self.pool.connection() as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {self.table}")
 
     # -- reads ----------------------------------------------------------------------------------
     def search(self, query: Query) -> list[StoreHit]:
@@ -186,64 +198,69 @@ class PgVectorStore:
         return " AND ".join(clauses), params
 
     def _dense(self, query: Query, k: int) -> list[StoreHit]:
-        if query.vector is None:
-            raise ValueError(f"{query.mode} search needs a query vector")
-        where, params = self._where(query)
-        vector = np.asarray(query.vector, dtype=np.float32)
-        with self.conn.transaction():
-            # Counting stops at the threshold: a broad principal costs no full count.
-            visible = self.conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {self.table} WHERE {where} LIMIT %s) s",
-                                        [*params, self.config.exact_below]).fetchone()[0]
-            if visible < self.config.exact_below:
-                # MATERIALIZED: the planner may not push the ORDER BY back into the HNSW index.
-                sql = (f"WITH visible AS MATERIALIZED (SELECT id, embedding, payload FROM {self.table} WHERE {where}) "
-                       f"SELECT id, 1 - (embedding <=> %s) AS score, payload FROM visible ORDER BY embedding <=> %s LIMIT %s")
-                args = [*params, vector, vector, k]
-            else:
-                self.conn.execute(f"SET LOCAL hnsw.iterative_scan = {self.config.iterative_scan}")
-                self.conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(query.hnsw_ef or 40, k))}")
-                sql = (f"SELECT id, 1 - (embedding <=> %s) AS score, payload FROM {self.table} WHERE {where} "
-                       f"ORDER BY embedding <=> %s LIMIT %s")
-                args = [vector, *params, vector, k]
-            rows = self.conn.execute(sql, args).fetchall()
-        return _hits(rows, "dense")
+        with self.pool.connection() as conn:
+            if query.vector is None:
+                raise ValueError(f"{query.mode} search needs a query vector")
+            where, params = self._where(query)
+            vector = np.asarray(query.vector, dtype=np.float32)
+            with conn.transaction():
+                # Counting stops at the threshold: a broad principal costs no full count.
+                visible = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {self.table} WHERE {where} LIMIT %s) s",
+                                            [*params, self.config.exact_below]).fetchone()[0]
+                if visible < self.config.exact_below:
+                    # MATERIALIZED: the planner may not push the ORDER BY back into the HNSW index.
+                    sql = (f"WITH visible AS MATERIALIZED (SELECT id, embedding, payload FROM {self.table} WHERE {where}) "
+                           f"SELECT id, 1 - (embedding <=> %s) AS score, payload FROM visible ORDER BY embedding <=> %s LIMIT %s")
+                    args = [*params, vector, vector, k]
+                else:
+                    conn.execute(f"SET LOCAL hnsw.iterative_scan = {self.config.iterative_scan}")
+                    conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(query.hnsw_ef or 40, k))}")
+                    sql = (f"SELECT id, 1 - (embedding <=> %s) AS score, payload FROM {self.table} WHERE {where} "
+                           f"ORDER BY embedding <=> %s LIMIT %s")
+                    args = [vector, *params, vector, k]
+                rows = conn.execute(sql, args).fetchall()
+            return _hits(rows, "dense")
 
     def _keyword(self, query: Query, k: int) -> list[StoreHit]:
-        if not query.text:
-            raise ValueError(f"{query.mode} search needs query text")
-        where, params = self._where(query)
-        # plainto_tsquery ANDs every term; BM25 semantics (any term may match) need OR.
-        sql = (f"WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, '&', '|'), '')::tsquery AS q) "
-               f"SELECT id, ts_rank_cd(tsv, q.q) AS score, payload FROM {self.table}, q "
-               f"WHERE tsv @@ q.q AND {where} ORDER BY score DESC, id LIMIT %s")
-        return _hits(self.conn.execute(sql, [query.text, *params, k]).fetchall(), "bm25")
+        with self.pool.connection() as conn:
+            if not query.text:
+                raise ValueError(f"{query.mode} search needs query text")
+            where, params = self._where(query)
+            # plainto_tsquery ANDs every term; BM25 semantics (any term may match) need OR.
+            sql = (f"WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, '&', '|'), '')::tsquery AS q) "
+                   f"SELECT id, ts_rank_cd(tsv, q.q) AS score, payload FROM {self.table}, q "
+                   f"WHERE tsv @@ q.q AND {where} ORDER BY score DESC, id LIMIT %s")
+            return _hits(conn.execute(sql, [query.text, *params, k]).fetchall(), "bm25")
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if acl_tokens is not None:
-            clauses.append("acl && %s::text[]")
-            params.append(list(acl_tokens))
-        if doc_id is not None:
-            clauses.append("doc_id = %s")
-            params.append(doc_id)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        return int(self.conn.execute(f"SELECT count(*) FROM {self.table}{where}", params).fetchone()[0])
+        with self.pool.connection() as conn:
+            clauses: list[str] = []
+            params: list[Any] = []
+            if acl_tokens is not None:
+                clauses.append("acl && %s::text[]")
+                params.append(list(acl_tokens))
+            if doc_id is not None:
+                clauses.append("doc_id = %s")
+                params.append(doc_id)
+            where = " WHERE " + " AND ".join(clauses) if clauses else ""
+            return int(conn.execute(f"SELECT count(*) FROM {self.table}{where}", params).fetchone()[0])
 
     def scroll_payloads(self, fields: list[str]) -> list[dict[str, Any]]:
-        out = []
-        with self.conn.cursor(name=None) as cur:
-            for pid, payload, search_text in cur.execute(f"SELECT id, payload, search_text FROM {self.table} ORDER BY id"):
-                row = {"point_id": pid, **{f: payload[f] for f in fields if f in payload}}
-                if "search_text" in fields:
-                    row["search_text"] = search_text
-                out.append(row)
-        return out
+        with self.pool.connection() as conn:
+            out = []
+            with conn.cursor(name=None) as cur:
+                for pid, payload, search_text in cur.execute(f"SELECT id, payload, search_text FROM {self.table} ORDER BY id"):
+                    row = {"point_id": pid, **{f: payload[f] for f in fields if f in payload}}
+                    if "search_text" in fields:
+                        row["search_text"] = search_text
+                    out.append(row)
+            return out
 
     def vectors(self, point_ids: list[str]) -> np.ndarray:
-        rows = self.conn.execute(f"SELECT id, embedding FROM {self.table} WHERE id = ANY(%s)", (list(point_ids),)).fetchall()
-        by_id = {pid: vec.to_numpy() if hasattr(vec, "to_numpy") else vec for pid, vec in rows}
-        return np.array([by_id[i] for i in point_ids], dtype=np.float32)
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"SELECT id, embedding FROM {self.table} WHERE id = ANY(%s)", (list(point_ids),)).fetchall()
+            by_id = {pid: vec.to_numpy() if hasattr(vec, "to_numpy") else vec for pid, vec in rows}
+            return np.array([by_id[i] for i in point_ids], dtype=np.float32)
 
 
 def _hits(rows, name: str) -> list[StoreHit]:
