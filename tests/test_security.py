@@ -145,3 +145,49 @@ def test_an_older_upload_never_overwrites_a_newer_ones_acl(home, make_tiny_colle
         assert (srv.upload_dir("c") / "files" / "a.md").read_text() == "Salaries are confidential."
     finally:
         srv.close()
+
+
+def test_collection_names_with_a_trailing_newline_are_refused(home):
+    from ragtune.collection import Collection
+    from ragtune.errors import InputError
+
+    with pytest.raises(InputError, match="invalid collection name"):
+        Collection.create(home, "docs\n")
+
+
+def test_record_metadata_keys_that_shadow_fields_do_not_fail_the_file(tmp_path):
+    import json
+
+    from ragtune.ingest.loaders import load_file
+
+    src = tmp_path / "r.jsonl"
+    src.write_text(json.dumps({"_id": "a", "text": "t", "metadata": {"title": "x", "text": "y", "path": "z"}}) + "\n")
+    result = load_file(src, "r.jsonl")
+    assert not result.failures and result.documents[0].metadata["path"] == "z"
+
+
+def test_stopping_the_job_queue_finishes_the_running_job_and_starts_no_other(tmp_path):
+    import threading
+    import time
+
+    from ragtune.serve.jobs import JobQueue
+
+    started, release = threading.Event(), threading.Event()
+
+    def runner(job, on_progress):
+        started.set()
+        release.wait(10)
+        time.sleep(0.2)
+        return {"ok": True}
+
+    q = JobQueue(tmp_path, runner)
+    first = q.submit("c", "k", [], {"public": True})
+    second = q.submit("c", "k", [], {"public": True})
+    assert started.wait(10)
+    threading.Timer(0.3, release.set).start()
+    q.stop()
+    assert q.get(first.id).status == "done"
+    assert q.get(second.id).status == "queued"  # runs after the next start, not failed on a closed collection
+    again = JobQueue(tmp_path, lambda job, p: {"ok": True})
+    assert again.wait(second.id).status == "done"
+    again.stop()

@@ -280,7 +280,7 @@ def _collections_dir(home: str | Path | None) -> Path:
 
 
 def _checked_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # match() with $ accepts a trailing newline
         raise InputError(
             f"invalid collection name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )

@@ -33,7 +33,9 @@ from ragtune.serve.state import ServeConfig, ServerState
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("ragtune.serve")
 # Routes that answer without a key: they hold no data (health, the UI shell, the API's own description).
-PUBLIC_PATHS = frozenset({"/healthz", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# No /docs or /redoc: FastAPI's pages load their scripts from a CDN, on the origin whose
+# localStorage holds the UI's API key; /openapi.json works in any viewer the user trusts.
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/openapi.json"})
 
 
 def create_app(home: str | Path | None = None, config: ServeConfig | None = None) -> FastAPI:
@@ -47,7 +49,7 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
         yield
         server.close()
 
-    app = FastAPI(title="ragtune", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="ragtune", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Collections, search, grounded answers with citations, OpenAI-compatible endpoints.")
     app.state.ragtune = server
     _errors(app)

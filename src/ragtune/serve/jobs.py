@@ -58,6 +58,7 @@ class JobQueue:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
+        self._stopping = threading.Event()
         jobs = [Job(**json.loads(path.read_text())) for path in self.dir.glob("*.json")]
         for job in sorted(jobs, key=lambda j: (j.seq, j.created)):
             self._jobs[job.id] = job
@@ -105,8 +106,12 @@ class JobQueue:
             raise LookupError(job_id)
         return job
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 300.0) -> None:
+        """Finish the running job (its store writes flushed), start no other: queued jobs stay
+        queued on disk and run at the next start."""
+        self._stopping.set()
         self._queue.put(None)
+        self._thread.join(timeout)
 
     def _save(self, job: Job) -> None:
         path = self.dir / f"{job.id}.json"
@@ -121,7 +126,7 @@ class JobQueue:
             self._save(job)
 
     def _work(self) -> None:
-        while (job_id := self._queue.get()) is not None:
+        while (job_id := self._queue.get()) is not None and not self._stopping.is_set():
             job = self.get(job_id)
             if job is None or job.status != "queued":
                 continue

@@ -59,13 +59,15 @@ def read_text_file(path: Path) -> str:
         ) from e
 
 
-def file_document(path: Path, doc_id: str, text: str, title: str, **metadata) -> Document:
+def file_document(path: Path, doc_id: str, text: str, title: str, metadata: dict | None = None) -> Document:
+    """A document read from ``path``. ``metadata`` is a dict, not keyword arguments: a record's
+    own keys (``title``, ``text``, ``path``…) are data, never parameters."""
     stat = path.stat()
     return Document(
         id=doc_id,
         text=text,
         source=str(path),
         title=title or path.stem,
-        metadata={"format": path.suffix.lstrip(".").lower(), "size": stat.st_size, **metadata},
+        metadata={"format": path.suffix.lstrip(".").lower(), "size": stat.st_size, **(metadata or {})},
         mtime=stat.st_mtime,
     )

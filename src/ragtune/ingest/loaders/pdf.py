@@ -24,4 +24,4 @@ def load_pdf(path: Path, doc_id: str) -> LoadResult:
     text = "\n\n".join(p for p in pages if p)
     if not text:
         raise LoadError("PDF has no text layer (scanned?); run OCR on it first")
-    return LoadResult([file_document(path, doc_id, text, title=str(info_title), pages=len(pages))])
+    return LoadResult([file_document(path, doc_id, text, title=str(info_title), metadata={"pages": len(pages)})])

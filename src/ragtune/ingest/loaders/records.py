@@ -44,7 +44,7 @@ def record_to_document(record: Any, path: Path, fallback_id: str) -> Document:
     metadata = record.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise ValueError("field 'metadata' must be an object")
-    doc = file_document(path, doc_id, text, title=title, **metadata)
+    doc = file_document(path, doc_id, text, title=title, metadata=metadata)
     doc.title = title  # records have their own titles; no file-stem fallback
     if "acl" in record:
         doc.acl = Acl.from_dict(record["acl"])
