@@ -191,3 +191,31 @@ def test_stopping_the_job_queue_finishes_the_running_job_and_starts_no_other(tmp
     again = JobQueue(tmp_path, lambda job, p: {"ok": True})
     assert again.wait(second.id).status == "done"
     again.stop()
+
+
+def test_rollback_replays_deletions_relabels_and_new_documents(tmp_path, make_tiny_collection, tiny_embedder):
+    """The old version still held a deleted document and the public label of one narrowed to hr."""
+    from ragtune.collection.shadow import build_shadow, promote, rollback
+    from ragtune.ingest.sync import ingest, remove_document
+    from ragtune.retrieve import Searcher
+    from ragtune.types import Acl, Principal
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pay.md").write_text("Salary bands for engineers, confidential.")
+    (docs / "old.md").write_text("The retired travel policy for contractors.")
+    coll = make_tiny_collection()
+    ingest(coll, docs, Acl(public=True))
+    promote(coll, build_shadow(coll, tiny_embedder))  # live: v2; v1 keeps its chunks on disk
+    (docs / "old.md").unlink()
+    ingest(coll, docs, Acl(groups=("hr",)))  # old.md deleted, pay.md narrowed to hr
+    (tmp_path / "new.md").write_text("The new canteen menu.")
+    ingest(coll, tmp_path / "new.md", Acl(public=True))
+    remove_document(coll, "new.md")
+    ingest(coll, tmp_path / "new.md", Acl(public=True))  # and back: a document the old version never had
+    assert rollback(coll) == "v1"
+    seen = {h.doc_id for h in Searcher(coll).search("salary travel canteen policy", Principal(), mode="hybrid", k=10)}
+    assert seen == {"new.md"}
+    hr = {h.doc_id for h in Searcher(coll).search("salary bands", Principal(groups=("hr",)), mode="bm25", k=10)}
+    assert "docs/pay.md" in hr
+    assert coll.store.count(doc_id="docs/old.md") == 0

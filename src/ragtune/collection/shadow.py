@@ -89,8 +89,8 @@ def handle(collection: Collection, version: str) -> Iterator[Collection]:
 
 
 def promote(collection: Collection, version: str, reason: str = "") -> None:
-    """Make ``version`` live. Refuses a version that is not ready or no longer matches the live
-    index (documents ingested since the shadow was built)."""
+    """Make ``version`` live. Refuses a version that is not ready; what changed in the live index
+    since the version was built is replayed into it first."""
     versions = collection.index_versions
     versions.ensure_live_recorded(collection.pipeline.embedder.model)
     record = versions.get(version)
@@ -98,18 +98,68 @@ def promote(collection: Collection, version: str, reason: str = "") -> None:
         raise StateError(f"index version {version} is not ready (state {record.state}); build a new shadow")
     if version == versions.live:
         return
-    _check_same_chunks(collection, version)
+    replay_live(collection, version)
     collection.close()  # the handle was bound to the old version's store
     versions.promote(version, reason)
     _follow_live(collection)
 
 
 def rollback(collection: Collection, reason: str = "") -> str:
-    """Make the version that was live before the last (not yet undone) promotion live again."""
+    """Make the version that was live before the last (not yet undone) promotion live again,
+    after replaying into it what changed since (see :func:`replay_live`)."""
+    target = collection.index_versions.rollback_target()
+    replay_live(collection, target)
     collection.close()
     previous = collection.index_versions.rollback(reason)
     _follow_live(collection)
     return previous
+
+
+def replay_live(collection: Collection, version: str) -> dict[str, int]:
+    """Make ``version``'s chunks those of the live index before it goes live: documents deleted
+    since it was built are deleted, relabelled ones (an ACL narrowed from public to hr) take the
+    live payload, new or changed ones are embedded with ``version``'s document model. Without
+    this a rollback brought deleted documents and wider ACLs back. Returns what it changed."""
+    versions = collection.index_versions
+    record = versions.get(version)
+    with handle(collection, collection.live_version) as live, handle(collection, version) as other:
+        if other.index_dir == live.index_dir:
+            return {"deleted": 0, "relabelled": 0, "embedded": 0}  # one store: nothing can differ
+        by_doc = _points_by_doc(live.store.scroll_payloads(POINT_FIELDS))
+        theirs = _points_by_doc(other.store.scroll_payloads(POINT_FIELDS))
+        changed = {"deleted": 0, "relabelled": 0, "embedded": 0}
+        for doc_id in theirs.keys() - by_doc.keys():
+            other.store.delete_document(doc_id)
+            changed["deleted"] += 1
+        stale = [d for d, pts in by_doc.items() if theirs.get(d) != pts]
+        if stale:
+            from ragtune.models.embedder import Embedder
+
+            owner = versions.get(record.index) if record.index else record
+            embedder = Embedder(collection.pipeline.embedder.model_copy(update={"model": owner.embedder}))
+            for doc_id in stale:
+                old = {p["point_id"]: p for p in theirs.get(doc_id, {}).values()}
+                new = list(by_doc[doc_id].values())
+                same_text = [p for p in new if p["point_id"] in old and old[p["point_id"]]["search_text"] == p["search_text"]]
+                kept = dict(zip((p["point_id"] for p in same_text),
+                                other.store.vectors([p["point_id"] for p in same_text]))) if same_text else {}
+                fresh = [p for p in new if p["point_id"] not in kept]
+                vectors = dict(zip((p["point_id"] for p in fresh),
+                                   embedder.embed_documents([p["search_text"] for p in fresh]))) if fresh else {}
+                other.store.delete_document(doc_id)
+                write_points(other.store, new, lambda part: [kept.get(p["point_id"], vectors.get(p["point_id"]))
+                                                             for p in part])
+                changed["embedded" if fresh else "relabelled"] += 1
+        other.store.flush()
+        other.store.optimize()
+    return changed
+
+
+def _points_by_doc(points: list[dict]) -> dict[str, dict[str, dict]]:
+    out: dict[str, dict[str, dict]] = {}
+    for p in points:
+        out.setdefault(p["doc_id"], {})[p["point_id"]] = p
+    return out
 
 
 def history(collection: Collection) -> list[dict]:
@@ -121,13 +171,3 @@ def _follow_live(collection: Collection) -> None:
     collection.pipeline.embedder.model = collection.index_versions.get(collection.live_version).embedder
     collection.save_pipeline()
     collection.reload()
-
-
-def _check_same_chunks(collection: Collection, version: str) -> None:
-    with handle(collection, collection.live_version) as live:
-        a = {p["point_id"] for p in live.store.scroll_payloads(["doc_id"])}
-    with handle(collection, version) as other:
-        b = {p["point_id"] for p in other.store.scroll_payloads(["doc_id"])}
-    if a != b:
-        raise StateError(f"index version {version} no longer matches the live index ({len(a - b)} chunks missing, "
-                         f"{len(b - a)} extra): documents changed since it was built; build a new shadow")

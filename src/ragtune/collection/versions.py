@@ -178,9 +178,8 @@ class IndexVersions:
             return None
         return self._switch(name, "promote", reason)
 
-    def rollback(self, reason: str = "") -> str:
-        """Make the version that was live before the last (not yet undone) promotion live again;
-        returns it."""
+    def rollback_target(self) -> str:
+        """The version a rollback would make live: the one the last promotion not yet undone replaced."""
         stack: list[str] = []  # versions that promotions replaced; each rollback undoes the newest
         for entry in self.history():
             if entry["action"] == "promote":
@@ -189,8 +188,13 @@ class IndexVersions:
                 stack.pop()
         if not stack:
             raise StateError(f"nothing to roll back to: no promotion in {self.folder} is left to undo")
-        self._switch(stack[-1], "rollback", reason)
         return stack[-1]
+
+    def rollback(self, reason: str = "") -> str:
+        """Make :meth:`rollback_target` live again; returns it."""
+        target = self.rollback_target()
+        self._switch(target, "rollback", reason)
+        return target
 
     def _switch(self, name: str, action: str, reason: str) -> str:
         previous = self.live
