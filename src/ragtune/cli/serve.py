@@ -18,6 +18,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     adapter_cache: Annotated[int, typer.Option(help="generators (base/adapters) kept loaded")] = 2,
     max_queue: Annotated[int, typer.Option(help="generations waiting per model before 503")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="most tokens one chat completion may generate (requests asking more get this)")] = 1024,
     set_: SetOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -32,7 +33,8 @@ def serve(
     if not store.list():
         typer.echo("no API keys yet: create one with `ragtune keys create --user admin --role admin`", err=True)
     store.close()
-    config = ServeConfig(host=host, port=port, adapter_cache=adapter_cache, max_queue=max_queue, pipeline=set_ or [])
+    config = ServeConfig(host=host, port=port, adapter_cache=adapter_cache, max_queue=max_queue, max_completion_tokens=max_tokens,
+                         pipeline=set_ or [])
     # One process: the embedded store has a single owner. Concurrency comes from the thread pool.
     uvicorn.run(create_app(home, config), host=host, port=port, log_level="warning")
 

@@ -29,6 +29,7 @@ class ServeConfig(BaseModel):
     adapter_cache: int = Field(2, ge=1, description="generators (base or adapter) kept loaded, least recently used evicted")
     max_queue: int = Field(8, ge=0, description="generations that may wait per model before 503 + Retry-After")
     max_upload_mb: int = Field(512, ge=1, description="largest accepted upload (files stream to disk)")
+    max_completion_tokens: int = Field(1024, ge=1, description="most tokens one chat completion may generate")
     max_request_mb: float = Field(8, gt=0, description="largest body of any other request (JSON)")
     embed_window_ms: float = Field(3.0, ge=0, description="how long a query embedding waits to batch with others")
     pipeline: list[str] = Field(default_factory=list, description="overrides of the default pipeline (new collections, chat)")

@@ -68,10 +68,11 @@ class EmbeddingsIn(BaseModel):
         return v
 
 
-def _gen_config(body: ChatIn):
+def _gen_config(body: ChatIn, cap: int):
     from ragtune.models.generator import GenerationConfig
 
-    cfg = GenerationConfig(max_new_tokens=body.max_completion_tokens or body.max_tokens or 256)
+    # The operator's cap wins over the request's (the answer then ends with finish_reason "length").
+    cfg = GenerationConfig(max_new_tokens=min(body.max_completion_tokens or body.max_tokens or 256, cap))
     if body.temperature is not None:
         cfg.temperature = body.temperature
     if body.top_p is not None:
@@ -91,7 +92,7 @@ def chat_completions(body: ChatIn, srv: State, who: Caller):
     base = srv.default_pipeline.generator
     generator = srv.generators.get(base, srv.adapter_for(base.model, body.model))
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    config = _gen_config(body)
+    config = _gen_config(body, srv.config.max_completion_tokens)
     cid = f"chatcmpl-{time.time_ns():x}"
     if not body.stream:
         gen = generator.generate(messages, config)
