@@ -219,3 +219,60 @@ def test_rollback_replays_deletions_relabels_and_new_documents(tmp_path, make_ti
     hr = {h.doc_id for h in Searcher(coll).search("salary bands", Principal(groups=("hr",)), mode="bm25", k=10)}
     assert "docs/pay.md" in hr
     assert coll.store.count(doc_id="docs/old.md") == 0
+
+
+def _mixed(tmp_path, make_tiny_collection):
+    from ragtune.ingest.sync import ingest
+    from ragtune.types import Acl
+
+    (tmp_path / "pub").mkdir()
+    (tmp_path / "pub" / "menu.md").write_text("The canteen serves soup on Mondays.")
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "hr" / "case.md").write_text("Confidential settlement code ZEBRA-QUARTZ-7781.")
+    coll = make_tiny_collection()
+    ingest(coll, tmp_path / "pub", Acl(public=True))
+    ingest(coll, tmp_path / "hr", Acl(groups=("hr",)))
+    return coll
+
+
+def test_a_scoped_handle_gives_training_only_its_scopes_text(tmp_path, make_tiny_collection):
+    from ragtune.types import Principal, Scope
+
+    coll = _mixed(tmp_path, make_tiny_collection)
+    with coll.scoped(["public"]) as public:
+        assert {c["doc_id"] for c in public.chunks()} == {"pub/menu.md"}
+        assert public.acl_tokens() == ["public"] and public.data_scope() == Scope.of([["public"]])
+        assert all("ZEBRA" not in c["text"] for c in public.chunks())
+    with coll.scoped(["group:hr"]) as hr:
+        assert {c["doc_id"] for c in hr.chunks()} == {"hr/case.md"}
+        scope = hr.data_scope()
+    assert scope.allows(Principal(groups=("hr",))) and not scope.allows(Principal(groups=("eng",)))
+    assert coll.readable_by_all_readers(Scope.of([["public"]]))
+    assert not coll.readable_by_all_readers(scope)  # the live models serve non-hr readers too
+    assert coll.store.count() == 2  # the views borrowed the store and left it open
+
+
+def test_adapt_refuses_a_scope_with_no_text(tmp_path, make_tiny_collection):
+    from ragtune.adapt import AdaptConfig, adapt
+    from ragtune.errors import InputError
+
+    coll = _mixed(tmp_path, make_tiny_collection)
+    with pytest.raises(InputError, match="no chunks readable with \\['group:legal'\\]"):
+        adapt(coll, None, AdaptConfig(scope=("group:legal",)))
+
+
+def test_synthetic_answers_keep_only_in_scope_chunks_and_record_the_scope(tmp_path):
+    import json
+
+    from ragtune.synth.answers import write_squad
+    from ragtune.synth.scope import read_scope
+    from ragtune.types import Principal
+
+    triples = tmp_path / "triples.jsonl"
+    rows = [{"chunk_id": cid, "doc_id": cid, "title": "", "context": f"{cid} text", "question": "q?",
+             "answer": "text", "answer_start": len(cid) + 1, "dropped": None} for cid in ("pub#0", "hr#0")]
+    triples.write_text("\n".join(json.dumps(r) for r in rows) + "\n")  # an earlier, unscoped run wrote both
+    report = write_squad(triples, tmp_path / "squad.json", {"pub#0": ["public"]})
+    assert report.kept == 1 and "hr#0" not in (tmp_path / "squad.json").read_text()
+    scope = read_scope(tmp_path / "squad.json")
+    assert scope.public and scope.allows(Principal())

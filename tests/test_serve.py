@@ -48,7 +48,10 @@ def _tiny_adapter(home: Path, base_path: str) -> None:
     registry = AdapterRegistry(home)
     with registry.create("tiny-lora") as out:
         model.save_pretrained(out)
-        registry.describe(out, base=BASE, method="lora", data="random weights (test)")
+        registry.describe(out, base=BASE, method="lora", data="random weights (test)", scope=[["public"]])
+    with registry.create("finance-lora") as out:  # as if trained on finance-only text
+        model.save_pretrained(out)
+        registry.describe(out, base=BASE, method="lora", data="random weights (test)", scope=[["group:finance"]])
 
 
 class Server:
@@ -318,6 +321,20 @@ def test_ask_loads_registered_adapters_only(server):
             assert r.status_code == 404 and r.json()["error"]["type"] == "model_not_found", name
         r = eng.post("/v1/collections/hr/ask", json={"question": "How many leave days?", "adapter": "tiny-lora"})
         assert r.status_code == 200, r.text  # a registered name still works
+
+
+@pytest.mark.slow  # a real server process
+def test_an_adapter_serves_only_principals_inside_its_training_scope(server):
+    chat = {"model": "finance-lora", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+    with server.client("eng") as eng, server.client("finance") as fin, server.client("admin") as adm:
+        assert "finance-lora" not in {m["id"] for m in eng.get("/v1/models").json()["data"]}
+        assert "finance-lora" in {m["id"] for m in fin.get("/v1/models").json()["data"]}
+        r = eng.post("/v1/chat/completions", json=chat)
+        assert r.status_code == 404 and r.json()["error"]["type"] == "model_not_found"  # as if it did not exist
+        r = eng.post("/v1/collections/hr/ask", json={"question": "How many leave days?", "adapter": "finance-lora"})
+        assert r.status_code == 404
+        assert fin.post("/v1/chat/completions", json=chat).status_code == 200
+        assert adm.post("/v1/chat/completions", json=chat).status_code == 200
 
 
 @pytest.mark.slow  # a real server process

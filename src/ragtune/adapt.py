@@ -63,6 +63,10 @@ class AdaptConfig:
     reranker: RerankerTrainConfig | None = None  # train (and gate) a reranker in the loop
     reranker_base: str = "all-MiniLM-L6-v2"
     reranker_squad: Path | None = None  # stage 1 for the reranker (generic relevance)
+    # What synthetic data and training may read: chunks visible to these ACL tokens. Public text
+    # only unless told: a model serves every reader of the collection, so it must not learn text
+    # some of them may not read (a promotion of a narrower scope is refused).
+    scope: tuple[str, ...] = ("public",)
 
 
 @dataclass
@@ -148,6 +152,11 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     from ragtune.models.registry import ModelRegistry
 
     config = config or AdaptConfig()
+    data = collection.scoped(config.scope)
+    if not data.chunks():
+        raise InputError(f"collection {collection.name!r} has no chunks readable with {list(config.scope)}; "
+                         "adapt on another scope (e.g. --scope group:hr) or ingest public documents")
+    scope = data.data_scope()
     folder = collection.dir / "synth" / run_name
     folder.mkdir(parents=True, exist_ok=True)
     run_dir = collection.dir / "adapt" / run_name
@@ -166,18 +175,21 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
         state.mark(name, result)
         return result
 
-    step("queries", lambda: generate_queries(collection, generator, folder, config.queries, on_progress))
-    step("filter", lambda: filter_queries(collection, folder, config.filters, on_progress).to_dict())
-    step("mine", lambda: mine_negatives(collection, folder, "train", config.mining, on_progress))
+    step("queries", lambda: generate_queries(data, generator, folder, config.queries, on_progress))
+    step("filter", lambda: filter_queries(data, folder, config.filters, on_progress).to_dict())
+    step("mine", lambda: mine_negatives(data, folder, "train", config.mining, on_progress))
     registry = ModelRegistry(home, "embedder", collection.name)
     reranker = None
     if config.reranker is not None:
         reranker = step("reranker", lambda: train_gated_reranker(
-            collection, home, folder, config.reranker, config.reranker_base, squad=config.reranker_squad,
-            apply=config.promote, on_progress=on_progress))
+            data, home, folder, config.reranker, config.reranker_base, squad=config.reranker_squad,
+            apply=config.promote and collection.readable_by_all_readers(scope), on_progress=on_progress))
+        if reranker.get("applied"):  # written to pipeline.yaml through `data`; this handle must agree
+            collection.pipeline.reranker.model = reranker["path"]
+            collection.pipeline.reranker.depth = data.pipeline.reranker.depth
     if config.teacher != "none":
         teacher_model = (reranker or {}).get("path") or collection.pipeline.reranker.model
-        step("teacher", lambda: score_with_teacher(collection, folder, config.teacher, "train", reranker=teacher_model,
+        step("teacher", lambda: score_with_teacher(data, folder, config.teacher, "train", reranker=teacher_model,
                                                    on_progress=on_progress))
 
     def train() -> dict:
@@ -190,7 +202,7 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
                 training = replace(training, loss="margin-mse" if config.teacher == "cross-encoder" else "kl",
                                    kl_teacher_temperature=training.kl_teacher_temperature
                                    if config.teacher == "cross-encoder" else 0.05)
-        meta, result = publish_embedder(home, collection, rows, training, data=str(folder))
+        meta, result = publish_embedder(home, data, rows, training, data=str(folder))
         return {"version": meta["version"], "path": meta["path"], "rows": len(rows), "steps": result.steps,
                 "train_loss": result.train_loss, "loss": training.loss}
 
@@ -208,6 +220,10 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
 
     def decide() -> dict:
         comparison = deciding
+        if comparison["promote"] and config.promote and not collection.readable_by_all_readers(scope):
+            return {"promoted": False, "live": collection.live_version, "scope": scope.to_list(),
+                    "why": f"trained on text not every reader of {collection.name!r} may read (scope "
+                           f"{scope.to_list()}); it stays a shadow"}
         if comparison["promote"] and config.promote:
             promote(collection, shadow, reason=f"{config.measure} {comparison['delta']:+.4f}, p={comparison['p_value']:.4f}")
             return {"promoted": True, "live": shadow}
@@ -216,7 +232,9 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
         return {"promoted": False, "live": collection.live_version, "why": why}
 
     decision = step("decide", decide)
-    report = {"collection": collection.name, "folder": str(folder), "run": str(run_dir), "steps": state.data["done"],
+    data.close()
+    report = {"collection": collection.name, "scope": scope.to_list(), "folder": str(folder), "run": str(run_dir),
+              "steps": state.data["done"],
               "seconds": timings, "decision": decision}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (run_dir / "report.md").write_text(report_markdown(report))

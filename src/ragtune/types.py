@@ -111,6 +111,49 @@ class ServicePrincipal(Principal):
         return list(self.acl)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Who may use something trained on a collection's text: the distinct ACLs (token sets) of
+    the chunks it was trained on. A principal is inside the scope when it may read *every* one of
+    them, so a model never answers someone with text they could not have read.
+
+    >>> s = Scope.of([["public"], ["group:hr", "user:ann"]])
+    >>> s.allows(Principal(groups=("hr",))), s.allows(Principal()), Scope.of([["public"]]).allows(Principal())
+    (True, False, True)
+    """
+
+    acls: tuple[tuple[str, ...], ...] = ()
+
+    @classmethod
+    def of(cls, acls) -> "Scope":
+        return cls(tuple(sorted({tuple(sorted(set(a))) for a in acls})))
+
+    def allows(self, principal: "Principal") -> bool:
+        return self._allows(set(principal.tokens()))
+
+    def _allows(self, tokens: set[str]) -> bool:
+        return all(tokens & set(acl) for acl in self.acls)
+
+    def allows_everyone_in(self, tokens) -> bool:
+        """True when every principal that can read anything with these ACL tokens is inside the
+        scope (what a model serving all of a collection's readers needs): each reader holds at
+        least one such token, and ``allows`` only grows with more tokens."""
+        return all(self._allows({PUBLIC_TOKEN, t}) for t in {PUBLIC_TOKEN, *tokens})
+
+    @property
+    def public(self) -> bool:
+        return all(PUBLIC_TOKEN in acl for acl in self.acls)
+
+    def to_list(self) -> list[list[str]]:
+        return [list(a) for a in self.acls]
+
+    @classmethod
+    def from_list(cls, data) -> "Scope | None":
+        """None for an artefact that recorded no scope (trained before scopes existed): only
+        admins may use it."""
+        return None if data is None else cls.of(data)
+
+
 @dataclass
 class Document:
     """One source document, before chunking."""

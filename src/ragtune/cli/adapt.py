@@ -33,6 +33,8 @@ def adapt(
     teacher: Annotated[str, typer.Option(help="none (contrastive, MNRL) | hybrid | cross-encoder: distil the teacher's scores")] = "none",
     reranker: Annotated[bool, typer.Option("--reranker", help="train a reranker in the loop (gated; the cross-encoder teacher)")] = False,
     reranker_squad: Annotated[Optional[Path], typer.Option("--reranker-squad", help="SQuAD file for the reranker's stage 1")] = None,
+    scope: Annotated[Optional[list[str]], typer.Option(
+        "--scope", help="train on chunks these ACL tokens may read (repeatable; e.g. group:hr); default public")] = None,
     set_: SetOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
@@ -56,7 +58,7 @@ def adapt(
                          training=EmbedderTrainConfig(method=method, epochs=epochs),  # type: ignore[arg-type]
                          promote=not no_promote, labelled=labelled, teacher=teacher,  # type: ignore[arg-type]
                          reranker=RerankerTrainConfig(epochs=epochs) if reranker or reranker_squad else None,
-                         reranker_squad=reranker_squad)
+                         reranker_squad=reranker_squad, scope=tuple(scope or ["public"]))
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)

@@ -118,6 +118,8 @@ def answers(
         "of --questions on their own chunk, confident answers kept")] = None,
     questions: Annotated[str, typer.Option("--questions", help="with --reader: the synthetic question set")] = "default",
     min_margin: Annotated[float, typer.Option(help="with --reader: span score over no-answer score to keep")] = 0.0,
+    scope: Annotated[Optional[list[str]], typer.Option(
+        "--scope", help="use chunks these ACL tokens may read (repeatable, e.g. group:hr); default public")] = None,
     set_: SetOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
@@ -139,8 +141,9 @@ def answers(
 
         with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
             out = _folder(coll, name) / "squad.json"
-            counts = reader_answers(coll, _folder(coll, questions), SpanReader(reader), out, min_margin,
-                                    ("train", "dev"), on_progress)
+            with coll.scoped(scope or ["public"]) as data:
+                counts = reader_answers(data, _folder(coll, questions), SpanReader(reader), out, min_margin,
+                                        ("train", "dev"), on_progress)
         if json_:
             print_json({"squad": str(out), **counts})
         else:
@@ -151,8 +154,9 @@ def answers(
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
         folder = _folder(coll, name)
-        report = synthesize_answers(coll, make_generator(coll.pipeline.generator, home), folder,
-                                    AnswerSynthConfig(max_chunks=max_chunks, seed=seed), on_progress)
+        with coll.scoped(scope or ["public"]) as data:  # the answers record whose text they are
+            report = synthesize_answers(data, make_generator(coll.pipeline.generator, home), folder,
+                                        AnswerSynthConfig(max_chunks=max_chunks, seed=seed), on_progress)
     if json_:
         print_json({"folder": str(folder), "squad": str(folder / "squad.json"), **report.to_dict()})
         return

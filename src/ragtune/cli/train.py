@@ -160,6 +160,10 @@ def generator(
     batch_size: Annotated[int, typer.Option()] = 8,
     learning_rate: Annotated[Optional[float], typer.Option(help="default: the method's own")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    scope: Annotated[Optional[list[str]], typer.Option(
+        "--scope", help="retrieve training passages these ACL tokens may read (repeatable); default public")] = None,
+    public_data: Annotated[bool, typer.Option(
+        "--public-data", help="--data is public text (it has no .scope.json from `synth answers`)")] = False,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -170,10 +174,12 @@ def generator(
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
     from ragtune.models.adapters import AdapterRegistry
+    from ragtune.synth.scope import read_scope
     from ragtune.synth.sft import sft_rows_from_file
     from ragtune.train.generator import GeneratorTrainConfig
     from ragtune.train.methods import get_method
     from ragtune.train.publish import publish_adapter
+    from ragtune.types import Scope
 
     options = dict(_key_value(o) for o in option or [])
     try:
@@ -182,14 +188,19 @@ def generator(
         fail(str(e))
     if AdapterRegistry(home).exists(name) and not overwrite:
         fail(f"adapter {name!r} exists; pick another --name or pass --overwrite")
+    file_scope = read_scope(data) or (Scope.of([["public"]]) if public_data else None)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         base = base or coll.pipeline.generator.model
-        train_rows, eval_rows, data_info = sft_rows_from_file(coll, data, base, limit, eval_fraction,
-                                                              unanswerable_fraction, home, on_progress)
+        with coll.scoped(scope or ["public"]) as view:  # distractor passages come from here too
+            train_rows, eval_rows, data_info = sft_rows_from_file(view, data, base, limit, eval_fraction,
+                                                                  unanswerable_fraction, home, on_progress)
+            # Served only to principals who may read the data file and every passage retrieval could show.
+            adapter_scope = None if file_scope is None else Scope.of([*file_scope.acls, *view.data_scope().acls])
     config = GeneratorTrainConfig(method=method, options=options, epochs=epochs, max_steps=max_steps,
                                   batch_size=batch_size, learning_rate=learning_rate)
     meta, result = publish_adapter(home, name, base, train_rows, config, task="grounded answering", data=str(data),
-                                   overwrite=overwrite, eval_rows=eval_rows, **data_info)
+                                   overwrite=overwrite, eval_rows=eval_rows,
+                                   scope=adapter_scope.to_list() if adapter_scope else None, **data_info)
     if json_:
         print_json(meta)
         return

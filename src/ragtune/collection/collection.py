@@ -26,7 +26,7 @@ import builtins
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ragtune.collection.manifest import Manifest
 from ragtune.collection.versions import IndexVersions
@@ -34,6 +34,7 @@ from ragtune.config import ConfigError, PipelineConfig, ragtune_home
 from ragtune.errors import AlreadyExistsError, InputError, NotFoundError
 from ragtune.index.base import Store, StoreBusyError
 from ragtune.index.lock import OwnerLock
+from ragtune.types import Scope
 
 if TYPE_CHECKING:
     from ragtune.models.embedder import Embedder
@@ -62,6 +63,7 @@ class Collection:
         self._manifest: Manifest | None = None
         self._embedder: Embedder | None = None
         self.index_versions = IndexVersions(directory / "index")
+        self.data_tokens: tuple[str, ...] | None = None  # set by scoped(): what training may read
 
     def at_version(self, version: str) -> "Collection":
         """Another handle on this collection bound to index ``version`` (close it when done)."""
@@ -258,14 +260,43 @@ class Collection:
             )
         return self._store
 
+    def scoped(self, tokens: Sequence[str]) -> "Collection":
+        """A handle on the same index whose :meth:`chunks` and :meth:`acl_tokens` cover only the
+        chunks a reader holding ``tokens`` may see: what synthetic data and training read, so a
+        model trained for one scope (``("public",)`` by default) never learns another's text.
+        Searches keep the store's ACL filter: jobs search as ``ServicePrincipal(acl_tokens())``."""
+        view = Collection(self.dir, self.pipeline.model_copy(deep=True), self.version)
+        view._store, view._borrowed_store = self.store, True
+        view._embedder = self._embedder
+        view.data_tokens = tuple(tokens)
+        return view
+
     def acl_tokens(self) -> builtins.list[str]:
-        """Every ACL token used by a stored chunk (what a ServicePrincipal needs to see them all)."""
-        return sorted({t for p in self.store.scroll_payloads(["acl"]) for t in p.get("acl", [])})
+        """Every ACL token used by a stored chunk (what a ServicePrincipal needs to see them all);
+        on a :meth:`scoped` handle, only the scope's."""
+        used = {t for p in self.store.scroll_payloads(["acl"]) for t in p.get("acl", [])}
+        return sorted(used & set(self.data_tokens) if self.data_tokens is not None else used)
 
     def chunks(self) -> builtins.list[dict[str, Any]]:
-        """Every stored chunk: point_id, chunk_id, doc_id, title, text, search_text (the embedded text)."""
-        fields = ["chunk_id", "doc_id", "title", "text", "search_text"]
-        return sorted(self.store.scroll_payloads(fields), key=lambda c: c.get("chunk_id", ""))
+        """Every stored chunk (a :meth:`scoped` handle's: those its tokens may read): point_id,
+        chunk_id, doc_id, title, text, search_text (the embedded text), acl."""
+        fields = ["chunk_id", "doc_id", "title", "text", "search_text", "acl"]
+        chunks = self.store.scroll_payloads(fields)
+        if self.data_tokens is not None:
+            allowed = set(self.data_tokens)
+            chunks = [c for c in chunks if allowed & set(c.get("acl", []))]
+        return sorted(chunks, key=lambda c: c.get("chunk_id", ""))
+
+    def readable_by_all_readers(self, scope: Scope) -> bool:
+        """Whether a model trained within ``scope`` may serve every reader of this collection (the
+        live embedder, reranker and reader answer all of them): true for public training text,
+        or when everything here is readable only by principals the scope allows."""
+        used = {t for p in self.store.scroll_payloads(["acl"]) for t in p.get("acl", [])}
+        return scope.allows_everyone_in(used)
+
+    def data_scope(self) -> Scope:
+        """The :class:`~ragtune.types.Scope` of what :meth:`chunks` returns."""
+        return Scope.of(c.get("acl", []) for c in self.chunks())
 
     def stats(self) -> dict[str, Any]:
         """Completeness and freshness: manifest totals plus the last ingest run."""

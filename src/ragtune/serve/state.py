@@ -16,7 +16,16 @@ from ragtune.errors import NotFoundError
 from ragtune.feedback import FeedbackStore
 from ragtune.serve.engines import BatchingEmbedder, GeneratorPool
 from ragtune.serve.jobs import Job, JobQueue
-from ragtune.serve.keys import KeyStore
+from ragtune.serve.keys import KeyInfo, KeyStore
+from ragtune.types import Scope
+
+
+def may_use(meta: dict, who: KeyInfo) -> bool:
+    """Whether ``who`` may use a trained artefact: admins always; others when it recorded a scope
+    (the ACLs of its training text) that lets them read all of it. No scope recorded (trained
+    before scopes, or on data of unknown origin): admins only."""
+    scope = Scope.from_list(meta.get("scope"))
+    return who.is_admin or (scope is not None and scope.allows(who.principal))
 
 
 class ModelNotFoundError(NotFoundError):
@@ -108,14 +117,16 @@ class ServerState:
         return self.home / "uploads" / name
 
     # -- jobs ----------------------------------------------------------------------------------
-    def adapter_for(self, base: str, model: str) -> str | None:
-        """None for the base model itself, the adapter name for a registered adapter; a 404
-        ApiError otherwise (a request never names a folder on this server)."""
+    def adapter_for(self, base: str, model: str, who: KeyInfo) -> str | None:
+        """None for the base model itself, the adapter name for a registered adapter the caller
+        may use; ModelNotFoundError otherwise (a request never names a folder on this server, and
+        an adapter trained on text the caller may not read looks exactly like a missing one)."""
         from ragtune.models.adapters import AdapterRegistry
 
         if model in (base, base.split("/")[-1]):
             return None
-        if AdapterRegistry(self.home).exists(model):
+        registry = AdapterRegistry(self.home)
+        if registry.exists(model) and may_use(registry.get(model), who):
             return model
         raise ModelNotFoundError(f"model {model!r} not found; GET /v1/models lists base models and adapters")
 

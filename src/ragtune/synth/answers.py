@@ -34,6 +34,8 @@ from ragtune.models.generator import (
     generate_texts,
 )
 from ragtune.synth.queries import QueryGenConfig, _truncate, select_chunks
+from ragtune.synth.scope import write_scope
+from ragtune.types import Scope
 
 TEACHER_SYSTEM = ("You write reading-comprehension questions. For the passage, write one question a reader would ask "
                   "and its answer. The answer must be a short phrase copied word for word from the passage "
@@ -138,26 +140,37 @@ def synthesize_answers(collection: Collection, teacher: Generator, folder: str |
             out.flush()  # a stopped run keeps every finished chunk
             if on_progress:
                 on_progress("chunks", len(chunks) - len(todo) + start + len(part), len(chunks))
-    return write_squad(path, folder / "squad.json")
+    acl_of = {c["chunk_id"]: c.get("acl", []) for c in collection.chunks()}
+    return write_squad(path, folder / "squad.json", acl_of)
 
 
-def write_squad(triples_path: Path, out_path: Path) -> AnswerSynthReport:
-    """The kept triples as SQuAD v1.1 JSON, one article per document, one paragraph per chunk."""
+def write_squad(triples_path: Path, out_path: Path, acl_of: dict[str, list[str]] | None = None) -> AnswerSynthReport:
+    """The kept triples as SQuAD v1.1 JSON, one article per document, one paragraph per chunk.
+    With ``acl_of`` (chunk id → ACL tokens of the chunks this run may use), only those chunks'
+    triples are written (an earlier run may have had a wider scope) and ``<stem>.scope.json``
+    records their :class:`~ragtune.types.Scope`."""
     report = AnswerSynthReport()
+    used: list[list[str]] = []
     articles: dict[str, dict] = {}
     for line in triples_path.read_text().splitlines():
         if not line.strip():
             continue
         t = json.loads(line)
+        if acl_of is not None and t["chunk_id"] not in acl_of:
+            continue
         report.chunks += 1
         if t["dropped"]:
             report.dropped[t["dropped"]] = report.dropped.get(t["dropped"], 0) + 1
             continue
         report.kept += 1
+        if acl_of is not None:
+            used.append(acl_of[t["chunk_id"]])
         article = articles.setdefault(t["doc_id"], {"title": t["title"] or t["doc_id"], "paragraphs": []})
         article["paragraphs"].append({"context": t["context"], "document_id": t["doc_id"], "qas": [
             {"id": t["chunk_id"], "question": t["question"],
              "answers": [{"text": t["answer"], "answer_start": t["answer_start"]}]}]})
     out_path.write_text(json.dumps({"version": "1.1", "source": "ragtune synth answers",
                                     "data": list(articles.values())}, indent=1))
+    if acl_of is not None:
+        write_scope(out_path, Scope.of(used))
     return report

@@ -26,6 +26,8 @@ from ragtune.collection import Collection
 from ragtune.data import beir
 from ragtune.data.squad import QAExample, save_squad
 from ragtune.errors import MissingInputError
+from ragtune.synth.scope import write_scope
+from ragtune.types import Scope
 
 
 def reader_answers(collection: Collection, folder: str | Path, reader: Reader, out_path: str | Path,
@@ -53,4 +55,6 @@ def reader_answers(collection: Collection, folder: str | Path, reader: Reader, o
         if on_progress:
             on_progress("questions answered", n, len(queries))
     save_squad(kept, out_path)
+    # Whose text the answers are: the chunks they were read from (a scoped handle offers only its own).
+    write_scope(Path(out_path), Scope.of(chunks[queries[ex.id]["metadata"]["chunk_id"]].get("acl", []) for ex in kept))
     return {"questions": len(queries), "kept": len(kept)}

@@ -38,9 +38,11 @@ def result_fields(result: TrainResult) -> dict[str, Any]:
 def _new_version(home: str | Path | None, kind: str, collection: Collection,
                  train: Callable[[Path], TrainResult], **describe: Any) -> Published:
     registry = ModelRegistry(home, kind, collection.name)
+    # A scoped handle (Collection.scoped) trained on part of the collection: record whose text it is.
+    scope = collection.data_scope().to_list() if collection.data_tokens is not None else None
     with registry.new_version() as (version, out):
         result = train(out)
-        registry.describe(out, **describe, **result_fields(result))
+        registry.describe(out, **describe, scope=scope, **result_fields(result))
     return registry.get(version), result
 
 

@@ -302,7 +302,7 @@ def ask(name: str, body: AskIn, srv: State, who: Caller):
     if not body.question.strip():
         raise ApiError(400, "invalid_request", "question is empty")
     base = srv.handle(name).collection.pipeline.generator.model
-    adapter = srv.adapter_for(base, body.adapter) if body.adapter else None
+    adapter = srv.adapter_for(base, body.adapter, who) if body.adapter else None
     ans = answerer(srv, name, adapter)
     model = adapter or base
     if not body.stream:

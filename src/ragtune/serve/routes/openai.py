@@ -90,7 +90,7 @@ def chat_completions(body: ChatIn, srv: State, who: Caller):
     if body.collection:
         return _rag_chat(body, srv, who, created)
     base = srv.default_pipeline.generator
-    generator = srv.generators.get(base, srv.adapter_for(base.model, body.model))
+    generator = srv.generators.get(base, srv.adapter_for(base.model, body.model, who))
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     config = _gen_config(body, srv.config.max_completion_tokens)
     cid = f"chatcmpl-{time.time_ns():x}"
@@ -122,7 +122,7 @@ def _rag_chat(body: ChatIn, srv: State, who, created: int):
         raise ApiError(400, "invalid_request", "a RAG chat needs a user message with the question")
     assert body.collection is not None  # the caller routes only collection chats here
     pipeline = srv.handle(body.collection).collection.pipeline
-    adapter = srv.adapter_for(pipeline.generator.model, body.model)
+    adapter = srv.adapter_for(pipeline.generator.model, body.model, who)
     ans = answerer(srv, body.collection, adapter)
     if not body.stream:
         answer = ans.ask(question, who.principal, k=body.k)
@@ -192,11 +192,14 @@ def embeddings(body: EmbeddingsIn, srv: State, who: Caller) -> dict:
 @router.get("/models")
 def models(srv: State, who: Caller) -> dict:
     from ragtune.models.adapters import AdapterRegistry
+    from ragtune.serve.state import may_use
 
     gen, emb = srv.default_pipeline.generator, srv.default_pipeline.embedder
     data = [{"id": gen.model, "object": "model", "created": 0, "owned_by": "ragtune", "kind": "generator"},
             {"id": emb.model, "object": "model", "created": 0, "owned_by": "ragtune", "kind": "embedding"}]
     for meta in AdapterRegistry(srv.home).list():
+        if not may_use(meta, who):  # an adapter the key may not use is not listed either
+            continue
         data.append({"id": meta["name"], "object": "model", "created": _epoch(meta.get("created")), "owned_by": "ragtune",
                      "kind": "adapter", "parent": meta.get("base"), "method": meta.get("method")})
     return {"object": "list", "data": data, "loaded": srv.generators.loaded()}
