@@ -187,7 +187,7 @@ def write_results(args, runs: dict, leak: dict) -> None:
                       [[op, *[r["cases"].get(op, 0) for r in runs.values()]] for op in operations])
     totals = table(["key", "cases", "responses by class", "5xx", "check failures", "seconds", "schemathesis says"],
                    [[w, r["cases_total"], json.dumps(r["responses_by_class"]), r["server_errors"],
-                     json.dumps(r["failures"]) or "{}", r["seconds"], r["summary"]] for w, r in runs.items()])
+                     json.dumps(r["failures"]) or "{}", f"{r['seconds']:.1f}", r["summary"]] for w, r in runs.items()])
     canary_rows = table(["route", "requests", "canaries in replies"],
                         [[route, n, leak["leaks"].get(route, 0)] for route, n in leak["asked"].items()])
     write_report(args.report, "Security: the API under schemathesis, and canaries of restricted text", f"""
@@ -213,8 +213,10 @@ counted). The hr key found them for {leak['insider_found']} of the {leak['questi
 
 {canary_rows}
 
-Not covered yet: chat with an adapter trained on restricted text and the embeddings of a
-restricted-trained embedder (ACL-scoped adaptation is still open in issue 20).
+Not in this run: an adapter or embedder actually trained on the canaries. What keeps them away
+from an outsider is the scope gate (an adapter is listed and served only to principals who may read
+all of its training text; `adapt` trains on public text unless told and keeps a narrower-scoped
+embedder a shadow), tested in `tests/test_serve.py` and `tests/test_security.py`.
 """)
 
 
