@@ -169,6 +169,13 @@ async def _stage(request: Request, srv: ServerState, folder: Path) -> tuple[dict
     return acl, paths, record_acls
 
 
+def close_stream(pieces) -> None:
+    """Close a generator-backed stream (its ``finally`` stops the generation); plain iterators have nothing to close."""
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()
+
+
 def public_job(job) -> dict:
     out = job.to_dict()
     out["files"] = [Path(f).name for f in out["files"]]  # not the server's paths
@@ -323,7 +330,7 @@ def ask(name: str, body: AskIn, srv: State, who: Caller):
                 else:
                     yield sse("token", {"text": piece})
         finally:
-            pieces.close()  # a client that went away stops the generation
+            close_stream(pieces)  # a client that went away stops the generation
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragtune.serve.auth import ApiError, Caller, State
-from ragtune.serve.routes.collections import answerer, chain_first, record
+from ragtune.serve.routes.collections import answerer, chain_first, close_stream, record
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -109,7 +109,7 @@ def chat_completions(body: ChatIn, srv: State, who: Caller):
             yield _chunk(cid, created, body.model, {}, "stop")
             yield "data: [DONE]\n\n"
         finally:
-            pieces.close()  # a client that went away stops the generation (and frees the model's gate)
+            close_stream(pieces)  # a client that went away stops the generation (and frees the model's gate)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -146,7 +146,7 @@ def _rag_chat(body: ChatIn, srv: State, who, created: int):
                     started = True
             yield "data: [DONE]\n\n"
         finally:
-            pieces.close()
+            close_stream(pieces)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
