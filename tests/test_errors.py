@@ -51,7 +51,11 @@ def test_server_answers_user_errors_with_their_status_and_bugs_with_a_logged_500
     from fastapi.testclient import TestClient
 
     from ragtune.serve.app import create_app
+    from ragtune.serve.keys import KeyStore
 
+    store = KeyStore(home)
+    key = store.create("root", role="admin")[0]
+    store.close()
     app = create_app(home)
 
     def user_error():
@@ -62,7 +66,8 @@ def test_server_answers_user_errors_with_their_status_and_bugs_with_a_logged_500
 
     app.add_api_route("/test/user-error", user_error)
     app.add_api_route("/test/bug", bug)
-    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR, "ragtune.serve"):
+    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {key}"}) as client, \
+            caplog.at_level(logging.ERROR, "ragtune.serve"):
         r = client.get("/test/user-error")
         assert r.status_code == 409
         assert r.json() == {"error": {"message": "index version v3 is not ready", "type": "conflict", "code": 409}}
