@@ -64,6 +64,7 @@ class Collection:
         self._embedder: Embedder | None = None
         self.index_versions = IndexVersions(directory / "index")
         self.data_tokens: tuple[str, ...] | None = None  # set by scoped(): what training may read
+        self._store_owner: Collection | None = None  # scoped(): the handle whose store this one uses
 
     def at_version(self, version: str) -> "Collection":
         """Another handle on this collection bound to index ``version`` (close it when done)."""
@@ -252,6 +253,10 @@ class Collection:
 
     @property
     def store(self) -> Store:
+        if self._store is None and self._store_owner is not None:
+            # A scoped view opens nothing itself: the first use opens (and keeps) the owner's store,
+            # so a view nobody searches costs no store lock (torchrun ranks each make one).
+            return self._store_owner.store
         if self._store is None:
             from ragtune.index import open_store
 
@@ -266,7 +271,7 @@ class Collection:
         model trained for one scope (``("public",)`` by default) never learns another's text.
         Searches keep the store's ACL filter: jobs search as ``ServicePrincipal(acl_tokens())``."""
         view = Collection(self.dir, self.pipeline.model_copy(deep=True), self.version)
-        view._store, view._borrowed_store = self.store, True
+        view._store_owner = self
         view._embedder = self._embedder
         view.data_tokens = tuple(tokens)
         return view
