@@ -276,3 +276,17 @@ def test_synthetic_answers_keep_only_in_scope_chunks_and_record_the_scope(tmp_pa
     assert report.kept == 1 and "hr#0" not in (tmp_path / "squad.json").read_text()
     scope = read_scope(tmp_path / "squad.json")
     assert scope.public and scope.allows(Principal())
+
+
+def test_restricted_training_contexts_are_indexed_for_their_readers_only(home, make_tiny_collection):
+    from ragtune.data.squad import QAExample
+    from ragtune.ingest.datasets import index_contexts
+    from ragtune.retrieve import Searcher
+    from ragtune.types import Acl, Principal
+
+    coll = make_tiny_collection()
+    ex = QAExample("q1", "What is the code?", "The settlement code is ZEBRA-QUARTZ-7781.", ["ZEBRA-QUARTZ-7781"], [23],
+                   title="case", article_id="case", paragraph_index=0)
+    index_contexts(coll, [ex], "hr-data", home, acl=Acl(groups=("hr",)))
+    assert not Searcher(coll).search("settlement code", Principal(groups=("eng",)), mode="bm25", k=5)
+    assert Searcher(coll).search("settlement code", Principal(groups=("hr",)), mode="bm25", k=5)

@@ -144,6 +144,21 @@ class Scope:
     def public(self) -> bool:
         return all(PUBLIC_TOKEN in acl for acl in self.acls)
 
+    def readers_acl(self) -> "Acl | None":
+        """An ACL that lets in only principals inside the scope (text derived from the training
+        data, indexed somewhere, gets it): public for public data, else the users and groups
+        every ACL of the scope names; None when no one token is in all of them.
+
+        >>> Scope.of([["group:hr"], ["group:hr", "user:ann"]]).readers_acl().tokens()
+        ['group:hr']
+        """
+        if self.public:
+            return Acl(public=True)
+        common = set.intersection(*(set(a) for a in self.acls)) if self.acls else set()
+        users = tuple(sorted(t[5:] for t in common if t.startswith("user:")))
+        groups = tuple(sorted(t[6:] for t in common if t.startswith("group:")))
+        return Acl(users=users, groups=groups) if users or groups else None
+
     def to_list(self) -> list[list[str]]:
         return [list(a) for a in self.acls]
 

@@ -191,7 +191,9 @@ def generator(
     file_scope = read_scope(data) or (Scope.of([["public"]]) if public_data else None)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         base = base or coll.pipeline.generator.model
-        with coll.scoped(scope or ["public"]) as view:  # distractor passages come from here too
+        # Restricted data retrieves within its own readers' view (its contexts are indexed for them).
+        own = file_scope.readers_acl() if file_scope is not None and not file_scope.public else None
+        with coll.scoped(scope or (own.tokens() if own else ["public"])) as view:  # distractors come from here too
             train_rows, eval_rows, data_info = sft_rows_from_file(view, data, base, limit, eval_fraction,
                                                                   unanswerable_fraction, home, on_progress)
             # Served only to principals who may read the data file and every passage retrieval could show.

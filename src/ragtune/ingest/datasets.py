@@ -25,8 +25,8 @@ from ragtune.types import Acl
 
 
 def index_contexts(collection: Collection, examples: list[QAExample], name: str, home: str | Path | None = None,
-                   on_progress: Callable[[str, int, int], None] | None = None) -> IngestReport:
-    """Index each distinct context once, as a public document."""
+                   on_progress: Callable[[str, int, int], None] | None = None, acl: Acl | None = None) -> IngestReport:
+    """Index each distinct context once, as a public document (``acl``: restricted data's own)."""
     folder = ragtune_home(home) / "datasets" / name
     seen: set[str] = set()
     records = []
@@ -36,7 +36,7 @@ def index_contexts(collection: Collection, examples: list[QAExample], name: str,
             seen.add(doc_id)
             records.append(corpus_record(doc_id, ex.context, ex.title))
     write_corpus(folder, records)
-    report = ingest(collection, folder, Acl(public=True), on_progress)
+    report = ingest(collection, folder, acl or Acl(public=True), on_progress)
     if report.failed:
         raise InputError(f"{report.failed} contexts failed to index, e.g. {report.failures[0]}")
     return report

@@ -32,6 +32,7 @@ from ragtune.data.squad import QAExample
 from ragtune.data.text import ABSTAIN, normalize_answer
 from ragtune.errors import InputError, MissingInputError
 from ragtune.retrieve import Searcher
+from ragtune.synth.scope import read_scope
 from ragtune.types import HIT_FIELDS, Hit, ServicePrincipal
 
 
@@ -168,7 +169,13 @@ def sft_rows_from_file(collection: Collection, data: Path, base: str, limit: int
         return rows, [], {"examples": len(rows)}
     examples = sample(load_squad(data), limit)
     train, held = split_by_article(examples, eval_fraction) if eval_fraction > 0 else (examples, [])
-    index_contexts(collection, examples, data.stem, home, on_progress)
+    # Restricted data (its .scope.json says whose) is indexed for its own readers only, never public.
+    scope = read_scope(data)
+    acl = scope.readers_acl() if scope is not None else None
+    if scope is not None and acl is None:
+        raise InputError(f"{data}: its text comes from documents no single group or user may all read "
+                         f"(scope {scope.to_list()}); make the data with one --scope")
+    index_contexts(collection, examples, data.stem, home, on_progress, acl=acl)
     path = base_model_path(base, home)
     tokenizer = AutoTokenizer.from_pretrained(path)
     window = int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 2048))
