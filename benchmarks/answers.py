@@ -218,6 +218,8 @@ def main() -> None:
     ap.add_argument("--unanswerable", type=int, default=40)
     ap.add_argument("--synth-chunks", type=int, default=400)
     ap.add_argument("--continue-steps", type=int, default=-1, help="cap on reader-domain/-supervised steps (smoke runs)")
+    ap.add_argument("--skip-generator", action="store_true",
+                    help="leave out the SmolLM2 rows (about a minute per question on a loaded 2-core CPU)")
     ap.add_argument("--until", choices=["reader-squad"], help="stop after this step (the rest resumes later)")
     ap.add_argument("--cache", default="answers-home")
     ap.add_argument("--report", default="answers")
@@ -277,15 +279,16 @@ def main() -> None:
         config = AnswerConfig(mode="extractive", min_retrieval_confidence=threshold)
         records[name] = answer_records(step, coll, home, name, Answerer(coll, reader=reader, config=config,
                                                                          searcher=searcher), eval_set)
-    from ragtune.models.generator import make_generator
+    if not args.skip_generator:
+        from ragtune.models.generator import make_generator
 
-    raw = AnswerConfig(mode="generative", grounding="off", min_retrieval_confidence=threshold)
-    records["smollm2"] = answer_records(step, coll, home, "smollm2", Answerer(
-        coll, make_generator(coll.pipeline.generator, home), config=raw, searcher=searcher), eval_set)
-    records["smollm2-guarded"] = guarded(records["smollm2"], guard, guard_t, None)
-    best_reader = max(("reader-squad", "reader-domain"), key=lambda n: statistics.fmean(
-        s["F1"] for s in squad_scores[n].values()))  # chosen on SQuAD, not on COVID-QA
-    records["smollm2-guarded+reader"] = guarded(records["smollm2"], guard, guard_t, loaded[best_reader])
+        raw = AnswerConfig(mode="generative", grounding="off", min_retrieval_confidence=threshold)
+        records["smollm2"] = answer_records(step, coll, home, "smollm2", Answerer(
+            coll, make_generator(coll.pipeline.generator, home), config=raw, searcher=searcher), eval_set)
+        records["smollm2-guarded"] = guarded(records["smollm2"], guard, guard_t, None)
+        best_reader = max(("reader-squad", "reader-domain"), key=lambda n: statistics.fmean(
+            s["F1"] for s in squad_scores[n].values()))  # chosen on SQuAD, not on COVID-QA
+        records["smollm2-guarded+reader"] = guarded(records["smollm2"], guard, guard_t, loaded[best_reader])
 
     covid_rows = {name: qa_row(r, eval_set, judge, judge_t) for name, r in records.items()}
     base = {r["id"]: score_answer(r["prediction"], ex.answers)["f1"] for r, ex in zip(records["sentence-baseline"], eval_set)}
