@@ -279,8 +279,11 @@ class Collection:
     def acl_tokens(self) -> builtins.list[str]:
         """Every ACL token used by a stored chunk (what a ServicePrincipal needs to see them all);
         on a :meth:`scoped` handle, only the scope's."""
-        used = {t for p in self.store.scroll_payloads(["acl"]) for t in p.get("acl", [])}
+        used = self._used_tokens()
         return sorted(used & set(self.data_tokens) if self.data_tokens is not None else used)
+
+    def _used_tokens(self) -> set[str]:
+        return {t for p in self.store.scroll_payloads(["acl"]) for t in p.get("acl", [])}
 
     def chunks(self) -> builtins.list[dict[str, Any]]:
         """Every stored chunk (a :meth:`scoped` handle's: those its tokens may read): point_id,
@@ -296,8 +299,7 @@ class Collection:
         """Whether a model trained within ``scope`` may serve every reader of this collection (the
         live embedder, reranker and reader answer all of them): true for public training text,
         or when everything here is readable only by principals the scope allows."""
-        used = {t for p in self.store.scroll_payloads(["acl"]) for t in p.get("acl", [])}
-        return scope.allows_everyone_in(used)
+        return scope.allows_everyone_in(self._used_tokens())
 
     def data_scope(self) -> Scope:
         """The :class:`~ragtune.types.Scope` of what :meth:`chunks` returns."""
