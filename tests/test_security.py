@@ -252,6 +252,17 @@ def test_a_scoped_handle_gives_training_only_its_scopes_text(tmp_path, make_tiny
     assert coll.store.count() == 2  # the views borrowed the store and left it open
 
 
+def test_a_reader_trained_on_restricted_or_unknown_text_is_never_the_collections_reader(tmp_path, make_tiny_collection):
+    from ragtune.cli.train import reader_refusal
+    from ragtune.types import Scope
+
+    coll = _mixed(tmp_path, make_tiny_collection)
+    assert reader_refusal(coll, Scope.of([["public"]])) is None
+    assert "not every reader" in reader_refusal(coll, Scope.of([["group:hr"]]))
+    assert "unknown" in reader_refusal(coll, None)  # a file with no scope record, not declared public
+    assert reader_refusal(coll, Scope.of([["public"], ["group:hr"]])) is not None  # public + hr files together
+
+
 def test_adapt_refuses_a_scope_with_no_text(tmp_path, make_tiny_collection):
     from ragtune.adapt import AdaptConfig, adapt
     from ragtune.errors import InputError

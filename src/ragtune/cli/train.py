@@ -235,27 +235,37 @@ def reader(
     eval_every: Annotated[int, typer.Option(help="steps between held-out measurements (0: before and after only)")] = 0,
     checkpoint_dir: Annotated[Optional[Path], typer.Option(help="checkpoint here; re-run to resume")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="make it the collection's reader if it beats the current one")] = False,
+    public_data: Annotated[bool, typer.Option(
+        "--public-data", help="a --data file without a .scope.json (e.g. SQuAD) is public text")] = False,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Train the extractive reader (span prediction) into the collection's model registry, then
     gate it: on held-out articles it must beat the collection's current reader (the sentence
     baseline until one is applied) by a paired test on F1. With --apply a reader that passes
-    becomes the collection's reader; one that does not is kept in the registry, not used."""
+    becomes the collection's reader; one that does not is kept in the registry, not used.
+    The collection's reader answers every reader of the collection, so --apply also needs all
+    of them to be allowed the training text: a `synth answers` file records its scope, and any
+    other file counts as public only with --public-data."""
     from ragtune.answer.extractive import SpanReader, make_reader
     from ragtune.cli.common import fail, progress_bars
     from ragtune.collection import Collection
     from ragtune.data.squad import load_squad, sample, split_by_article
     from ragtune.evaluate.reader import reader_gate, reading_scores
     from ragtune.models.registry import ModelRegistry
+    from ragtune.synth.scope import read_scope
     from ragtune.train.publish import publish_reader
     from ragtune.train.reader import ReaderTrainConfig
+    from ragtune.types import Scope
 
     examples = []
     for path in data:
         if not path.is_file():
             fail(f"--data {path}: no such file")
         examples += sample(load_squad(path), limit)
+    scopes = [read_scope(p) or (Scope.of([["public"]]) if public_data else None) for p in data]
+    # Unknown provenance (a file with no scope record, not declared public): admins only.
+    scope = None if None in scopes else Scope.of([acl for s in scopes if s is not None for acl in s.acls])
     if len({ex.article_id for ex in examples}) < 2:
         fail("--data: need questions from at least two articles (one is held out to gate the reader)")
     train_ex, held = split_by_article(examples, eval_fraction)
@@ -264,16 +274,18 @@ def reader(
         current = make_reader(coll.pipeline.reader.model, coll.embedder, coll.pipeline.reader.device)
         meta, result = publish_reader(home, coll, train_ex, config, base, data=[str(p) for p in data],
                                       evaluate=(lambda r: reading_scores(r, held)) if eval_every else None,
-                                      checkpoint_dir=checkpoint_dir, on_progress=on_progress)
+                                      checkpoint_dir=checkpoint_dir, on_progress=on_progress,
+                                      scope=scope.to_list() if scope is not None else None)
         version, model_path = meta["version"], meta["path"]
         gate = reader_gate(SpanReader(model_path), current, held, null_margin=coll.pipeline.reader.null_margin)
         ModelRegistry(home, "reader", coll.name).update(version, gate=gate.to_dict())
-        applied = apply and gate.enable
+        refused = reader_refusal(coll, scope) if apply and gate.enable else None
+        applied = apply and gate.enable and refused is None
         if applied:
             coll.pipeline.reader.model = model_path
             coll.save_pipeline()
     if json_:
-        print_json({**meta, "gate": gate.to_dict(), "applied": applied})
+        print_json({**meta, "gate": gate.to_dict(), "applied": applied, **({"refused": refused} if refused else {})})
         return
     typer.echo(f"reader {version}: {len(train_ex)} questions → {result.metrics['windows']} windows, {result.steps} steps, "
                f"loss {result.train_loss:.4f}, {result.seconds:.0f}s → {model_path}")
@@ -282,10 +294,22 @@ def reader(
                + ("better" if gate.enable else "not better"))
     if applied:
         typer.echo("the collection now answers extractively with it")
+    elif refused:
+        typer.echo(f"not applied: {refused} (kept in the registry)")
     elif apply:
         typer.echo("not applied: it does not beat the current reader (kept in the registry: `ragtune models list`)")
     elif gate.enable:
         typer.echo(f"use it: re-run with --apply, or --set reader.model={model_path}")
+
+
+def reader_refusal(coll, scope) -> str | None:
+    """Why a reader trained within ``scope`` (None: unknown) may not become ``coll``'s reader,
+    which answers every principal; None when it may."""
+    if scope is None:
+        return "the training data's scope is unknown (no .scope.json; pass --public-data if it is public text)"
+    if not coll.readable_by_all_readers(scope):
+        return f"trained on text (scope {scope.to_list()}) not every reader of {coll.name!r} may read"
+    return None
 
 
 @app.command()

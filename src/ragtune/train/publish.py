@@ -36,10 +36,12 @@ def result_fields(result: TrainResult) -> dict[str, Any]:
 
 
 def _new_version(home: str | Path | None, kind: str, collection: Collection,
-                 train: Callable[[Path], TrainResult], **describe: Any) -> Published:
+                 train: Callable[[Path], TrainResult], scope: list[list[str]] | None = None,
+                 **describe: Any) -> Published:
     registry = ModelRegistry(home, kind, collection.name)
     # A scoped handle (Collection.scoped) trained on part of the collection: record whose text it is.
-    scope = collection.data_scope().to_list() if collection.data_tokens is not None else None
+    if scope is None and collection.data_tokens is not None:
+        scope = collection.data_scope().to_list()
     with registry.new_version() as (version, out):
         result = train(out)
         registry.describe(out, **describe, scope=scope, **result_fields(result))
@@ -68,15 +70,17 @@ def publish_reranker(home: str | Path | None, collection: Collection, rows: list
 
 def publish_reader(home: str | Path | None, collection: Collection, examples: list, config: ReaderTrainConfig,
                    base: str, data: list[str], evaluate: Callable | None = None, checkpoint_dir: Path | None = None,
-                   on_progress: Callable[[str, int, int], None] | None = None) -> Published:
+                   on_progress: Callable[[str, int, int], None] | None = None,
+                   scope: list[list[str]] | None = None) -> Published:
     """Train the extractive span reader into a new version of the collection's reader registry
-    (``evaluate`` / ``checkpoint_dir``: the learning curve and resuming, as ``train_reader``)."""
+    (``evaluate`` / ``checkpoint_dir``: the learning curve and resuming, as ``train_reader``;
+    ``scope``: whose text the training files hold, recorded on the version)."""
     from ragtune.train.reader import train_reader
 
     device = collection.pipeline.reader.device
     return _new_version(home, "reader", collection, lambda out: train_reader(
         base, examples, out, config, device, evaluate=evaluate, checkpoint_dir=checkpoint_dir, on_progress=on_progress),
-                        base=base, method="span-prediction", data=data, questions=len(examples),
+                        scope=scope, base=base, method="span-prediction", data=data, questions=len(examples),
                         hyperparameters=config.to_dict())
 
 
