@@ -28,7 +28,7 @@ def batch_tensors(tokenizer, examples):
     ids, labels = [], []
     for ex in examples:
         prompt = tokenizer.apply_chat_template(ex["prompt"], tokenize=True, add_generation_prompt=True)
-        prompt = prompt["input_ids"] if isinstance(prompt, dict) else list(prompt)
+        prompt = prompt["input_ids"] if hasattr(prompt, "keys") else list(prompt)  # a BatchEncoding in transformers 5
         completion = tokenizer(ex["completion"][0]["content"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
         ids.append(prompt + completion)
         labels.append([-100] * len(prompt) + completion)
