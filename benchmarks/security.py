@@ -5,8 +5,9 @@
    OpenAPI schema (examples, coverage and fuzzing phases; valid and invalid data) with a user key
    and then an admin key. Checks: no 5xx, responses that match the schema, declared content types.
 2. Canaries: unique strings planted in hr-only documents. An outsider's key (group eng) asks for
-   them every way the API answers: search, ask (extractive and generative), RAG chat, plain chat;
-   a canary in any reply is a leak.
+   them every way the API answers: search, ask (extractive and generative), RAG chat, plain chat,
+   chat and ask with a LoRA adapter really trained on the hr documents, embeddings, the model
+   list; a canary (or the adapter's name) in any reply is a leak.
 
 Run from the repo root:  .venv/bin/python benchmarks/security.py [--max-examples 10]
 """
@@ -118,12 +119,42 @@ def summarise(report: Path, stdout: str) -> dict:
             "responses_by_class": dict(statuses), "server_errors": statuses.get("5xx", 0), "summary": summary_line.strip()}
 
 
+ADAPTER = "hr-canaries"
+
+
+def train_canary_adapter(home: Path) -> dict:
+    """A real LoRA adapter trained on the hr documents (SQuAD-format, scope group:hr recorded as
+    `synth answers --scope group:hr` records it), through the CLI as a user would run it."""
+    from ragtune.collection import Collection
+    from ragtune.synth.scope import write_scope
+    from ragtune.types import Scope
+
+    data = home / "hr-canaries.json"
+    articles = [{"title": d["title"], "paragraphs": [{"context": d["text"], "qas": [{
+        "id": d["id"], "question": "What is the settlement code for the dispute?",
+        "answers": [{"text": c, "answer_start": d["text"].index(c)}]}]}]}
+        for d, c in zip(DOCS[2:], CANARIES)]
+    data.write_text(json.dumps({"version": "1.1", "data": articles}))
+    write_scope(data, Scope.of([["group:hr"]]))
+    Collection.create(home, "canary-src").close()
+    started = time.perf_counter()
+    run = subprocess.run([str(Path(sys.executable).parent / "ragtune"), "train", "generator", "-c", "canary-src",
+                          "--data", str(data), "--name", ADAPTER, "--max-steps", "2", "--batch-size", "2",
+                          "--eval-fraction", "0", "--home", str(home), "--json"], capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"training the canary adapter failed:\n{run.stdout}\n{run.stderr}")
+    meta = json.loads(run.stdout)
+    return {"name": ADAPTER, "scope": meta.get("scope"), "steps": meta.get("steps"),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def canaries(url: str, outsider: str, insider: str) -> dict:
     import httpx2 as httpx
 
     leaks: Counter[str] = Counter()
     asked: Counter[str] = Counter()
-    found_by_insider = 0
+    refused: Counter[str] = Counter()
+    found_by_insider = adapter_ok = 0
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {outsider}"}, timeout=300) as c, \
             httpx.Client(base_url=url, headers={"Authorization": f"Bearer {insider}"}, timeout=300) as hr:
         def check(route: str, response, question: str = "") -> None:
@@ -139,11 +170,25 @@ def canaries(url: str, outsider: str, insider: str) -> dict:
             check("chat plain", c.post("/v1/chat/completions", json={"model": "SmolLM2-135M-Instruct",
                                                                        "messages": [{"role": "user", "content": q}]}), q)
             check("documents", c.get("/v1/collections/fz/documents/hr-0"))
+            for rag in (None, "fz"):  # the adapter trained on the canaries, asked directly and over RAG
+                chat = {"model": ADAPTER, "max_tokens": 8, "messages": [{"role": "user", "content": q}],
+                        **({"collection": rag} if rag else {})}
+                r = c.post("/v1/chat/completions", json=chat)
+                check(f"chat {'rag ' if rag else ''}model={ADAPTER}", r, q)
+                refused[f"chat {'rag ' if rag else ''}model={ADAPTER}"] += r.status_code == 404
+                adapter_ok += hr.post("/v1/chat/completions", json=chat).status_code == 200
+            r = c.post("/v1/collections/fz/ask", json={"question": q, "adapter": ADAPTER})
+            check(f"ask adapter={ADAPTER}", r, q)
+            refused[f"ask adapter={ADAPTER}"] += r.status_code == 404
+            check("embeddings", c.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": q}), q)
+            check("models", c.get("/v1/models"))
             # The same question from an hr key must find the canary: the test can see a leak.
             found_by_insider += any(canary in hr.post("/v1/collections/fz/search", json={"query": q, "k": 20}).text
                                     for canary in CANARIES)
+        listed = ADAPTER in c.get("/v1/models").text
     return {"asked": dict(asked), "leaks": dict(leaks), "leaks_total": sum(leaks.values()),
-            "insider_found": found_by_insider, "questions": len(QUESTIONS)}
+            "insider_found": found_by_insider, "questions": len(QUESTIONS), "adapter_refused_to_outsider": dict(refused),
+            "adapter_served_to_insider": adapter_ok, "adapter_listed_to_outsider": listed}
 
 
 def main() -> None:
@@ -160,6 +205,8 @@ def main() -> None:
     keys = {"admin": store.create("root", role="admin")[0], "user": store.create("erin", groups=["eng"])[0],
             "hr": store.create("hana", groups=["hr"])[0]}
     store.close()
+    adapter = train_canary_adapter(home)
+    print("canary adapter:", adapter)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server, thread = start_server(home, port)
@@ -168,7 +215,7 @@ def main() -> None:
             break
         time.sleep(0.1)
     setup(home, url, keys["admin"])
-    leak = canaries(url, keys["user"], keys["hr"])
+    leak = {**canaries(url, keys["user"], keys["hr"]), "adapter": adapter}
     print("canaries:", leak)
     # The admin run gets its own collection: the fuzzer may delete or reconfigure it.
     runs = {who: fuzz(url, keys[who], who, coll, home, args) for who, coll in (("user", "fz"), ("admin", "fz-admin"))}
@@ -213,10 +260,13 @@ counted). The hr key found them for {leak['insider_found']} of the {leak['questi
 
 {canary_rows}
 
-Not in this run: an adapter or embedder actually trained on the canaries. What keeps them away
-from an outsider is the scope gate (an adapter is listed and served only to principals who may read
-all of its training text; `adapt` trains on public text unless told and keeps a narrower-scoped
-embedder a shadow), tested in `tests/test_serve.py` and `tests/test_security.py`.
+The adapter `{leak['adapter']['name']}` is a real LoRA trained on the hr documents ({leak['adapter']['steps']} steps,
+{leak['adapter']['seconds']:.0f} s; recorded scope {leak['adapter']['scope']}). The eng key was refused it (404, as if it did
+not exist) {sum(leak['adapter_refused_to_outsider'].values())} of {3 * leak['questions']} times; the hr key was served it
+{leak['adapter_served_to_insider']} of {2 * leak['questions']} times; listed (or shown as loaded) to the eng key: {leak['adapter_listed_to_outsider']}.
+The embeddings endpoint embeds with the server's own embedder only, never a collection's trained one.
+Not in this run: an *embedder* trained on the canaries (`adapt --scope group:hr` keeps it a shadow
+of the collection, tested in `tests/test_security.py`).
 """)
 
 

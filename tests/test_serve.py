@@ -335,6 +335,8 @@ def test_an_adapter_serves_only_principals_inside_its_training_scope(server):
         assert r.status_code == 404
         assert fin.post("/v1/chat/completions", json=chat).status_code == 200
         assert adm.post("/v1/chat/completions", json=chat).status_code == 200
+        assert "finance-lora" in fin.get("/v1/models").json()["loaded"]
+        assert "finance-lora" not in eng.get("/v1/models").text  # nor among the loaded models
 
 
 @pytest.mark.slow  # a real server process

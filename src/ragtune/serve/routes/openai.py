@@ -202,7 +202,8 @@ def models(srv: State, who: Caller) -> dict:
             continue
         data.append({"id": meta["name"], "object": "model", "created": _epoch(meta.get("created")), "owned_by": "ragtune",
                      "kind": "adapter", "parent": meta.get("base"), "method": meta.get("method")})
-    return {"object": "list", "data": data, "loaded": srv.generators.loaded()}
+    listed = {d["id"] for d in data}  # a model another key loaded is no more visible than its listing
+    return {"object": "list", "data": data, "loaded": [m for m in srv.generators.loaded() if m in listed]}
 
 
 def _epoch(created: str | None) -> int:
