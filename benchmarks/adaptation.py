@@ -57,13 +57,14 @@ SYSTEMS = ["base-dense", "base-hybrid", "rerank", "mnrl-dense", "distill-ce-dens
 STAGE1 = CACHE / "reranker" / "stage1" / "model"  # benchmarks/reranker.py's stage 1, when it has finished
 
 
-def evaluate(step: Steps, coll: Collection, version: str, ds, mode: str, reranker: str | None = None):
+def evaluate(step: Steps, coll: Collection, version: str, ds, mode: str, reranker: str | None = None,
+             depth: int = RERANK_DEPTH):
     def run_row():
         handle = coll.at_version(version)
         try:
             if reranker:
                 handle.pipeline.reranker.model = reranker
-                handle.pipeline.reranker.depth = RERANK_DEPTH
+                handle.pipeline.reranker.depth = depth
             searcher = Searcher(handle)
             run = {q: doc_run(searcher.search(text, Principal(), mode=mode, k=300, with_ranks=False), 100)
                    for q, text in ds.queries.items()}
@@ -179,7 +180,7 @@ def reranker_for(step: Steps, home: Path, coll: Collection, folder: Path, args) 
 
     path = step(f"{coll.name}: reranker stage 2 (synthetic)", stage2)
     gate = step(f"{coll.name}: rerank gate (synthetic dev)",
-                lambda: rerank_gate(coll, folder, path, RERANK_DEPTH, on_progress=progress).to_dict())
+                lambda: rerank_gate(coll, folder, path, args.rerank_depth, on_progress=progress).to_dict())
     return {"path": path, "gate": gate}
 
 
@@ -224,7 +225,7 @@ def run_corpus(step: Steps, home: Path, name: str, generator, args) -> dict:
             "best-hybrid": (trained[best]["version"], "hybrid", None), "best-full": (trained[best]["version"], "hybrid", rr["path"])}
     scores, pq = {}, {}
     for system, (version, mode, reranker) in rows.items():
-        scores[system], pq[system] = evaluate(step, coll, version, ds, mode, reranker)
+        scores[system], pq[system] = evaluate(step, coll, version, ds, mode, reranker, args.rerank_depth)
     vs = {s: compare_paired(pq["base-hybrid"], pq[s]) for s in rows if s != "base-hybrid"}
     coll.close()
     return {"queries": len(ds.queries), "best": best, "reranker": rr, "embedders": trained, "scores": scores,
@@ -240,6 +241,8 @@ def section(name: str, r: dict) -> str:
            for s, e in r["embedders"].items()]
     return f"""
 ## {name} ({r['queries']} test queries)
+
+Settings: `{json.dumps(r.get('settings', {}))}`
 
 {table(["system", *MEASURES, "Δ nDCG@10 vs base-hybrid", "p"], rows)}
 
@@ -261,6 +264,7 @@ def main() -> None:
     ap.add_argument("--own-stage1", action="store_true", help="train a stage-1 reranker here (smoke runs)")
     ap.add_argument("--stage2-steps", type=int, default=300)
     ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--rerank-depth", type=int, default=RERANK_DEPTH, help="fused chunks the reranker rescores")
     ap.add_argument("--docs", type=int, default=0, help="smoke test: a SciFact slice of this many abstracts")
     ap.add_argument("--cache", default="adapt-home")
     ap.add_argument("--report", default="adaptation")
@@ -270,15 +274,20 @@ def main() -> None:
     step = Steps(home)
     generator = question_writer(step, home, args)
     results = {name: run_corpus(step, home, name, generator, args) for name in args.corpora.split(",")}
+    for r in results.values():
+        r["settings"] = {k: v for k, v in vars(args).items() if k not in ("corpora", "cache", "report")}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.report}.json").write_text(json.dumps(
+    # A corpus measured in an earlier run (a session holds one corpus' run) keeps its figures.
+    path = RESULTS / f"{args.report}.json"
+    earlier = json.loads(path.read_text()).get("details", {}) if path.exists() else {}
+    results = {**{n: r for n, r in earlier.items() if n not in results}, **results}
+    path.write_text(json.dumps(
         {name: {s: {m: r["scores"][s][m] for m in ("nDCG@10", "R@100")} for s in SYSTEMS} for name, r in results.items()}
         | {"details": results}, indent=2, default=str))
     seconds = [[k, v["seconds"]] for k, v in step.log.items()]
     body = "".join(section(n, r) for n, r in results.items())
     write_report(args.report, "Label-free adaptation: reranker and distillation vs the base, SciFact and COVID-QA",
-                 body + "\n## Wall-clock per step (seconds, this machine)\n\n" + table(["step", "seconds"], seconds))
-
+                 body + "\n## Wall-clock per step (seconds, this machine, this run)\n\n" + table(["step", "seconds"], seconds))
 
 if __name__ == "__main__":
     main()

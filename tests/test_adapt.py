@@ -81,6 +81,24 @@ def test_each_query_kind_gets_its_prompt_and_its_rules(scifact, local_generator,
                 assert r["text"].endswith("?")
 
 
+def test_a_writer_wrapping_its_query_in_talk_about_the_passage_keeps_the_content():
+    from ragtune.synth.query_types import QUERY_TYPES
+
+    # Replies SmolLM2-135M really wrote for SciFact abstracts (prompted).
+    replies = {
+        "claim": ("The passage suggests that BMP signaling inhibits NODAL pathway activation. However, it does not "
+                  "provide evidence.", "BMP signaling inhibits NODAL pathway activation."),
+        "question": ("What does the passage suggest about the importance of PI3K in cancer?",
+                     "What is known about the importance of PI3K in cancer?"),
+        "keywords": ("The passage is about prion genetics", "prion genetics"),
+    }
+    for kind, (reply, expected) in replies.items():
+        query = QUERY_TYPES[kind].parse(reply)
+        assert query.lower() == expected.lower() and QUERY_TYPES[kind].malformed(query, "") is None, (kind, query)
+    for kind, reply in (("question", "What is the answer?"), ("claim", "This passage does not support a claim.")):
+        assert QUERY_TYPES[kind].malformed(QUERY_TYPES[kind].parse(reply), "") is not None  # nothing to keep
+
+
 def test_example_queries_steer_the_kind_and_length(scifact, local_generator, tmp_path):
     import statistics
 
