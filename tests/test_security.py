@@ -263,6 +263,28 @@ def test_a_reader_trained_on_restricted_or_unknown_text_is_never_the_collections
     assert reader_refusal(coll, Scope.of([["public"], ["group:hr"]])) is not None  # public + hr files together
 
 
+def test_an_index_embedded_by_a_model_trained_on_restricted_text_is_never_promoted(tmp_path, make_tiny_collection,
+                                                                                    tiny_embedder):
+    import json
+    import shutil
+
+    from ragtune.collection.shadow import build_shadow, promote
+    from ragtune.errors import StateError
+
+    coll = _mixed(tmp_path, make_tiny_collection)
+    built = {}
+    for who in ("hr", "public"):  # the registry's meta.json, as `ragtune train embedder` writes it
+        model = shutil.copytree(tiny_embedder, tmp_path / f"emb-{who}")
+        (model / "meta.json").write_text(json.dumps({"version": who, "scope": [["group:hr" if who == "hr" else "public"]]}))
+        built[who] = build_shadow(coll, str(model))
+    live = coll.live_version
+    with pytest.raises(StateError, match="not every reader"):
+        promote(coll, built["hr"])  # `ragtune models promote` goes through here too
+    assert coll.live_version == live
+    promote(coll, built["public"])
+    assert coll.live_version == built["public"]
+
+
 def test_adapt_refuses_a_scope_with_no_text(tmp_path, make_tiny_collection):
     from ragtune.adapt import AdaptConfig, adapt
     from ragtune.errors import InputError

@@ -15,14 +15,16 @@ Example:
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ragtune.collection.collection import Collection
 from ragtune.collection.versions import BUILDING, READY, VersionRecord
 from ragtune.errors import StateError
 from ragtune.index.base import Store, StoredChunk
-from ragtune.types import PAYLOAD_FIELDS
+from ragtune.types import PAYLOAD_FIELDS, Scope
 
 # What a copy of a version needs from each point: its payload and the BM25 text (a separate column).
 POINT_FIELDS: list[str] = [*PAYLOAD_FIELDS, "search_text"]
@@ -98,10 +100,24 @@ def promote(collection: Collection, version: str, reason: str = "") -> None:
         raise StateError(f"index version {version} is not ready (state {record.state}); build a new shadow")
     if version == versions.live:
         return
+    scope = trained_scope(record.embedder)
+    if scope is not None and not collection.readable_by_all_readers(scope):
+        raise StateError(f"index version {version}: its embedder was trained on text (scope {scope.to_list()}) not "
+                         f"every reader of {collection.name!r} may read; it stays a shadow (train on text they all "
+                         "may read: `ragtune adapt` without --scope)")
     replay_live(collection, version)
     collection.close()  # the handle was bound to the old version's store
     versions.promote(version, reason)
     _follow_live(collection)
+
+
+def trained_scope(embedder_model: str) -> Scope | None:
+    """Whose text a registry embedder was trained on (its ``meta.json``); None for a model that
+    recorded none (shipped, from the hub, or trained on the whole collection before scopes)."""
+    meta = Path(embedder_model) / "meta.json"
+    if not meta.is_file():
+        return None
+    return Scope.from_list(json.loads(meta.read_text()).get("scope"))
 
 
 def rollback(collection: Collection, reason: str = "") -> str:
