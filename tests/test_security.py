@@ -323,3 +323,20 @@ def test_restricted_training_contexts_are_indexed_for_their_readers_only(home, m
     index_contexts(coll, [ex], "hr-data", home, acl=Acl(groups=("hr",)))
     assert not Searcher(coll).search("settlement code", Principal(groups=("eng",)), mode="bm25", k=5)
     assert Searcher(coll).search("settlement code", Principal(groups=("hr",)), mode="bm25", k=5)
+
+
+def test_an_adapter_with_no_recorded_scope_can_be_given_one_and_a_scope_only_narrowed(home):
+    import json
+
+    from conftest import run_cli
+    from ragtune.models.adapters import AdapterRegistry
+
+    folder = AdapterRegistry(home).root / "legacy"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"name": "legacy", "base": "SmolLM2-135M-Instruct"}))
+    run_cli("adapters", "scope", "legacy", "--reader", "group:hr", "--reader", "group:eng", home=home)
+    assert AdapterRegistry(home).get("legacy")["scope"] == [["group:eng", "group:hr"]]
+    wider = run_cli("adapters", "scope", "legacy", "--reader", "public", home=home, check=False)
+    assert wider.returncode != 0 and "only narrowing" in wider.stderr + wider.stdout
+    run_cli("adapters", "scope", "legacy", "--reader", "group:hr", home=home)
+    assert AdapterRegistry(home).get("legacy")["scope"] == [["group:hr"]]

@@ -138,7 +138,18 @@ class Scope:
         """True when every principal that can read anything with these ACL tokens is inside the
         scope (what a model serving all of a collection's readers needs): each reader holds at
         least one such token, and ``allows`` only grows with more tokens."""
-        return all(self._allows({PUBLIC_TOKEN, t}) for t in {PUBLIC_TOKEN, *tokens})
+        return self.includes_holders_of({PUBLIC_TOKEN, *tokens})
+
+    def includes_holders_of(self, tokens) -> bool:
+        """True when every principal holding any one of ``tokens`` is inside the scope (an ACL of
+        these tokens is no wider than the scope).
+
+        >>> Scope.of([["group:eng", "group:hr"]]).includes_holders_of(["group:hr"])
+        True
+        >>> Scope.of([["group:hr"]]).includes_holders_of(["public"])
+        False
+        """
+        return all(self._allows({PUBLIC_TOKEN, t}) for t in tokens)
 
     @property
     def public(self) -> bool:

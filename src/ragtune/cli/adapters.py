@@ -7,7 +7,7 @@ import typer
 
 from ragtune.cli.common import HomeOpt, JsonOpt, print_json
 
-app = typer.Typer(help="Fine-tuned adapters of the local LLM: list, show, delete, merge.", no_args_is_help=True)
+app = typer.Typer(help="Fine-tuned adapters of the local LLM: list, show, scope, delete, merge.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -34,6 +34,30 @@ def show(name: Annotated[str, typer.Argument(help="adapter name")], home: HomeOp
     from ragtune.models.adapters import AdapterRegistry
 
     print_json(AdapterRegistry(home).get(name))
+
+
+@app.command()
+def scope(
+    name: Annotated[str, typer.Argument(help="adapter name")],
+    reader: Annotated[list[str], typer.Option("--reader", help="an ACL token allowed to use it (repeatable): "
+                                                                "public, group:hr, user:ana")],
+    home: HomeOpt = None,
+) -> None:
+    """Say who may use an adapter that recorded no scope (trained before scopes, or on a file of
+    unknown provenance: until then only admins may). A recorded scope can only be narrowed: a
+    wider one would serve text to principals who may not read it."""
+    from ragtune.cli.common import fail
+    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.types import Scope
+
+    registry = AdapterRegistry(home)
+    old = Scope.from_list(registry.get(name).get("scope"))
+    new = Scope.of([reader])
+    if old is not None and not old.includes_holders_of(reader):
+        fail(f"adapter {name!r} was trained on text scoped {old.to_list()}; {reader} would let in principals "
+             "outside it (only narrowing is allowed)")
+    registry.update(name, scope=new.to_list(), scope_set_by="ragtune adapters scope")
+    typer.echo(f"adapter {name}: usable by {', '.join(reader)} (and admins)")
 
 
 @app.command()
