@@ -129,6 +129,31 @@ def answer_records(step: Steps, coll: Collection, home: Path, name: str, answere
     return [json.loads(line) for line in (path / "answers.jsonl").read_text().splitlines()]
 
 
+def sentence_unit(records: list[dict]) -> list[dict]:
+    """The same reads with ``reader.answer_unit=sentence``: the sentence(s) around each span."""
+    return [{**r, "answer": " ".join(r["sentence"].split()), "prediction": " ".join(r["sentence"].split())}
+            if r.get("sentence") else r for r in records]
+
+
+def precision_agreement(reader_path: str, examples: list[QAExample]) -> dict[str, float]:
+    """bf16 autocast (the default where the CPU computes it) against float32: share of identical
+    spans, both F1s, and the read time of each (ms per question, gold context)."""
+    import time
+
+    out: dict[str, float] = {}
+    spans = {}
+    for precision in ("fp32", "bf16"):
+        reader = SpanReader(reader_path, precision=precision)
+        t = time.perf_counter()
+        spans[precision] = [reader.read(ex.question, [ex.context]) for ex in examples]
+        out[f"{precision}_ms"] = (time.perf_counter() - t) / len(examples) * 1000
+        out[f"{precision}_F1"] = statistics.fmean(score_answer(s.text if s else "", ex.answers)["f1"]
+                                                  for s, ex in zip(spans[precision], examples)) * 100
+    out["same_span"] = statistics.fmean((a.text if a else None) == (b.text if b else None)
+                                        for a, b in zip(spans["fp32"], spans["bf16"]))
+    return out
+
+
 def guarded(records: list[dict], scorer, threshold: float, reader) -> list[dict]:
     """The generator's answers through the grounding guard, recomputed from each record's own
     passages (the answers are generated once): unsupported sentences removed; none left → the
@@ -259,6 +284,8 @@ def main() -> None:
     squad_test = sample(squad["test"], args.squad_test)
     squad_scores = step("squad test: readers with gold context", lambda: {
         name: per_question(reader, squad_test) for name, reader in loaded.items()})
+    precision = step("squad test: reader-squad in bf16 vs fp32", lambda: precision_agreement(
+        squad_reader, squad_test[:100]))
 
     # COVID-QA held-out articles, retrieve-then-answer, + unanswerable questions (gold: abstain).
     eval_set = sample(covid_test, args.covid_answerable) + [
@@ -279,6 +306,8 @@ def main() -> None:
         config = AnswerConfig(mode="extractive", min_retrieval_confidence=threshold)
         records[name] = answer_records(step, coll, home, name, Answerer(coll, reader=reader, config=config,
                                                                          searcher=searcher), eval_set)
+    for name in [n for n, r in loaded.items() if isinstance(r, SpanReader)]:
+        records[f"{name} (sentence)"] = sentence_unit(records[name])
     if not args.skip_generator:
         from ragtune.models.generator import make_generator
 
@@ -301,15 +330,15 @@ def main() -> None:
                                      {q: s["F1"] for q, s in per.items()})
                 for name, per in squad_scores.items() if name != "sentence-baseline"}
     write_results(args, step, covid_rows, vs, squad_rows, squad_vs, quality, guard_name, judge_name, threshold,
-                  len(eval_set), len(squad_test))
+                  len(eval_set), len(squad_test), precision)
 
 
 def write_results(args, step: Steps, covid_rows, vs, squad_rows, squad_vs, quality, guard_name, judge_name,
-                  threshold, n_covid, n_squad) -> None:
+                  threshold, n_covid, n_squad, precision) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.report}.json").write_text(json.dumps({
         "covidqa": covid_rows, "squad_heldout": squad_rows, "grounding_scorers": quality, "guard": guard_name,
-        "judge": judge_name, "abstention_threshold": threshold,
+        "judge": judge_name, "abstention_threshold": threshold, "reader_precision": precision,
         "covidqa_vs_sentence_baseline": {n: {"delta_f1": c.delta, "p_value": c.p_value} for n, c in vs.items()},
         "squad_vs_sentence_baseline": {n: {"delta_f1": c.delta, "p_value": c.p_value} for n, c in squad_vs.items()},
         "steps": {k: v["seconds"] for k, v in step.log.items()}}, indent=2, default=str))
@@ -333,12 +362,19 @@ def write_results(args, step: Steps, covid_rows, vs, squad_rows, squad_vs, quali
 Same questions for every row; the label-free abstention threshold ({threshold:.4f}) applies to all. EM / F1 in
 points over all questions (an unanswerable one scores only for an abstention); unsupported rate: answers with a
 sentence the passages do not support, judged by the `{judge_name}` scorer (the guard uses `{guard_name}`).
+A row "R (sentence)" is R's own reads answered with the sentence around each span (`reader.answer_unit=sentence`).
 
 {covid_table}
 
 ## SQuAD held-out articles, gold context ({n_squad} questions)
 
 {squad_table}
+
+## reader-squad in bf16 autocast vs float32 (100 SQuAD held-out questions, gold context)
+
+Training and reading use bf16 autocast where the CPU computes it natively (`precision=auto`).
+Same span {precision["same_span"]:.0%} of the time; F1 {precision["fp32_F1"]:.1f} (fp32) vs {precision["bf16_F1"]:.1f} (bf16);
+{precision["fp32_ms"]:.0f} vs {precision["bf16_ms"]:.0f} ms per question.
 
 ## Grounding scorers (SQuAD dev: a question restated with its answer vs with another's answer, and off-topic statements)
 

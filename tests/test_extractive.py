@@ -111,3 +111,41 @@ def test_ask_cli_extractive_json(handbook, home):
     data = json.loads(out.stdout)
     assert data["text"] == "Unused days expire in March." and data["span"]["passage"] == 1
     assert data["citations"][0]["doc_id"] == "hb/leave.md"
+
+
+def test_a_trained_reader_brings_its_own_span_cap(tiny_qa_model, tmp_path):
+    """The span cap comes from the answers the reader trained on: a fixed 30 tokens cut off a quarter
+    of COVID-QA's answers. A model without the record (a hub model) keeps the floor."""
+    import json
+    import shutil
+
+    from ragtune.answer.extractive import READER_META
+    from ragtune.data.squad import QAExample
+    from ragtune.train.reader import answer_tokens_p99
+
+    assert SpanReader(tiny_qa_model).max_answer_tokens == 30
+    long_answers = [QAExample(str(i), "Why?", "x", [" ".join(["word"] * (40 + i))], [0]) for i in range(100)]
+    tokenizer = SpanReader(tiny_qa_model).tokenizer
+    assert answer_tokens_p99(tokenizer, long_answers) == 139  # 99th of 40..139 "word" tokens
+    folder = tmp_path / "reader"
+    shutil.copytree(tiny_qa_model, folder)
+    (folder / READER_META).write_text(json.dumps({"answer_tokens_p99": 90}))
+    assert SpanReader(folder).max_answer_tokens == 90
+    assert SpanReader(folder, max_answer_tokens=12).max_answer_tokens == 12  # the config still wins
+    (folder / READER_META).write_text(json.dumps({"answer_tokens_p99": 4}))
+    assert SpanReader(folder).max_answer_tokens == 30
+
+
+def test_answer_unit_sentence_answers_with_the_sentence_around_the_span(tiny_handbook, tiny_qa_model):
+    tiny_handbook.pipeline.answer.mode = "extractive"
+    reader = SpanReader(tiny_qa_model)
+    span_answer = Answerer(tiny_handbook, reader=reader).ask("How often are laptops replaced?", STAFF)
+    tiny_handbook.pipeline.reader.answer_unit = "sentence"
+    try:
+        sentence_answer = Answerer(tiny_handbook, reader=reader).ask("How often are laptops replaced?", STAFF)
+    finally:
+        tiny_handbook.pipeline.reader.answer_unit = "span"
+    span = sentence_answer.span
+    assert span is not None and sentence_answer.text == " ".join(span.sentence.split())
+    assert " ".join(span.text.split()) in sentence_answer.text and span_answer.text == " ".join(span.text.split())
+    assert len(sentence_answer.text) >= len(span_answer.text) and sentence_answer.citations

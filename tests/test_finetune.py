@@ -212,6 +212,8 @@ def test_reader_training_learns_spans_on_held_out_articles_and_resumes(tmp_path)
     result = train_reader("all-MiniLM-L6-v2", train, tmp_path / "reader", config,
                           evaluate=lambda reader: reading_scores(reader, held), checkpoint_dir=ckpt)
     assert result.metrics["answer_windows"] >= len(train) * 0.9
+    # the span cap it will read with: its training answers' length (short here), at least 30 tokens
+    assert json.loads((tmp_path / "reader" / "ragtune-reader.json").read_text())["answer_tokens_p99"] == 30
     assert len(result.metrics["curve"]) == 4 and result.metrics["curve"][-1]["step"] == 36
     # Questions about articles it never saw: better than the untrained head (a few steps only:
     # benchmarks/answers.py trains it to convergence).

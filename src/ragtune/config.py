@@ -142,7 +142,12 @@ class ReaderConfig(_Strict):
     model: str | None = Field(
         None, description="span-prediction (extractive QA) model id/path; None = the sentence baseline "
         "(the context sentence closest to the question under the collection's embedder)")
-    max_answer_tokens: int = Field(30, ge=1, description="longest span a span model may return")
+    max_answer_tokens: int | None = Field(
+        None, ge=1, description="longest span a span model may return; None = what the model was trained on "
+        "(the 99th percentile of its training answers, at least 30 tokens)")
+    answer_unit: Literal["span", "sentence"] = Field(
+        "span", description="span: the answer is the span the reader points at; sentence: the sentence(s) around "
+        "it (for domains whose answers are explanations rather than names and figures)")
     null_margin: float | None = Field(
         None, description="span model: abstain when its no-answer score beats the best span by more than "
         "this (for models trained with unanswerable questions); None = never")

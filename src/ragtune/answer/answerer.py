@@ -197,8 +197,9 @@ class Answerer:
             answer = self._finish(question, ABSTAIN, passages, hits, timings, {}, queries, "model")
             answer.span, answer.mode, answer.answered_by = span, "extractive", self.reader.name
             return answer
-        # The span is exact (offsets into the passage); the answer is it as prose (no hard wraps).
-        answer = self._finish(question, " ".join(span.text.split()), passages, hits, timings, {}, queries,
+        # The span is exact (offsets into the passage); the answer is it (or its sentence) as prose.
+        unit = span.sentence if self.collection.pipeline.reader.answer_unit == "sentence" and span.sentence else span.text
+        answer = self._finish(question, " ".join(unit.split()), passages, hits, timings, {}, queries,
                               cite=[span.passage])
         answer.span = span
         answer.mode, answer.answered_by = "extractive", self.reader.name

@@ -14,6 +14,11 @@ transformers 5 dropped its question-answering pipeline, so the span decoding (ov
 windows over long passages, best start/end pair within a length limit, the [CLS] "no answer"
 score) is written here.
 
+How long a span may be is the model's own: ``ragtune train reader`` records the 99th percentile of
+the answer lengths it trained on (``ragtune-reader.json`` beside the weights; at least 30 tokens),
+because domains differ by an order of magnitude (SQuAD answers: 3 tokens at the median, COVID-QA:
+15, a quarter over 30) and a fixed cap cuts the long ones off.
+
 Example:
     >>> from ragtune.answer.extractive import SentenceReader
     >>> from ragtune.config import EmbedderConfig
@@ -26,12 +31,27 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from ragtune.errors import InputError
+
+READER_META = "ragtune-reader.json"  # beside a trained reader's weights: what it was trained on
+MIN_ANSWER_TOKENS = 30  # SQuAD's long tail; a trained reader's recorded lengths only raise it
+
+
+def recorded_answer_tokens(model: str | Path) -> int:
+    """The span cap a trained reader records (its training answers' 99th-percentile length, at
+    least :data:`MIN_ANSWER_TOKENS`); that floor for any other model (a hub id, an old folder)."""
+    meta = Path(model) / READER_META
+    try:
+        recorded = int(json.loads(meta.read_text())["answer_tokens_p99"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return MIN_ANSWER_TOKENS
+    return max(MIN_ANSWER_TOKENS, recorded)
 
 # A sentence ends at . ! ? (and closing quotes/brackets), at a blank line, or before a line that
 # starts a list item, heading, quote or table row. A single line break inside a paragraph does not
@@ -143,19 +163,24 @@ class SentenceReader:
 class SpanReader:
     """A span-prediction (extractive QA) model: best start/end token pair over every passage."""
 
-    def __init__(self, model: str | Path, device: str | None = None, max_answer_tokens: int = 30,
-                 max_length: int = 384, stride: int = 128, batch_size: int = 16):
+    def __init__(self, model: str | Path, device: str | None = None, max_answer_tokens: int | None = None,
+                 max_length: int = 384, stride: int = 128, batch_size: int = 16, precision: str = "auto"):
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-        from ragtune.models.loading import best_device
+        from ragtune.models.loading import best_device, native_bf16
 
         tokenizer = AutoTokenizer.from_pretrained(model)
         if not tokenizer.is_fast:
             raise InputError(f"reader {model}: needs a fast tokenizer (character offsets map answers back to text)")
         device = best_device(device)
         loaded = AutoModelForQuestionAnswering.from_pretrained(model, dtype=torch.float32).to(device).eval()
+        if max_answer_tokens is None:
+            max_answer_tokens = recorded_answer_tokens(model)
         self._setup(loaded, tokenizer, str(model), device, max_answer_tokens, max_length, stride, batch_size)
+        # bf16 autocast where the hardware computes it (1.7x on an AVX512-BF16 CPU); benchmarks/answers.py
+        # measures that the answers stay the same.
+        self.bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
 
     @classmethod
     def wrap(cls, model, tokenizer, name: str, device: str, max_answer_tokens: int = 30, max_length: int = 384,
@@ -170,6 +195,7 @@ class SpanReader:
         self.name, self.model, self.tokenizer, self.device = name, model, tokenizer, device
         self.max_answer_tokens, self.max_length, self.stride, self.batch_size = max_answer_tokens, max_length, stride, batch_size
         self.context_window = 1_000_000  # long passages are read in overlapping windows
+        self.bf16 = False
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -188,7 +214,8 @@ class SpanReader:
         offsets = enc.pop("offset_mapping").tolist()
         seq_ids = [enc.sequence_ids(i) for i in range(len(windows))]
         starts, ends = [], []
-        with torch.inference_mode():
+        device_type = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
             for b in range(0, len(windows), self.batch_size):
                 batch = {k: v[b:b + self.batch_size].to(self.device) for k, v in enc.items()}
                 out = self.model(**batch)
@@ -232,7 +259,7 @@ class SpanReader:
         return float(scores[i, j]), lo + i, lo + j
 
 
-def make_reader(model: str | None, embedder, device: str | None = None, max_answer_tokens: int = 30) -> Reader:
+def make_reader(model: str | None, embedder, device: str | None = None, max_answer_tokens: int | None = None) -> Reader:
     """``None`` (the default) gives the sentence baseline; anything else is a span model id/path."""
     if model is None:
         return SentenceReader(embedder)

@@ -63,7 +63,9 @@ def evaluate_answers(answerer: Answerer, examples: list[QAExample], principal: P
                       "references": ex.answers, "contexts": answer.passages, "abstained": answer.abstained,
                       "abstain_reason": answer.abstain_reason, "confidence": answer.confidence, "answer_rank": rank,
                       "answer_in_context": answer_in_context(answer, ex.answers) if ex.answers else None,
-                      "cited": [c.doc_id for c in answer.citations], "timings": answer.timings, "tokens": answer.tokens}
+                      "cited": [c.doc_id for c in answer.citations],
+                      "sentence": answer.span.sentence if answer.span is not None and not answer.abstained else None,
+                      "timings": answer.timings, "tokens": answer.tokens}
             out.write(json.dumps(record) + "\n")
             out.flush()  # a long run that is stopped still leaves what it answered
             records.append(record)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ragtune.errors import InputError
 from ragtune.train import run_trainer
@@ -40,6 +40,9 @@ class GeneratorTrainConfig(TrainingArgs):
     # on for billion-parameter bases on a GPU. (Prefix tuning cannot use it: peft's prefix keys
     # and the checkpointed attention mask disagree in length.)
     gradient_checkpointing: bool = False
+    # float32 until bf16 is measured for the decoder methods: trl casts quantized bases' adapters
+    # to bf16 (see _adapters_to_float32), and prompt/prefix tuning's tiny updates may not survive it.
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         get_method(self.method).make_options(self.options)  # fail at construction, not after loading
@@ -79,7 +82,7 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
         args = SFTConfig(**config.hf_arguments(
             scratch, device, gradient_accumulation_steps=config.gradient_accumulation, data_seed=None,
             max_length=config.max_length, completion_only_loss=True, packing=False, logging_steps=10,
-            bf16=False, fp16=False, gradient_checkpointing=config.gradient_checkpointing and config.method != "prefix",
+            fp16=False, gradient_checkpointing=config.gradient_checkpointing and config.method != "prefix",
         ))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                              eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from collections import defaultdict
@@ -107,6 +108,24 @@ def reader_features(tokenizer, examples: list[QAExample], config: ReaderTrainCon
     return rows
 
 
+def answer_tokens_p99(tokenizer, examples: list[QAExample]) -> int:
+    """The 99th-percentile length, in tokens, of the examples' first answers (0 without any): the
+    span cap the trained reader will use (:func:`ragtune.answer.extractive.recorded_answer_tokens`)."""
+    lengths = sorted(len(tokenizer(ex.answers[0], add_special_tokens=False)["input_ids"])
+                     for ex in examples if ex.answers)
+    return lengths[min(len(lengths) - 1, int(0.99 * len(lengths)))] if lengths else 0
+
+
+def write_reader_meta(out_dir: Path, answer_tokens: int, examples: int, base: str) -> dict[str, Any]:
+    """``ragtune-reader.json``: how long the answers it was trained on are (continued training
+    keeps the longer of its base's and its data's: a reader trained on SQuAD, then on a collection)."""
+    from ragtune.answer.extractive import READER_META
+
+    meta = {"answer_tokens_p99": answer_tokens, "examples": examples, "base": base}
+    (out_dir / READER_META).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
 def train_reader(base_model: str, examples: list[QAExample], out_dir: str | Path,
                  config: ReaderTrainConfig | None = None, device: str | None = None,
                  evaluate: Callable[[Any], dict[str, float]] | None = None,
@@ -127,7 +146,7 @@ def train_reader(base_model: str, examples: list[QAExample], out_dir: str | Path
         TrainingArguments,
     )
 
-    from ragtune.answer.extractive import SpanReader
+    from ragtune.answer.extractive import SpanReader, recorded_answer_tokens
     from ragtune.models.loading import best_device, resolve_model
 
     config = config or ReaderTrainConfig()
@@ -140,12 +159,13 @@ def train_reader(base_model: str, examples: list[QAExample], out_dir: str | Path
     model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     curve = LearningCurve.beside(ckpt)
+    span_cap = max(answer_tokens_p99(tokenizer, examples), recorded_answer_tokens(path))
 
     def measure(step: int) -> None:
         if evaluate is not None:
             was_training = model.training
             model.eval()
-            curve.add(step, **evaluate(SpanReader.wrap(model, tokenizer, str(out_dir), dev,
+            curve.add(step, **evaluate(SpanReader.wrap(model, tokenizer, str(out_dir), dev, max_answer_tokens=span_cap,
                                                        max_length=config.max_length, stride=config.stride)))
             model.train(was_training)
 
@@ -169,8 +189,10 @@ def train_reader(base_model: str, examples: list[QAExample], out_dir: str | Path
     measure(output.global_step)
     trainer.model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+    reader_meta = write_reader_meta(Path(out_dir), span_cap, len(examples), base_model)
     n = sum(p.numel() for p in model.parameters())
-    metrics: dict[str, Any] = {"windows": len(rows), "answer_windows": sum(1 for r in rows if r["start_positions"])}
+    metrics: dict[str, Any] = {"windows": len(rows), "answer_windows": sum(1 for r in rows if r["start_positions"]),
+                               "answer_tokens_p99": reader_meta["answer_tokens_p99"]}
     if curve.points:
         metrics.update(before=curve.points[0], after=curve.points[-1], curve=list(curve.points))
     if resume:
