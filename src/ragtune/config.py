@@ -132,6 +132,8 @@ class GeneratorConfig(_Strict):
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
     adapter: str | None = Field(None, description="PEFT adapter: a registered name (`ragtune train qgen` ...) or a folder (local backend)")
     device: str | None = None
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="local backend: bf16 autocast where the device computes it natively (weights stay float32)")
     timeout_s: float = 60.0
     max_retries: int = 2
 

@@ -138,11 +138,11 @@ class LocalGenerator:
     """A causal LM run in-process with transformers (GPU when present)."""
 
     def __init__(self, model: str = "SmolLM2-135M-Instruct", device: str | None = None,
-                 home: str | Path | None = None, adapter: str | Path | None = None):
+                 home: str | Path | None = None, adapter: str | Path | None = None, precision: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ragtune.models.loading import best_device, quiet_transformers
+        from ragtune.models.loading import best_device, native_bf16, quiet_transformers
 
         quiet_transformers()
         path = packaged_model_dir(model, home) if model in PACKAGED_GGUF else model
@@ -164,6 +164,21 @@ class LocalGenerator:
             self.model = PeftModel.from_pretrained(self.model, str(adapter_dir))
         self.model.eval()
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        # Weights stay float32; generation runs under bf16 autocast where the hardware computes it
+        # (SmolLM2-135M on this AVX512-BF16 CPU: 1.4x, same greedy text in the check made).
+        self.bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
+
+    def _no_grad(self, config: GenerationConfig):
+        import contextlib
+
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(_seeded(config))
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        stack.enter_context(torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16))
+        return stack
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -185,11 +200,10 @@ class LocalGenerator:
         return kw
 
     def generate(self, messages: Messages, config: GenerationConfig) -> Generation:
-        import torch
 
         inputs = self._inputs(messages)
         n_prompt = int(inputs["input_ids"].shape[1])
-        with torch.inference_mode(), _seeded(config):
+        with self._no_grad(config):
             out = self.model.generate(**inputs, **self._kwargs(config))
         new = out[0, n_prompt:]
         text = _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), config.stop)
@@ -199,7 +213,6 @@ class LocalGenerator:
     def generate_batch(self, batch: list[Messages], config: GenerationConfig) -> list[Generation]:
         """Several conversations in one padded forward pass: on a CPU this is several times the
         throughput of one at a time (synthetic data generation uses it)."""
-        import torch
 
         texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
         side = self.tokenizer.padding_side
@@ -209,7 +222,7 @@ class LocalGenerator:
         finally:
             self.tokenizer.padding_side = side
         width = int(enc["input_ids"].shape[1])
-        with torch.inference_mode(), _seeded(config):
+        with self._no_grad(config):
             out = self.model.generate(**enc, **self._kwargs(config))
         results = []
         eos = self.tokenizer.eos_token_id
@@ -229,7 +242,6 @@ class LocalGenerator:
         generation at its next token, so the model's gate is never held for nobody."""
         import queue
 
-        import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
@@ -244,7 +256,7 @@ class LocalGenerator:
 
         def run() -> None:
             try:
-                with torch.inference_mode(), _seeded(config):
+                with self._no_grad(config):
                     self.model.generate(**inputs, **self._kwargs(config), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([Cancelled()]))
             except BaseException as e:  # noqa: BLE001 - handed to the reading thread
@@ -362,4 +374,5 @@ def make_generator(config, home: str | Path | None = None) -> Generator:
             raise GeneratorError("generator.backend is 'openai' but generator.base_url is not set")
         return OpenAIGenerator(config.base_url, config.model, api_key=os.environ.get(config.api_key_env, "none"),
                                timeout=config.timeout_s, max_retries=config.max_retries)
-    return LocalGenerator(config.model, device=config.device, home=home, adapter=config.adapter)
+    return LocalGenerator(config.model, device=config.device, home=home, adapter=config.adapter,
+                          precision=config.precision)
