@@ -72,21 +72,22 @@ def latency(coll: Collection, qs: list[str], principal: Principal) -> dict[str, 
     searcher = Searcher(coll)
     vecs = coll.embedder.embed_documents(qs)
     out = {}
-    for mode in ("dense", "bm25", "hybrid"):
+    for label in ("dense", "bm25", "hybrid", "hybrid --explain"):
+        mode, explain = label.split()[0], label.endswith("--explain")  # --explain: per-retriever ranks too
         for q in qs[:20]:  # warm-up
-            searcher.search(q, principal, mode=mode, k=10)
+            searcher.search(q, principal, mode=mode, k=10, with_ranks=explain)
         e2e, store_only = [], []
         for q, v in zip(qs, vecs):
             t0 = time.perf_counter()
-            searcher.search(q, principal, mode=mode, k=10)
+            searcher.search(q, principal, mode=mode, k=10, with_ranks=explain)
             e2e.append(time.perf_counter() - t0)
             query = Query(mode, principal.tokens(), k=10, vector=v if mode != "bm25" else None,
-                          text=q if mode != "dense" else None, hnsw_ef=EF)
+                          text=q if mode != "dense" else None, hnsw_ef=EF, with_ranks=explain)
             t0 = time.perf_counter()
             coll.store.search(query)
             store_only.append(time.perf_counter() - t0)
-        out[mode] = (*percentiles(store_only), *percentiles(e2e))
-        print(mode, principal.groups[:2], out[mode])
+        out[label] = (*percentiles(store_only), *percentiles(e2e))
+        print(label, principal.groups[:2], out[label])
     return out
 
 

@@ -128,7 +128,7 @@ def test_incremental_ingest_hybrid_and_versions(overrides, tmp_path, embedder):
         assert texts and "30 days" in texts[0] and not any("25 days" in t for t in texts)
 
         # Hybrid: an exact code only BM25 can match is fused in; each hit reports both ranks.
-        hits = Searcher(coll).search("ZX4471", anyone, mode="hybrid", k=2)
+        hits = Searcher(coll).search("ZX4471", anyone, mode="hybrid", k=2, with_ranks=True)
         assert hits[0].doc_id == "docs/b.md" and {"dense", "bm25"} <= set(hits[0].ranks)
 
         live = coll.live_version

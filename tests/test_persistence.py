@@ -24,7 +24,8 @@ def test_ingest_then_search_in_new_processes(tmp_path):
     (src / "wifi.md").write_text("# Wi-Fi\n\nThe guest Wi-Fi password rotates every Monday.")
     (src / "desk.md").write_text("# Desks\n\nHot desks are booked through the facilities portal.")
     run_cli("ingest", str(src), "-c", "kb", "--acl-group", "staff", home=home)
-    out = run_cli("search", "when does the wifi password change", "-c", "kb", "--group", "staff", "--json", home=home)
+    out = run_cli("search", "when does the wifi password change", "-c", "kb", "--group", "staff", "--json", "--explain",
+                  home=home)
     hits = json.loads(out.stdout)
     assert hits[0]["doc_id"] == "kb/wifi.md" and "Monday" in hits[0]["text"]
     assert {"dense", "bm25", "hybrid"} <= set(hits[0]["ranks"])

@@ -15,6 +15,7 @@ def search(
     user: Annotated[Optional[str], typer.Option("--user", help="search as this user")] = None,
     group: Annotated[Optional[list[str]], typer.Option("--group", help="a group of that user (repeatable)")] = None,
     filter_: Annotated[Optional[list[str]], typer.Option("--filter", help="metadata filter key=value (repeatable)")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="hybrid: show each retriever's own rank of every hit")] = False,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -32,7 +33,8 @@ def search(
             fail(f"--filter {item!r} must look like key=value")
         metadata[key] = value
     with Collection.open(home, collection) as coll:
-        hits = Searcher(coll).search(query, Principal(user, tuple(group or ())), mode=mode, k=k, metadata=metadata)
+        hits = Searcher(coll).search(query, Principal(user, tuple(group or ())), mode=mode, k=k, metadata=metadata,
+                                  with_ranks=explain)
     if json_:
         print_json([h.to_dict() for h in hits])
         return

@@ -43,7 +43,7 @@ class Query:
     weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25), RRF only
     candidates: int = 100
     hnsw_ef: int | None = None  # HNSW beam width; None = the engine's default
-    with_ranks: bool = True  # hybrid: also report each retriever's rank of every hit
+    with_ranks: bool = False  # hybrid: also report each retriever's rank of every hit (two more queries)
 
     def __post_init__(self) -> None:
         for key, value in self.metadata.items():

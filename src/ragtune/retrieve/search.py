@@ -50,11 +50,13 @@ class Searcher:
         mode: str | None = None,
         k: int | None = None,
         metadata: dict[str, Any] | None = None,
-        with_ranks: bool = True,
+        with_ranks: bool = False,
         rerank: bool = True,
     ) -> list[Hit]:
         """``rerank=False``: the fused list only, even where a rerank stage is configured (what
-        the rerank gate compares against)."""
+        the rerank gate compares against). ``with_ranks``: hybrid hits also carry each
+        retriever's own rank and score (``--explain``); it costs the store two more queries per
+        search, so it is off unless asked for."""
         if not text or not text.strip():
             raise InputError("empty query")
         cfg = self.config

@@ -44,6 +44,7 @@ class SearchIn(BaseModel):
     mode: Literal["dense", "bm25", "hybrid"] | None = None
     k: int | None = Field(None, ge=1, le=200)
     metadata: dict[str, Any] = Field(default_factory=dict, description="metadata filter, pushed into the index query")
+    explain: bool = Field(False, description="hybrid: each hit also carries each retriever's own rank and score")
 
 
 class AskIn(BaseModel):
@@ -269,7 +270,8 @@ def delete_document(name: str, doc_id: str, srv: State, who: Admin) -> dict:
 @router.post("/{name}/search")
 def search(name: str, body: SearchIn, srv: State, who: Caller) -> dict:
     h = srv.handle(name)
-    hits = srv.searcher(h).search(body.query, who.principal, mode=body.mode, k=body.k, metadata=body.metadata)
+    hits = srv.searcher(h).search(body.query, who.principal, mode=body.mode, k=body.k, metadata=body.metadata,
+                                       with_ranks=body.explain)
     return {"hits": [_public_hit(srv, name, hit) for hit in hits]}
 
 
