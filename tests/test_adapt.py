@@ -368,6 +368,36 @@ def test_adapt_loop_with_a_reranker_and_its_teacher_scores(scifact, home, chat_s
     assert (scifact.pipeline.reranker.model is None) or report["steps"]["reranker"]["applied"]
 
 
+def test_adapt_to_a_budget_measures_plans_and_follows_the_plan(scifact, home, chat_server):
+    """--budget-minutes: speeds measured on this collection (the probe's queries kept), the query
+    set planned to fit, the plan recorded and followed, and a resumed run keeps the same plan."""
+    from collections import Counter
+
+    from ragtune.adapt import AdaptConfig, adapt
+    from ragtune.data import beir
+    from ragtune.models.generator import OpenAIGenerator
+    from ragtune.synth.filters import FilterConfig
+    from ragtune.train.embedder import EmbedderTrainConfig
+
+    chat_server.responder = question_from_prompt
+    config = AdaptConfig(filters=FilterConfig(dev_fraction=0.4), training=EmbedderTrainConfig(max_steps=2, batch_size=4),
+                         promote=False, budget_minutes=20)
+    steps: list[str] = []
+    report = adapt(scifact, OpenAIGenerator(chat_server.url, model="served"), config, run_name="budget", home=home,
+                   on_step=steps.append)
+    plan = report["plan"]
+    assert steps[0] == "plan" and steps[1].startswith("plan: budget 20 min: writer") and steps[2] == "queries"
+    assert plan["speeds"]["query_s"] > 0 and plan["speeds"]["encode_per_s"] > 0
+    # A fast writer and a small collection: every eligible chunk, several queries each.
+    assert plan["chunks"] == plan["eligible_chunks"] and plan["per_chunk"] > 1
+    per_chunk = Counter(q["metadata"]["chunk_id"] for q in beir.read_queries(scifact.dir / "synth" / "budget"))
+    assert len(per_chunk) == plan["chunks"] and max(per_chunk.values()) == plan["per_chunk"]
+    assert (scifact.dir / "adapt" / "budget" / "report.md").read_text().count("Plan: budget 20 min") == 1
+    calls = len(chat_server.requests)
+    again = adapt(scifact, OpenAIGenerator(chat_server.url, model="served"), config, run_name="budget", home=home)
+    assert again["plan"] == plan and len(chat_server.requests) == calls
+
+
 def test_reranker_trains_from_a_plain_encoder_and_plugs_into_search(scifact, tmp_path):
     from sentence_transformers.cross_encoder import CrossEncoder
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
 
+from ragtune.budget import BudgetPlan, measure_speeds, plan_budget
 from ragtune.collection import Collection
 from ragtune.data.beir import load_beir
 from ragtune.errors import InputError, MissingInputError
@@ -31,7 +32,7 @@ from ragtune.evaluate.compare import compare_paired, plot_deltas
 from ragtune.evaluate.ir import doc_run, per_query, score_run
 from ragtune.synth.filters import FilterConfig, filter_queries
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
-from ragtune.synth.queries import QueryGenConfig, generate_queries
+from ragtune.synth.queries import QueryGenConfig, generate_queries, select_chunks
 from ragtune.synth.teacher import distillation_rows, score_with_teacher
 from ragtune.train.embedder import EmbedderTrainConfig
 from ragtune.train.publish import publish_embedder
@@ -67,6 +68,9 @@ class AdaptConfig:
     # only unless told: a model serves every reader of the collection, so it must not learn text
     # some of them may not read (a promotion of a narrower scope is refused).
     scope: tuple[str, ...] = ("public",)
+    # Minutes the whole run may take: the loop measures its speeds and sizes the query set to fit
+    # (ragtune.budget); queries.max_chunks / per_chunk are then the plan's.
+    budget_minutes: float | None = None
 
 
 @dataclass
@@ -175,6 +179,12 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
         state.mark(name, result)
         return result
 
+    plan = None
+    if config.budget_minutes is not None:
+        plan = step("plan", lambda: plan_run(data, collection, generator, folder, config).to_dict())
+        config = replace(config, queries=replace(config.queries, max_chunks=plan["chunks"], per_chunk=plan["per_chunk"]))
+        if on_step:
+            on_step(f"plan: {BudgetPlan(**plan).describe()}")
     step("queries", lambda: generate_queries(data, generator, folder, config.queries, on_progress))
     step("filter", lambda: filter_queries(data, folder, config.filters, on_progress).to_dict())
     step("mine", lambda: mine_negatives(data, folder, "train", config.mining, on_progress))
@@ -235,10 +245,21 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     data.close()
     report = {"collection": collection.name, "scope": scope.to_list(), "folder": str(folder), "run": str(run_dir),
               "steps": state.data["done"],
-              "seconds": timings, "decision": decision}
+              "seconds": timings, "decision": decision, **({"plan": plan} if plan else {})}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (run_dir / "report.md").write_text(report_markdown(report))
     return report
+
+
+def plan_run(data: Collection, collection: Collection, generator, folder: Path, config: AdaptConfig) -> BudgetPlan:
+    """Measure this machine's speeds on ``data`` (the scoped view) and plan the query set to the
+    budget; the shadow re-indexes every chunk of ``collection``."""
+    assert config.budget_minutes is not None
+    speeds = measure_speeds(data, generator, folder, config.queries)
+    eligible = len(select_chunks(data.chunks(), replace(config.queries, max_chunks=None)))
+    return plan_budget(config.budget_minutes * 60, eligible, collection.store.count(), speeds,
+                       epochs=config.training.epochs, negatives=config.num_negatives,
+                       teacher=config.teacher != "none", reranker=config.reranker is not None)
 
 
 def report_markdown(report: dict) -> str:
@@ -251,6 +272,8 @@ def report_markdown(report: dict) -> str:
     f = steps["filter"]
     lines = [
         f"# Adaptation of `{report['collection']}`", "",
+        *([f"Plan: {BudgetPlan(**report['plan']).describe()}; the run took "
+           f"{sum(report['seconds'].values()) / 60:.1f} min.", ""] if report.get("plan") else []),
         f"Synthetic questions: {f['candidates']} generated; removed {f['removed']['malformed']} malformed, "
         f"{f['removed']['duplicate']} duplicates, {f['removed']['round_trip']} failing the round trip; "
         f"kept {f['kept']} ({f['train']} train, {f['dev']} held-out dev).",

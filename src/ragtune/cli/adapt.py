@@ -22,6 +22,9 @@ from ragtune.cli.common import (
 def adapt(
     collection: CollectionOpt,
     max_chunks: Annotated[Optional[int], typer.Option(help="generate queries for a sample of chunks")] = None,
+    budget_minutes: Annotated[Optional[float], typer.Option(
+        "--budget-minutes", help="size the run to this many minutes: speeds are measured here and the query set "
+        "planned to fit (overrides --max-chunks)", min=1)] = None,
     types: TypesOpt = None,
     examples: ExamplesOpt = None,
     method: Annotated[str, typer.Option(help="embedder training: full | lora | query-adapter (no re-embedding)")] = "full",
@@ -58,7 +61,8 @@ def adapt(
                          training=EmbedderTrainConfig(method=method, epochs=epochs),  # type: ignore[arg-type]
                          promote=not no_promote, labelled=labelled, teacher=teacher,  # type: ignore[arg-type]
                          reranker=RerankerTrainConfig(epochs=epochs) if reranker or reranker_squad else None,
-                         reranker_squad=reranker_squad, scope=tuple(scope or ["public"]))
+                         reranker_squad=reranker_squad, scope=tuple(scope or ["public"]),
+                         budget_minutes=budget_minutes)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
