@@ -518,3 +518,39 @@ def test_gate_runs_one_at_a_time_and_turns_away_past_the_queue():
     first.join()
     second.join()
     assert peak[0] == 1 and len(refused) == 2 and all(r > 0 for r in refused) and gate.occupancy == 0
+
+
+def test_reader_forward_passes_are_gated_across_collections(home, make_tiny_collection):
+    """Every collection's reader goes through the server's one encoder gate: while one read runs,
+    queued reads wait and reads past the queue are turned away (503) instead of each allocating
+    its own activations (what grew RSS 2.1 → 4.6 GB under 32 concurrent calls)."""
+    from ragtune.serve.engines import Busy, GatedReader
+    from ragtune.serve.state import ServeConfig, ServerState
+
+    for name in ("a", "b"):
+        make_tiny_collection(name).close()
+    srv = ServerState(home, ServeConfig(max_queue=0))
+    try:
+        readers = [srv.reader(srv.handle(n)) for n in ("a", "b")]
+        assert all(isinstance(r, GatedReader) and r.gate is srv.encoders for r in readers)
+        running, release = threading.Event(), threading.Event()
+
+        class Slow:  # stands in for the model: holds the gate until released
+            name, context_window = "slow", 1000
+
+            def read(self, question, passages):
+                running.set()
+                release.wait(timeout=30)
+                return None
+
+        readers[0].inner = Slow()
+        first = threading.Thread(target=readers[0].read, args=("q", ["p"]))
+        first.start()
+        assert running.wait(timeout=30)
+        with pytest.raises(Busy):
+            readers[1].read("another collection's question", ["a passage to read"])
+        release.set()
+        first.join()
+        assert readers[1].read("When?", ["It opened in 1889."]) is not None  # the gate is free again
+    finally:
+        srv.close()

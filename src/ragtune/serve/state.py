@@ -14,7 +14,7 @@ from ragtune.collection import Collection
 from ragtune.config import PipelineConfig, ragtune_home
 from ragtune.errors import NotFoundError
 from ragtune.feedback import FeedbackStore
-from ragtune.serve.engines import BatchingEmbedder, GeneratorPool
+from ragtune.serve.engines import BatchingEmbedder, Gate, GatedReader, GatedReranker, GeneratorPool
 from ragtune.serve.jobs import Job, JobQueue
 from ragtune.serve.keys import KeyInfo, KeyStore
 from ragtune.types import Scope
@@ -63,6 +63,8 @@ class ServerState:
         self._handles: dict[str, Handle] = {}
         self._batchers: dict[int, BatchingEmbedder] = {}
         self._lock = threading.RLock()
+        # Reader and reranker forward passes of every collection, one at a time (bounded memory).
+        self.encoders = Gate("encoders", self.config.max_queue)
         self.jobs = JobQueue(self.home, self._run_job)
 
     # -- collections ---------------------------------------------------------------------------
@@ -88,6 +90,8 @@ class ServerState:
         with self._lock:
             if h.searcher is None:
                 h.searcher = Searcher(h.collection)
+                if h.searcher.reranker is not None:
+                    h.searcher.reranker = GatedReranker(h.searcher.reranker, self.encoders)
             return h.searcher
 
     def reader(self, h: Handle):
@@ -96,7 +100,8 @@ class ServerState:
         cfg = h.collection.pipeline.reader
         with self._lock:
             if h.reader is None:
-                h.reader = make_reader(cfg.model, h.collection.embedder, cfg.device, cfg.max_answer_tokens)
+                h.reader = GatedReader(make_reader(cfg.model, h.collection.embedder, cfg.device, cfg.max_answer_tokens),
+                                       self.encoders)
             return h.reader
 
     def create_collection(self, name: str, overrides: list[str]) -> Collection:
