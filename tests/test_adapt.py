@@ -160,6 +160,12 @@ def test_label_free_tuning_applies_only_a_significant_win(scifact, home, tmp_pat
     assert max(c.mrr for c in report.candidates) > report.current_mrr  # keyword-aware settings find more
     if report.chosen:
         assert report.delta > 0 and report.p_value < 0.05 and report.chosen.get("query.mode") != "dense"
+    few = scifact.dir / "synth" / "few"  # a handful of questions cannot confirm anything: said plainly
+    _write_candidates(few, scifact, [(i, question_from_prompt([{"content": f"Passage:\n{c['search_text']}\n\nWrite one"}]))
+                                     for i, c in enumerate(chunks[:8])])
+    filter_queries(scifact, few, FilterConfig(round_trip_k=1000, dev_fraction=0.5))
+    with pytest.raises(Exception, match="to confirm a setting on .*--max-chunks"):
+        tune_pipeline(scifact, few)
     scifact.close()
     out = json.loads(run_cli("tune", "-c", "sf", "--apply", "--json", home=home).stdout)
     assert out["applied"] == bool(out["chosen"])

@@ -133,7 +133,8 @@ class GeneratorConfig(_Strict):
     adapter: str | None = Field(None, description="PEFT adapter: a registered name (`ragtune train qgen` ...) or a folder (local backend)")
     device: str | None = None
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="local backend: bf16 autocast where the device computes it natively (weights stay float32)")
+        "fp32", description="local backend: auto/bf16 = bf16 autocast where the device computes it natively (weights "
+        "stay float32); fp32 by default: batched generation of SmolLM2-135M measured no faster under bf16 on a CPU")
     timeout_s: float = 60.0
     max_retries: int = 2
 

@@ -46,6 +46,7 @@ FUSION_CANDIDATES: list[Setting] = [
     {"query.mode": "hybrid", "query.fusion": "dbsf", "query.dense_weight": 1.0, "query.bm25_weight": 1.0},
 ]
 DEPTH_CANDIDATES = [50, 100, 200]
+MIN_HALF = 5  # questions each to decide and to confirm on; fewer cannot show a paired difference
 RERANK_DEPTHS = [20, 50, 100]
 
 
@@ -98,6 +99,10 @@ def tune_pipeline(collection: Collection, folder: str | Path, split: str = "dev"
     # Choosing the best of many settings on the same questions that then test it would inflate its
     # significance: choose on one half of the keyword-poor questions, confirm on the other.
     decide, confirm = set(poor[0::2]), set(poor[1::2])
+    if len(confirm) < MIN_HALF:
+        raise InputError(f"{folder}: {len(ds.queries)} {split} questions leave {len(confirm)} to confirm a setting on "
+                         f"(at least {MIN_HALF} needed: a quarter of the {split} questions decide, a quarter confirm); "
+                         "generate questions for more chunks (`ragtune synth queries --max-chunks`)")
     principal = ServicePrincipal(acl=tuple(collection.acl_tokens()))
     base = collection.pipeline
     done = [0]
