@@ -97,7 +97,8 @@ def covid_collection(step: Steps, home: Path, covid: list[QAExample]) -> Collect
     return coll
 
 
-def synthetic_qa(step: Steps, home: Path, coll: Collection, chunks: int, reader_path: str) -> list[QAExample]:
+def synthetic_qa(step: Steps, home: Path, coll: Collection, chunks: int, reader_path: str,
+                 teacher_sample: int = 60) -> list[QAExample]:
     """The collection's own QA, no labels: SmolLM2 writes questions (`synth queries`, round-trip
     filtered), reader-squad answers them on their chunk where confident (`synth.reader_answers`).
     SmolLM2 as the *answer* teacher (`synth answers`) is tried on a sample too, for the record."""
@@ -108,8 +109,10 @@ def synthetic_qa(step: Steps, home: Path, coll: Collection, chunks: int, reader_
     from ragtune.synth.reader_answers import reader_answers
 
     generator = LocalGenerator(home=home)
-    step("covidqa: synth answers, SmolLM2 as answer teacher (sample)", lambda: synthesize_answers(
-        coll, generator, home / "synth-answers", AnswerSynthConfig(max_chunks=min(chunks, 60)), progress).to_dict())
+    if teacher_sample:
+        step("covidqa: synth answers, SmolLM2 as answer teacher (sample)", lambda: synthesize_answers(
+            coll, generator, home / "synth-answers", AnswerSynthConfig(max_chunks=min(chunks, teacher_sample)),
+            progress).to_dict())
     folder = home / "synth-questions"
     step("covidqa: synth questions (SmolLM2)", lambda: generate_queries(
         coll, generator, folder, QueryGenConfig(max_chunks=chunks, types=("question",)), progress))
@@ -243,6 +246,10 @@ def main() -> None:
     ap.add_argument("--unanswerable", type=int, default=40)
     ap.add_argument("--synth-chunks", type=int, default=400)
     ap.add_argument("--continue-steps", type=int, default=-1, help="cap on reader-domain/-supervised steps (smoke runs)")
+    ap.add_argument("--teacher-sample", type=int, default=60,
+                    help="chunks SmolLM2 answers as a teacher, for the record (0: skip; it kept 0 of 8 answers before)")
+    ap.add_argument("--skip-continued", action="store_true",
+                    help="leave out reader-domain and reader-supervised (a session too short for their training)")
     ap.add_argument("--skip-generator", action="store_true",
                     help="leave out the SmolLM2 rows (about a minute per question on a loaded 2-core CPU)")
     ap.add_argument("--until", choices=["reader-squad"], help="stop after this step (the rest resumes later)")
@@ -260,15 +267,13 @@ def main() -> None:
     covid = load_squad(DATA / "covidqa" / "covidqa-dev.json")
     covid_train, covid_test = split_by_article(covid, 0.5)
     coll = covid_collection(step, home, covid)
-    synth = synthetic_qa(step, home, coll, args.synth_chunks, squad_reader)
-    readers = {
-        "sentence-baseline": None,
-        "reader-squad": squad_reader,
-        "reader-domain": continue_reader(step, home, "reader-domain", squad_reader, lambda: synth, 2.0,
-                                         args.continue_steps),
-        "reader-supervised": continue_reader(step, home, "reader-supervised", squad_reader, lambda: covid_train, 2.0,
-                                             args.continue_steps),
-    }
+    synth = synthetic_qa(step, home, coll, args.synth_chunks, squad_reader, args.teacher_sample)
+    readers: dict[str, str | None] = {"sentence-baseline": None, "reader-squad": squad_reader}
+    if not args.skip_continued:
+        readers["reader-domain"] = continue_reader(step, home, "reader-domain", squad_reader, lambda: synth, 2.0,
+                                                   args.continue_steps)
+        readers["reader-supervised"] = continue_reader(step, home, "reader-supervised", squad_reader,
+                                                       lambda: covid_train, 2.0, args.continue_steps)
     loaded = {name: SentenceReader(coll.embedder) if path is None else SpanReader(path) for name, path in readers.items()}
 
     # Support scorers, measured (and their threshold chosen) on SQuAD dev articles, never on the test sets.
@@ -315,7 +320,7 @@ def main() -> None:
         records["smollm2"] = answer_records(step, coll, home, "smollm2", Answerer(
             coll, make_generator(coll.pipeline.generator, home), config=raw, searcher=searcher), eval_set)
         records["smollm2-guarded"] = guarded(records["smollm2"], guard, guard_t, None)
-        best_reader = max(("reader-squad", "reader-domain"), key=lambda n: statistics.fmean(
+        best_reader = max([n for n in ("reader-squad", "reader-domain") if n in loaded], key=lambda n: statistics.fmean(
             s["F1"] for s in squad_scores[n].values()))  # chosen on SQuAD, not on COVID-QA
         records["smollm2-guarded+reader"] = guarded(records["smollm2"], guard, guard_t, loaded[best_reader])
 
