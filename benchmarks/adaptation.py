@@ -58,13 +58,14 @@ STAGE1 = CACHE / "reranker" / "stage1" / "model"  # benchmarks/reranker.py's sta
 
 
 def evaluate(step: Steps, coll: Collection, version: str, ds, mode: str, reranker: str | None = None,
-             depth: int = RERANK_DEPTH):
+             depth: int = RERANK_DEPTH, first_stage_weight: float = 0.0):
     def run_row():
         handle = coll.at_version(version)
         try:
             if reranker:
                 handle.pipeline.reranker.model = reranker
                 handle.pipeline.reranker.depth = depth
+                handle.pipeline.reranker.first_stage_weight = first_stage_weight
             searcher = Searcher(handle)
             run = {q: doc_run(searcher.search(text, Principal(), mode=mode, k=300, with_ranks=False), 100)
                    for q, text in ds.queries.items()}
@@ -72,7 +73,8 @@ def evaluate(step: Steps, coll: Collection, version: str, ds, mode: str, reranke
             handle.close()
         return score_run(ds.qrels, run, MEASURES), per_query(ds.qrels, run, ["nDCG@10"])["nDCG@10"]
 
-    return step(f"{coll.name}: test {version} {mode}" + (" + rerank" if reranker else ""), run_row)
+    blend = f" (first stage {first_stage_weight:g})" if reranker and first_stage_weight else ""
+    return step(f"{coll.name}: test {version} {mode}" + (" + rerank" + blend if reranker else ""), run_row)
 
 
 def corpus(step: Steps, home: Path, name: str, args) -> tuple[Collection, object]:
@@ -217,15 +219,21 @@ def run_corpus(step: Steps, home: Path, name: str, generator, args) -> dict:
     coll, ds = corpus(step, home, name, args)
     folder = synthetic_set(step, coll, generator, args.chunks if name == "scifact" else args.covidqa_chunks)
     rr = reranker_for(step, home, coll, folder, args)
-    trained = embedders(step, home, coll, folder, rr["path"], args)
-    # "Best" is chosen on the synthetic dev questions, never on test qrels.
-    best = max(trained, key=lambda s: trained[s]["dev"]["metrics"][trained[s]["version"]]["nDCG@10"])
-    rows = {"base-dense": ("v1", "dense", None), "base-hybrid": ("v1", "hybrid", None), "rerank": ("v1", "hybrid", rr["path"]),
-            **{s: (trained[s]["version"], "dense", None) for s in trained},
-            "best-hybrid": (trained[best]["version"], "hybrid", None), "best-full": (trained[best]["version"], "hybrid", rr["path"])}
+    rows = {"base-dense": ("v1", "dense", None), "base-hybrid": ("v1", "hybrid", None), "rerank": ("v1", "hybrid", rr["path"])}
+    trained: dict[str, dict] = {}
+    best = None
+    if not args.skip_embedders:
+        trained = embedders(step, home, coll, folder, rr["path"], args)
+        # "Best" is chosen on the synthetic dev questions, never on test qrels.
+        best = max(trained, key=lambda s: trained[s]["dev"]["metrics"][trained[s]["version"]]["nDCG@10"])
+        rows |= {**{s: (trained[s]["version"], "dense", None) for s in trained},
+                 "best-hybrid": (trained[best]["version"], "hybrid", None),
+                 "best-full": (trained[best]["version"], "hybrid", rr["path"])}
+    # The rerank stage as the gate would serve it: the first stage's weight chosen on synthetic dev.
+    weight = rr["gate"].get("first_stage_weight", 0.0)
     scores, pq = {}, {}
     for system, (version, mode, reranker) in rows.items():
-        scores[system], pq[system] = evaluate(step, coll, version, ds, mode, reranker, args.rerank_depth)
+        scores[system], pq[system] = evaluate(step, coll, version, ds, mode, reranker, args.rerank_depth, weight)
     vs = {s: compare_paired(pq["base-hybrid"], pq[s]) for s in rows if s != "base-hybrid"}
     coll.close()
     return {"queries": len(ds.queries), "best": best, "reranker": rr, "embedders": trained, "scores": scores,
@@ -235,7 +243,7 @@ def run_corpus(step: Steps, home: Path, name: str, generator, args) -> dict:
 def section(name: str, r: dict) -> str:
     rows = [[s, *(f"{r['scores'][s][m]:.4f}" for m in MEASURES),
              "" if s == "base-hybrid" else f"{r['vs_base_hybrid'][s]['delta']:+.4f}",
-             "" if s == "base-hybrid" else f"{r['vs_base_hybrid'][s]['p_value']:.4f}"] for s in SYSTEMS]
+             "" if s == "base-hybrid" else f"{r['vs_base_hybrid'][s]['p_value']:.4f}"] for s in SYSTEMS if s in r["scores"]]
     g = r["reranker"]["gate"]
     dev = [[s, e["rows"], e["steps"], f"{e['dev']['delta']:+.4f}", f"{e['dev']['p_value']:.4f}", e["dev"]["promote"]]
            for s, e in r["embedders"].items()]
@@ -246,8 +254,10 @@ Settings: `{json.dumps(r.get('settings', {}))}`
 
 {table(["system", *MEASURES, "Δ nDCG@10 vs base-hybrid", "p"], rows)}
 
-Best embedder on the synthetic dev questions: `{r['best']}`. Rerank gate on synthetic dev (fused top {g['depth']}):
-MRR {g['mrr_before']:.3f} → {g['mrr_after']:.3f}, p = {g['p_value']:.4f}, {g['ms_per_query']:.0f} ms/question → enable: {g['enable']}.
+Best embedder on the synthetic dev questions: `{r['best'] or 'not trained in this run'}`. Rerank gate on synthetic dev (fused top {g['depth']}):
+MRR {g['mrr_before']:.3f} → {g['mrr_after']:.3f} (cross-fitted over the first stage's weight), p = {g['p_value']:.4f},
+{g['ms_per_query']:.0f} ms/question → enable: {g['enable']}; first-stage weight served: {g.get('first_stage_weight', 0.0):g};
+MRR by weight (0 = the reranker's order alone): {json.dumps(g.get('mrr_by_weight', {}))}.
 
 {table(["embedder", "rows", "steps", "dev Δ nDCG@10 vs live", "dev p", "gate would promote"], dev)}
 """
@@ -266,6 +276,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--rerank-depth", type=int, default=RERANK_DEPTH, help="fused chunks the reranker rescores")
     ap.add_argument("--docs", type=int, default=0, help="smoke test: a SciFact slice of this many abstracts")
+    ap.add_argument("--skip-embedders", action="store_true",
+                    help="only base-dense, base-hybrid and rerank (use with --report NAME: a report holds one run's rows)")
     ap.add_argument("--cache", default="adapt-home")
     ap.add_argument("--report", default="adaptation")
     args = ap.parse_args()
@@ -282,7 +294,8 @@ def main() -> None:
     earlier = json.loads(path.read_text()).get("details", {}) if path.exists() else {}
     results = {**{n: r for n, r in earlier.items() if n not in results}, **results}
     path.write_text(json.dumps(
-        {name: {s: {m: r["scores"][s][m] for m in ("nDCG@10", "R@100")} for s in SYSTEMS} for name, r in results.items()}
+        {name: {s: {m: r["scores"][s][m] for m in ("nDCG@10", "R@100")} for s in SYSTEMS if s in r["scores"]}
+         for name, r in results.items()}
         | {"details": results}, indent=2, default=str))
     seconds = [[k, v["seconds"]] for k, v in step.log.items()]
     body = "".join(section(n, r) for n, r in results.items())

@@ -150,10 +150,47 @@ def test_the_gate_keeps_an_unhelpful_reranker_off_and_lets_a_helpful_one_on(tmp_
         def rerank(self, query, hits):
             return sorted(hits, key=lambda h: h.chunk_id != gold_of[query])
 
+    class Scored:  # exposes per-hit scores, so the gate also chooses the first stage's weight
+        def __init__(self, helpful: bool):
+            self.helpful = helpful
+
+        def scores(self, query, hits):
+            if self.helpful:
+                return [1.0 if h.chunk_id == gold_of[query] else 0.0 for h in hits]
+            return [float(i) for i in range(len(hits))]  # the fused order, reversed
+
     coll.pipeline.query.mode = "hybrid"
     bad = rerank_gate(coll, folder, Reverse(), depth=10)
     assert not bad.enable and bad.delta < 0 and bad.queries == 6
+    assert bad.mrr_by_weight == {"0.0": pytest.approx(bad.mrr_after)}  # a plain rerank(): nothing to blend
+    blended_bad = rerank_gate(coll, folder, Scored(helpful=False), depth=10)
+    assert not blended_bad.enable and set(blended_bad.mrr_by_weight) == {"0.0", "0.5", "1.0", "2.0"}
+    # Giving the fused order a voice repairs part of what the reversing reranker breaks, and the
+    # served weight is the best one; judged cross-fitted, it is still no better than no reranking.
+    by_w = [blended_bad.mrr_by_weight[w] for w in ("0.0", "0.5", "1.0", "2.0")]
+    assert by_w == sorted(by_w) and by_w[-1] > by_w[0] and blended_bad.first_stage_weight == 2.0
     coll.pipeline.query.mode = "dense"  # random vectors: the fused order is poor, an oracle fixes it
     good = rerank_gate(coll, folder, Oracle(), depth=10)
     assert good.mrr_after == 1.0 and good.delta > 0
     assert good.enable == (good.p_value < 0.05) and good.ms_per_query >= 0
+    oracle = rerank_gate(coll, folder, Scored(helpful=True), depth=10)
+    assert oracle.mrr_after == 1.0 and oracle.first_stage_weight == 0.0  # the reranker alone is best
+
+
+def test_the_first_stage_weight_blends_the_fused_order_back_in(tiny_cross_encoder):
+    from ragtune.config import RerankerConfig
+    from ragtune.retrieve.rerank import CrossEncoderReranker
+    from ragtune.types import Hit
+
+    hits = [Hit(chunk_id=f"c{i}", doc_id=f"d{i}", text=t, score=1.0 - i / 10) for i, t in
+            enumerate(["A spider has 8 legs.", "Paris is in France.", "The red is a colour.", "A dog has 4 legs."])]
+    alone = CrossEncoderReranker(RerankerConfig(model=tiny_cross_encoder), "cpu")
+    scores = alone.scores("how many legs does a spider have", hits)
+    by_score = [h.chunk_id for _, h in sorted(zip(scores, hits), key=lambda p: -p[0])]
+    assert [h.chunk_id for h in alone.rerank("how many legs does a spider have", list(hits))] == by_score
+    # A heavy first stage keeps the fused order; the reranker's scores are the same either way.
+    heavy = CrossEncoderReranker(RerankerConfig(model=tiny_cross_encoder, first_stage_weight=100.0), "cpu")
+    out = heavy.rerank("how many legs does a spider have", list(hits))
+    assert [h.chunk_id for h in out] == ["c0", "c1", "c2", "c3"] != by_score
+    assert [h.ranks["fused"] for h in out] == [1, 2, 3, 4] and [h.ranks["rerank"] for h in out] == [1, 2, 3, 4]
+    assert sorted(h.score for h in out) == pytest.approx(sorted(scores), abs=1e-2)  # bf16 autocast where native

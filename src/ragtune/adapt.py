@@ -197,6 +197,7 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
         if reranker.get("applied"):  # written to pipeline.yaml through `data`; this handle must agree
             collection.pipeline.reranker.model = reranker["path"]
             collection.pipeline.reranker.depth = data.pipeline.reranker.depth
+            collection.pipeline.reranker.first_stage_weight = data.pipeline.reranker.first_stage_weight
     if config.teacher != "none":
         teacher_model = (reranker or {}).get("path") or collection.pipeline.reranker.model
         step("teacher", lambda: score_with_teacher(data, folder, config.teacher, "train", reranker=teacher_model,
@@ -331,6 +332,7 @@ def train_gated_reranker(collection: Collection, home: str | Path | None, folder
     if applied:
         collection.pipeline.reranker.model = meta["path"]
         collection.pipeline.reranker.depth = depth
+        collection.pipeline.reranker.first_stage_weight = gate.first_stage_weight
         collection.save_pipeline()
     return {**meta, "rows": len(rows), "steps": result.steps, "train_loss": result.train_loss, "gate": gate.to_dict(),
             "stage1": stage1 or None, "applied": applied}

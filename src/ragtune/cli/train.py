@@ -94,13 +94,15 @@ def reranker(
         return
     g = out["gate"]
     verdict = (f"held-out MRR {g['mrr_before']:.3f} → {g['mrr_after']:.3f} (Δ {g['delta']:+.3f}, p = {g['p_value']:.4f}, "
-               f"{g['queries']} questions, {g['ms_per_query']:.0f} ms/question at depth {g['depth']})")
+               f"{g['queries']} questions, {g['ms_per_query']:.0f} ms/question at depth {g['depth']}; "
+               f"first-stage weight {g.get('first_stage_weight', 0.0):g})")
     typer.echo(f"reranker {out['version']}: {out['rows']} questions, {out['steps']} steps, loss {out['train_loss']:.4f} "
                f"→ {out['path']}\n{verdict}")
     if out["applied"]:
         typer.echo("it wins: the collection's rerank stage now uses it")
     elif g["enable"]:
-        typer.echo(f"it wins: use it with --set reranker.model={out['path']} (or re-run with --apply)")
+        typer.echo(f"it wins: use it with --set reranker.model={out['path']} "
+                   f"--set reranker.first_stage_weight={g.get('first_stage_weight', 0.0):g} (or re-run with --apply)")
     else:
         typer.echo("it does not beat no reranking on held-out questions: the rerank stage stays off")
 

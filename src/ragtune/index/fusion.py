@@ -16,18 +16,22 @@ Example:
 from __future__ import annotations
 
 import statistics
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
 
 from ragtune.index.base import StoreHit
 
+K = TypeVar("K", bound=Hashable)
 
-def rrf_scores(ranked: dict[str, list[str]], rrf_k: int = 60, weights: dict[str, float] | None = None) -> dict[str, float]:
+
+def rrf_scores(ranked: Mapping[str, Sequence[K]], rrf_k: int = 60, weights: dict[str, float] | None = None) -> dict[K, float]:
     """Reciprocal rank fusion, ``Σ_r w_r / (rrf_k + rank_r)``, of ranked id lists keyed by list
     name: the one RRF in ragtune (store fusion here, multi-query fusion in ``retrieve``).
 
     >>> rrf_scores({"a": ["x", "y"], "b": ["y"]}, rrf_k=1) == {"x": 1 / 2, "y": 1 / 3 + 1 / 2}
     True
     """
-    scores: dict[str, float] = {}
+    scores: dict[K, float] = {}
     for name, ids in ranked.items():
         w = (weights or {}).get(name, 1.0)
         for rank, item in enumerate(ids, start=1):

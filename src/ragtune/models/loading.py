@@ -102,7 +102,7 @@ def cross_encoder(name: str, device: str | None = None, max_length: int | None =
     except OSError as e:
         raise ModelNotFoundError(f"cannot load reranker {name!r} ({resolved}): {e}") from e
     if max_length:
-        model.max_length = max_length
+        model.max_seq_length = max_length
     return model
 
 
