@@ -29,6 +29,7 @@ from _common import CACHE, DATA, RESULTS, split_squad_articles, table, write_rep
 
 from ragtune.data.squad import QAExample, load_squad  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
+from ragtune.evaluate.rerank import WEIGHTS  # noqa: E402
 from ragtune.train.reranker import (  # noqa: E402
     RerankerTrainConfig,
     reciprocal_ranks,
@@ -62,18 +63,47 @@ def bm25_lists(examples: list[QAExample], pool: list[QAExample], depth: int, lim
     return out
 
 
-def mrr_of(model_path: str | None, lists) -> dict[str, float]:
-    """Per-question reciprocal rank (0 where the first stage missed the paragraph)."""
+def model_scores(model_path: str, lists) -> list[list[float]]:
+    """The cross-encoder's score of every candidate of every list."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
     from ragtune.models.loading import resolve_model
 
+    model = CrossEncoder(resolve_model(model_path), num_labels=1, max_length=320, device="cpu")
+    flat = [float(x) for x in model.predict([(q, c) for q, cands, _ in lists for c in cands], batch_size=64,
+                                            show_progress_bar=False)] if lists else []
+    out, i = [], 0
+    for _, cands, _ in lists:
+        out.append(flat[i:i + len(cands)])
+        i += len(cands)
+    return out
+
+
+def blended_rr(lists, scores: list[list[float]], weight: float) -> dict[str, float]:
+    """Per-question reciprocal rank under ragtune's rerank stage: the cross-encoder's order blended
+    with the first stage's (BM25) at ``weight`` (0: the cross-encoder alone; ties rank the answer
+    last among equals, as ``reciprocal_ranks`` does)."""
+    from ragtune.retrieve.rerank import blend
+
+    out = {}
+    for i, ((_, cands, gold), sc) in enumerate(zip(lists, scores)):
+        if gold < 0:
+            out[str(i)] = 0.0
+            continue
+        # Ties against the answer go first, so a constant scorer earns the worst rank.
+        by_score = sorted(range(len(cands)), key=lambda j: (-sc[j], j == gold))
+        out[str(i)] = 1.0 / (blend(list(range(len(cands))), by_score, weight).index(gold) + 1)
+    return out
+
+
+def mrr_of(model_path: str | None, lists) -> dict[str, float]:
+    """Per-question reciprocal rank (0 where the first stage missed the paragraph)."""
     hit = [(q, c, g) for q, c, g in lists if g >= 0]
     if model_path is None:  # the first stage's own order
         ranks = [1.0 / (g + 1) for _, _, g in hit]
     else:
-        model = CrossEncoder(resolve_model(model_path), num_labels=1, max_length=320, device="cpu")
-        ranks = reciprocal_ranks(lambda pairs: model.predict(pairs, batch_size=64, show_progress_bar=False), hit)
+        scores = model_scores(model_path, hit)
+        ranks = reciprocal_ranks(lambda pairs: [x for sc in scores for x in sc], hit)
     out = {str(i): 0.0 for i in range(len(lists))}
     hit_ids = [str(i) for i, (_, _, g) in enumerate(lists) if g >= 0]
     out.update(dict(zip(hit_ids, ranks)))
@@ -122,11 +152,20 @@ def main() -> None:
     lists = bm25_lists(sides["test"], examples, args.depth, args.test_questions)
     per = {"bm25": mrr_of(None, lists), "untrained": mrr_of(BASE, lists)}
     per.update({name: mrr_of(info["path"], lists) for name, info in runs.items()})
+    # The rerank stage as ragtune serves it: the first stage's weight beside the reranker's chosen on
+    # the dev articles' BM25 lists (never on test), then applied to the test lists.
+    dev_lists = bm25_lists(sides["dev"], examples, args.depth, args.dev_questions)
+    dev_scores = model_scores(runs["stage1"]["path"], dev_lists)
+    by_weight = {w: sum(blended_rr(dev_lists, dev_scores, w).values()) / len(dev_lists) for w in WEIGHTS}
+    chosen = max(by_weight, key=lambda w: (by_weight[w], -w))
+    per["stage1-blended"] = blended_rr(lists, model_scores(runs["stage1"]["path"], lists), chosen)
     mean = {k: sum(v.values()) / len(v) for k, v in per.items()}
     cmp = {k: compare_paired(per["bm25"], per[k]) for k in per if k != "bm25"}
     found = sum(g >= 0 for _, _, g in lists)
 
     report = {"test_questions": len(lists), "bm25_found": found, "depth": args.depth,
+              "blend": {"first_stage_weight": chosen, "dev_mrr_by_weight": {str(w): v for w, v in by_weight.items()},
+                        "dev_lists": len(dev_lists)},
               "train_rows": len(rows), "dev_lists": len(dev_rows),
               "mrr": mean, "vs_bm25": {k: {"delta": c.delta, "p_value": c.p_value} for k, c in cmp.items()},
               "runs": runs}
@@ -143,6 +182,10 @@ touched once here: {len(lists)} questions, BM25 top {args.depth} over all paragr
 is among them for {found}; MRR counts 0 where it is not).
 
 {table(["system", "test MRR", "Δ vs BM25", "p (paired)", "steps", "dev MRR at end"], rows_md)}
+
+`stage1-blended`: the stage-1 reranker's order fused with BM25's (`reranker.first_stage_weight`), the
+weight chosen on {len(dev_lists)} BM25 lists of the dev articles: {chosen:g}; dev MRR by weight (0 = the
+reranker alone): {", ".join(f"{w:g}: {v:.3f}" for w, v in by_weight.items())}.
 
 Learning curves (dev MRR by step):
 {curves}
