@@ -31,8 +31,9 @@ from ragtune.retrieve.rerank import Reranker
 from ragtune.types import ServicePrincipal
 
 # The first stage's weight beside the reranker's in the final order (``reranker.first_stage_weight``):
-# 0 is the reranker's order alone; the others blend the two orders.
-WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+# 0 is the reranker's order alone; the others blend the two orders. 4 lets a reranker that is weaker
+# than the fused order alone (a self-trained one out of its domain) still break the fused order's ties.
+WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass
