@@ -19,24 +19,67 @@ def serve(
     adapter_cache: Annotated[int, typer.Option(help="generators (base/adapters) kept loaded")] = 2,
     max_queue: Annotated[int, typer.Option(help="generations waiting per model before 503")] = 8,
     max_tokens: Annotated[int, typer.Option(help="most tokens one chat completion may generate (requests asking more get this)")] = 1024,
+    auth_config: Annotated[Optional[Path], typer.Option(
+        help="YAML/JSON with `oidc:` (issuer, audience, user_claim, groups_claim, admin_groups, ...) and/or "
+             "`proxy:` (trusted, user_header, groups_header): SSO tokens or a trusted proxy beside API keys")] = None,
+    oidc_issuer: Annotated[Optional[str], typer.Option(help="accept this identity provider's tokens (needs --oidc-audience)")] = None,
+    oidc_audience: Annotated[Optional[str], typer.Option(help="the audience (client id) its tokens must carry")] = None,
     set_: SetOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Run the HTTP API, the OpenAI-compatible endpoints and the web UI (every route needs a key)."""
+    """Run the HTTP API, the OpenAI-compatible endpoints and the web UI (every route needs a key or token)."""
     import uvicorn
 
     from ragtune.serve.app import create_app
     from ragtune.serve.keys import KeyStore
     from ragtune.serve.state import ServeConfig
 
+    identity = identity_config(auth_config, oidc_issuer, oidc_audience)
     store = KeyStore(home)
-    if not store.list():
+    if not store.list() and not identity:
         typer.echo("no API keys yet: create one with `ragtune keys create --user admin --role admin`", err=True)
     store.close()
     config = ServeConfig(host=host, port=port, adapter_cache=adapter_cache, max_queue=max_queue, max_completion_tokens=max_tokens,
-                         pipeline=set_ or [])
+                         pipeline=set_ or [], **identity)
     # One process: the embedded store has a single owner. Concurrency comes from the thread pool.
-    uvicorn.run(create_app(home, config), host=host, port=port, log_level="warning")
+    # proxy_headers=False: the peer address must be the TCP peer's, not what X-Forwarded-For claims,
+    # or anyone could pose as the trusted proxy whose user/groups headers are believed.
+    uvicorn.run(create_app(home, config), host=host, port=port, log_level="warning", proxy_headers=False)
+
+
+def identity_config(path: Path | None, issuer: str | None, audience: str | None) -> dict:
+    """``oidc`` / ``proxy`` of ServeConfig from ``--auth-config`` and the two shortcuts; errors name
+    the file and the field."""
+    import yaml
+    from pydantic import ValidationError
+
+    from ragtune.config import ConfigError
+    from ragtune.serve.identity import OidcConfig, ProxyConfig
+
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the auth config ({e.strerror})") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
+        unknown = set(data) - {"oidc", "proxy"} if isinstance(data, dict) else {"(not a mapping)"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; use `oidc:` and/or `proxy:`")
+    if issuer or audience:
+        if not (issuer and audience):
+            raise ConfigError("--oidc-issuer and --oidc-audience go together: tokens are checked against both")
+        data["oidc"] = {**(data.get("oidc") or {}), "issuer": issuer, "audience": audience}
+    out = {}
+    for name, model in (("oidc", OidcConfig), ("proxy", ProxyConfig)):
+        if data.get(name) is not None:
+            try:
+                out[name] = model.model_validate(data[name])
+            except ValidationError as e:
+                where = "; ".join(f"{name}.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                raise ConfigError(f"{path or 'auth options'}: {where}") from e
+    return out
 
 
 @keys_app.command("create")

@@ -1,8 +1,10 @@
 """The HTTP face of ragtune: ``create_app(home)`` builds the FastAPI app that ``ragtune serve`` runs.
 
-Every route needs an API key (``Authorization: Bearer rt_...`` or ``X-API-Key``) except
+Every route needs a caller: an API key (``Authorization: Bearer rt_...`` or ``X-API-Key``), an
+identity provider's token (``Authorization: Bearer <JWT>``, with ``oidc`` configured) or a trusted
+proxy's headers (:mod:`ragtune.serve.identity`), except
 ``/healthz`` and the pages that carry no data: the web UI shell and the API docs/schema. The
-key's principal is the ACL filter of every search, ask and chat. Errors have one JSON shape, the
+caller's principal is the ACL filter of every search, ask and chat. Errors have one JSON shape, the
 OpenAI one, so OpenAI clients report them properly::
 
     {"error": {"message": "...", "type": "not_found", "code": 404}}
@@ -71,8 +73,7 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
         uploads = method == "POST" and path.startswith("/v1/collections/") and path.endswith("/documents")
         return cfg.max_upload_mb if uploads else cfg.max_request_mb
 
-    app.add_middleware(Guard, lookup=lambda secret: server.keys.lookup(secret) if secret else None,
-                       public=PUBLIC_PATHS, limit_mb=limit_mb)
+    app.add_middleware(Guard, auth=lambda: server.auth, public=PUBLIC_PATHS, limit_mb=limit_mb)
     return app
 
 

@@ -30,16 +30,15 @@ def state(request: Request) -> ServerState:
 
 
 def caller(request: Request) -> KeyInfo:
-    """The key's owner; 401 without a valid key (the same answer for missing, unknown and revoked).
-    Behind :class:`~ragtune.serve.guard.Guard` the key was already checked, before the body was read."""
+    """The caller (API key, identity token or trusted proxy); 401 without one (the same answer for
+    missing, unknown and revoked keys). Behind :class:`~ragtune.serve.guard.Guard` the caller was
+    already identified, before the body was read."""
     if (checked := request.scope.get("ragtune.key")) is not None:
         return checked
-    auth = request.headers.get("authorization", "")
-    secret = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    info = state(request).keys.lookup(secret) if secret else None
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    info, why = state(request).auth.identify_or_reason(headers, request.client.host if request.client else None)
     if info is None:
-        raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(401, "unauthorized", why, {"WWW-Authenticate": "Bearer"})
     return info
 
 

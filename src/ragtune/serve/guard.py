@@ -1,5 +1,5 @@
-"""The server's outer gate, run before FastAPI reads a byte of the body: the API key is checked
-first (a request without a valid key gets its 401 whatever its body holds: no parsing, no
+"""The server's outer gate, run before FastAPI reads a byte of the body: the caller (API key,
+identity token or trusted proxy: :mod:`ragtune.serve.identity`) is checked first (a request without a valid key gets its 401 whatever its body holds: no parsing, no
 validation errors that describe the API to a stranger, no 50 MB read), then the body's size is
 bounded (``Content-Length`` up front, and counted as it streams in for chunked bodies).
 
@@ -10,9 +10,12 @@ body has been received and parsed.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Callable
+
+import anyio
 
 from ragtune.serve.auth import error_body
+from ragtune.serve.identity import Authenticator
 
 KEY_SCOPE = "ragtune.key"  # where the checked key waits for the `caller` dependency
 
@@ -22,17 +25,21 @@ def _too_large(limit_mb: float) -> str:
 
 
 class Guard:
-    def __init__(self, app, lookup: Callable[[str], Any], public: frozenset[str], limit_mb: Callable[[str, str], float]):
-        self.app, self.lookup, self.public, self.limit_mb = app, lookup, public, limit_mb
+    def __init__(self, app, auth: Callable[[], Authenticator], public: frozenset[str], limit_mb: Callable[[str, str], float]):
+        self.app, self.auth, self.public, self.limit_mb = app, auth, public, limit_mb
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in self.public:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        info = self.lookup(_secret(headers))
+        auth = self.auth()
+        client = (scope.get("client") or (None,))[0]
+        if auth.needs_network(headers):  # a token may need the provider's keys fetched: not on the event loop
+            info, why = await anyio.to_thread.run_sync(auth.identify_or_reason, headers, client)
+        else:
+            info, why = auth.identify_or_reason(headers, client)
         if info is None:
-            return await _reply(send, 401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
-                                {"www-authenticate": "Bearer"})
+            return await _reply(send, 401, "unauthorized", why, {"www-authenticate": "Bearer"})
         scope[KEY_SCOPE] = info
         limit_mb = self.limit_mb(scope["method"], scope["path"])
         limit = int(limit_mb * 2**20)
@@ -61,11 +68,6 @@ class Guard:
                 await send(message)
 
         await self.app(scope, counted, guarded_send)
-
-
-def _secret(headers: dict[str, str]) -> str:
-    auth = headers.get("authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
 
 
 async def _reply(send, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:

@@ -15,6 +15,7 @@ from ragtune.config import PipelineConfig, ragtune_home
 from ragtune.errors import NotFoundError
 from ragtune.feedback import FeedbackStore
 from ragtune.serve.engines import BatchingEmbedder, Gate, GatedReader, GatedReranker, GeneratorPool
+from ragtune.serve.identity import Authenticator, OidcConfig, ProxyConfig
 from ragtune.serve.jobs import Job, JobQueue
 from ragtune.serve.keys import KeyInfo, KeyStore
 from ragtune.types import Scope
@@ -42,6 +43,8 @@ class ServeConfig(BaseModel):
     max_request_mb: float = Field(8, gt=0, description="largest body of any other request (JSON)")
     embed_window_ms: float = Field(3.0, ge=0, description="how long a query embedding waits to batch with others")
     pipeline: list[str] = Field(default_factory=list, description="overrides of the default pipeline (new collections, chat)")
+    oidc: OidcConfig | None = Field(None, description="accept an identity provider's tokens beside API keys")
+    proxy: ProxyConfig | None = Field(None, description="believe a trusted proxy's user/groups headers")
 
 
 @dataclass
@@ -58,6 +61,7 @@ class ServerState:
         self.config = config or ServeConfig()
         self.default_pipeline = PipelineConfig().with_overrides(self.config.pipeline)
         self.keys = KeyStore(self.home)
+        self.auth = Authenticator(self.keys, self.config.oidc, self.config.proxy)
         self.feedback = FeedbackStore(self.home)
         self.generators = GeneratorPool(self.home, self.config.adapter_cache, self.config.max_queue)
         self._handles: dict[str, Handle] = {}
