@@ -54,9 +54,43 @@ def _tiny_adapter(home: Path, base_path: str) -> None:
         registry.describe(out, base=BASE, method="lora", data="random weights (test)", scope=[["group:finance"]])
 
 
+class SpanReceiver:
+    """An OTLP/HTTP trace receiver on loopback (what a collector, Jaeger or Tempo runs): it decodes
+    each export with the OTLP protobuf schema and keeps the span names."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        self.spans: list[tuple[str, dict]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["content-length"])))
+                for rs in request.resource_spans:
+                    for ss in rs.scope_spans:
+                        for span in ss.spans:
+                            attrs = {a.key: a.value.int_value or a.value.string_value for a in span.attributes}
+                            receiver.spans.append((span.name, attrs))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_port}/v1/traces"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+
 class Server:
-    def __init__(self, home: Path, port: int, keys: dict[str, str], proc: subprocess.Popen):
-        self.home, self.port, self.keys, self.proc = home, port, keys, proc
+    def __init__(self, home: Path, port: int, keys: dict[str, str], proc: subprocess.Popen,
+                 spans: SpanReceiver | None = None):
+        self.home, self.port, self.keys, self.proc, self.spans = home, port, keys, proc, spans
         self.url = f"http://127.0.0.1:{port}"
 
     def client(self, who: str | None = None) -> httpx.Client:
@@ -91,11 +125,12 @@ def server(tmp_path_factory, local_generator):
     keys["revoked"] = revoked
     store.close()
     port = _free_port()
-    env = {**os.environ, "RAGTUNE_HOME": str(home)}
+    env = {**os.environ, "RAGTUNE_HOME": str(home), "OTEL_BSP_SCHEDULE_DELAY": "500"}  # export spans twice a second
+    spans = SpanReceiver()
     proc = subprocess.Popen([sys.executable, "-m", "ragtune", "serve", "--port", str(port), "--max-queue", "1",
-                             "--set", "answer.max_new_tokens=24"], env=env,
+                             "--set", "answer.max_new_tokens=24", "--otlp-endpoint", spans.url], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    srv = Server(home, port, keys, proc)
+    srv = Server(home, port, keys, proc, spans)
     for _ in range(300):
         try:
             if httpx.get(srv.url + "/healthz", timeout=1).status_code == 200:
@@ -117,6 +152,7 @@ def server(tmp_path_factory, local_generator):
     yield srv
     proc.terminate()
     proc.wait(timeout=30)
+    spans.http.shutdown()
 
 
 def _routes(app):
@@ -185,6 +221,51 @@ def test_a_client_that_goes_away_mid_stream_frees_the_model(server):
                                                    "messages": [{"role": "user", "content": "Hi"}]})
         assert r.status_code == 200, r.text
         assert time.perf_counter() - started < 40  # 2000 tokens would hold the model for minutes
+
+
+def _scrape(client: httpx.Client) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(r.text) for s in family.samples}
+
+
+def _value(scraped: dict, name: str, **labels) -> float:
+    return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.mark.slow  # a real server process
+def test_metrics_move_with_traffic_and_stage_spans_reach_the_otlp_collector(server):
+    search = "/v1/collections/{name}/search"
+    with server.client("admin") as adm, server.client("eng") as eng, server.client() as anon:
+        assert eng.get("/metrics").status_code == 403  # every user's traffic: admins only
+        before = _scrape(adm)
+        for _ in range(3):
+            assert eng.post("/v1/collections/hr-read/search", json={"query": "leave days", "mode": "hybrid"}).status_code == 200
+        assert eng.post("/v1/collections/hr-read/ask", json={"question": "How many leave days?"}).status_code == 200
+        assert anon.post("/v1/collections/hr-read/search", json={"query": "x"}).status_code == 401
+        after = _scrape(adm)
+    moved = lambda name, **labels: _value(after, name, **labels) - _value(before, name, **labels)  # noqa: E731
+    assert moved("ragtune_http_requests_total", method="POST", route=search, status="200") == 3
+    assert moved("ragtune_http_requests_total", method="POST", route="unauthenticated", status="401") == 1
+    assert moved("ragtune_http_request_seconds_count", route=search) == 3
+    assert moved("ragtune_stage_seconds_count", stage="embed") >= 4  # 3 searches + the ask's retrieval
+    assert moved("ragtune_stage_seconds_count", stage="store.query") >= 4
+    assert moved("ragtune_stage_seconds_count", stage="read") == 1  # hr-read answers with the extractive reader
+    assert moved("ragtune_stage_seconds_sum", stage="read") > 0
+    assert _value(after, "ragtune_model_loads_total", kind="collection") >= 1
+    assert ("ragtune_queue_depth", (("gate", "encoders"),)) in after
+    assert _value(after, "ragtune_ingest_jobs", status="queued") == 0
+    names = set()
+    for _ in range(100):  # the exporter sends in batches
+        names = {n for n, _ in server.spans.spans}
+        if {"embed", "store.query", "read"} <= names:
+            break
+        time.sleep(0.1)
+    assert {"embed", "store.query", "read"} <= names, names
+    assert any(n == "store.query" and a.get("mode") == "hybrid" for n, a in server.spans.spans)
 
 
 @pytest.mark.slow  # a real server process

@@ -30,6 +30,7 @@ from ragtune.errors import InputError
 from ragtune.models.generator import GenerationConfig, Generator
 from ragtune.retrieve import Searcher
 from ragtune.retrieve.strategies import expand, fuse
+from ragtune.tracing import stage, stage_start
 from ragtune.types import Hit, Principal
 
 
@@ -126,7 +127,9 @@ class Answerer:
         if self.mode == "extractive":
             return self._read(question, passages, hits, timings, queries)
         t = time.perf_counter()
-        gen = self._llm.generate(messages, self._gen_config())
+        with stage("generate") as span:
+            gen = self._llm.generate(messages, self._gen_config())
+            span.set_attributes({"tokens.prompt": gen.prompt_tokens, "tokens.completion": gen.completion_tokens})
         timings["generate"] = time.perf_counter() - t
         return self._generated(question, gen.text, passages, hits, timings,
                                {"prompt": gen.prompt_tokens, "completion": gen.completion_tokens}, queries)
@@ -146,14 +149,21 @@ class Answerer:
             return
         t = time.perf_counter()
         pieces = []
-        for piece in self._llm.stream(messages, self._gen_config()):
-            pieces.append(piece)
-            yield piece
-        timings["generate"] = time.perf_counter() - t
-        text = "".join(pieces).strip()
-        yield self._generated(question, text, passages, hits, timings,
-                              {"prompt": sum(self._llm.count_tokens(m["content"]) for m in messages),
-                               "completion": self._llm.count_tokens(text)}, queries)
+        # Not a `with` span around the loop: a generator's span would stay open (and current)
+        # across every yield to the caller; one span timed from start to the last token instead.
+        span = stage_start("generate")
+        try:
+            for piece in self._llm.stream(messages, self._gen_config()):
+                pieces.append(piece)
+                yield piece
+            timings["generate"] = time.perf_counter() - t
+            text = "".join(pieces).strip()
+            usage = {"prompt": sum(self._llm.count_tokens(m["content"]) for m in messages),
+                     "completion": self._llm.count_tokens(text)}
+            span.set_attributes({"tokens.prompt": usage["prompt"], "tokens.completion": usage["completion"]})
+        finally:
+            span.end()
+        yield self._generated(question, text, passages, hits, timings, usage, queries)
 
     # -- stages ---------------------------------------------------------------------------------
     def _prepare(self, question: str, principal: Principal, k: int | None):
@@ -187,7 +197,8 @@ class Answerer:
               queries: list[str]) -> Answer:
         t = time.perf_counter()
         assert self.reader is not None  # extractive mode: checked in __init__
-        span = self.reader.read(question, [p.text for p in passages])
+        with stage("read", passages=len(passages)):
+            span = self.reader.read(question, [p.text for p in passages])
         timings["read"] = time.perf_counter() - t
         margin = self.collection.pipeline.reader.null_margin
         if span is None:

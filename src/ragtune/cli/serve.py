@@ -24,6 +24,9 @@ def serve(
              "`proxy:` (trusted, user_header, groups_header): SSO tokens or a trusted proxy beside API keys")] = None,
     oidc_issuer: Annotated[Optional[str], typer.Option(help="accept this identity provider's tokens (needs --oidc-audience)")] = None,
     oidc_audience: Annotated[Optional[str], typer.Option(help="the audience (client id) its tokens must carry")] = None,
+    otlp_endpoint: Annotated[Optional[str], typer.Option(
+        help="export each request's stage spans over OTLP/HTTP (e.g. http://collector:4318/v1/traces)")] = None,
+    metrics: Annotated[bool, typer.Option(help="Prometheus metrics at /metrics (admin key)")] = True,
     set_: SetOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -33,6 +36,7 @@ def serve(
     from ragtune.serve.app import create_app
     from ragtune.serve.keys import KeyStore
     from ragtune.serve.state import ServeConfig
+    from ragtune.serve.telemetry import TelemetryConfig
 
     identity = identity_config(auth_config, oidc_issuer, oidc_audience)
     store = KeyStore(home)
@@ -40,7 +44,8 @@ def serve(
         typer.echo("no API keys yet: create one with `ragtune keys create --user admin --role admin`", err=True)
     store.close()
     config = ServeConfig(host=host, port=port, adapter_cache=adapter_cache, max_queue=max_queue, max_completion_tokens=max_tokens,
-                         pipeline=set_ or [], **identity)
+                         pipeline=set_ or [], telemetry=TelemetryConfig(metrics=metrics, otlp_endpoint=otlp_endpoint),
+                         **identity)
     # One process: the embedded store has a single owner. Concurrency comes from the thread pool.
     # proxy_headers=False: the peer address must be the TCP peer's, not what X-Forwarded-For claims,
     # or anyone could pose as the trusted proxy whose user/groups headers are believed.

@@ -30,6 +30,7 @@ from ragtune.collection import Collection
 from ragtune.config import QueryConfig
 from ragtune.errors import InputError
 from ragtune.index.base import Query, StoreHit
+from ragtune.tracing import stage
 from ragtune.types import Hit, Principal
 
 
@@ -64,11 +65,15 @@ class Searcher:
         k = k or cfg.k
         reranker = self.reranker if rerank else None
         depth = max(k, self.collection.pipeline.reranker.depth) if reranker else k
+        vector = None
+        if mode in ("dense", "hybrid"):
+            with stage("embed", texts=1):
+                vector = self.collection.embedder.embed_query(text)
         query = Query(
             mode=mode,  # type: ignore[arg-type]
             acl_tokens=principal.tokens(),
             k=depth,
-            vector=self.collection.embedder.embed_query(text) if mode in ("dense", "hybrid") else None,
+            vector=vector,
             text=text if mode in ("bm25", "hybrid") else None,
             metadata=metadata or {},
             fusion=cfg.fusion,
@@ -78,12 +83,14 @@ class Searcher:
             hnsw_ef=cfg.hnsw_ef,
             with_ranks=with_ranks,
         )
-        hits = [_to_hit(h) for h in self.collection.store.search(query)]
+        with stage("store.query", mode=mode, k=depth):
+            hits = [_to_hit(h) for h in self.collection.store.search(query)]
         if reranker:
             # Only the top `depth` are rescored; a deeper k (e.g. Recall@100) keeps the fused
             # order below them instead of paying a cross-encoder call per extra hit.
             cut = self.collection.pipeline.reranker.depth
-            hits = reranker.rerank(text, hits[:cut]) + hits[cut:]
+            with stage("rerank", pairs=len(hits[:cut])):
+                hits = reranker.rerank(text, hits[:cut]) + hits[cut:]
         return hits[:k]
 
 

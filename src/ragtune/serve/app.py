@@ -25,12 +25,13 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from ragtune.serve.auth import ApiError, error_body
+from ragtune.serve.auth import Admin, ApiError, error_body, not_found
 from ragtune.serve.guard import Guard
 from ragtune.serve.state import ServeConfig, ServerState
+from ragtune.serve.telemetry import Metered
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("ragtune.serve")
@@ -45,6 +46,7 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
     from ragtune.serve.routes import collections, openai
 
     server = ServerState(home, config)
+    server.telemetry.install_tracing()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -64,6 +66,14 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
     def ui() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/metrics", tags=["meta"], response_class=Response)
+    def metrics(_: Admin) -> Response:
+        """Prometheus metrics (an admin key: the figures describe every user's traffic)."""
+        if not server.config.telemetry.metrics:
+            raise not_found("/metrics (telemetry.metrics is off)")
+        body, content_type = server.telemetry.exposition()
+        return Response(body, media_type=content_type)
+
     app.include_router(collections.router)
     app.include_router(openai.router)
     app.include_router(admin_routes.router)
@@ -74,6 +84,7 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
         return cfg.max_upload_mb if uploads else cfg.max_request_mb
 
     app.add_middleware(Guard, auth=lambda: server.auth, public=PUBLIC_PATHS, limit_mb=limit_mb)
+    app.add_middleware(Metered, telemetry=lambda: server.telemetry)  # added last = outermost: 401s counted too
     return app
 
 

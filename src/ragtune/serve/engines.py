@@ -29,6 +29,7 @@ from ragtune.models.generator import (
     Messages,
     make_generator,
 )
+from ragtune.tracing import stage
 
 
 class Busy(RuntimeError):
@@ -145,7 +146,8 @@ class GeneratorPool:
                     return self._entries[key]
             label = config.adapter or config.model
             try:
-                entry = GatedGenerator(make_generator(config, self.home), Gate(label, self.max_waiting))
+                with stage("model.load", kind="generator", model=label):
+                    entry = GatedGenerator(make_generator(config, self.home), Gate(label, self.max_waiting))
             finally:  # a failed load must not leave its lock behind
                 with self._lock:
                     self._loading.pop(key, None)
@@ -158,6 +160,10 @@ class GeneratorPool:
     def loaded(self) -> list[str]:
         with self._lock:
             return [k[3] or k[1] for k in self._entries]
+
+    def gates(self) -> list[Gate]:
+        with self._lock:
+            return [e.gate for e in self._entries.values()]
 
 
 class BatchingEmbedder:

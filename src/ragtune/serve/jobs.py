@@ -96,6 +96,11 @@ class JobQueue:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def pending(self) -> list[Job]:
+        """Jobs queued or running now, oldest first (what /metrics reports as ingestion lag)."""
+        with self._lock:
+            return sorted((j for j in self._jobs.values() if j.status in ("queued", "running")), key=lambda j: j.seq)
+
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
         deadline = time.monotonic() + timeout
         while (job := self.get(job_id)) is not None and job.status in ("queued", "running"):

@@ -18,6 +18,8 @@ from ragtune.serve.engines import BatchingEmbedder, Gate, GatedReader, GatedRera
 from ragtune.serve.identity import Authenticator, OidcConfig, ProxyConfig
 from ragtune.serve.jobs import Job, JobQueue
 from ragtune.serve.keys import KeyInfo, KeyStore
+from ragtune.serve.telemetry import Telemetry, TelemetryConfig
+from ragtune.tracing import stage
 from ragtune.types import Scope
 
 
@@ -45,6 +47,7 @@ class ServeConfig(BaseModel):
     pipeline: list[str] = Field(default_factory=list, description="overrides of the default pipeline (new collections, chat)")
     oidc: OidcConfig | None = Field(None, description="accept an identity provider's tokens beside API keys")
     proxy: ProxyConfig | None = Field(None, description="believe a trusted proxy's user/groups headers")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
 
 @dataclass
@@ -70,16 +73,22 @@ class ServerState:
         # Reader and reranker forward passes of every collection, one at a time (bounded memory).
         self.encoders = Gate("encoders", self.config.max_queue)
         self.jobs = JobQueue(self.home, self._run_job)
+        self.telemetry = Telemetry(self.config.telemetry, self.gate_depths, self.jobs.pending)
 
     # -- collections ---------------------------------------------------------------------------
     def handle(self, name: str) -> Handle:
         """The open handle of collection ``name`` (CollectionNotFoundError when there is none)."""
         with self._lock:
             if name not in self._handles:
-                coll = Collection.open(self.home, name)
+                with stage("model.load", kind="collection", collection=name):
+                    coll = Collection.open(self.home, name)
                 coll.embedder = self.batcher(coll.embedder)  # queries of this handle go through the batcher
                 self._handles[name] = Handle(coll, threading.Lock())
             return self._handles[name]
+
+    def gate_depths(self) -> list[tuple[str, int]]:
+        """(gate, calls inside it) of the shared encoder gate and every loaded generator."""
+        return [(g.name, g.occupancy) for g in [self.encoders, *self.generators.gates()]]
 
     def batcher(self, embedder) -> BatchingEmbedder:
         with self._lock:
@@ -93,7 +102,8 @@ class ServerState:
 
         with self._lock:
             if h.searcher is None:
-                h.searcher = Searcher(h.collection)
+                with stage("model.load", kind="searcher"):  # the reranker, when one is configured
+                    h.searcher = Searcher(h.collection)
                 if h.searcher.reranker is not None:
                     h.searcher.reranker = GatedReranker(h.searcher.reranker, self.encoders)
             return h.searcher
@@ -104,8 +114,9 @@ class ServerState:
         cfg = h.collection.pipeline.reader
         with self._lock:
             if h.reader is None:
-                h.reader = GatedReader(make_reader(cfg.model, h.collection.embedder, cfg.device, cfg.max_answer_tokens),
-                                       self.encoders)
+                with stage("model.load", kind="reader"):
+                    h.reader = GatedReader(make_reader(cfg.model, h.collection.embedder, cfg.device,
+                                                       cfg.max_answer_tokens), self.encoders)
             return h.reader
 
     def create_collection(self, name: str, overrides: list[str]) -> Collection:
