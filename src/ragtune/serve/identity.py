@@ -171,7 +171,11 @@ class OidcVerifier:
 
     def jwks_url(self) -> str:
         if self._jwks_url is None:
-            self._jwks_url = self.discovery()["jwks_uri"]
+            url = self.discovery().get("jwks_uri")
+            if not isinstance(url, str):
+                raise ValueError(f"{self.config.issuer}/.well-known/openid-configuration names no jwks_uri; "
+                                 "set oidc.jwks_url")
+            self._jwks_url = url
         return self._jwks_url
 
     def verify(self, token: str) -> KeyInfo:
