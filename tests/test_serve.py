@@ -268,6 +268,78 @@ def test_metrics_move_with_traffic_and_stage_spans_reach_the_otlp_collector(serv
     assert any(n == "store.query" and a.get("mode") == "hybrid" for n, a in server.spans.spans)
 
 
+def _mcp_calls(url: str, headers: dict[str, str], calls: list[tuple[str, dict]]) -> tuple[list[str], list]:
+    """Tool names, then each call's (is_error, structured result or error text), through the SDK's client."""
+    import anyio
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def run():
+        async with httpx.AsyncClient(headers=headers, timeout=120) as http:
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                tools = sorted(t.name for t in (await client.list_tools()).tools)
+                out = []
+                for name, args in calls:
+                    r = await client.call_tool(name, args)
+                    text = r.content[0].text
+                    out.append((r.is_error, text if r.is_error else r.structured_content or json.loads(text)))
+                return tools, out
+
+    return anyio.run(run)
+
+
+@pytest.mark.slow  # a real server process
+def test_mcp_tools_answer_as_the_callers_principal(server):
+    calls = [("search", {"collection": "hr-read", "query": "When are salaries paid?", "k": 5}),
+             ("list_collections", {}),
+             ("get_document", {"collection": "hr-read", "doc_id": "salary"}),
+             ("ask", {"collection": "hr-read", "question": "How many days of paid annual leave?"}),
+             ("search", {"collection": "nope", "query": "x"})]
+    seen = {}
+    for who in ("eng", "finance"):
+        tools, results = _mcp_calls(server.url + "/mcp", {"Authorization": f"Bearer {server.keys[who]}"}, calls)
+        assert tools == ["ask", "get_document", "list_collections", "search"]
+        seen[who] = results
+    hits = {who: {h["doc_id"] for h in seen[who][0][1]["hits"]} for who in seen}
+    assert "salary" in hits["finance"] and "salary" not in hits["eng"]  # the ACL of the caller's key
+    assert seen["finance"][2][0] is False and seen["finance"][2][1]["id"] == "salary"
+    assert seen["eng"][2][0] and seen["eng"][2][1].endswith(": document not found")  # as a missing one
+    assert "25" in seen["eng"][3][1]["text"] and seen["eng"][3][1]["citations"]
+    assert seen["eng"][4][0] and seen["eng"][4][1].endswith(": collection not found")  # not the others' names
+    with httpx.Client() as anon:  # the guard answers before MCP reads anything
+        r = anon.post(server.url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert r.status_code == 401
+
+
+@pytest.mark.slow  # real subprocesses and the real embedder
+def test_mcp_over_stdio_acts_as_the_keys_principal(tmp_path):
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    from ragtune.serve.keys import KeyStore
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "leave.md").write_text("# Leave\n\nEmployees get 25 days of paid annual leave per year.\n")
+    home = tmp_path / "home"
+    run_cli("ingest", str(tmp_path / "notes"), "-c", "notes", "--public", home=home)
+    store = KeyStore(home)
+    key = store.create("ana")[0]
+    store.close()
+    env = {**os.environ, "RAGTUNE_HOME": str(home)}
+
+    async def run(secret: str):
+        params = StdioServerParameters(command=sys.executable, args=["-m", "ragtune", "mcp"],
+                                       env={**env, "RAGTUNE_API_KEY": secret})
+        async with Client(params) as client:
+            r = await client.call_tool("search", {"collection": "notes", "query": "paid leave days", "k": 3})
+            return r.structured_content or json.loads(r.content[0].text)
+
+    hits = anyio.run(run, key)["hits"]
+    assert hits and hits[0]["doc_id"].endswith("leave.md") and "25 days" in hits[0]["text"]
+    refused = run_cli("mcp", "--key", "rt_unknown", home=home, check=False, input="")
+    assert refused.returncode != 0 and "unknown or revoked" in refused.stderr
+
+
 @pytest.mark.slow  # a real server process
 def test_a_user_key_sees_counts_of_what_it_may_read_and_no_server_paths(server):
     with server.client("eng") as eng, server.client("finance") as fin, server.client("admin") as adm:

@@ -42,6 +42,7 @@ app.command()(adapt.adapt)
 app.command()(tune.tune)
 app.command()(migrate.migrate)
 app.command()(serve.serve)
+app.command()(serve.mcp)
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(serve.feedback_app, name="feedback")
 

@@ -52,6 +52,30 @@ def serve(
     uvicorn.run(create_app(home, config), host=host, port=port, log_level="warning", proxy_headers=False)
 
 
+def mcp(
+    key: Annotated[Optional[str], typer.Option(envvar="RAGTUNE_API_KEY", show_default=False,
+                                               help="the API key whose principal the agent acts as (or $RAGTUNE_API_KEY)")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve search/ask to a local agent over MCP stdio, as the key's principal. With `ragtune serve`
+    running on this home, point the agent at its streamable-HTTP endpoint /mcp instead."""
+    from ragtune.errors import InputError
+    from ragtune.serve.mcp_server import build
+    from ragtune.serve.state import ServerState
+
+    if not key:
+        raise InputError("ragtune mcp needs an API key: --key rt_... or $RAGTUNE_API_KEY (ragtune keys create)")
+    server = ServerState(home)
+    caller = server.keys.lookup(key)
+    if caller is None:
+        server.close()
+        raise InputError("that API key is unknown or revoked; see `ragtune keys list`")
+    try:
+        build(server, caller).run("stdio")
+    finally:
+        server.close()
+
+
 def identity_config(path: Path | None, issuer: str | None, audience: str | None) -> dict:
     """``oidc`` / ``proxy`` of ServeConfig from ``--auth-config`` and the two shortcuts; errors name
     the file and the field."""

@@ -42,15 +42,18 @@ PUBLIC_PATHS = frozenset({"/healthz", "/", "/openapi.json"})
 
 
 def create_app(home: str | Path | None = None, config: ServeConfig | None = None) -> FastAPI:
+    from ragtune.serve.mcp_server import http_app
     from ragtune.serve.routes import admin as admin_routes
     from ragtune.serve.routes import collections, openai
 
     server = ServerState(home, config)
     server.telemetry.install_tracing()
+    agents = http_app(server)  # MCP over streamable HTTP at /mcp, behind the same guard
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
+        async with agents.router.lifespan_context(agents):
+            yield
         server.close()
 
     app = FastAPI(title="ragtune", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -74,6 +77,7 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
         body, content_type = server.telemetry.exposition()
         return Response(body, media_type=content_type)
 
+    app.router.routes.extend(agents.routes)  # its one route, /mcp
     app.include_router(collections.router)
     app.include_router(openai.router)
     app.include_router(admin_routes.router)
