@@ -103,3 +103,48 @@ def test_principal_with_nothing_sees_only_public(acl_world):
     assert public_docs, "the seeded world has public documents"
     hits = Searcher(coll).search("invoice audit", Principal(), mode="hybrid", k=100)
     assert {h.doc_id for h in hits} <= public_docs
+
+
+@pytest.fixture(scope="module")
+def mcp_world(tmp_path_factory, tiny_embedder):
+    """The same kind of world behind the MCP tools (in-process SDK client), as the server runs them."""
+    from ragtune.serve.state import ServerState
+
+    src = tmp_path_factory.mktemp("acl-mcp") / "docs.jsonl"
+    records = acl_records(99, 40, 40)
+    src.write_text("\n".join(json.dumps(r) for r in records))
+    home = tmp_path_factory.mktemp("acl-mcp-home")
+    coll = Collection.create(home, "acl", PipelineConfig().with_overrides(
+        [f"embedder.model={tiny_embedder}", "chunking.chunk_size=16", "chunking.chunk_overlap=0"]))
+    assert ingest(coll, src, Acl()).failed == 0
+    coll.close()
+    server = ServerState(home)
+    yield server, {r["id"]: Acl.from_dict(r["acl"]) for r in records}
+    server.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=st.sampled_from(USERS + ["stranger"]),
+       groups=st.lists(st.sampled_from(GROUPS + ["g-unknown"]), max_size=3, unique=True).map(tuple),
+       words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4), mode=st.sampled_from(["dense", "bm25", "hybrid"]))
+def test_no_mcp_search_returns_an_invisible_chunk(mcp_world, user, groups, words, mode):
+    import anyio
+    from mcp import Client
+
+    from ragtune.serve.keys import KeyInfo
+    from ragtune.serve.mcp_server import build
+
+    server, acls = mcp_world
+    caller = KeyInfo(id="prop", user=user, groups=groups, role="user", created=0.0)
+
+    async def run():
+        async with Client(build(server, caller)) as client:
+            r = await client.call_tool("search", {"collection": "acl", "query": " ".join(words), "k": 40, "mode": mode})
+            assert not r.is_error, r.content
+            return r.structured_content or json.loads(r.content[0].text)
+
+    hits = anyio.run(run)["hits"]
+    assert all(acls[h["doc_id"]].visible_to(caller.principal) for h in hits)
+    if mode == "dense":  # dense ranks every visible chunk: as many as it may see, up to k
+        visible = [d for d in acls if acls[d].visible_to(caller.principal)]
+        assert (len(hits) > 0) == bool(visible)
