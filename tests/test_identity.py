@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx2 as httpx
 import jwt
@@ -35,12 +36,27 @@ class Provider:
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
         self.fetches = 0
         self.add_key("k1")
+        self.login = {"email": "ana@example.com", "groups": ["eng"]}  # who signs in at /authorize
+        self.codes: dict[str, dict] = {}
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                from urllib.parse import parse_qs, urlencode, urlsplit
+
+                url = urlsplit(self.path)
+                if url.path == "/authorize":  # the user is already signed in here: straight back with a code
+                    q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                    code = base64.urlsafe_b64encode(os.urandom(12)).decode()
+                    provider.codes[code] = q
+                    self.send_response(302)
+                    self.send_header("location", q["redirect_uri"] + "?" + urlencode({"code": code, "state": q["state"]}))
+                    self.end_headers()
+                    return
                 if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": provider.issuer, "jwks_uri": provider.issuer + "/jwks"}
+                    body = {"issuer": provider.issuer, "jwks_uri": provider.issuer + "/jwks",
+                            "authorization_endpoint": provider.issuer + "/authorize",
+                            "token_endpoint": provider.issuer + "/token"}
                 elif self.path == "/jwks":
                     provider.fetches += 1
                     body = provider.jwks()
@@ -49,6 +65,24 @@ class Provider:
                     return
                 raw = json.dumps(body).encode()
                 self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_POST(self):  # /token: the code, once, with the verifier whose S256 is the challenge
+                from urllib.parse import parse_qs
+
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["content-length"])).decode()).items()}
+                asked = provider.codes.pop(form.get("code", ""), None)
+                digest = _b64(hashlib.sha256(form.get("code_verifier", "").encode()).digest())
+                ok = (asked is not None and asked["code_challenge_method"] == "S256" and digest == asked["code_challenge"]
+                      and form.get("client_id") == asked["client_id"] and form.get("redirect_uri") == asked["redirect_uri"])
+                body = ({"id_token": provider.token(aud=asked["client_id"], **provider.login), "token_type": "Bearer"}
+                        if ok else {"error": "invalid_grant"})
+                raw = json.dumps(body).encode()
+                self.send_response(200 if ok else 400)
+                self.send_header("access-control-allow-origin", "*")  # the UI calls it from its own origin
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(raw)))
                 self.end_headers()
@@ -238,6 +272,48 @@ def test_the_tokens_groups_decide_what_search_sees_through_the_real_server(provi
         assert seen(proxied) == (200, {"pay", "leave"})  # from the trusted proxy's address
         assert seen(proxied, local="127.0.0.2")[0] == 401  # the same headers from elsewhere: not believed
         assert seen({**proxied, "X-Forwarded-For": "127.0.0.1"}, local="127.0.0.2")[0] == 401
+        assert httpx.get(url + "/auth/config").json()["oidc"]["client_id"] == AUD  # public: the UI reads it first
+        _sso_in_the_browser(url, provider)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _sso_in_the_browser(url: str, provider: Provider) -> None:
+    """The web UI signs in through the provider (authorization code + PKCE) and searches as the
+    token's groups allow; a second user with other groups sees less."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install Debian's chromium and chromium-driver (see .ci/run)")
+        return
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(chromium)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    for login, expected in ((["finance"], "Salaries are paid"), (["eng"], None)):
+        provider.login = {"email": f"{login[0]}@example.com", "groups": login}
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        wait = WebDriverWait(driver, 60)
+        try:
+            driver.get(url + "/")
+            wait.until(EC.element_to_be_clickable((By.ID, "sso"))).click()
+            wait.until(EC.text_to_be_present_in_element((By.ID, "who"), f"{login[0]}@example.com"))
+            assert "code=" not in driver.current_url  # the single-use code left the address bar
+            wait.until(lambda d: "docs" in [o.text for o in Select(d.find_element(By.ID, "collection")).options])
+            driver.find_element(By.ID, "search-q").send_keys("when are salaries paid")
+            driver.find_element(By.ID, "search-btn").click()
+            wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#results .hit")))
+            results = driver.find_element(By.ID, "results").text
+            if expected:
+                assert expected in results
+            else:
+                assert "Salaries are paid" not in results and "25 days" in results
+        finally:
+            driver.quit()

@@ -35,10 +35,11 @@ from ragtune.serve.telemetry import Metered
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("ragtune.serve")
-# Routes that answer without a key: they hold no data (health, the UI shell, the API's own description).
+# Routes that answer without a key: they hold no data (health, the UI shell and how it signs in, the
+# API's own description).
 # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, on the origin whose
 # localStorage holds the UI's API key; /openapi.json works in any viewer the user trusts.
-PUBLIC_PATHS = frozenset({"/healthz", "/", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/openapi.json", "/auth/config"})
 
 
 def create_app(home: str | Path | None = None, config: ServeConfig | None = None) -> FastAPI:
@@ -68,6 +69,19 @@ def create_app(home: str | Path | None = None, config: ServeConfig | None = None
     @app.get("/", include_in_schema=False)
     def ui() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/auth/config", tags=["meta"])
+    def auth_config() -> dict:
+        """How the web UI signs in: with an identity provider configured, its endpoints and the
+        client id for the authorization-code + PKCE flow; else null (API keys only)."""
+        oidc = server.auth.oidc
+        if oidc is None:
+            return {"oidc": None}
+        try:
+            return {"oidc": oidc.ui_config()}
+        except (OSError, ValueError) as e:  # the provider is down or says too little: keys still work
+            log.warning("identity provider discovery failed: %s", e)
+            raise ApiError(502, "upstream_error", "the identity provider could not be reached; sign in with an API key")
 
     @app.get("/metrics", tags=["meta"], response_class=Response)
     def metrics(_: Admin) -> Response:

@@ -64,6 +64,7 @@ class OidcConfig(BaseModel):
     # The UI's sign-in (authorization code + PKCE, a public client): the client id it asks the
     # provider for; default: the audience, which is what most providers put in `aud`.
     ui_client_id: str | None = None
+    ui_scope: str = "openid profile email"
 
     @field_validator("algorithms")
     @classmethod
@@ -164,10 +165,23 @@ class OidcVerifier:
     def __init__(self, config: OidcConfig, fetch: Callable[[str], dict] = _fetch_json):
         self.config, self._fetch = config, fetch
         self._jwks_url = config.jwks_url
+        self._ui: dict | None = None
         self.keys = KeySet(self.jwks_url, config.jwks_cache_s, config.jwks_min_refresh_s, fetch)
 
     def discovery(self) -> dict:
         return self._fetch(self.config.issuer.rstrip("/") + "/.well-known/openid-configuration")
+
+    def ui_config(self) -> dict:
+        """What the web UI needs to sign in through the provider (authorization code + PKCE, a
+        public client: no secret in the page): its endpoints from discovery, the client id."""
+        if self._ui is None:
+            found = self.discovery()
+            missing = [k for k in ("authorization_endpoint", "token_endpoint") if not isinstance(found.get(k), str)]
+            if missing:
+                raise ValueError(f"the provider's discovery document names no {', '.join(missing)}")
+            self._ui = {"authorization_endpoint": found["authorization_endpoint"], "token_endpoint": found["token_endpoint"],
+                        "client_id": self.config.ui_client_id or self.config.audience, "scope": self.config.ui_scope}
+        return self._ui
 
     def jwks_url(self) -> str:
         if self._jwks_url is None:
