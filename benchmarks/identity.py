@@ -7,6 +7,9 @@
    provider: the API's no-op spans), `metrics` (the SDK provider + the server's stage-metrics
    processor) and `otlp` (+ the batch exporter to a loopback OTLP receiver). The arms alternate
    (off, metrics, otlp, off, ...) so drift on a shared machine hits them alike; queries/s median.
+3. MCP vs HTTP: the same search through a real `ragtune serve` — POST /v1/collections/docs/search
+   and the MCP `search` tool over streamable HTTP (the SDK's client, one session) — interleaved,
+   p50 ms of each and their ratio.
 
 Run from the repo root:  .venv/bin/python benchmarks/identity.py [--rounds 3 --searches 300]
 """
@@ -112,7 +115,8 @@ def search_arm(home: str, arm: str, searches: int, otlp: str) -> float:
     return qps
 
 
-def tracing_overhead(rounds: int, searches: int) -> dict:
+def docs_home() -> tuple[str, int]:
+    """A home with this repo's docs/ as collection ``docs`` (public), and its chunk count."""
     from ragtune.collection import Collection
     from ragtune.ingest.sync import ingest
     from ragtune.types import Acl
@@ -121,6 +125,10 @@ def tracing_overhead(rounds: int, searches: int) -> dict:
     coll = Collection.create(home, "docs")
     chunks = ingest(coll, REPO / "docs", Acl(public=True)).chunks
     coll.close()
+    return home, chunks
+
+
+def tracing_overhead(home: str, chunks: int, rounds: int, searches: int) -> dict:
     receiver = Receiver()
     qps: dict[str, list[float]] = {"off": [], "metrics": [], "otlp": []}
     for _ in range(rounds):
@@ -135,11 +143,68 @@ def tracing_overhead(rounds: int, searches: int) -> dict:
             "otlp_bytes_received": receiver.bytes}
 
 
+def mcp_vs_http(home: str, n: int) -> dict:
+    import os
+    import socket
+
+    import anyio
+    import httpx2 as httpx
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from ragtune.serve.keys import KeyStore
+
+    store = KeyStore(home)
+    key = store.create("ana")[0]
+    store.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ragtune", "serve", "--port", str(port)],
+                            env={**os.environ, "RAGTUNE_HOME": home}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+
+        async def run() -> dict[str, list[float]]:
+            samples: dict[str, list[float]] = {"http": [], "mcp": []}
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+                async with Client(streamable_http_client(url + "/mcp", http_client=http)) as client:
+                    for i in range(n + 5):  # the first 5 of each warm up
+                        q = QUERIES[i % len(QUERIES)]
+                        t = time.perf_counter()
+                        r = await http.post("/v1/collections/docs/search", json={"query": q, "k": 5})
+                        assert r.status_code == 200
+                        http_s = time.perf_counter() - t
+                        t = time.perf_counter()
+                        res = await client.call_tool("search", {"collection": "docs", "query": q, "k": 5})
+                        assert not res.is_error
+                        mcp_s = time.perf_counter() - t
+                        if i >= 5:
+                            samples["http"].append(http_s * 1000)
+                            samples["mcp"].append(mcp_s * 1000)
+            return samples
+
+        samples = anyio.run(run)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    out = {a: {"p50_ms": statistics.median(v), "p95_ms": sorted(v)[int(0.95 * len(v))]} for a, v in samples.items()}
+    out["mcp_over_http_p50"] = out["mcp"]["p50_ms"] / out["http"]["p50_ms"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--auth-requests", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--searches", type=int, default=300)
+    ap.add_argument("--mcp-searches", type=int, default=200)
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
     ap.add_argument("--otlp", help=argparse.SUPPRESS)
@@ -149,8 +214,10 @@ def main() -> None:
         print(search_arm(args.home, args.arm, args.searches, args.otlp))
         return
     auth = auth_overhead(args.auth_requests)
-    tracing = tracing_overhead(args.rounds, args.searches)
-    results = {"auth": auth, "tracing": tracing, "mcp": None}
+    home, chunks = docs_home()
+    tracing = tracing_overhead(home, chunks, args.rounds, args.searches)
+    mcp = mcp_vs_http(home, args.mcp_searches)
+    results = {"auth": auth, "tracing": tracing, "mcp": mcp}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "identity.json").write_text(json.dumps(results, indent=2))
     auth_rows = [[a, f"{auth[a]['p50_us']:.1f}", f"{auth[a]['p95_us']:.1f}"] for a in ("api-key", "oidc-jwt")]
@@ -172,9 +239,12 @@ signature check dominates; the provider's keys come from the cache, fetched once
 runs); `otlp`: plus the batch exporter to a loopback OTLP receiver ({tracing['otlp_bytes_received']}
 bytes received). Target: ≤ 5% lost.
 
-## Not measured
+## MCP vs HTTP search, through a real server ({args.mcp_searches} searches each, interleaved, one client session)
 
-MCP search latency vs HTTP search: there is no MCP server yet.
+{table(["path", "p50 ms", "p95 ms"], [[a, f"{mcp[a]['p50_ms']:.1f}", f"{mcp[a]['p95_ms']:.1f}"] for a in ("http", "mcp")])}
+
+The MCP tool costs {mcp['mcp_over_http_p50']:.2f}× the HTTP route at the median (JSON-RPC framing
+and the SDK's validation around the same route function).
 """
     write_report("identity", "Identity and operations: what auth and tracing cost per request", body)
 
