@@ -93,8 +93,9 @@ class Receiver:
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
 
-def search_arm(home: str, arm: str, searches: int, otlp: str) -> float:
-    """One arm in this process: queries/s of hybrid searches."""
+def search_arm(home: str, arm: str, searches: int, otlp: str) -> dict:
+    """One arm in this process: queries/s of hybrid searches, and µs per stage span (timed alone:
+    the part of a search's cost that tracing adds, free of the search's own variance)."""
     from ragtune.collection import Collection
     from ragtune.retrieve import Searcher
     from ragtune.types import Principal
@@ -112,7 +113,13 @@ def search_arm(home: str, arm: str, searches: int, otlp: str) -> float:
         searcher.search(QUERIES[i % len(QUERIES)], Principal("ana"), mode="hybrid", k=10)
     qps = searches / (time.perf_counter() - t)
     coll.close()
-    return qps
+    from ragtune.tracing import stage
+
+    t = time.perf_counter()
+    for _ in range(20000):
+        with stage("embed", texts=1):
+            pass
+    return {"qps": qps, "span_us": (time.perf_counter() - t) / 20000 * 1e6}
 
 
 def docs_home() -> tuple[str, int]:
@@ -131,15 +138,23 @@ def docs_home() -> tuple[str, int]:
 def tracing_overhead(home: str, chunks: int, rounds: int, searches: int) -> dict:
     receiver = Receiver()
     qps: dict[str, list[float]] = {"off": [], "metrics": [], "otlp": []}
+    span_us: dict[str, list[float]] = {a: [] for a in qps}
     for _ in range(rounds):
         for arm in qps:
             out = subprocess.run([sys.executable, __file__, "--arm", arm, "--home", home, "--searches", str(searches),
                                   "--otlp", receiver.url], capture_output=True, text=True, check=True)
-            qps[arm].append(float(out.stdout.strip().splitlines()[-1]))
+            figures = json.loads(out.stdout.strip().splitlines()[-1])
+            qps[arm].append(figures["qps"])
+            span_us[arm].append(figures["span_us"])
     receiver.http.shutdown()
     med = {a: statistics.median(v) for a, v in qps.items()}
+    span = {a: statistics.median(v) for a, v in span_us.items()}
+    # A hybrid search without a reranker opens 2 stage spans (embed, store.query).
+    search_us = 1e6 / med["off"]
+    added = {a: 2 * (span[a] - span["off"]) / search_us for a in ("metrics", "otlp")}
     return {"chunks": chunks, "searches_per_arm": searches, "rounds": rounds, "qps": qps, "qps_median": med,
             "metrics_overhead": 1 - med["metrics"] / med["off"], "otlp_overhead": 1 - med["otlp"] / med["off"],
+            "span_us": span, "metrics_overhead_from_spans": added["metrics"], "otlp_overhead_from_spans": added["otlp"],
             "otlp_bytes_received": receiver.bytes}
 
 
@@ -211,7 +226,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.arm:
         # An arm's own process: print its figure; the provider flushes the exporter at exit.
-        print(search_arm(args.home, args.arm, args.searches, args.otlp))
+        print(json.dumps(search_arm(args.home, args.arm, args.searches, args.otlp)))
         return
     auth = auth_overhead(args.auth_requests)
     home, chunks = docs_home()
@@ -238,6 +253,13 @@ signature check dominates; the provider's keys come from the cache, fetched once
 `metrics`: the SDK provider with the server's stage-metrics processor (what `ragtune serve` always
 runs); `otlp`: plus the batch exporter to a loopback OTLP receiver ({tracing['otlp_bytes_received']}
 bytes received). Target: ≤ 5% lost.
+
+Throughput of whole processes varies more between runs than tracing can cost, so the span itself
+is also timed alone in each arm (20,000 spans): {tracing['span_us']['off']:.1f} µs with no provider
+(the API's no-op), {tracing['span_us']['metrics']:.1f} µs with the metrics processor,
+{tracing['span_us']['otlp']:.1f} µs with OTLP export. A hybrid search opens 2 stage spans, so
+tracing adds {100 * tracing['metrics_overhead_from_spans']:.2f}% (metrics) and
+{100 * tracing['otlp_overhead_from_spans']:.2f}% (OTLP) to a {1000 / tracing['qps_median']['off']:.1f} ms search.
 
 ## MCP vs HTTP search, through a real server ({args.mcp_searches} searches each, interleaved, one client session)
 
