@@ -162,7 +162,8 @@ def _routes(app):
         if hasattr(route, "original_router"):
             out += [(r.path, m) for r in route.original_router.routes for m in r.methods]
         else:
-            out += [(route.path, m) for m in getattr(route, "methods", ()) if m != "HEAD"]
+            # A mounted ASGI app (MCP's /mcp) takes every method: POST stands for them.
+            out += [(route.path, m) for m in (getattr(route, "methods", None) or ("POST",)) if m != "HEAD"]
     return sorted(set(out))
 
 
