@@ -157,6 +157,15 @@ def _handle(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
+NO_CALLER = "a valid API key or identity token is required (Authorization: Bearer <key or token>)"
+
+
+def presented_secret(headers: dict[str, str]) -> str:
+    """The bearer credential, else the X-API-Key header, else "" (``headers`` lower-cased)."""
+    auth = headers.get("authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key", "").strip()
+
+
 def looks_like_jwt(secret: str) -> bool:
     return secret.count(".") == 2 and not secret.startswith("rt_")
 
@@ -240,23 +249,20 @@ class Authenticator:
             groups = _groups(headers.get(self.proxy.groups_header, ""))
             role = "admin" if set(groups) & set(self.proxy.admin_groups) else "user"
             return KeyInfo(id="proxy-" + _handle(user), user=user, groups=groups, role=role, created=0.0), ""
-        auth = headers.get("authorization", "")
-        secret = auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key", "").strip()
+        secret = presented_secret(headers)
         if not secret:
-            return None, "a valid API key or identity token is required (Authorization: Bearer <key or token>)"
+            return None, NO_CALLER
         if self.oidc and looks_like_jwt(secret):
             try:
                 return self.oidc.verify(secret), ""
             except TokenRefused as e:
                 return None, f"identity token refused: {e}"
         info = self.keys.lookup(secret)
-        return (info, "") if info else (None, "a valid API key or identity token is required "
-                                              "(Authorization: Bearer <key or token>)")
+        return (info, "") if info else (None, NO_CALLER)
 
     def needs_network(self, headers: dict[str, str]) -> bool:
         """Whether identifying this request may fetch the provider's keys (run it off the event loop)."""
-        auth = headers.get("authorization", "")
-        return self.oidc is not None and auth.lower().startswith("bearer ") and looks_like_jwt(auth[7:].strip())
+        return self.oidc is not None and looks_like_jwt(presented_secret(headers))
 
     def _from_proxy(self, client: str | None) -> bool:
         try:
