@@ -22,7 +22,7 @@ check: setup
 
 # Everything: real models, servers, browser, training (CI runs this; ~20 min on 2 cores).
 test: check
-	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-system-packages.sh
 	$(VENV)/bin/python -m pytest --durations=20
 
 # While working: no real models (tiny random ones built in the tests), no servers, no training.

@@ -15,6 +15,7 @@ from ragtune.cli import (
     models,
     search,
     serve,
+    sources,
     synth,
     train,
     tune,
@@ -33,6 +34,7 @@ app.command()(ask.ask)
 app.command()(ask.calibrate)
 app.command()(collections.status)
 app.add_typer(collections.app, name="collections")
+app.add_typer(sources.app, name="sources")
 app.add_typer(eval.app, name="eval")
 app.add_typer(synth.app, name="synth")
 app.add_typer(train.app, name="train")

@@ -50,6 +50,16 @@ CREATE TABLE IF NOT EXISTS failures (
     source TEXT NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sources (
+    name    TEXT PRIMARY KEY,
+    type    TEXT NOT NULL,
+    options TEXT NOT NULL,
+    acl     TEXT NOT NULL,
+    every_s REAL,
+    state   TEXT NOT NULL DEFAULT '{}',
+    status  TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
 """
 
 
@@ -149,12 +159,44 @@ class Manifest:
         ]
         return run
 
+    # -- sources (connectors kept in sync) --------------------------------------------------------
+    # A source's state (its cursor) lives beside the documents it produced: a sync stores it only
+    # after its documents are indexed, so a sync killed half-way starts again from the old cursor.
+    def add_source(self, name: str, kind: str, options: dict[str, Any], acl: dict[str, Any], every_s: float | None) -> None:
+        self._db.execute("INSERT INTO sources (name, type, options, acl, every_s, created) VALUES (?, ?, ?, ?, ?, ?)",
+                         (name, kind, json.dumps(options), json.dumps(acl), every_s, time.time()))
+
+    def sources(self) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT name, type, options, acl, every_s, state, status, created FROM sources ORDER BY name")
+        return [_source(row) for row in cur.fetchall()]
+
+    def source(self, name: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT name, type, options, acl, every_s, state, status, created FROM sources "
+                               "WHERE name = ?", (name,)).fetchone()
+        return _source(row) if row else None
+
+    def save_source(self, name: str, status: dict[str, Any], state: dict[str, Any] | None = None) -> None:
+        if state is None:
+            self._db.execute("UPDATE sources SET status = ? WHERE name = ?", (json.dumps(status), name))
+        else:
+            self._db.execute("UPDATE sources SET status = ?, state = ? WHERE name = ?",
+                             (json.dumps(status), json.dumps(state), name))
+
+    def remove_source(self, name: str) -> None:
+        self._db.execute("DELETE FROM sources WHERE name = ?", (name,))
+
     def stats(self) -> dict[str, Any]:
         (docs, chunks, pending, newest) = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(chunks), 0), COALESCE(SUM(state = 'pending'), 0), MAX(indexed_at) "
             "FROM documents"
         ).fetchone()
         return {"documents": docs, "chunks": chunks, "pending": pending, "last_indexed_at": newest}
+
+
+def _source(row: tuple) -> dict[str, Any]:
+    name, kind, options, acl, every_s, state, status, created = row
+    return {"name": name, "type": kind, "options": json.loads(options), "acl": json.loads(acl), "every_s": every_s,
+            "state": json.loads(state), "status": json.loads(status), "created": created}
 
 
 def _record(row: tuple) -> DocRecord:

@@ -30,8 +30,8 @@ from ragtune.collection.manifest import DocRecord
 from ragtune.errors import StateError
 from ragtune.index.base import StoredChunk
 from ragtune.ingest.chunking import Chunker
-from ragtune.ingest.loaders import load_file, loader_for, meta_hash
-from ragtune.ingest.walk import walk
+from ragtune.ingest.connectors.base import Failed, Item, Removed, Scan, Skipped, Unchanged
+from ragtune.ingest.loaders import content_hash, meta_hash
 from ragtune.types import Acl, Chunk, ChunkPayload, Document, search_text
 
 _POINT_NS = uuid.UUID("6f1c1f6e-3c55-4c44-9d55-6b7a0d1c2a10")
@@ -70,40 +70,81 @@ def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Prog
     its own: JSON/JSONL records may have an ``acl`` field, which counts only with ``record_acls``
     (the server turns it off for uploads unless an admin opts in: a file's content must not
     widen the ACL its uploader chose)."""
+    from ragtune.ingest.connectors.folder import FolderConnector
+
+    cfg = collection.pipeline.ingest
+    root = Path(path).resolve()
+    scan = FolderConnector(root, cfg.include, cfg.exclude).scan({})
+    return sync_scan(collection, str(root), scan, acl, on_progress, record_acls)
+
+
+def sync_scan(collection: Collection, root: str, scan: Scan, acl: Acl, on_progress: Progress | None = None,
+              record_acls: bool = True) -> IngestReport:
+    """Apply one connector scan to the live index: documents are (re-)embedded when their content
+    changed, relabelled when only their ACL/metadata did, and — for a complete scan — documents of
+    ``root`` it did not list are deleted (never those whose read failed this time)."""
     if collection.version != collection.live_version:
         # The manifest is shared by all versions: it must describe the index queries are served from.
         raise StateError(f"ingest writes to the live index ({collection.live_version}), not to version "
                          f"{collection.version}; open the collection without a version")
     started = time.perf_counter()
-    root = Path(path).resolve()
-    cfg = collection.pipeline.ingest
-    files = walk(root, cfg.include, cfg.exclude)
-    report = IngestReport(root=str(root))
+    report = IngestReport(root=root)
     manifest = collection.manifest
-    run_id = manifest.start_run(str(root))
+    run_id = manifest.start_run(root)
     batch = _Batch(collection, report, on_progress)
     seen_ids: set[str] = set()
     failed_sources: set[str] = set()
-    for n, source in enumerate(files, start=1):
-        if on_progress:
-            on_progress("files", n, len(files))
-        if loader_for(source.path) is None and root.is_dir():
+    removed: set[str] = set()
+    held = _held_by_source(collection, root)
+
+    def apply(item: Item) -> None:
+        if isinstance(item, Document):
+            item.content_hash = item.content_hash or content_hash(item)
+            _plan(item, acl, root, seen_ids, batch, report, record_acls)
+        elif isinstance(item, Unchanged):
+            ids = held.get(item.source)
+            if ids is None:  # the index does not hold it (new, failed, or pending after a crash)
+                for again in item.reload():
+                    apply(again)
+                return
+            seen_ids.update(ids)
+            report.seen += len(ids)
+            report.unchanged += len(ids)
+        elif isinstance(item, Removed):
+            removed.add(item.source)
+        elif isinstance(item, Failed):
+            report.failures.append((item.source, item.reason))
+            failed_sources.add(item.source)
+        elif isinstance(item, Skipped):
             report.skipped += 1
-            continue
-        result = load_file(source.path, source.doc_id)
-        for failure in result.failures:
-            report.failures.append((failure.source, failure.reason))
-        if result.failures:
-            failed_sources.add(str(source.path))
-        for doc in result.documents:
-            _plan(doc, acl, str(root), seen_ids, batch, report, record_acls)
+
+    for n, item in enumerate(scan.items, start=1):
+        if on_progress:
+            on_progress("files", n, scan.total or 0)
+        apply(item)
     batch.flush()
-    _delete_missing(collection, str(root), seen_ids, failed_sources, report)
+    if scan.complete:
+        _delete_missing(collection, root, seen_ids, failed_sources, report)
+    if removed:
+        gone = [r.doc_id for r in manifest.all(root) if r.source in removed and r.doc_id not in seen_ids]
+        _delete_ids(collection, root, gone, report)
     collection.store.optimize()
     report.seconds = time.perf_counter() - started
     stats = {k: getattr(report, k) for k in ("seen", "indexed", "updated", "unchanged", "deleted", "failed", "chunks")}
     manifest.finish_run(run_id, stats, report.failures)
     return report
+
+
+def _held_by_source(collection: Collection, root: str) -> dict[str, list[str]]:
+    """Source → ids of its documents, for sources whose every document is indexed (a pending one
+    was cut off by a crash and must be read again)."""
+    out: dict[str, list[str]] = {}
+    pending: set[str] = set()
+    for rec in collection.manifest.all(root):
+        out.setdefault(rec.source, []).append(rec.doc_id)
+        if rec.state != "indexed":
+            pending.add(rec.source)
+    return {s: ids for s, ids in out.items() if s not in pending}
 
 
 def remove_document(collection: Collection, doc_id: str) -> DocRecord:
@@ -125,7 +166,9 @@ def _plan(doc: Document, default_acl: Acl, root: str, seen: set[str], batch: "_B
         report.failures.append((doc.source, f"duplicate document id {doc.id!r} in this run; ids must be unique"))
         return
     report.seen += 1
-    if not (doc.metadata.pop("acl_from_record", False) and record_acls):
+    from_record = doc.metadata.pop("acl_from_record", False) and record_acls
+    # A source that mirrors its own permissions (``acl_from_source``) was configured so by an admin.
+    if not (from_record or doc.metadata.pop("acl_from_source", False)):
         doc.acl = default_acl
     if doc.acl.is_empty:
         # Not marked seen: an indexed older version (perhaps public) is deleted, not kept.
@@ -241,13 +284,20 @@ def _delete_missing(collection: Collection, root: str, seen: set[str], failed_so
                     report: IngestReport) -> None:
     """Remove documents of this root that are gone, but never those of a file that failed to
     load this time (it still exists: keep its last good version rather than lose it)."""
-    gone = [r for r in collection.manifest.all(root) if r.doc_id not in seen and r.source not in failed_sources]
-    if not gone:
+    gone = [r.doc_id for r in collection.manifest.all(root) if r.doc_id not in seen and r.source not in failed_sources]
+    _delete_ids(collection, root, gone, report)
+
+
+def _delete_ids(collection: Collection, root: str, doc_ids: list[str], report: IngestReport) -> None:
+    """Chunks first, then the manifest rows (a crash in between leaves rows the next sync deletes);
+    only documents of ``root``: a source never deletes another's."""
+    recs = [r for d in doc_ids if (r := collection.manifest.get(d)) is not None and r.root == root]
+    if not recs:
         return
-    for rec in gone:
+    for rec in recs:
         collection.store.delete_document(rec.doc_id)
     collection.store.flush()
     with collection.manifest.batch():
-        for rec in gone:
+        for rec in recs:
             collection.manifest.remove(rec.doc_id)
-    report.deleted += len(gone)
+    report.deleted += len(recs)

@@ -64,4 +64,4 @@ def load_file(path: Path, doc_id: str) -> LoadResult:
     return result
 
 
-__all__ = ["LOADERS", "LoadError", "LoadFailure", "LoadResult", "load_file", "loader_for", "meta_hash"]
+__all__ = ["LOADERS", "LoadError", "LoadFailure", "LoadResult", "content_hash", "load_file", "loader_for", "meta_hash"]

@@ -18,13 +18,20 @@ _HEADINGS = {f"h{i}": i for i in range(1, 7)}
 _BLOCKS = {"p", "li", "pre", "blockquote", "td", "th", "dt", "dd", "figcaption", "caption"}
 
 
-def html_to_text(markup: str) -> tuple[str, str]:
-    """Return (title, text): block elements become paragraphs, headings ``#`` lines."""
+def html_to_text(markup: str, main_content: bool = False) -> tuple[str, str]:
+    """Return (title, text): block elements become paragraphs, headings ``#`` lines.
+    ``main_content``: only the page's main region (``<main>``, ``role=main`` or its one
+    ``<article>``) where it has one — a crawled site repeats its menus and sidebars on every page."""
     soup = BeautifulSoup(markup, "lxml")
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup(_DROP):
         tag.decompose()
     body = soup.body or soup
+    if main_content:
+        articles = body.find_all("article")
+        main = body.find("main") or body.find(True, {"role": "main"}) or (articles[0] if len(articles) == 1 else None)
+        if main is not None and main.get_text(strip=True):
+            body = main
     blocks: list[str] = []
     for el in body.find_all(list(_HEADINGS) + list(_BLOCKS)):
         # Nested blocks (a <p> inside an <li>) would be emitted twice; keep the innermost.

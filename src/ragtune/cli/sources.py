@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, err, print_json, progress_bars
+
+app = typer.Typer(help="Sources a collection keeps in sync: folders, web sites, git repositories, mailboxes.",
+                  no_args_is_help=True)
+
+OptionOpt = Annotated[Optional[list[str]], typer.Option(
+    "--option", "-o", help="a connector option, KEY=VALUE (VALUE read as YAML: true, 3, [a, b]); repeatable")]
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["start=http://x/", "delay_s=0"]`` → ``{"start": "http://x/", "delay_s": 0}``."""
+    import yaml
+
+    from ragtune.errors import InputError
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--option {pair!r}: write KEY=VALUE, e.g. --option path=./docs")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+        if isinstance(out[key.strip()], (dict, type(None))):  # "a: b" or "~" were meant as text
+            out[key.strip()] = value
+    return out
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="a name for the source, unique in the collection")],
+    collection: CollectionOpt,
+    type_: Annotated[str, typer.Option("--type", "-t", help="folder, web, git, mailbox (or a plugin's type)")],
+    options: OptionOpt = None,
+    public: Annotated[bool, typer.Option("--public", help="everyone may see its documents")] = False,
+    acl_group: Annotated[Optional[list[str]], typer.Option("--acl-group", help="a group that may see them (repeatable)")] = None,
+    acl_user: Annotated[Optional[list[str]], typer.Option("--acl-user", help="a user who may see them (repeatable)")] = None,
+    every: Annotated[Optional[float], typer.Option("--every", help="sync every this many seconds under `ragtune serve` / `sources watch`")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Add a source to a collection (created on first use). Options per type:
+    folder: path, include, exclude, permissions (POSIX owner/group/mode as ACLs);
+    web: start, sitemap, allow, max_pages, delay_s, timeout_s, robots;
+    git: repo (path or URL), branch, include, exclude;
+    mailbox: path (mbox/Maildir) or imap_host, imap_port, imap_ssl, username, password_env, folders, owner."""
+    from ragtune.collection import Collection
+    from ragtune.ingest.sources import add_source
+    from ragtune.types import Acl
+
+    acl = Acl(public=public, users=tuple(acl_user or ()), groups=tuple(acl_group or ()))
+    opts = parse_options(options)
+    with (Collection.open(home, collection) if Collection.exists(home, collection) else Collection.create(home, collection)) as coll:
+        source = add_source(coll, name, type_, opts, acl, every)
+    if json_:
+        print_json(source.describe())
+    else:
+        err.print(f"[bold]{collection}[/]: source {name!r} ({type_}) added; read it with `ragtune sources sync {name} -c {collection}`")
+
+
+@app.command("list")
+def list_(collection: CollectionOpt, home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Each source with its last sync: items seen, changed, deleted, failed, and the lag since."""
+    from ragtune.collection import Collection
+    from ragtune.ingest.sources import list_sources
+
+    with Collection.open(home, collection) as coll:
+        rows = [s.describe() for s in list_sources(coll)]
+    if json_:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo(f"{collection}: no sources; add one with `ragtune sources add NAME -c {collection} --type folder -o path=DIR`")
+    for r in rows:
+        last = "never synced" if r["lag_s"] is None else (
+            f"synced {r['lag_s']:.0f}s ago: {r['seen']} seen, {r['changed']} changed, {r['deleted']} deleted, {r['failed']} failed")
+        error = f"; last error: {r['last_error']}" if r.get("last_error") else ""
+        every = f", every {r['every_s']:g}s" if r["every_s"] else ""
+        typer.echo(f"{r['name']}\t{r['type']}{every}\t{last}{error}")
+
+
+@app.command()
+def sync(
+    collection: CollectionOpt,
+    name: Annotated[Optional[str], typer.Argument(help="the source to sync (default: every source)")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Read what changed at the source(s) and apply it: new and changed items are embedded,
+    items gone from the source deleted. A failing source does not stop the others."""
+    from ragtune.collection import Collection
+    from ragtune.errors import RagtuneError
+    from ragtune.ingest.sources import list_sources, sync_source
+
+    out, failed = {}, False
+    with Collection.open(home, collection) as coll:
+        names = [name] if name else [s.name for s in list_sources(coll)]
+        for n in names:
+            with progress_bars(disable=json_) as on_progress:
+                try:
+                    report = sync_source(coll, n, on_progress)
+                except RagtuneError as e:
+                    if name:
+                        raise
+                    failed = True
+                    out[n] = {"error": str(e)}
+                    err.print(f"  [red]{n}[/]: {e}", highlight=False)
+                    continue
+            out[n] = {k: v for k, v in vars(report).items() if k != "failures"} | {
+                "failures": [{"source": s, "reason": r} for s, r in report.failures]}
+            if not json_:
+                err.print(f"[bold]{n}[/]: {report.seen} seen, {report.indexed} new, {report.updated} changed, "
+                          f"{report.relabelled} relabelled, {report.unchanged} unchanged, {report.deleted} deleted, "
+                          f"{report.failed} failed in {report.seconds:.1f}s", highlight=False)
+                for source, reason in report.failures[:20]:
+                    err.print(f"  [red]failed[/] {source}: {reason}", highlight=False)
+    if json_:
+        print_json(out)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def remove(name: Annotated[str, typer.Argument(help="the source to remove")], collection: CollectionOpt,
+           home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Remove a source and every document it brought in."""
+    from ragtune.collection import Collection
+    from ragtune.ingest.sources import remove_source
+
+    with Collection.open(home, collection) as coll:
+        report = remove_source(coll, name)
+    if json_:
+        print_json({"removed": name, "documents_deleted": report.deleted})
+    else:
+        err.print(f"[bold]{collection}[/]: source {name!r} removed with its {report.deleted} documents")
+
+
+@app.command()
+def watch(
+    collection: CollectionOpt,
+    reconcile: Annotated[float, typer.Option("--reconcile", help="seconds between full reconciliations of a folder without --every")] = 300.0,
+    debounce: Annotated[float, typer.Option("--debounce", help="seconds to wait after a file change before syncing")] = 0.5,
+    home: HomeOpt = None,
+) -> None:
+    """Keep the collection's sources in sync until Ctrl-C: folders on file changes, every source on
+    its schedule (--every)."""
+    from ragtune.collection import Collection
+    from ragtune.ingest.watch import SourceWatcher
+
+    def on_sync(name: str, report, error: str | None) -> None:
+        if error:
+            err.print(f"[red]{name}[/]: {error}", highlight=False)
+        elif report.indexed or report.updated or report.relabelled or report.deleted or report.failed:
+            err.print(f"{name}: {report.indexed} new, {report.updated} changed, {report.relabelled} relabelled, "
+                      f"{report.deleted} deleted, {report.failed} failed in {report.seconds:.1f}s", highlight=False)
+
+    with Collection.open(home, collection) as coll:
+        watcher = SourceWatcher(coll, debounce_s=debounce, reconcile_s=reconcile, on_sync=on_sync)
+        err.print(f"watching {collection}'s sources (Ctrl-C to stop)")
+        try:
+            watcher.run()
+        except KeyboardInterrupt:
+            watcher.stop()

@@ -1,0 +1,378 @@
+"""Connectors against real sources running here: a folder with POSIX permissions, a git
+repository with history, a web site served over loopback HTTP, an mbox file and a Dovecot IMAP
+server (Debian's package, started by the test)."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import imaplib
+import mailbox
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from ragtune.ingest.sources import add_source, list_sources, remove_source, sync_source
+from ragtune.types import Acl
+
+
+def _docs(coll, root: str) -> dict[str, object]:
+    return {r.doc_id: r for r in coll.manifest.all(root)}
+
+
+def _texts(coll) -> dict[str, str]:
+    return {c["doc_id"]: c["text"] for c in coll.chunks()}
+
+
+# -- folder -----------------------------------------------------------------------------------------
+def test_folder_source_mirrors_posix_permissions_and_skips_unchanged_files(tmp_path, make_tiny_collection):
+    coll = make_tiny_collection("f")
+    root = tmp_path / "share"
+    root.mkdir()
+    for name, mode in [("open.md", 0o644), ("team.md", 0o640), ("mine.md", 0o600)]:
+        (root / name).write_text(f"# {name}\n\nThe {name} page says hello.")
+        os.chmod(root / name, mode)
+    me, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    add_source(coll, "share", "folder", {"path": str(root), "permissions": True}, Acl())
+    first = sync_source(coll, "share")
+    assert (first.indexed, first.failed) == (3, 0)
+    acl = {d.split("/")[-1]: Acl.from_dict(r.acl) for d, r in _docs(coll, "source:share").items()}
+    assert acl["open.md"] == Acl(public=True)
+    assert acl["team.md"] == Acl(users=(me,), groups=(group,))
+    assert acl["mine.md"] == Acl(users=(me,))
+
+    # Unchanged signature → not read again: a rewrite that keeps size and mtime goes unnoticed,
+    # which is the proof that the sync did not open the file (rsync's trade-off, on purpose).
+    st = (root / "open.md").stat()
+    (root / "open.md").write_text((root / "open.md").read_text().replace("hello", "HELLO"))
+    os.utime(root / "open.md", ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = sync_source(coll, "share")
+    assert (again.unchanged, again.indexed, again.updated) == (3, 0, 0)
+    assert "HELLO" not in " ".join(_texts(coll).values())
+
+    os.chmod(root / "team.md", 0o644)  # permission change only: relabelled, not re-embedded
+    (root / "mine.md").unlink()
+    (root / "new.md").write_text("# New\n\nA new page.")
+    third = sync_source(coll, "share")
+    assert (third.relabelled, third.deleted, third.indexed) == (1, 1, 1)
+    assert Acl.from_dict(coll.manifest.get(f"{root.name}/team.md").acl) == Acl(public=True)
+    status = list_sources(coll)[0].describe()
+    assert status["syncs"] == 3 and status["changed"] == 2 and status["deleted"] == 1 and status["lag_s"] >= 0
+
+    gone = remove_source(coll, "share")
+    assert gone.deleted == 3 and not _docs(coll, "source:share") and not coll.chunks()
+
+
+def test_a_source_without_an_acl_or_with_a_bad_option_is_refused_by_name(tmp_path, make_tiny_collection):
+    from ragtune.errors import InputError, MissingInputError
+
+    coll = make_tiny_collection("bad")
+    with pytest.raises(InputError, match="nobody could see"):
+        add_source(coll, "s", "folder", {"path": str(tmp_path)}, Acl())
+    with pytest.raises(InputError, match="option 'permissions' must be bool"):
+        add_source(coll, "s", "folder", {"path": str(tmp_path), "permissions": "yes"}, Acl(public=True))
+    with pytest.raises(InputError, match=r"unknown option\(s\) \['pth'\]"):
+        add_source(coll, "s", "folder", {"pth": str(tmp_path)}, Acl(public=True))
+    with pytest.raises(MissingInputError, match="no such file"):
+        add_source(coll, "s", "folder", {"path": str(tmp_path / "nope")}, Acl(public=True))
+    with pytest.raises(InputError, match="unknown source type 'dropbox'"):
+        add_source(coll, "s", "dropbox", {}, Acl(public=True))
+    assert list_sources(coll) == []
+
+
+# -- git --------------------------------------------------------------------------------------------
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def _commit(repo: Path, files: dict[str, str | None], message: str) -> None:
+    for name, text in files.items():
+        path = repo / name
+        if text is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+
+
+@pytest.mark.parametrize("by_url", [False, True])
+def test_git_source_reads_only_what_each_commit_changed(tmp_path, make_tiny_collection, by_url):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _commit(repo, {"a.md": "# A\n\nAlpha.", "b.txt": "Beta notes.", "docs/c.md": "# C\n\nGamma.",
+                   "logo.png": "not text", "vendor/x.md": "# X\n\nvendored"}, "first")
+    coll = make_tiny_collection("g")
+    add_source(coll, "code", "git", {"repo": f"file://{repo}" if by_url else str(repo), "branch": "main",
+                                     "exclude": ["vendor/**"]}, Acl(groups=("eng",)))
+    first = sync_source(coll, "code")
+    assert (first.indexed, first.skipped, first.failed) == (3, 1, 0)
+    assert set(_docs(coll, "source:code")) == {"code/a.md", "code/b.txt", "code/docs/c.md"}
+
+    _commit(repo, {"a.md": "# A\n\nAlpha, revised.", "b.txt": None, "docs/d.md": "# D\n\nDelta."}, "second")
+    second = sync_source(coll, "code")
+    # Incremental: only the three changed paths were looked at.
+    assert (second.seen, second.updated, second.indexed, second.deleted, second.unchanged) == (2, 1, 1, 1, 0)
+    assert set(_docs(coll, "source:code")) == {"code/a.md", "code/docs/c.md", "code/docs/d.md"}
+    assert "Alpha, revised." in _texts(coll)["code/a.md"]
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    assert coll.manifest.get("code/a.md") and list_sources(coll)[0].state["commit"] == head
+    assert sync_source(coll, "code").seen == 0  # nothing new: nothing read
+
+    # History rewritten (force push): the old commit is not an ancestor, so everything is listed again.
+    _git(repo, "checkout", "-q", "--orphan", "rewritten")
+    _git(repo, "rm", "-r", "-q", "--cached", ".")
+    for p in list(repo.iterdir()):
+        if p.name != ".git":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    _commit(repo, {"a.md": "# A\n\nAlpha, revised."}, "rewritten")
+    _git(repo, "branch", "-f", "main", "rewritten")
+    third = sync_source(coll, "code")
+    assert (third.unchanged, third.deleted) == (1, 2)
+    assert set(_docs(coll, "source:code")) == {"code/a.md"}
+
+
+# -- web --------------------------------------------------------------------------------------------
+class Site:
+    """A small web site on 127.0.0.1 with ETags, robots.txt and a sitemap; it logs every request."""
+
+    def __init__(self, pages: dict[str, str]):
+        self.pages = dict(pages)
+        self.log: list[tuple[float, str, int]] = []  # (time, path, status)
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = self.path.split("#")[0]
+                if path not in site.pages:
+                    return self._send(404, b"not found", "text/plain")
+                body = site.pages[path].encode()
+                etag = '"' + hashlib.sha1(body).hexdigest() + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    site.log.append((time.monotonic(), path, 304))
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                kind = "text/plain" if path == "/robots.txt" else "application/xml" if path.endswith(".xml") else \
+                    "application/pdf" if path.endswith(".pdf") else "text/html; charset=utf-8"
+                self._send(200, body, kind, etag)
+
+            def _send(self, status, body, kind, etag=None):
+                site.log.append((time.monotonic(), self.path, status))
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                if etag:
+                    self.send_header("ETag", etag)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def _page(title: str, body: str, links: list[str] = ()) -> str:
+    nav = "<nav><a href='/'>Home</a> site menu</nav>"
+    anchors = "".join(f"<a href='{href}'>{href}</a>" for href in links)
+    return f"<html><head><title>{title}</title></head><body>{nav}<main><h1>{title}</h1><p>{body}</p>{anchors}</main></body></html>"
+
+
+@pytest.mark.slow  # a real HTTP server
+def test_web_source_crawls_in_scope_and_recrawls_with_conditional_requests(tmp_path, make_tiny_collection):
+    site = Site({})
+    site.pages.update({
+        "/": _page("Home", "Welcome to the handbook.", ["/a", "/b#part", "/private/secret", "/report.pdf",
+                                                        "http://elsewhere.example/x", "/missing"]),
+        "/a": _page("Leave", "Employees get 25 days of leave.", ["/b"]),
+        "/b": _page("Travel", "Trains for short trips.", ["/"]),
+        "/c": _page("Laptops", "Replaced every three years."),  # linked from nowhere: only the sitemap has it
+        "/private/secret": _page("Secret", "robots.txt forbids this page."),
+        "/report.pdf": "%PDF-1.4 not html",
+        "/robots.txt": "User-agent: *\nDisallow: /private/\n",
+        "/sitemap.xml": "<?xml version='1.0'?><urlset xmlns='http://www.sitemaps.org/schemas/sitemap/0.9'>"
+                        f"<url><loc>{site.url}/c</loc></url></urlset>",
+    })
+    try:
+        coll = make_tiny_collection("w")
+        add_source(coll, "site", "web", {"start": site.url + "/", "sitemap": site.url + "/sitemap.xml", "delay_s": 0.1},
+                   Acl(public=True))
+        first = sync_source(coll, "site")
+        docs = set(_docs(coll, "source:site"))
+        assert docs == {f"site/{site.url}{p}" for p in ("/", "/a", "/b", "/c")}, docs
+        assert (first.indexed, first.skipped) == (4, 1)
+        fetched = [p for _, p, _ in site.log]
+        assert "/private/secret" not in fetched and fetched.count("/b") == 1  # robots obeyed; /b#part is /b
+        text = _texts(coll)[f"site/{site.url}/a"]
+        assert "25 days of leave" in text and "site menu" not in text  # main content only
+        gaps = [b - a for (a, *_), (b, *_) in zip(site.log, site.log[1:])]
+        assert min(gaps) >= 0.09  # one request per delay_s to the host
+
+        # Re-crawl of the unchanged site: every page answers 304, no page body is sent again.
+        site.log.clear()
+        again = sync_source(coll, "site")
+        full = [p for _, p, s in site.log if s == 200 and p not in ("/robots.txt", "/sitemap.xml")]
+        assert full == [] and (again.unchanged, again.indexed, again.deleted) == (4, 0, 0)
+
+        site.pages["/b"] = _page("Travel", "Trains for trips under four hours.", ["/"])
+        del site.pages["/c"]
+        site.pages["/sitemap.xml"] = "<?xml version='1.0'?><urlset xmlns='http://www.sitemaps.org/schemas/sitemap/0.9'></urlset>"
+        third = sync_source(coll, "site")
+        assert (third.updated, third.deleted, third.unchanged) == (1, 1, 2)
+        assert "under four hours" in _texts(coll)[f"site/{site.url}/b"]
+    finally:
+        site.close()
+
+
+# -- mail -------------------------------------------------------------------------------------------
+def _message(subject: str, body: str, msg_id: str, attachment: tuple[str, str] | None = None) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "bob@example.com", "alice@example.com", subject, msg_id
+    msg["Date"] = "Tue, 01 Dec 2026 10:00:00 +0000"
+    msg.set_content(body)
+    if attachment:
+        msg.add_attachment(attachment[1].encode(), maintype="text", subtype="markdown", filename=attachment[0])
+    return msg
+
+
+def test_mbox_source_indexes_messages_and_attachments_for_their_owner(tmp_path, make_tiny_collection):
+    box = mailbox.mbox(tmp_path / "alice.mbox")
+    box.add(_message("Offsite plan", "The offsite is in Lisbon in May.", "<1@example.com>",
+                     ("agenda.md", "# Agenda\n\nDay one: strategy.")))
+    box.add(_message("Lunch", "Pizza on Friday.", "<2@example.com>"))
+    box.flush()
+    coll = make_tiny_collection("m")
+    add_source(coll, "mail", "mailbox", {"path": str(tmp_path / "alice.mbox"), "owner": "alice"}, Acl())
+    report = sync_source(coll, "mail")
+    assert (report.indexed, report.failed) == (3, 0)
+    docs = _docs(coll, "source:mail")
+    assert all(Acl.from_dict(r.acl) == Acl(users=("alice",)) for r in docs.values())
+    texts = _texts(coll)
+    assert any("Lisbon" in t for t in texts.values()) and any("Day one: strategy" in t for t in texts.values())
+    box.remove(next(k for k, m in box.items() if m["Subject"] == "Lunch"))
+    box.flush()
+    again = sync_source(coll, "mail")
+    assert (again.deleted, again.unchanged, again.indexed) == (1, 2, 0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dovecot():
+    """A real Dovecot IMAP server on loopback with one user, alice / secret."""
+    binary = Path("/usr/sbin/dovecot")
+    if not binary.exists():
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install Debian's dovecot-imapd (scripts/ensure-system-packages.sh)")
+        pytest.skip("Debian dovecot-imapd is not installed here")
+    if os.getuid() != 0:
+        pytest.skip("the Dovecot fixture runs the server as root (it switches to the dovecot user for mail)")
+    # Not under pytest's tmp_path: its folders are 0700 and Dovecot's auth process runs as dovecot.
+    home = Path(tempfile.mkdtemp(prefix="ragtune-dovecot-"))
+    home.chmod(0o755)
+    for sub in ("run", "state", "mail"):
+        (home / sub).mkdir(parents=True)
+    shutil.chown(home / "mail", "dovecot", "dovecot")
+    (home / "passwd").write_text("alice:{PLAIN}secret\n")
+    port = _free_port()
+    conf = home / "dovecot.conf"
+    conf.write_text(f"""protocols = imap
+listen = 127.0.0.1
+base_dir = {home}/run
+state_dir = {home}/state
+log_path = {home}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+first_valid_uid = 1
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+passdb {{
+  driver = passwd-file
+  args = {home}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={home}/mail/%u
+}}
+mail_location = maildir:~/Maildir
+""")
+    subprocess.run([str(binary), "-c", str(conf)], check=True)
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield port
+    subprocess.run([str(binary), "-c", str(conf), "stop"], check=False)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.slow  # a real IMAP server
+def test_imap_source_fetches_only_new_messages_and_drops_expunged_ones(dovecot, make_tiny_collection, monkeypatch):
+    imap = imaplib.IMAP4("127.0.0.1", dovecot)
+    imap.login("alice", "secret")
+    for i, (subject, body) in enumerate([("Budget", "The 2027 budget is frozen."), ("Hiring", "Two new engineers in March.")]):
+        imap.append("INBOX", None, None, _message(subject, body, f"<{i}@example.com>").as_bytes())
+    monkeypatch.setenv("ALICE_IMAP_PASSWORD", "secret")
+    coll = make_tiny_collection("imap")
+    add_source(coll, "inbox", "mailbox", {"imap_host": "127.0.0.1", "imap_port": dovecot, "imap_ssl": False,
+                                          "username": "alice", "password_env": "ALICE_IMAP_PASSWORD"}, Acl())
+    assert "secret" not in str(coll.manifest.source("inbox"))  # the password is never stored
+    first = sync_source(coll, "inbox")
+    assert (first.indexed, first.failed) == (2, 0)
+    assert all(Acl.from_dict(r.acl) == Acl(users=("alice",)) for r in _docs(coll, "source:inbox").values())
+
+    imap.append("INBOX", None, None, _message("Offsite", "The offsite moves to June.", "<9@example.com>").as_bytes())
+    imap.select("INBOX")
+    imap.store("1", "+FLAGS", "\\Deleted")
+    imap.expunge()
+    imap.logout()
+    second = sync_source(coll, "inbox")
+    assert (second.indexed, second.unchanged, second.deleted) == (1, 1, 1)
+    texts = " ".join(_texts(coll).values())
+    assert "offsite moves to June" in texts and "budget is frozen" not in texts
+
+    monkeypatch.delenv("ALICE_IMAP_PASSWORD")
+    from ragtune.errors import InputError
+
+    with pytest.raises(InputError, match="ALICE_IMAP_PASSWORD"):
+        sync_source(coll, "inbox")
+    assert "ALICE_IMAP_PASSWORD" in list_sources(coll)[0].status["last_error"]
