@@ -73,6 +73,40 @@ def test_folder_source_mirrors_posix_permissions_and_skips_unchanged_files(tmp_p
     assert gone.deleted == 3 and not _docs(coll, "source:share") and not coll.chunks()
 
 
+def test_a_watched_folder_is_searchable_seconds_after_a_change(tmp_path, make_tiny_collection):
+    from ragtune.ingest.watch import SourceWatcher
+
+    coll = make_tiny_collection("watched")
+    root = tmp_path / "live"
+    root.mkdir()
+    (root / "first.md").write_text("# First\n\nThe first note.")
+    add_source(coll, "live", "folder", {"path": str(root)}, Acl(public=True))
+    syncs: list[tuple[str, int, int]] = []
+    watcher = SourceWatcher(coll, debounce_s=0.2, tick_s=0.05,
+                            on_sync=lambda n, r, e: syncs.append((n, r.indexed if r else -1, r.deleted if r else -1)))
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+
+    def wait_for(check, timeout: float = 10.0) -> float:
+        start = time.monotonic()
+        while not check():
+            assert time.monotonic() - start < timeout, f"no sync after {timeout} s: {syncs}"
+            time.sleep(0.02)
+        return time.monotonic() - start
+
+    try:
+        wait_for(lambda: coll.manifest.get("live/first.md") is not None)  # the initial sync
+        (root / "second.md").write_text("# Second\n\nA note written while watched.")
+        lag = wait_for(lambda: (r := coll.manifest.get("live/second.md")) is not None and r.state == "indexed")
+        assert lag < 5.0  # the freshness target for folders, p50 ≤ 5 s
+        (root / "first.md").unlink()
+        wait_for(lambda: coll.manifest.get("live/first.md") is None)
+    finally:
+        watcher.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive() and all(n == "live" for n, *_ in syncs)
+
+
 def test_a_source_without_an_acl_or_with_a_bad_option_is_refused_by_name(tmp_path, make_tiny_collection):
     from ragtune.errors import InputError, MissingInputError
 
@@ -376,3 +410,78 @@ def test_imap_source_fetches_only_new_messages_and_drops_expunged_ones(dovecot, 
     with pytest.raises(InputError, match="ALICE_IMAP_PASSWORD"):
         sync_source(coll, "inbox")
     assert "ALICE_IMAP_PASSWORD" in list_sources(coll)[0].status["last_error"]
+
+
+# -- kill -9 mid-sync -----------------------------------------------------------------------------
+def _snapshot(home: Path, name: str):
+    from ragtune.collection import Collection
+
+    with Collection.open(home, name) as coll:
+        stats = {k: v for k, v in coll.manifest.stats().items() if k != "last_indexed_at"}
+        return sorted((p["point_id"], p["doc_hash"]) for p in coll.store.scroll_payloads(["doc_hash"])), stats
+
+
+def _indexed_since(home: Path, name: str, since: float) -> int:
+    import sqlite3
+
+    db = home / "collections" / name / "manifest.sqlite"
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM documents WHERE state='indexed' AND indexed_at > ?",
+                               (since,)).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _sync_and_kill(home: Path, name: str, after_docs: int) -> None:
+    import signal
+    import sys
+
+    since = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "ragtune", "sources", "sync", "code", "-c", name, "--json"],
+                            env={**os.environ, "RAGTUNE_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while _indexed_since(home, name, since) < after_docs:
+        if proc.poll() is not None:
+            pytest.fail(f"sync ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        assert time.time() < deadline, "sync made no progress"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow  # subprocesses killed mid-sync
+def test_a_git_sync_killed_mid_way_then_rerun_is_exact(tmp_path, tiny_embedder):
+    from conftest import run_cli
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+
+    def note(i: int, version: int) -> str:
+        return f"# Note {i}\n\n" + " ".join(f"Line {j} (v{version}) of note {i} about topic {i % 7}." for j in range(6))
+
+    _commit(repo, {f"notes/n{i:02d}.md": note(i, 1) for i in range(30)}, "thirty notes")
+    home = tmp_path / "home"
+    sets = [a for o in [f"embedder.model={tiny_embedder}", "ingest.batch_chunks=2", "chunking.chunk_size=24",
+                        "chunking.chunk_overlap=4"] for a in ("--set", o)]
+    for name in ("kb", "ref"):
+        run_cli("sources", "add", "code", "-c", name, "--type", "git", "-o", f"repo={repo}", "--public", *sets, home=home)
+    run_cli("sources", "sync", "code", "-c", "ref", home=home)
+    _sync_and_kill(home, "kb", after_docs=5)
+    killed, stats = _snapshot(home, "kb")
+    assert 5 <= stats["documents"] - stats["pending"] < 30
+    run_cli("sources", "sync", "code", "-c", "kb", home=home)
+    assert _snapshot(home, "kb") == _snapshot(home, "ref"), "none lost, none doubled"
+
+    # An incremental sync (edits, deletions, additions) killed half-way, then re-run.
+    _commit(repo, {**{f"notes/n{i:02d}.md": note(i, 2) for i in range(0, 20)},
+                   **{f"notes/n{i:02d}.md": None for i in range(25, 30)},
+                   **{f"notes/new{i}.md": note(100 + i, 3) for i in range(3)}}, "edit, delete, add")
+    run_cli("sources", "sync", "code", "-c", "ref", home=home)
+    _sync_and_kill(home, "kb", after_docs=4)
+    assert _snapshot(home, "kb") != _snapshot(home, "ref"), "killed before it finished"
+    run_cli("sources", "sync", "code", "-c", "kb", home=home)
+    points, stats = _snapshot(home, "kb")
+    assert (points, stats) == _snapshot(home, "ref") and stats["documents"] == 28 and stats["pending"] == 0
+    assert len(points) == len({p for p, _ in points})

@@ -412,6 +412,49 @@ def test_acl_isolation_through_search_and_ask(server):
 
 
 @pytest.mark.slow  # a real server process
+def test_a_scheduled_source_stays_in_sync_and_reports_its_status(server, tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "canteen.md").write_text("# Canteen\n\nThe canteen serves soup on Thursdays.")
+    with server.client("admin") as adm, server.client("eng") as eng:
+        assert adm.post("/v1/collections", json={"name": "synced"}).status_code == 201
+        body = {"name": "share", "type": "folder", "options": {"path": str(share)}, "acl": {"groups": ["eng"]}, "every_s": 1}
+        assert eng.post("/v1/collections/synced/sources", json=body).status_code == 403
+        bad = adm.post("/v1/collections/synced/sources", json={**body, "options": {"path": str(share), "depth": 3}})
+        assert bad.status_code == 400 and "unknown option(s) ['depth']" in bad.json()["error"]["message"]
+        assert adm.post("/v1/collections/synced/sources", json=body).status_code == 201
+        assert adm.post("/v1/collections/synced/sources", json=body).status_code == 409
+
+        def found(query: str) -> set[str]:
+            hits = eng.post("/v1/collections/synced/search", json={"query": query, "k": 3}).json()["hits"]
+            return {h["doc_id"] for h in hits}
+
+        def eventually(check, timeout: float = 60.0):
+            deadline = time.monotonic() + timeout
+            while not check():
+                assert time.monotonic() < deadline, "the scheduler did not sync in time"
+                time.sleep(0.2)
+
+        # Nobody asks for a sync: the server's scheduler runs it (every_s=1, a tick every 5 s).
+        eventually(lambda: "share/canteen.md" in found("soup on Thursdays"))
+        (share / "gym.md").write_text("# Gym\n\nThe gym opens at six in the morning.")
+        eventually(lambda: "share/gym.md" in found("gym opening hours"))
+        (share / "canteen.md").unlink()
+        eventually(lambda: "share/canteen.md" not in found("soup on Thursdays"))
+        status = adm.get("/v1/collections/synced/sources").json()["sources"][0]
+        assert status["name"] == "share" and status["syncs"] >= 3 and status["last_error"] is None
+        assert status["lag_s"] is not None and status["lag_s"] < 30
+
+        job = adm.post("/v1/collections/synced/sources/share/sync").json()  # on demand too
+        done = server.wait_job(job["id"])
+        assert done["status"] == "done" and done["result"]["unchanged"] == 1 and done["result"]["indexed"] == 0
+        assert adm.post("/v1/collections/synced/sources/nope/sync").status_code == 404
+        removed = adm.delete("/v1/collections/synced/sources/share").json()
+        assert removed["documents_deleted"] == 1 and found("gym opening hours") == set()
+        assert adm.delete("/v1/collections/synced").status_code == 200
+
+
+@pytest.mark.slow  # a real server process
 def test_upload_files_job_progress_then_search_and_delete(server, tmp_path):
     files = {"wifi.md": "# Wi-Fi\n\nThe guest Wi-Fi password rotates every Monday.",
              "parking.txt": "Parking spaces on level 2 are reserved for car pools."}

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, err, print_json, progress_bars
+from ragtune.cli.common import CollectionOpt, HomeOpt, JsonOpt, SetOpt, err, print_json, progress_bars
 
 app = typer.Typer(help="Sources a collection keeps in sync: folders, web sites, git repositories, mailboxes.",
                   no_args_is_help=True)
@@ -43,6 +44,8 @@ def add(
     acl_group: Annotated[Optional[list[str]], typer.Option("--acl-group", help="a group that may see them (repeatable)")] = None,
     acl_user: Annotated[Optional[list[str]], typer.Option("--acl-user", help="a user who may see them (repeatable)")] = None,
     every: Annotated[Optional[float], typer.Option("--every", help="sync every this many seconds under `ragtune serve` / `sources watch`")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="pipeline YAML/TOML for a new collection")] = None,
+    set_: SetOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -55,9 +58,20 @@ def add(
     from ragtune.ingest.sources import add_source
     from ragtune.types import Acl
 
+    from ragtune.config import PipelineConfig
+
     acl = Acl(public=public, users=tuple(acl_user or ()), groups=tuple(acl_group or ()))
     opts = parse_options(options)
-    with (Collection.open(home, collection) if Collection.exists(home, collection) else Collection.create(home, collection)) as coll:
+    if Collection.exists(home, collection):
+        if config or set_:
+            from ragtune.errors import InputError
+
+            raise InputError(f"{collection!r} exists: --config/--set only bind a new collection's pipeline; change it "
+                             f"with `ragtune collections configure {collection} --set ...`")
+        coll = Collection.open(home, collection)
+    else:
+        coll = Collection.create(home, collection, (PipelineConfig.load(config) if config else PipelineConfig()).with_overrides(set_))
+    with coll:
         source = add_source(coll, name, type_, opts, acl, every)
     if json_:
         print_json(source.describe())

@@ -37,6 +37,7 @@ class Job:
     files: list[str]  # upload names relative to the collection's upload folder ("files/a.md"), staged per job
     acl: dict[str, Any]
     record_acls: bool = False  # JSON/JSONL records' own "acl" fields apply (an admin opted in)
+    source: str | None = None  # a sync of this source of the collection (no files)
     seq: int = 0  # submission order, kept across restarts
     status: str = "queued"  # queued | running | done | failed
     progress: dict[str, Any] = field(default_factory=dict)
@@ -75,11 +76,11 @@ class JobQueue:
         return uuid.uuid4().hex[:16]
 
     def submit(self, collection: str, owner: str, files: list[str], acl: dict[str, Any], job_id: str | None = None,
-               record_acls: bool = False) -> Job:
+               record_acls: bool = False, source: str | None = None) -> Job:
         with self._lock:
             self._seq += 1
             job = Job(id=job_id or self.new_id(), collection=collection, owner=owner, files=files, acl=acl,
-                      record_acls=record_acls, seq=self._seq)
+                      record_acls=record_acls, seq=self._seq, source=source)
             self._jobs[job.id] = job
             self._save(job)
         self._queue.put(job.id)
@@ -100,6 +101,10 @@ class JobQueue:
         """Jobs queued or running now, oldest first (what /metrics reports as ingestion lag)."""
         with self._lock:
             return sorted((j for j in self._jobs.values() if j.status in ("queued", "running")), key=lambda j: j.seq)
+
+    def sync_pending(self, collection: str, source: str) -> Job | None:
+        """The queued or running sync of this source, if any (a schedule never stacks up syncs)."""
+        return next((j for j in self.pending() if j.collection == collection and j.source == source), None)
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
         deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@ collection (an embedded store has a single owner: the server), and the shared mo
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from ragtune.serve.keys import KeyInfo, KeyStore
 from ragtune.serve.telemetry import Telemetry, TelemetryConfig
 from ragtune.tracing import stage
 from ragtune.types import Scope
+
+log = logging.getLogger("ragtune.serve")
 
 
 def may_use(meta: dict, who: KeyInfo) -> bool:
@@ -48,6 +51,8 @@ class ServeConfig(BaseModel):
     oidc: OidcConfig | None = Field(None, description="accept an identity provider's tokens beside API keys")
     proxy: ProxyConfig | None = Field(None, description="believe a trusted proxy's user/groups headers")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    sync_sources: bool = Field(True, description="run each collection's scheduled source syncs (`sources add --every`)")
+    sync_tick_s: float = Field(5.0, gt=0, description="how often the scheduler looks for due source syncs")
 
 
 @dataclass
@@ -74,6 +79,11 @@ class ServerState:
         self.encoders = Gate("encoders", self.config.max_queue)
         self.jobs = JobQueue(self.home, self._run_job)
         self.telemetry = Telemetry(self.config.telemetry, self.gate_depths, self.jobs.pending)
+        self._stop_scheduler = threading.Event()
+        self._scheduler: threading.Thread | None = None
+        if self.config.sync_sources:
+            self._scheduler = threading.Thread(target=self._schedule_syncs, daemon=True, name="source-syncs")
+            self._scheduler.start()
 
     # -- collections ---------------------------------------------------------------------------
     def handle(self, name: str) -> Handle:
@@ -154,10 +164,44 @@ class ServerState:
         """Where job ``job_id`` keeps its own copy of what it uploads, until it has run."""
         return self.upload_dir(name) / "jobs" / job_id
 
+    def sync_source(self, collection: str, source: str, owner: str) -> Job:
+        """Queue a sync of ``source`` (the one already queued or running, if there is one)."""
+        return self.jobs.sync_pending(collection, source) or self.jobs.submit(collection, owner, [], {}, source=source)
+
+    def _schedule_syncs(self) -> None:
+        """Queue every due source's sync, through the one job worker: syncs never run beside an
+        upload of the same collection, nor two at once."""
+        from ragtune.ingest.sources import due_sources
+
+        while not self._stop_scheduler.wait(self.config.sync_tick_s):
+            for coll in Collection.list(self.home):
+                try:  # the manifest alone: no collection's models are loaded just to look
+                    due = due_sources(coll)
+                except Exception:  # a collection deleted meanwhile, a broken manifest: the others go on
+                    log.exception("source scheduler: collection %s", coll.name)
+                    due = []
+                finally:
+                    coll.close()
+                for source in due:
+                    self.sync_source(coll.name, source.name, "scheduler")
+
+    def _run_sync(self, job: Job, on_progress) -> dict:
+        from ragtune.ingest.sources import sync_source
+
+        h = self.handle(job.collection)
+        assert job.source is not None
+        with h.write:
+            report = sync_source(h.collection, job.source, on_progress)
+        keys = ("seen", "indexed", "updated", "relabelled", "unchanged", "deleted", "skipped", "chunks", "seconds")
+        return {**{k: getattr(report, k) for k in keys}, "failed": report.failed,
+                "failures": [{"source": s, "reason": r} for s, r in report.failures[:100]]}
+
     def _run_job(self, job: Job, on_progress) -> dict:
         from ragtune.ingest.sync import ingest
         from ragtune.types import Acl
 
+        if job.source is not None:
+            return self._run_sync(job, on_progress)
         h = self.handle(job.collection)
         acl = Acl.from_dict(job.acl)
         staged = self.staging_dir(job.collection, job.id)
@@ -185,6 +229,9 @@ class ServerState:
         return {**totals, "failed": len(failures), "failures": failures, "superseded": superseded}
 
     def close(self) -> None:
+        self._stop_scheduler.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=30)
         self.jobs.stop()
         with self._lock:
             for h in self._handles.values():

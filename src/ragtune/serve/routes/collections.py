@@ -267,6 +267,59 @@ def delete_document(name: str, doc_id: str, srv: State, who: Admin) -> dict:
     return {"deleted": doc_id}
 
 
+class SourceIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    type: str = Field(description="folder, web, git, mailbox (or a plugin's type)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the connector's options (docs/sources.md)")
+    acl: dict[str, Any] = Field(default_factory=dict, description="{public, users, groups} of its documents")
+    every_s: float | None = Field(None, gt=0, description="sync every this many seconds (the server's scheduler)")
+
+
+@router.get("/{name}/sources")
+def list_sources(name: str, srv: State, who: Admin) -> dict:
+    """Each source with its schedule and last sync: seen, changed, deleted, failed, lag."""
+    from ragtune.ingest.sources import list_sources as sources_of
+
+    h = srv.handle(name)
+    pending = {j.source: j.id for j in srv.jobs.pending() if j.collection == name and j.source}
+    return {"sources": [{**s.describe(), "pending_job": pending.get(s.name)} for s in sources_of(h.collection)]}
+
+
+@router.post("/{name}/sources", status_code=201)
+def add_source(name: str, body: SourceIn, srv: State, who: Admin) -> dict:
+    from ragtune.ingest.sources import add_source as add
+
+    h = srv.handle(name)
+    with h.write:
+        source = add(h.collection, body.name, body.type, body.options, _acl_of(body.acl), body.every_s)
+    return source.describe()
+
+
+@router.post("/{name}/sources/{source}/sync", status_code=202)
+def sync_source(name: str, source: str, srv: State, who: Admin) -> dict:
+    """Queue a sync now (or return the one already queued)."""
+    from ragtune.ingest.sources import get_source
+
+    get_source(srv.handle(name).collection, source)  # 404 naming the sources there
+    return public_job(srv.sync_source(name, source, who.id))
+
+
+@router.delete("/{name}/sources/{source}")
+def remove_source(name: str, source: str, srv: State, who: Admin) -> dict:
+    from ragtune.ingest.sources import remove_source as remove
+
+    h = srv.handle(name)
+    with h.write:
+        report = remove(h.collection, source)
+    return {"removed": source, "documents_deleted": report.deleted}
+
+
+def _acl_of(raw: dict[str, Any]):
+    from ragtune.types import Acl
+
+    return Acl.from_dict(raw)
+
+
 @router.post("/{name}/search")
 def search(name: str, body: SearchIn, srv: State, who: Caller) -> dict:
     h = srv.handle(name)
