@@ -55,10 +55,9 @@ def add(
     git: repo (path or URL), branch, include, exclude;
     mailbox: path (mbox/Maildir) or imap_host, imap_port, imap_ssl, username, password_env, folders, owner."""
     from ragtune.collection import Collection
+    from ragtune.config import PipelineConfig
     from ragtune.ingest.sources import add_source
     from ragtune.types import Acl
-
-    from ragtune.config import PipelineConfig
 
     acl = Acl(public=public, users=tuple(acl_user or ()), groups=tuple(acl_group or ()))
     opts = parse_options(options)
