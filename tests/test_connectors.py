@@ -485,3 +485,31 @@ def test_a_git_sync_killed_mid_way_then_rerun_is_exact(tmp_path, tiny_embedder):
     points, stats = _snapshot(home, "kb")
     assert (points, stats) == _snapshot(home, "ref") and stats["documents"] == 28 and stats["pending"] == 0
     assert len(points) == len({p for p, _ in points})
+
+
+def test_the_pipelines_pdf_choices_reach_every_connector(tmp_path, make_tiny_collection):
+    from test_loaders import _table_pdf
+
+    from ragtune.ingest.sync import ingest
+
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    _table_pdf(folder / "budget.pdf")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    shutil.copy(folder / "budget.pdf", repo / "budget.pdf")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "budget")
+    row = "Item: Laptop; Owner: IT; Cost: 1200"
+    tables = make_tiny_collection("tables", ["ingest.pdf_tables=true"])
+    add_source(tables, "pdfs", "folder", {"path": str(folder)}, Acl(public=True))
+    add_source(tables, "repo", "git", {"repo": str(repo)}, Acl(public=True))
+    sync_source(tables, "pdfs"), sync_source(tables, "repo")
+    ingest(tables, folder / "budget.pdf", Acl(public=True))
+    texts = _texts(tables)
+    assert len(texts) == 3 and all(row in t for t in texts.values()), texts
+    plain = make_tiny_collection("plain")
+    add_source(plain, "pdfs", "folder", {"path": str(folder)}, Acl(public=True))
+    sync_source(plain, "pdfs")
+    assert row not in " ".join(_texts(plain).values())

@@ -66,6 +66,63 @@ def test_pdf_and_docx(tmp_path):
     assert "## Expenses" in doc.text and "Hotel cap | 150 euros" in doc.text
 
 
+def _table_pdf(path: Path) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    pdf.add_page()
+    pdf.multi_cell(0, 10, "Equipment budget for 2027.")
+    with pdf.table() as table:
+        for row in [("Item", "Owner", "Cost"), ("Laptop", "IT", "1200"), ("Desk", "Facilities", "450")]:
+            cells = table.row()
+            for value in row:
+                cells.cell(value)
+    pdf.output(str(path))
+
+
+def _scanned_pdf(path: Path, words: str) -> None:
+    """A page that is only an image of text, as a scanner makes it."""
+    from fpdf import FPDF
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("L", (1700, 300), 255)
+    ImageDraw.Draw(image).text((40, 100), words, fill=0, font=ImageFont.load_default(size=64))
+    image.save(path.with_suffix(".png"))
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.image(str(path.with_suffix(".png")), x=10, y=20, w=190)
+    pdf.output(str(path))
+
+
+def test_pdf_tables_keep_each_row_with_its_header(tmp_path):
+    from ragtune.ingest.loaders import LoadOptions
+
+    _table_pdf(tmp_path / "budget.pdf")
+    plain = load_file(tmp_path / "budget.pdf", "b").documents[0].text
+    tables = load_file(tmp_path / "budget.pdf", "b", LoadOptions(pdf_tables=True)).documents[0].text
+    assert "Item: Laptop; Owner: IT; Cost: 1200" not in plain
+    assert "Equipment budget for 2027." in tables
+    assert "Item: Laptop; Owner: IT; Cost: 1200" in tables and "Item: Desk; Owner: Facilities; Cost: 450" in tables
+    assert tables.count("Laptop") == 1  # the table's cells are not also kept as loose text
+
+
+def test_ocr_reads_a_scanned_page_only_when_asked(tmp_path):
+    import os
+
+    from ragtune.ingest.loaders import LoadOptions
+
+    if not Path("/usr/bin/tesseract").exists():
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install Debian's tesseract-ocr (scripts/ensure-system-packages.sh)")
+        pytest.skip("Debian's tesseract-ocr is not installed here")
+    _scanned_pdf(tmp_path / "scan.pdf", "Quarterly safety inspection passed")
+    refused = load_file(tmp_path / "scan.pdf", "s")
+    assert not refused.documents and "set ingest.ocr=true" in refused.failures[0].reason
+    text = load_file(tmp_path / "scan.pdf", "s", LoadOptions(ocr=True)).documents[0].text
+    assert "safety inspection" in text.lower(), text
+
+
 def test_json_jsonl_and_beir_records(tmp_path):
     (tmp_path / "one.json").write_text(json.dumps({"id": "x1", "title": "T", "content": "hello", "metadata": {"team": "a"},
                                                    "acl": {"groups": ["eng"]}}))

@@ -224,6 +224,9 @@ class IngestConfig(_Strict):
         default_factory=lambda: ["**/.git/**", "**/.venv/**", "**/__pycache__/**", "**/.ragtune/**"]
     )
     batch_chunks: int = Field(256, ge=1, description="chunks embedded and written per batch")
+    pdf_tables: bool = Field(False, description="PDF tables as rows that carry their header (pdfplumber)")
+    ocr: bool = Field(False, description="OCR PDF pages that have no text layer (Debian's tesseract-ocr)")
+    ocr_languages: str = Field("eng", description="tesseract languages for OCR, e.g. eng+deu")
 
 
 class PipelineConfig(_Strict):

@@ -29,7 +29,7 @@ from ragtune.collection import Collection
 from ragtune.errors import AlreadyExistsError, InputError, NotFoundError, RagtuneError
 from ragtune.ingest.connectors import connector_class
 from ragtune.ingest.connectors.base import Scan
-from ragtune.ingest.sync import IngestReport, Progress, sync_scan
+from ragtune.ingest.sync import IngestReport, Progress, load_options, sync_scan
 from ragtune.types import Acl
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -74,7 +74,10 @@ def workdir(collection: Collection, name: str) -> Path:
 
 
 def connector(collection: Collection, source: Source):
-    return connector_class(source.type).from_options(source.name, source.options, workdir(collection, source.name))
+    conn = connector_class(source.type).from_options(source.name, source.options, workdir(collection, source.name))
+    if hasattr(conn, "load_options"):  # a connector that reads files through ragtune's loaders
+        conn.load_options = load_options(collection.pipeline.ingest)
+    return conn
 
 
 def add_source(collection: Collection, name: str, kind: str, options: dict[str, Any], acl: Acl,

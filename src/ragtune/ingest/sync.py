@@ -31,7 +31,7 @@ from ragtune.errors import StateError
 from ragtune.index.base import StoredChunk
 from ragtune.ingest.chunking import Chunker
 from ragtune.ingest.connectors.base import Failed, Item, Removed, Scan, Skipped, Unchanged
-from ragtune.ingest.loaders import content_hash, meta_hash
+from ragtune.ingest.loaders import LoadOptions, content_hash, meta_hash
 from ragtune.types import Acl, Chunk, ChunkPayload, Document, search_text
 
 _POINT_NS = uuid.UUID("6f1c1f6e-3c55-4c44-9d55-6b7a0d1c2a10")
@@ -74,8 +74,13 @@ def ingest(collection: Collection, path: str | Path, acl: Acl, on_progress: Prog
 
     cfg = collection.pipeline.ingest
     root = Path(path).resolve()
-    scan = FolderConnector(root, cfg.include, cfg.exclude).scan({})
+    scan = FolderConnector(root, cfg.include, cfg.exclude, load_options=load_options(cfg)).scan({})
     return sync_scan(collection, str(root), scan, acl, on_progress, record_acls)
+
+
+def load_options(cfg) -> LoadOptions:
+    """The loaders' choices from a pipeline's ``ingest`` settings."""
+    return LoadOptions(pdf_tables=cfg.pdf_tables, ocr=cfg.ocr, ocr_languages=cfg.ocr_languages)
 
 
 def sync_scan(collection: Collection, root: str, scan: Scan, acl: Acl, on_progress: Progress | None = None,

@@ -23,13 +23,13 @@ import grp
 import os
 import pwd
 import stat as stat_
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
 from ragtune.ingest.connectors.base import Failed, Item, Scan, Skipped, Unchanged, option, str_list, unknown_options
-from ragtune.ingest.loaders import load_file, loader_for
+from ragtune.ingest.loaders import LoadOptions, load_file, loader_for
 from ragtune.ingest.walk import SourceFile, walk
 from ragtune.types import Acl
 
@@ -68,6 +68,7 @@ class FolderConnector:
     include: list[str]
     exclude: list[str]
     permissions: bool = False
+    load_options: LoadOptions = field(default_factory=LoadOptions)  # the pipeline's (set by the sync)
     type = "folder"
 
     @classmethod
@@ -104,7 +105,7 @@ class FolderConnector:
                 yield from self._load(source, st)
 
     def _load(self, source: SourceFile, st: os.stat_result) -> Iterator[Item]:
-        result = load_file(source.path, source.doc_id)
+        result = load_file(source.path, source.doc_id, self.load_options)
         for failure in result.failures:
             yield Failed(failure.source, failure.reason)
         for doc in result.documents:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from ragtune.errors import InputError, MissingInputError, UpstreamError
 from ragtune.ingest.connectors.base import Failed, Item, Removed, Scan, Skipped, option, str_list, unknown_options
-from ragtune.ingest.loaders import load_file, loader_for
+from ragtune.ingest.loaders import LoadOptions, load_file, loader_for
 from ragtune.ingest.walk import matches
 
 
@@ -32,6 +32,7 @@ class GitConnector:
     include: list[str]
     exclude: list[str]
     workdir: Path
+    load_options: LoadOptions = field(default_factory=LoadOptions)  # the pipeline's (set by the sync)
     type = "git"
 
     @classmethod
@@ -126,7 +127,7 @@ class GitConnector:
             cat.stdin.close()
 
     def _load(self, tmp: Path, path: str, when: float) -> Iterator[Item]:
-        result = load_file(tmp, f"{self.name}/{path}")
+        result = load_file(tmp, f"{self.name}/{path}", self.load_options)
         source = self.source_of(path)
         for failure in result.failures:
             yield Failed(source, failure.reason)

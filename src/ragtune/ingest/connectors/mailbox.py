@@ -29,14 +29,15 @@ from typing import Any, Callable, Iterator
 from ragtune.errors import InputError, MissingInputError, UpstreamError
 from ragtune.ingest.connectors.base import Failed, Item, Scan, Unchanged, option, str_list, unknown_options
 from ragtune.ingest.connectors.folder import _user
-from ragtune.ingest.loaders import load_file, loader_for
+from ragtune.ingest.loaders import LoadOptions, load_file, loader_for
 from ragtune.ingest.loaders.html import html_to_text
 from ragtune.types import Acl, Document
 
 _OPTIONS = {"path", "imap_host", "imap_port", "imap_ssl", "username", "password_env", "folders", "owner"}
 
 
-def message_documents(raw: bytes, doc_id: str, source: str, owner: str) -> Iterator[Item]:
+def message_documents(raw: bytes, doc_id: str, source: str, owner: str,
+                      load_options: LoadOptions | None = None) -> Iterator[Item]:
     """The message as a document, then one per readable attachment."""
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
@@ -61,7 +62,7 @@ def message_documents(raw: bytes, doc_id: str, source: str, owner: str) -> Itera
             path = Path(scratch) / Path(name).name
             payload = part.get_payload(decode=True)
             path.write_bytes(payload if isinstance(payload, bytes) else b"")
-            result = load_file(path, f"{doc_id}/attachments/{n}-{path.name}")
+            result = load_file(path, f"{doc_id}/attachments/{n}-{path.name}", load_options)
         for failure in result.failures:
             yield Failed(source, f"attachment {name!r}: {failure.reason}")
         for doc in result.documents:
@@ -101,6 +102,7 @@ class MailboxConnector:
     password_env: str | None = None
     folders: list[str] = field(default_factory=lambda: ["INBOX"])
     owner: str | None = None
+    load_options: LoadOptions = field(default_factory=LoadOptions)  # the pipeline's (set by the sync)
     type = "mailbox"
 
     @classmethod
@@ -142,7 +144,8 @@ class MailboxConnector:
                     continue
                 msg_id = _message_id(raw) or str(key)
                 source = f"{self.path}#{_safe_id(msg_id)}"
-                yield from _guard(lambda: message_documents(raw, f"{self.name}/{_safe_id(msg_id)}", source, owner), source)
+                doc_id = f"{self.name}/{_safe_id(msg_id)}"
+                yield from _guard(lambda: message_documents(raw, doc_id, source, owner, self.load_options), source)
         finally:
             box.close()
 
@@ -190,7 +193,7 @@ class MailboxConnector:
                 raw = next((d[1] for d in data or [] if isinstance(d, tuple)), None)
                 if typ != "OK" or raw is None:
                     return iter([Failed(source, "the server did not return the message")])
-                return _guard(lambda: message_documents(raw, doc_id, source, owner), source)
+                return _guard(lambda: message_documents(raw, doc_id, source, owner, self.load_options), source)
 
             if uid in known:
                 yield Unchanged(source, fetch)

@@ -15,6 +15,7 @@ from typing import Callable
 from ragtune.ingest.loaders.base import (
     LoadError,
     LoadFailure,
+    LoadOptions,
     LoadResult,
     content_hash,
     meta_hash,
@@ -45,14 +46,15 @@ def loader_for(path: Path) -> Loader | None:
     return LOADERS.get(path.suffix.lower())
 
 
-def load_file(path: Path, doc_id: str) -> LoadResult:
-    """Load one file; any failure of the whole file comes back as a LoadFailure, never raised."""
+def load_file(path: Path, doc_id: str, options: LoadOptions | None = None) -> LoadResult:
+    """Load one file; any failure of the whole file comes back as a LoadFailure, never raised.
+    ``options``: the pipeline's reading choices (only PDF has any: tables, OCR)."""
     loader = loader_for(path)
     if loader is None:
         return LoadResult(failures=[LoadFailure(str(path), f"unsupported file type {path.suffix!r}; "
                                                 f"supported: {', '.join(sorted(LOADERS))}")])
     try:
-        result = loader(path, doc_id)
+        result = load_pdf(path, doc_id, options) if loader is load_pdf else loader(path, doc_id)
     except LoadError as e:
         return LoadResult(failures=[LoadFailure(str(path), str(e))])
     except OSError as e:
@@ -64,4 +66,4 @@ def load_file(path: Path, doc_id: str) -> LoadResult:
     return result
 
 
-__all__ = ["LOADERS", "LoadError", "LoadFailure", "LoadResult", "content_hash", "load_file", "loader_for", "meta_hash"]
+__all__ = ["LOADERS", "LoadError", "LoadFailure", "LoadOptions", "LoadResult", "content_hash", "load_file", "loader_for", "meta_hash"]

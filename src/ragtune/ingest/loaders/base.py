@@ -16,6 +16,16 @@ from pathlib import Path
 from ragtune.types import Document
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How formats with choices are read (the pipeline's ``ingest`` settings): PDF tables as rows
+    that carry their header, OCR for pages without a text layer."""
+
+    pdf_tables: bool = False
+    ocr: bool = False
+    ocr_languages: str = "eng"  # tesseract language codes, "+"-joined
+
+
 class LoadError(Exception):
     """The whole file is unreadable; the message says why and what to do."""
 
