@@ -513,3 +513,43 @@ def test_the_pipelines_pdf_choices_reach_every_connector(tmp_path, make_tiny_col
     add_source(plain, "pdfs", "folder", {"path": str(folder)}, Acl(public=True))
     sync_source(plain, "pdfs")
     assert row not in " ".join(_texts(plain).values())
+
+
+def test_a_connector_from_another_package_registers_through_entry_points(tmp_path, make_tiny_collection, monkeypatch):
+    """An installed distribution (a real .dist-info on sys.path) adds the type `notes` without
+    touching ragtune; its scan goes through the same sync core."""
+    (tmp_path / "notes_connector.py").write_text('''
+from dataclasses import dataclass
+from ragtune.ingest.connectors import Removed, Scan
+from ragtune.types import Document
+
+@dataclass
+class NotesConnector:
+    name: str
+    notes: dict
+    type = "notes"
+
+    @classmethod
+    def from_options(cls, name, options, workdir):
+        return cls(name, dict(options["notes"]))
+
+    def scan(self, state):
+        gone = [Removed(f"notes:{k}") for k in state.get("keys", []) if k not in self.notes]
+        docs = [Document(id=f"{self.name}/{k}", text=v, source=f"notes:{k}", title=k) for k, v in self.notes.items()]
+        return Scan(iter(gone + docs), complete=False, state={"keys": sorted(self.notes)})
+''')
+    dist = tmp_path / "ragtune_notes-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ragtune-notes\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ragtune.connectors]\nnotes = notes_connector:NotesConnector\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from ragtune.ingest.connectors import available
+
+    assert "notes" in available()
+    coll = make_tiny_collection("plugin")
+    add_source(coll, "memo", "notes", {"notes": {"a": "Apples are red.", "b": "Bananas are yellow."}}, Acl(public=True))
+    assert sync_source(coll, "memo").indexed == 2
+    with coll.manifest.batch():  # the note "b" deleted at the source (its options are its content)
+        coll.manifest._db.execute("UPDATE sources SET options = ? WHERE name = 'memo'", ('{"notes": {"a": "Apples are red."}}',))
+    again = sync_source(coll, "memo")  # incremental: b explicitly removed, a unchanged
+    assert (again.deleted, again.unchanged) == (1, 1) and set(_docs(coll, "source:memo")) == {"memo/a"}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2 as httpx
@@ -445,6 +446,22 @@ def test_a_scheduled_source_stays_in_sync_and_reports_its_status(server, tmp_pat
         assert status["name"] == "share" and status["syncs"] >= 3 and status["last_error"] is None
         assert status["lag_s"] is not None and status["lag_s"] < 30
 
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+        from selenium.webdriver.support.ui import Select
+
+        with chromium() as (driver, wait):  # the admin's view of the source, and "Sync now"
+            driver.get(server.url + "/")
+            driver.find_element(By.ID, "key").send_keys(server.keys["admin"])
+            driver.find_element(By.ID, "signin").click()
+            wait.until(lambda d: "synced" in [o.text for o in Select(d.find_element(By.ID, "collection")).options])
+            Select(driver.find_element(By.ID, "collection")).select_by_visible_text("synced")
+            row = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#sources tr[data-source='share']")))
+            assert "folder" in row.text and "every 1 s" in row.text
+            row.find_element(By.CLASS_NAME, "sync-now").click()
+            wait.until(EC.text_to_be_present_in_element((By.ID, "sources-status"), "share: 0 new"))
+            wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#sources tr[data-source='share']"), "ago"))
+
         job = adm.post("/v1/collections/synced/sources/share/sync").json()  # on demand too
         done = server.wait_job(job["id"])
         assert done["status"] == "done" and done["result"]["unchanged"] == 1 and done["result"]["indexed"] == 0
@@ -602,26 +619,36 @@ def test_feedback_round_trip_and_export(server, tmp_path):
     assert pairs[0]["chosen"] == "on the last working day of each month" and pairs[0]["rejected"] == a["text"]
 
 
-@pytest.mark.slow  # a real server process
-def test_web_ui_sign_in_ask_cite_and_feedback(server):
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
+@contextmanager
+def chromium():
+    """Debian's headless Chromium through its chromedriver: (driver, a 60 s wait)."""
+    binary = Path("/usr/bin/chromium")
+    if not binary.exists():
         if os.environ.get("CI"):
-            raise AssertionError("CI must install Debian's chromium and chromium-driver (see .ci/run)")
+            raise AssertionError("CI must install Debian's chromium and chromium-driver (scripts/ensure-system-packages.sh)")
         pytest.skip("Debian chromium is not installed here")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     opts = webdriver.ChromeOptions()
-    opts.binary_location = str(chromium)
+    opts.binary_location = str(binary)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-    wait = WebDriverWait(driver, 60)
     try:
+        yield driver, WebDriverWait(driver, 60)
+    finally:
+        driver.quit()
+
+
+@pytest.mark.slow  # a real server process
+def test_web_ui_sign_in_ask_cite_and_feedback(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select
+
+    with chromium() as (driver, wait):
         driver.get(server.url + "/")
         driver.find_element(By.ID, "key").send_keys("rt_wrong")
         driver.find_element(By.ID, "signin").click()
@@ -651,8 +678,6 @@ def test_web_ui_sign_in_ask_cite_and_feedback(server):
         driver.find_element(By.ID, "search-btn").click()
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#results .hit mark")))
         driver.save_screenshot(str(server.home / "ui.png"))
-    finally:
-        driver.quit()
     from ragtune.feedback import FeedbackStore
 
     rows = FeedbackStore(server.home).rows()
