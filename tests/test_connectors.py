@@ -107,6 +107,31 @@ def test_a_watched_folder_is_searchable_seconds_after_a_change(tmp_path, make_ti
     assert not thread.is_alive() and all(n == "live" for n, *_ in syncs)
 
 
+def test_updating_a_source_reaches_documents_its_cursor_would_skip(tmp_path, make_tiny_collection):
+    from ragtune.ingest.sources import get_source, update_source
+
+    coll = make_tiny_collection("upd")
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.md").write_text("# A\n\nApples.")
+    (root / "b.txt").write_text("Bananas.")
+    add_source(coll, "docs", "folder", {"path": str(root)}, Acl(groups=("staff",)), every_s=60)
+    assert sync_source(coll, "docs").indexed == 2
+    update_source(coll, "docs", acl=Acl(groups=("staff", "contractors")))
+    relabel = sync_source(coll, "docs")  # both files are unchanged on disk: only the cursor reset reaches them
+    assert (relabel.relabelled, relabel.indexed, relabel.updated) == (2, 0, 0)
+    assert all(set(Acl.from_dict(r.acl).groups) == {"staff", "contractors"} for r in _docs(coll, "source:docs").values())
+    update_source(coll, "docs", {"include": ["**/*.md"]}, every_s=None)
+    narrowed = sync_source(coll, "docs")
+    assert narrowed.deleted == 1 and set(_docs(coll, "source:docs")) == {f"{root.name}/a.md"}
+    src = get_source(coll, "docs")
+    assert src.every_s is None and src.options == {"path": str(root), "include": ["**/*.md"]}
+    from ragtune.errors import InputError
+
+    with pytest.raises(InputError, match="unknown option"):
+        update_source(coll, "docs", {"colour": "blue"})
+
+
 def test_a_source_without_an_acl_or_with_a_bad_option_is_refused_by_name(tmp_path, make_tiny_collection):
     from ragtune.errors import InputError, MissingInputError
 
@@ -290,14 +315,16 @@ def _message(subject: str, body: str, msg_id: str, attachment: tuple[str, str] |
     return msg
 
 
-def test_mbox_source_indexes_messages_and_attachments_for_their_owner(tmp_path, make_tiny_collection):
-    box = mailbox.mbox(tmp_path / "alice.mbox")
+@pytest.mark.parametrize("kind", ["mbox", "maildir"])
+def test_local_mail_indexes_messages_and_attachments_for_their_owner(tmp_path, make_tiny_collection, kind):
+    path = tmp_path / ("alice.mbox" if kind == "mbox" else "Maildir")
+    box = mailbox.mbox(path) if kind == "mbox" else mailbox.Maildir(path)
     box.add(_message("Offsite plan", "The offsite is in Lisbon in May.", "<1@example.com>",
                      ("agenda.md", "# Agenda\n\nDay one: strategy.")))
     box.add(_message("Lunch", "Pizza on Friday.", "<2@example.com>"))
     box.flush()
     coll = make_tiny_collection("m")
-    add_source(coll, "mail", "mailbox", {"path": str(tmp_path / "alice.mbox"), "owner": "alice"}, Acl())
+    add_source(coll, "mail", "mailbox", {"path": str(path), "owner": "alice"}, Acl())
     report = sync_source(coll, "mail")
     assert (report.indexed, report.failed) == (3, 0)
     docs = _docs(coll, "source:mail")
@@ -553,3 +580,28 @@ class NotesConnector:
         coll.manifest._db.execute("UPDATE sources SET options = ? WHERE name = 'memo'", ('{"notes": {"a": "Apples are red."}}',))
     again = sync_source(coll, "memo")  # incremental: b explicitly removed, a unchanged
     assert (again.deleted, again.unchanged) == (1, 1) and set(_docs(coll, "source:memo")) == {"memo/a"}
+
+
+@pytest.mark.slow  # CLI subprocesses
+def test_the_sources_cli_adds_syncs_lists_and_removes(tmp_path, tiny_embedder):
+    import json
+
+    from conftest import run_cli
+
+    home, share = tmp_path / "home", tmp_path / "share"
+    share.mkdir()
+    (share / "a.md").write_text("# A\n\nApples are red.")
+    run_cli("sources", "add", "share", "-c", "cli", "--type", "folder", "-o", f"path={share}", "-o", "include=[**/*.md]",
+            "--acl-group", "staff", "--every", "60", "--set", f"embedder.model={tiny_embedder}", home=home)
+    bad = run_cli("sources", "add", "web", "-c", "cli", "--type", "web", "-o", "start=ftp://x", "--public",
+                  home=home, check=False)
+    assert bad.returncode != 0 and "is not an http(s) URL" in bad.stderr
+    synced = json.loads(run_cli("sources", "sync", "-c", "cli", "--json", home=home).stdout)
+    assert synced["share"]["indexed"] == 1
+    listed = json.loads(run_cli("sources", "list", "-c", "cli", "--json", home=home).stdout)
+    assert [(s["name"], s["every_s"], s["seen"], s["acl"]["groups"]) for s in listed] == [("share", 60.0, 1, ["staff"])]
+    assert "synced" in run_cli("sources", "list", "-c", "cli", home=home).stdout
+    gone = json.loads(run_cli("sources", "remove", "share", "-c", "cli", "--json", home=home).stdout)
+    assert gone == {"removed": "share", "documents_deleted": 1}
+    missing = run_cli("sources", "sync", "share", "-c", "cli", home=home, check=False)
+    assert missing.returncode != 0 and "no source 'share'" in missing.stderr

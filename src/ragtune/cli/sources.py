@@ -15,7 +15,11 @@ OptionOpt = Annotated[Optional[list[str]], typer.Option(
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``["start=http://x/", "delay_s=0"]`` → ``{"start": "http://x/", "delay_s": 0}``."""
+    """KEY=VALUE pairs, values read as YAML (globs in brackets as a list).
+
+    >>> parse_options(["start=http://x/", "delay_s=0", "include=[**/*.md, docs/*]", "robots=false"])
+    {'start': 'http://x/', 'delay_s': 0, 'include': ['**/*.md', 'docs/*'], 'robots': False}
+    """
     import yaml
 
     from ragtune.errors import InputError
@@ -27,8 +31,10 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
             raise InputError(f"--option {pair!r}: write KEY=VALUE, e.g. --option path=./docs")
         try:
             out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
+        except yaml.YAMLError:  # globs: "[**/*.md, docs/*]" is not YAML ("*" starts an alias)
+            inner = value.strip()
+            out[key.strip()] = [v.strip() for v in inner[1:-1].split(",") if v.strip()] if \
+                inner.startswith("[") and inner.endswith("]") else value
         if isinstance(out[key.strip()], (dict, type(None))):  # "a: b" or "~" were meant as text
             out[key.strip()] = value
     return out
@@ -76,6 +82,40 @@ def add(
         print_json(source.describe())
     else:
         err.print(f"[bold]{collection}[/]: source {name!r} ({type_}) added; read it with `ragtune sources sync {name} -c {collection}`")
+
+
+@app.command()
+def update(
+    name: Annotated[str, typer.Argument(help="the source to change")],
+    collection: CollectionOpt,
+    options: OptionOpt = None,
+    public: Annotated[Optional[bool], typer.Option("--public/--not-public", help="everyone may (not) see its documents")] = None,
+    acl_group: Annotated[Optional[list[str]], typer.Option("--acl-group", help="replace the groups that may see them")] = None,
+    acl_user: Annotated[Optional[list[str]], typer.Option("--acl-user", help="replace the users who may see them")] = None,
+    every: Annotated[Optional[float], typer.Option("--every", help="sync every this many seconds (0: no schedule)")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Change a source's options (-o KEY=VALUE; KEY= removes one), ACL or schedule. The next sync
+    reads everything again (only changed text is re-embedded) so the new settings reach every document."""
+    from ragtune.collection import Collection
+    from ragtune.ingest.sources import get_source, update_source
+    from ragtune.types import Acl
+
+    opts = {k: (None if v == "" else v) for k, v in parse_options(options).items()}
+    with Collection.open(home, collection) as coll:
+        old = get_source(coll, name).acl
+        acl = None
+        if public is not None or acl_group is not None or acl_user is not None:
+            acl = Acl(public=old.public if public is None else public,
+                      users=old.users if acl_user is None else tuple(acl_user),
+                      groups=old.groups if acl_group is None else tuple(acl_group))
+        kwargs = {} if every is None else {"every_s": every or None}
+        source = update_source(coll, name, opts, acl, **kwargs)
+    if json_:
+        print_json(source.describe())
+    else:
+        err.print(f"[bold]{collection}[/]: source {name!r} updated; the next sync re-reads it")
 
 
 @app.command("list")

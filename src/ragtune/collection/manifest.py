@@ -182,6 +182,12 @@ class Manifest:
             self._db.execute("UPDATE sources SET status = ?, state = ? WHERE name = ?",
                              (json.dumps(status), json.dumps(state), name))
 
+    def update_source(self, name: str, options: dict[str, Any], acl: dict[str, Any], every_s: float | None) -> None:
+        # The cursor is dropped: the next sync lists everything again, so a new ACL or option
+        # reaches documents the old cursor would have skipped as unchanged.
+        self._db.execute("UPDATE sources SET options = ?, acl = ?, every_s = ?, state = '{}' WHERE name = ?",
+                         (json.dumps(options), json.dumps(acl), every_s, name))
+
     def remove_source(self, name: str) -> None:
         self._db.execute("DELETE FROM sources WHERE name = ?", (name,))
 

@@ -99,6 +99,28 @@ def add_source(collection: Collection, name: str, kind: str, options: dict[str, 
     return get_source(collection, name)
 
 
+_KEEP: Any = object()  # update_source: leave this setting as it is
+
+
+def update_source(collection: Collection, name: str, options: dict[str, Any] | None = None, acl: Acl | None = None,
+                  every_s: Any = _KEEP) -> Source:
+    """Change a source's options (merged; a ``None`` value removes an option), default ACL or
+    schedule (``None``: no schedule). Checked like :func:`add_source`; the next sync lists
+    everything again (re-embedding only what changed), so a new ACL reaches every document."""
+    source = get_source(collection, name)
+    merged = {k: v for k, v in {**source.options, **(options or {})}.items() if v is not None}
+    acl = source.acl if acl is None else acl
+    every = source.every_s if every_s is _KEEP else every_s
+    if every is not None and every <= 0:
+        raise InputError(f"source {name!r}: the sync interval must be positive, not {every}")
+    conn = connector_class(source.type).from_options(name, merged, workdir(collection, name))
+    if acl.is_empty and not _mirrors_permissions(conn):
+        raise InputError(f"source {name!r}: nobody could see its documents: give an ACL (public, users or groups)")
+    with collection.manifest.batch():
+        collection.manifest.update_source(name, merged, acl.to_dict(), every)
+    return get_source(collection, name)
+
+
 def _mirrors_permissions(conn) -> bool:
     return bool(getattr(conn, "permissions", False)) or conn.type == "mailbox"
 

@@ -295,6 +295,24 @@ def add_source(name: str, body: SourceIn, srv: State, who: Admin) -> dict:
     return source.describe()
 
 
+class SourcePatch(BaseModel):
+    options: dict[str, Any] = Field(default_factory=dict, description="options to change (null removes one)")
+    acl: dict[str, Any] | None = Field(None, description="a new default ACL")
+    every_s: float | None = Field(None, ge=0, description="a new interval (0: no schedule); absent: unchanged")
+
+
+@router.patch("/{name}/sources/{source}")
+def update_source(name: str, source: str, body: SourcePatch, srv: State, who: Admin) -> dict:
+    """Change a source; its next sync reads everything again, so the change reaches every document."""
+    from ragtune.ingest.sources import update_source as update
+
+    h = srv.handle(name)
+    kwargs = {} if "every_s" not in body.model_fields_set else {"every_s": body.every_s or None}
+    with h.write:
+        changed = update(h.collection, source, body.options, None if body.acl is None else _acl_of(body.acl), **kwargs)
+    return changed.describe()
+
+
 @router.post("/{name}/sources/{source}/sync", status_code=202)
 def sync_source(name: str, source: str, srv: State, who: Admin) -> dict:
     """Queue a sync now (or return the one already queued)."""
