@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import RESULTS, percentiles, table, write_report  # noqa: E402
+from _common import RESULTS, git_commit, percentiles, table, write_report  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.ingest.sources import add_source, sync_source  # noqa: E402
@@ -268,6 +268,51 @@ def bench_mbox(home: Path, work: Path, n: int) -> dict:
             "resync_unchanged_s": round(resync_s, 2)}
 
 
+def bench_imap(home: Path, n: int) -> dict:
+    """A real Dovecot (Debian's package, on loopback): n messages appended, a first sync, then a
+    sync with nothing new (every message kept by UID, none downloaded), then 10 new + 10 expunged."""
+    import imaplib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from servers import dovecot_server
+
+    def message(i: int) -> bytes:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "bob@example.com", "alice@example.com", f"About {TOPICS[i % 10]} {i}"
+        msg["Message-ID"] = f"<imap-{i}@example.com>"
+        msg.set_content(note(i))
+        return msg.as_bytes()
+
+    os.environ["BENCH_IMAP_PASSWORD"] = "secret"
+    with dovecot_server() as port:
+        imap = imaplib.IMAP4("127.0.0.1", port)
+        imap.login("alice", "secret")
+        for i in range(n):
+            imap.append("INBOX", None, None, message(i))
+        with Collection.create(home, "imap") as coll:
+            add_source(coll, "inbox", "mailbox", {"imap_host": "127.0.0.1", "imap_port": port, "imap_ssl": False,
+                                                  "username": "alice", "password_env": "BENCH_IMAP_PASSWORD"}, Acl())
+            t0 = time.perf_counter()
+            first = sync_source(coll, "inbox")
+            full_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            again = sync_source(coll, "inbox")
+            resync_s = time.perf_counter() - t0
+            for i in range(n, n + 10):
+                imap.append("INBOX", None, None, message(i))
+            imap.select("INBOX")
+            imap.store("1:10", "+FLAGS", "\\Deleted")
+            imap.expunge()
+            t0 = time.perf_counter()
+            changed = sync_source(coll, "inbox")
+            changed_s = time.perf_counter() - t0
+        imap.logout()
+    assert first.indexed == n and again.unchanged == n, (first, again)
+    return {"items": n, "first_sync_s": round(full_s, 2), "items_per_s": round(n / full_s, 1),
+            "resync_unchanged_s": round(resync_s, 2), "resync_unchanged_kept": again.unchanged,
+            "ten_new_ten_expunged_s": round(changed_s, 2), "ten_new_ten_expunged": [changed.indexed, changed.deleted]}
+
+
 # -- kill -9 ----------------------------------------------------------------------------------------
 def _snapshot(home: Path, name: str):
     with Collection.open(home, name) as coll:
@@ -329,25 +374,34 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20, help="freshness trials per continuous-sync connector")
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--kill-files", type=int, default=120)
+    ap.add_argument("--only", default="", help="comma-separated sections to (re)measure; the others keep their "
+                                                "figures from the last connectors.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ragtune-connectors-"))
     home = work / "home"
-    results: dict = {}
+    path = RESULTS / "connectors.json"
+    results: dict = json.loads(path.read_text()) if args.only and path.exists() else {}
+    only = {s for s in args.only.split(",") if s}
+    sections = [("folder", lambda: bench_folder(home, work, args.items, args.trials)),
+                ("git", lambda: bench_git(home, work, args.items, args.trials)),
+                ("web", lambda: bench_web(home, args.items)),
+                ("mailbox", lambda: bench_mbox(home, work, args.items)),
+                ("imap", lambda: bench_imap(home, args.items)),
+                ("kill_tests", lambda: bench_kills(work, args.kills, args.kill_files))]
     try:
-        for name, run in [("folder", lambda: bench_folder(home, work, args.items, args.trials)),
-                          ("git", lambda: bench_git(home, work, args.items, args.trials)),
-                          ("web", lambda: bench_web(home, args.items)),
-                          ("mailbox", lambda: bench_mbox(home, work, args.items)),
-                          ("kill_tests", lambda: bench_kills(work, args.kills, args.kill_files))]:
+        for name, run in sections:
+            if only and name not in only:
+                continue
             t0 = time.perf_counter()
-            results[name] = run()
+            results[name] = run() | {"measured_at_commit": git_commit()}
             print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'detail'})} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "connectors.json").write_text(json.dumps(results, indent=2))
+    path.write_text(json.dumps(results, indent=2))
     f, g, w, m, k = (results[x] for x in ("folder", "git", "web", "mailbox", "kill_tests"))
+    i = results.get("imap")
     body = f"""
 Default pipeline (all-MiniLM-L6-v2, Qdrant Edge); every source local and real. Items/s is the
 first sync: reading, chunking, embedding and writing every item (embedding dominates).
@@ -359,8 +413,11 @@ debounce; git by its schedule, `--every 1`), {f['trials']} trials each.
     ["folder (watchdog)", f["items"], f["first_sync_s"], f["items_per_s"], f["resync_unchanged_s"], f["freshness_p50_s"], f["freshness_p95_s"]],
     ["git (20 commits of history)", g["items"], g["first_sync_s"], g["items_per_s"], "", g["freshness_p50_s"], g["freshness_p95_s"]],
     ["web (loopback site)", w["items"], w["first_crawl_s"], w["items_per_s"], w["recrawl_unchanged_s"], "", ""],
-    ["mailbox (mbox)", m["items"], m["first_sync_s"], m["items_per_s"], m["resync_unchanged_s"], "", ""]])}
+    ["mailbox (mbox)", m["items"], m["first_sync_s"], m["items_per_s"], m["resync_unchanged_s"], "", ""],
+    *([["mailbox (IMAP, Dovecot)", i["items"], i["first_sync_s"], i["items_per_s"], i["resync_unchanged_s"], "", ""]] if i else [])])}
 
+{f"- IMAP: a sync with nothing new keeps all {i['resync_unchanged_kept']} messages by UID without downloading one; 10 new + 10 expunged: {i['ten_new_ten_expunged'][0]} indexed, {i['ten_new_ten_expunged'][1]} deleted in {i['ten_new_ten_expunged_s']} s." if i else ""}
+- Commit each row was measured at: {", ".join(f"{k} {v.get('measured_at_commit', '?')}" for k, v in results.items())}.
 - git: one commit editing 10 of {g['items']} files syncs in {g['incremental_10_files_s']} s (only the diff is read).
 - web re-crawl of the unchanged site: {w['recrawl_unchanged_full_fetches']} of {w['items']} pages fetched in full
   ({100 * w['recrawl_unchanged_full_fetch_fraction']:.1f}%, target ≤ 5%); every other page answered `304 Not Modified`

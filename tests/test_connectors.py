@@ -11,9 +11,7 @@ import mailbox
 import os
 import pwd
 import shutil
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 from email.message import EmailMessage
@@ -337,73 +335,19 @@ def test_local_mail_indexes_messages_and_attachments_for_their_owner(tmp_path, m
     assert (again.deleted, again.unchanged, again.indexed) == (1, 2, 0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dovecot():
     """A real Dovecot IMAP server on loopback with one user, alice / secret."""
-    binary = Path("/usr/sbin/dovecot")
-    if not binary.exists():
+    from servers import DOVECOT, dovecot_server
+
+    if not DOVECOT.exists():
         if os.environ.get("CI"):
             raise AssertionError("CI must install Debian's dovecot-imapd (scripts/ensure-system-packages.sh)")
         pytest.skip("Debian dovecot-imapd is not installed here")
     if os.getuid() != 0:
         pytest.skip("the Dovecot fixture runs the server as root (it switches to the dovecot user for mail)")
-    # Not under pytest's tmp_path: its folders are 0700 and Dovecot's auth process runs as dovecot.
-    home = Path(tempfile.mkdtemp(prefix="ragtune-dovecot-"))
-    home.chmod(0o755)
-    for sub in ("run", "state", "mail"):
-        (home / sub).mkdir(parents=True)
-    shutil.chown(home / "mail", "dovecot", "dovecot")
-    (home / "passwd").write_text("alice:{PLAIN}secret\n")
-    port = _free_port()
-    conf = home / "dovecot.conf"
-    conf.write_text(f"""protocols = imap
-listen = 127.0.0.1
-base_dir = {home}/run
-state_dir = {home}/state
-log_path = {home}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-first_valid_uid = 1
-service imap-login {{
-  chroot =
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-passdb {{
-  driver = passwd-file
-  args = {home}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid=dovecot gid=dovecot home={home}/mail/%u
-}}
-mail_location = maildir:~/Maildir
-""")
-    subprocess.run([str(binary), "-c", str(conf)], check=True)
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield port
-    subprocess.run([str(binary), "-c", str(conf), "stop"], check=False)
-    shutil.rmtree(home, ignore_errors=True)
+    with dovecot_server() as port:
+        yield port
 
 
 @pytest.mark.slow  # a real IMAP server

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 from ragtune.ingest.connectors.base import Failed, Item, Scan, Skipped, Unchanged, option, str_list, unknown_options
-from ragtune.ingest.loaders.html import html_to_text
+from ragtune.ingest.loaders.html import soup_to_text
 from ragtune.types import Document
 
 _OPTIONS = {"start", "sitemap", "allow", "max_pages", "delay_s", "timeout_s", "user_agent", "robots"}
@@ -150,10 +150,13 @@ class WebConnector:
                           "links": [], "skipped": True}
             yield Skipped(url)
             return
-        markup = resp.text
-        title, text = html_to_text(markup, main_content=True)
+        from bs4 import BeautifulSoup
+
+        soup = BeautifulSoup(resp.text, "lxml")
+        links = self._links(soup, final)  # before the text: reading it drops the menus, and their links
+        title, text = soup_to_text(soup, main_content=True)
         after[url] = {"etag": resp.headers.get("etag"), "last_modified": resp.headers.get("last-modified"),
-                      "links": self._links(markup, final)}
+                      "links": links}
         if final != url:  # the redirect target is the page; the old address only points at it
             if final in self._done:
                 return
@@ -206,10 +209,7 @@ class WebConnector:
         return max(self.delay_s, float(crawl_delay or 0))
 
     # -- links --------------------------------------------------------------------------------------
-    def _links(self, markup: str, base: str) -> list[str]:
-        from bs4 import BeautifulSoup
-
-        soup = BeautifulSoup(markup, "lxml")
+    def _links(self, soup, base: str) -> list[str]:
         meta = soup.find("meta", attrs={"name": "robots"})
         if meta is not None and "nofollow" in str(meta.get("content", "")).lower():
             return []

@@ -22,7 +22,12 @@ def html_to_text(markup: str, main_content: bool = False) -> tuple[str, str]:
     """Return (title, text): block elements become paragraphs, headings ``#`` lines.
     ``main_content``: only the page's main region (``<main>``, ``role=main`` or its one
     ``<article>``) where it has one — a crawled site repeats its menus and sidebars on every page."""
-    soup = BeautifulSoup(markup, "lxml")
+    return soup_to_text(BeautifulSoup(markup, "lxml"), main_content)
+
+
+def soup_to_text(soup: BeautifulSoup, main_content: bool = False) -> tuple[str, str]:
+    """:func:`html_to_text` of a parsed page (a crawler that also reads its links parses once).
+    The soup is changed: menus, scripts and the like are removed from it."""
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup(_DROP):
         tag.decompose()
