@@ -549,3 +549,71 @@ def test_the_sources_cli_adds_syncs_lists_and_removes(tmp_path, tiny_embedder):
     assert gone == {"removed": "share", "documents_deleted": 1}
     missing = run_cli("sources", "sync", "share", "-c", "cli", home=home, check=False)
     assert missing.returncode != 0 and "no source 'share'" in missing.stderr
+
+
+@pytest.mark.slow  # a real server process, killed mid-sync
+def test_a_server_killed_mid_sync_finishes_the_sync_exactly_after_a_restart(tmp_path, tiny_embedder):
+    import signal
+    import sys
+
+    import httpx2 as httpx
+
+    from conftest import run_cli
+    from ragtune.serve.keys import KeyStore
+    from servers import free_port
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _commit(repo, {f"n{i:02d}.md": f"# Note {i}\n\n" + " ".join(f"Line {j} of note {i}." for j in range(12))
+                   for i in range(40)}, "forty notes")
+    home = tmp_path / "home"
+    sets = [a for o in [f"embedder.model={tiny_embedder}", "ingest.batch_chunks=2", "chunking.chunk_size=24",
+                        "chunking.chunk_overlap=4"]
+            for a in ("--set", o)]
+    for name in ("kb", "ref"):
+        run_cli("sources", "add", "code", "-c", name, "--type", "git", "-o", f"repo={repo}", "--public", *sets, home=home)
+    run_cli("sources", "sync", "code", "-c", "ref", home=home)
+    store = KeyStore(home)
+    admin = store.create("root", role="admin")[0]
+    store.close()
+    port = free_port()
+    env = {**os.environ, "RAGTUNE_HOME": str(home)}
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "ragtune", "serve", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                time.sleep(0.2)
+        proc.kill()
+        raise AssertionError("the server did not start")
+
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {admin}"}, timeout=60)
+    server = start()
+    try:
+        since = time.time()
+        job = client.post("/v1/collections/kb/sources/code/sync").json()
+        deadline = time.time() + 120
+        while _indexed_since(home, "kb", since) < 5:
+            assert time.time() < deadline and client.get(f"/v1/jobs/{job['id']}").json()["status"] != "done", \
+                "the sync finished (or stalled) before it could be killed"
+            time.sleep(0.02)
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait()
+        assert _snapshot(home, "kb") != _snapshot(home, "ref"), "killed part-way"
+        server = start()  # the interrupted job is queued again on start and runs to the end
+        for _ in range(600):
+            status = client.get(f"/v1/jobs/{job['id']}").json()
+            if status["status"] in ("done", "failed"):
+                break
+            time.sleep(0.1)
+        assert status["status"] == "done", status
+    finally:
+        server.kill()
+        server.wait()
+        client.close()
+    assert _snapshot(home, "kb") == _snapshot(home, "ref"), "none lost, none doubled"
