@@ -557,10 +557,10 @@ def test_a_server_killed_mid_sync_finishes_the_sync_exactly_after_a_restart(tmp_
     import sys
 
     import httpx2 as httpx
-
     from conftest import run_cli
-    from ragtune.serve.keys import KeyStore
     from servers import free_port
+
+    from ragtune.serve.keys import KeyStore
 
     repo = tmp_path / "repo"
     repo.mkdir()
