@@ -42,8 +42,10 @@ def test_folder_source_mirrors_posix_permissions_and_skips_unchanged_files(tmp_p
         os.chmod(root / name, mode)
     me, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
     add_source(coll, "share", "folder", {"path": str(root), "permissions": True}, Acl())
-    first = sync_source(coll, "share")
+    events: list[tuple[str, int, int]] = []
+    first = sync_source(coll, "share", lambda *e: events.append(e))
     assert (first.indexed, first.failed) == (3, 0)
+    assert [e for e in events if e[0] == "files"][-1] == ("files", 3, 3)
     acl = {d.split("/")[-1]: Acl.from_dict(r.acl) for d, r in _docs(coll, "source:share").items()}
     assert acl["open.md"] == Acl(public=True)
     assert acl["team.md"] == Acl(users=(me,), groups=(group,))

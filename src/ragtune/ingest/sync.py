@@ -123,10 +123,12 @@ def sync_scan(collection: Collection, root: str, scan: Scan, acl: Acl, on_progre
         elif isinstance(item, Skipped):
             report.skipped += 1
 
-    for n, item in enumerate(scan.items, start=1):
-        if on_progress:
-            on_progress("files", n, scan.total or 0)
+    read: set[str] = set()  # progress counts sources (a file, a page, a message), not the records in them
+    for item in scan.items:
         apply(item)
+        if on_progress:
+            read.add(item.source if not isinstance(item, Removed) else f"removed:{item.source}")
+            on_progress("files", len(read), max(scan.total or 0, len(read)))
     batch.flush()
     if scan.complete:
         _delete_missing(collection, root, seen_ids, failed_sources, report)
