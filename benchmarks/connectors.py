@@ -67,6 +67,15 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
 
 
+def timed_syncs(coll: Collection, name: str):
+    """(first report, its seconds, second report, its seconds): a first sync, then one with nothing changed."""
+    t0 = time.perf_counter()
+    first = sync_source(coll, name)
+    t1 = time.perf_counter()
+    again = sync_source(coll, name)
+    return first, t1 - t0, again, time.perf_counter() - t1
+
+
 def watch(coll: Collection) -> tuple[SourceWatcher, threading.Thread]:
     watcher = SourceWatcher(coll)  # the defaults a user gets: 0.5 s debounce
     thread = threading.Thread(target=watcher.run, daemon=True)
@@ -93,12 +102,7 @@ def bench_folder(home: Path, work: Path, n: int, trials: int) -> dict:
         (root / f"n{i:04d}.md").write_text(note(i))
     with Collection.create(home, "folder") as coll:
         add_source(coll, "share", "folder", {"path": str(root)}, Acl(public=True))
-        t0 = time.perf_counter()
-        first = sync_source(coll, "share")
-        full_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        again = sync_source(coll, "share")
-        resync_s = time.perf_counter() - t0
+        first, full_s, again, resync_s = timed_syncs(coll, "share")
         assert first.indexed == n and again.unchanged == n
         watcher, thread = watch(coll)
         time.sleep(1.0)
@@ -257,12 +261,7 @@ def bench_mbox(home: Path, work: Path, n: int) -> dict:
     box.flush()
     with Collection.create(home, "mail") as coll:
         add_source(coll, "mail", "mailbox", {"path": str(work / "alice.mbox"), "owner": "alice"}, Acl())
-        t0 = time.perf_counter()
-        first = sync_source(coll, "mail")
-        full_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        again = sync_source(coll, "mail")
-        resync_s = time.perf_counter() - t0
+        first, full_s, again, resync_s = timed_syncs(coll, "mail")
     assert first.indexed == n and again.unchanged == n
     return {"items": n, "first_sync_s": round(full_s, 2), "items_per_s": round(n / full_s, 1),
             "resync_unchanged_s": round(resync_s, 2)}
@@ -292,12 +291,7 @@ def bench_imap(home: Path, n: int) -> dict:
         with Collection.create(home, "imap") as coll:
             add_source(coll, "inbox", "mailbox", {"imap_host": "127.0.0.1", "imap_port": port, "imap_ssl": False,
                                                   "username": "alice", "password_env": "BENCH_IMAP_PASSWORD"}, Acl())
-            t0 = time.perf_counter()
-            first = sync_source(coll, "inbox")
-            full_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            again = sync_source(coll, "inbox")
-            resync_s = time.perf_counter() - t0
+            first, full_s, again, resync_s = timed_syncs(coll, "inbox")
             for i in range(n, n + 10):
                 imap.append("INBOX", None, None, message(i))
             imap.select("INBOX")

@@ -133,8 +133,8 @@ def sync_scan(collection: Collection, root: str, scan: Scan, acl: Acl, on_progre
     if scan.complete:
         _delete_missing(collection, root, seen_ids, failed_sources, report)
     if removed:
-        gone = [r.doc_id for r in manifest.all(root) if r.source in removed and r.doc_id not in seen_ids]
-        _delete_ids(collection, root, gone, report)
+        _delete_records(collection, [r for r in manifest.all(root) if r.source in removed and r.doc_id not in seen_ids],
+                        report)
     collection.store.optimize()
     report.seconds = time.perf_counter() - started
     stats = {k: getattr(report, k) for k in ("seen", "indexed", "updated", "unchanged", "deleted", "failed", "chunks")}
@@ -173,9 +173,11 @@ def _plan(doc: Document, default_acl: Acl, root: str, seen: set[str], batch: "_B
         report.failures.append((doc.source, f"duplicate document id {doc.id!r} in this run; ids must be unique"))
         return
     report.seen += 1
+    # Both markers leave the metadata (they are not the document's data). A source that mirrors its
+    # own permissions (``acl_from_source``) was configured so by an admin.
     from_record = doc.metadata.pop("acl_from_record", False) and record_acls
-    # A source that mirrors its own permissions (``acl_from_source``) was configured so by an admin.
-    if not (from_record or doc.metadata.pop("acl_from_source", False)):
+    from_source = doc.metadata.pop("acl_from_source", False)
+    if not (from_record or from_source):
         doc.acl = default_acl
     if doc.acl.is_empty:
         # Not marked seen: an indexed older version (perhaps public) is deleted, not kept.
@@ -291,14 +293,13 @@ def _delete_missing(collection: Collection, root: str, seen: set[str], failed_so
                     report: IngestReport) -> None:
     """Remove documents of this root that are gone, but never those of a file that failed to
     load this time (it still exists: keep its last good version rather than lose it)."""
-    gone = [r.doc_id for r in collection.manifest.all(root) if r.doc_id not in seen and r.source not in failed_sources]
-    _delete_ids(collection, root, gone, report)
+    _delete_records(collection, [r for r in collection.manifest.all(root)
+                                 if r.doc_id not in seen and r.source not in failed_sources], report)
 
 
-def _delete_ids(collection: Collection, root: str, doc_ids: list[str], report: IngestReport) -> None:
-    """Chunks first, then the manifest rows (a crash in between leaves rows the next sync deletes);
-    only documents of ``root``: a source never deletes another's."""
-    recs = [r for d in doc_ids if (r := collection.manifest.get(d)) is not None and r.root == root]
+def _delete_records(collection: Collection, recs: list[DocRecord], report: IngestReport) -> None:
+    """Chunks first, then the manifest rows (a crash in between leaves rows the next sync deletes).
+    Callers pass records of their own root only: a source never deletes another's."""
     if not recs:
         return
     for rec in recs:
