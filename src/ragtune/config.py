@@ -69,6 +69,9 @@ class EmbedderConfig(_Strict):
     max_seq_length: int | None = Field(None, description="override the model's truncation length")
     devices: list[str] = Field(default_factory=list, description="embed documents in one worker process per "
                                "entry, e.g. [cuda:0, cuda:1] (empty: one process on `device`)")
+    backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
+        "auto", description="how the embedder runs: auto = the backend `ragtune models speed` (or a large "
+        "ingest) measured fastest here with top-10 overlap >= 0.99 vs float32, else torch")
 
 
 class StoreConfig(_Strict):
@@ -224,6 +227,9 @@ class IngestConfig(_Strict):
         default_factory=lambda: ["**/.git/**", "**/.venv/**", "**/__pycache__/**", "**/.ragtune/**"]
     )
     batch_chunks: int = Field(256, ge=1, description="chunks embedded and written per batch")
+    measure_encoder_after: int = Field(
+        2_000, ge=0, description="an `auto` embedder with no backend measured on this machine is measured "
+        "once an ingest has embedded this many chunks (0: only by `ragtune models speed`)")
     pdf_tables: bool = Field(False, description="PDF tables as rows that carry their header (pdfplumber)")
     ocr: bool = Field(False, description="OCR PDF pages that have no text layer (Debian's tesseract-ocr)")
     ocr_languages: str = Field("eng", description="tesseract languages for OCR, e.g. eng+deu")

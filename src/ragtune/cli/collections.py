@@ -79,10 +79,12 @@ def status(collection: CollectionOpt, home: HomeOpt = None, json_: JsonOpt = Fal
     import datetime as dt
 
     from ragtune.collection import Collection
+    from ragtune.collection.encoder import encoder_status
 
     with Collection.open(home, collection) as coll:
         stats = coll.stats()
         stats["visible_chunks_in_store"] = coll.store.count()
+        stats["encoder"] = encoder_status(coll)
     if json_:
         print_json(stats)
         return
@@ -91,6 +93,13 @@ def status(collection: CollectionOpt, home: HomeOpt = None, json_: JsonOpt = Fal
     typer.echo(f"  documents: {stats['documents']}  chunks: {stats['chunks']}  pending: {stats['pending']}  "
                f"in store: {stats['visible_chunks_in_store']}")
     typer.echo(f"  last indexed: {when(stats['last_indexed_at'])}")
+    enc = stats["encoder"]
+    if enc.get("chosen"):
+        best = next(m for m in enc["measures"] if m["backend"] == enc["chosen"])
+        typer.echo(f"  encoder: {enc['chosen']} ({best['speedup']:.2f}x float32, top-10 overlap {best['overlap']:.4f}; "
+                   f"measured {enc['measured']} on {enc['texts']} texts; configured {enc['configured']})")
+    else:
+        typer.echo(f"  encoder: {enc['configured']} (no backend measured on this machine: `ragtune models speed`)")
     run = stats["last_run"]
     if run:
         typer.echo(f"  last run {when(run['finished'])} on {run['root']}: seen {run['seen']}, new {run['indexed']}, "

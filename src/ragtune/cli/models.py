@@ -117,3 +117,30 @@ def rollback(collection: CollectionOpt, home: HomeOpt = None) -> None:
         before = coll.live_version
         after = rollback_(coll, reason="manual")
     typer.echo(f"live index: {before} → {after}")
+
+
+@app.command()
+def speed(
+    collection: CollectionOpt,
+    sample: Annotated[int, typer.Option(help="chunk texts of the collection to measure on")] = 256,
+    min_overlap: Annotated[float, typer.Option(help="least top-10 overlap with float32 a backend may have")] = 0.99,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Measure the embedder's backends (PyTorch float32, bf16 where native, ONNX Runtime, int8) on
+    this collection's own texts; an `auto` embedder uses the fastest whose search results agree."""
+    from ragtune.collection import Collection
+    from ragtune.collection.encoder import tune_encoder
+
+    with Collection.open(home, collection) as coll:
+        typer.echo(f"measuring on {sample} chunk texts (the first time exports the model: a minute or two)", err=True)
+        data = tune_encoder(coll, sample=sample, min_overlap=min_overlap)
+    if json_:
+        print_json(data)
+        return
+    for m in data["measures"]:
+        mark = "*" if m["backend"] == data["backend"] else " "
+        figures = f"error: {m['error']}" if m["error"] else \
+            f"{m['texts_per_s']:.1f} texts/s  {m['speedup']:.2f}x float32  top-10 overlap {m['overlap']:.4f}"
+        typer.echo(f" {mark} {m['backend']:10s} {figures}")
+    typer.echo(f"chosen: {data['backend']} (fastest with overlap >= {min_overlap})")

@@ -242,14 +242,21 @@ class Collection:
             record = self.index_versions.find(self.version)
             if record and record.embedder and record.embedder != config.model:
                 config = config.model_copy(update={"model": record.embedder})
-            self._embedder = Embedder(config)
+            self._embedder = Embedder(config, cache=self.encoder_cache)
         return self._embedder
+
 
     @embedder.setter
     def embedder(self, embedder: Any) -> None:
         """Use this embedder for queries (the server wraps it in its micro-batcher); ``reload``
         forgets it again."""
         self._embedder = embedder
+
+    @property
+    def encoder_cache(self) -> Path:
+        """Where encoder exports and backend measurements live: shared by every collection of
+        this home (they are per model and machine, not per collection)."""
+        return self.dir.parent.parent / "cache" / "encoders"
 
     @property
     def store(self) -> Store:

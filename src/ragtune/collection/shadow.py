@@ -48,7 +48,8 @@ def build_shadow(collection: Collection, embedder_model: str, info: dict | None 
                                              info=dict(info or {})))
     with handle(collection, live) as source:
         points = source.store.scroll_payloads(POINT_FIELDS)
-    embedder = Embedder(collection.pipeline.embedder.model_copy(update={"model": embedder_model}))
+    embedder = Embedder(collection.pipeline.embedder.model_copy(update={"model": embedder_model}),
+                        cache=collection.encoder_cache)
     version = versions.create(VersionRecord(embedder=embedder_model, origin="shadow", source=live, chunks=len(points),
                                             state=BUILDING, info=dict(info or {})))
     store = open_store(collection.pipeline.store, collection.dir / "index" / version, dim=embedder.dim)
@@ -152,7 +153,8 @@ def replay_live(collection: Collection, version: str) -> dict[str, int]:
             from ragtune.models.embedder import Embedder
 
             owner = versions.get(record.index) if record.index else record
-            embedder = Embedder(collection.pipeline.embedder.model_copy(update={"model": owner.embedder}))
+            embedder = Embedder(collection.pipeline.embedder.model_copy(update={"model": owner.embedder}),
+                                cache=collection.encoder_cache)
             for doc_id in stale:
                 old = {p["point_id"]: p for p in theirs.get(doc_id, {}).values()}
                 new = list(by_doc[doc_id].values())

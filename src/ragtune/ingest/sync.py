@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from ragtune.ingest.chunking import Chunker
 from ragtune.ingest.connectors.base import Failed, Item, Removed, Scan, Skipped, Unchanged
 from ragtune.ingest.loaders import LoadOptions, content_hash, meta_hash
 from ragtune.types import Acl, Chunk, ChunkPayload, Document, search_text
+
+log = logging.getLogger(__name__)
 
 _POINT_NS = uuid.UUID("6f1c1f6e-3c55-4c44-9d55-6b7a0d1c2a10")
 
@@ -212,6 +215,7 @@ class _Batch:
         self.docs: list[tuple[Document, str, list[Chunk], bool]] = []
         self.relabels: list[tuple[Document, str]] = []
         self.n_chunks = 0
+        self._measured = False
 
     def add(self, doc: Document, root: str, is_new: bool) -> None:
         chunks = self.chunker.chunk(doc)
@@ -259,9 +263,33 @@ class _Batch:
                 self.report.updated += 1
         self.report.relabelled += len(self.relabels)
         self.report.chunks += len(chunks)
+        self._maybe_measure_encoder()
         if self.on_progress:
             self.on_progress("chunks", self.report.chunks, 0)
         self.docs, self.relabels, self.n_chunks = [], [], 0
+
+    def _maybe_measure_encoder(self) -> None:
+        """Past ``ingest.measure_encoder_after`` chunks, an ``auto`` embedder never measured here is
+        measured on the chunks written so far and switched to its fastest faithful backend: the
+        rest of this ingest runs on it (its vectors agree with float32's to overlap ≥ 0.99)."""
+        from ragtune.collection.encoder import tune_encoder
+        from ragtune.models.encoders import recorded_choice
+
+        threshold = self.collection.pipeline.ingest.measure_encoder_after
+        embedder = self.collection.embedder
+        if (self._measured or not threshold or self.report.chunks < threshold
+                or getattr(embedder, "config", None) is None or embedder.config.backend != "auto"
+                or getattr(embedder, "cache", None) is None or embedder.config.devices):
+            return
+        self._measured = True
+        if recorded_choice(self.collection.encoder_cache, embedder.model) is None:
+            log.info("measuring encoder backends on 256 of this collection's chunks (once per model and machine)")
+            if self.on_progress:
+                self.on_progress("measuring encoder backends", 0, 1)
+            choice = tune_encoder(self.collection)
+            if self.on_progress:
+                self.on_progress("measuring encoder backends", 1, 1)
+            log.info("encoder backend: %s", choice["backend"])
 
     def _embed_text(self, doc: Document, chunk: Chunk) -> str:
         if not self.collection.pipeline.chunking.prepend_title:

@@ -1,0 +1,193 @@
+"""Performance and the keyword side, each figure a ratio measured side by side in one run.
+
+Sections (``--only`` re-measures some and keeps the others' figures from the last
+performance.json; each row names the commit it was measured at):
+
+- ``bm25``: ragtune's keyword side (Qdrant Edge's scored text index, and PostgreSQL + pgvector's
+  BM25 in SQL) against bm25s (stemmed, stopwords, whole documents) on SciFact (test), COVID-QA
+  (dev, chunked by ragtune's chunker, as every COVID-QA benchmark here) and a corpus of short
+  documents assembled from SQuAD v1.1 dev (its paragraphs, a seeded sample of its questions, the
+  answer's paragraph relevant). nDCG@10 with a paired randomisation test per corpus.
+
+  Only the keyword side is measured here, so the chunks are written with one constant vector
+  instead of MiniLM's (said again in the report): BM25 never reads a vector, and 11K chunks of
+  MiniLM would cost ~10 min of CPU for figures nobody looks at. Chunking, the text BM25 scores
+  (title above the chunk), the stores and the queries are the product's own.
+
+Run from the repo root:  .venv/bin/python benchmarks/performance.py [--only bm25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import CACHE, DATA, RESULTS, git_commit, table, write_report  # noqa: E402
+
+from ragtune.collection import Collection  # noqa: E402
+from ragtune.config import PipelineConfig  # noqa: E402
+from ragtune.data.beir import BeirDataset, load_beir  # noqa: E402
+from ragtune.evaluate.compare import compare_paired  # noqa: E402
+from ragtune.evaluate.ir import doc_run, per_query, score_run  # noqa: E402
+from ragtune.ingest.sync import ingest  # noqa: E402
+from ragtune.retrieve import Searcher  # noqa: E402
+from ragtune.types import Acl, Principal  # noqa: E402
+
+HOME = CACHE / "performance"
+DEPTH = 100
+
+
+# -- corpora ------------------------------------------------------------------------------------
+def _squad_beir(name: str, source: Path) -> Path:
+    """A SQuAD-format file as a BEIR folder, chunked by the default pipeline's chunker (cached)."""
+    from transformers import AutoTokenizer
+
+    from ragtune.data.squad import load_squad, squad_to_beir
+    from ragtune.ingest.chunking import Chunker
+    from ragtune.models.loading import resolve_model
+
+    out = HOME / f"{name}-beir"
+    if not (out / "corpus.jsonl").exists():
+        pipeline = PipelineConfig()
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(pipeline.embedder.model))
+        squad_to_beir(load_squad(source), out, Chunker.from_tokenizer(pipeline.chunking, tokenizer))
+    return out
+
+
+def keyword_corpora(short_queries: int) -> dict[str, tuple[Path, BeirDataset]]:
+    scifact = DATA / "scifact"
+    covid = _squad_beir("covidqa", DATA / "covidqa" / "covidqa-dev.json")
+    squad = _squad_beir("squad-paragraphs", DATA / "squad" / "dev-v1.1.json")
+    short = load_beir(squad, "test")
+    rng = np.random.default_rng(0)
+    keep = set(rng.choice(sorted(short.queries), size=min(short_queries, len(short.queries)), replace=False))
+    short.queries = {q: t for q, t in short.queries.items() if q in keep}
+    short.qrels = {q: r for q, r in short.qrels.items() if q in keep}
+    return {"scifact": (scifact, load_beir(scifact, "test")), "covidqa": (covid, load_beir(covid, "test")),
+            "squad-paragraphs": (squad, short)}
+
+
+# -- the keyword side ---------------------------------------------------------------------------
+class ConstantVectors:
+    """An embedder stand-in for keyword-only measurement: the real tokenizer (the chunker counts
+    with it), one constant unit vector per chunk (BM25 never reads it)."""
+
+    def __init__(self, real):
+        self.tokenizer, self.dim = real.tokenizer, real.dim
+
+    def embed_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        return np.full((len(texts), self.dim), 1 / np.sqrt(self.dim), dtype=np.float32)
+
+
+def ragtune_bm25_run(source: Path, ds: BeirDataset, backend: str, name: str) -> tuple[dict, float]:
+    """(doc run per query, mean ms per query) of ragtune's keyword side on ``backend``."""
+    coll = Collection.create(HOME / "homes" / backend, name,
+                             PipelineConfig().with_overrides([f"store.backend={backend}"]), exist_ok=True)
+    try:
+        if coll.store.count() == 0:
+            coll.embedder = ConstantVectors(coll.embedder)
+            ingest(coll, source, Acl(public=True))
+        searcher = Searcher(coll)
+        run, t0 = {}, time.perf_counter()
+        for q in sorted(ds.queries):
+            # ~3 chunks per document leaves DEPTH distinct documents after MaxP (as ragtune eval).
+            run[q] = doc_run(searcher.search(ds.queries[q], Principal(), mode="bm25", k=3 * DEPTH, with_ranks=False,
+                                             rerank=False), DEPTH)
+        return run, 1000 * (time.perf_counter() - t0) / len(ds.queries)
+    finally:
+        coll.close()
+
+
+def bm25s_run(ds: BeirDataset, k1: float = 1.5, b: float = 0.75) -> dict:
+    """bm25s as its README runs BEIR: title + text, English stopwords, Snowball stemmer, Lucene BM25."""
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    ids = sorted(ds.corpus)
+    texts = [f"{ds.corpus[d].get('title', '')} {ds.corpus[d]['text']}".strip() for d in ids]
+    retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
+    retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    qids = sorted(ds.queries)
+    tokens = bm25s.tokenize([ds.queries[q] for q in qids], stopwords="en", stemmer=stemmer, show_progress=False)
+    docs, scores = retriever.retrieve(tokens, k=min(DEPTH, len(ids)), show_progress=False)
+    return {q: {ids[i]: float(s) for i, s in zip(row, srow) if s > 0} for q, row, srow in zip(qids, docs, scores)}
+
+
+def bench_bm25(short_queries: int, backends: list[str]) -> dict:
+    out: dict = {}
+    for corpus, (source, ds) in keyword_corpora(short_queries).items():
+        runs = {"bm25s": bm25s_run(ds)}
+        ms: dict[str, float] = {}
+        for backend in backends:
+            runs[backend], ms[backend] = ragtune_bm25_run(source, ds, backend, corpus)
+        scores = {name: per_query(ds.qrels, run, ["nDCG@10"])["nDCG@10"] for name, run in runs.items()}
+        ndcg = {name: score_run(ds.qrels, run, ["nDCG@10"])["nDCG@10"] for name, run in runs.items()}
+        row: dict = {"queries": len(ds.queries), "documents": len(ds.corpus), "nDCG@10": ndcg, "ms_per_query": ms}
+        for backend in backends:
+            cmp = compare_paired(scores["bm25s"], scores[backend])
+            row[f"{backend}_vs_bm25s"] = {"ratio": ndcg[backend] / ndcg["bm25s"], "delta": cmp.delta, "p": cmp.p_value}
+        if "pgvector" in backends and "qdrant-edge" in backends:
+            row["pgvector_vs_edge_ratio"] = ndcg["pgvector"] / ndcg["qdrant-edge"]
+        out[corpus] = row
+        print(corpus, json.dumps(row), flush=True)
+    return out
+
+
+def bm25_report(r: dict) -> str:
+    rows = []
+    for corpus, row in r.items():
+        if corpus == "measured_at_commit":
+            continue
+        n = row["nDCG@10"]
+        for backend in [b for b in n if b != "bm25s"]:
+            c = row[f"{backend}_vs_bm25s"]
+            rows.append([corpus, row["queries"], backend, n[backend], n["bm25s"], c["ratio"], c["delta"], c["p"],
+                         row["ms_per_query"][backend]])
+    return f"""
+## BM25: ragtune's keyword side vs bm25s (measured at {r.get('measured_at_commit', '?')})
+
+bm25s: whole documents (title + text), English stopwords, Snowball stemmer, Lucene BM25 (k1 1.5,
+b 0.75). ragtune: the default pipeline's chunks (title above each chunk) scored by the store's
+BM25 (Qdrant Edge: Qdrant's scored text index; pgvector: BM25 in SQL over ragtune's postings),
+documents ranked by their best chunk. Chunks carry one constant vector (keyword side only).
+p: paired randomisation test on per-query nDCG@10 (ragtune vs bm25s).
+
+{table(["corpus", "queries", "ragtune backend", "nDCG@10", "bm25s nDCG@10", "ratio", "Δ", "p", "ms/query"], rows)}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="comma-separated sections to (re)measure")
+    ap.add_argument("--short-queries", type=int, default=2000, help="SQuAD questions sampled for the short corpus")
+    ap.add_argument("--backends", default="qdrant-edge,pgvector")
+    ap.add_argument("--fresh", action="store_true", help="rebuild the cached keyword indexes")
+    args = ap.parse_args()
+    if args.fresh:
+        shutil.rmtree(HOME / "homes", ignore_errors=True)
+    path = RESULTS / "performance.json"
+    results: dict = json.loads(path.read_text()) if path.exists() else {}
+    only = {s for s in args.only.split(",") if s}
+    sections = {"bm25": (lambda: bench_bm25(args.short_queries, args.backends.split(",")), bm25_report)}
+    for name, (run, _) in sections.items():
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        results[name] = run() | {"measured_at_commit": git_commit()}
+        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    body = "\n".join(report(results[name]) for name, (_, report) in sections.items() if name in results)
+    write_report("performance", "Performance and the keyword side", body)
+
+
+if __name__ == "__main__":
+    main()
