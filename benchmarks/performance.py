@@ -3,6 +3,9 @@
 Sections (``--only`` re-measures some and keeps the others' figures from the last
 performance.json; each row names the commit it was measured at):
 
+- ``encoder``: every encoder backend available on this machine (PyTorch float32 / bf16 where
+  native, ONNX Runtime float32 / int8) on SciFact texts: texts/s ÷ float32 and top-10 overlap.
+  Needs a quiet machine: speed ratios measured beside another job are not worth reporting.
 - ``bm25``: ragtune's keyword side (Qdrant Edge's scored text index, and PostgreSQL + pgvector's
   BM25 in SQL) against bm25s (stemmed, stopwords, whole documents) on SciFact (test), COVID-QA
   (dev, chunked by ragtune's chunker, as every COVID-QA benchmark here) and a corpus of short
@@ -164,19 +167,53 @@ p: paired randomisation test on per-query nDCG@10 (ragtune vs bm25s).
 """
 
 
+# -- encoder backends ------------------------------------------------------------------------------
+def bench_encoder(texts_n: int) -> dict:
+    """Every encoder backend available here on SciFact texts (title + abstract, as chunks are
+    embedded), with ``ragtune.models.encoders.measure``: texts/s ÷ float32 and top-10 overlap."""
+    import random
+
+    from ragtune.models.encoders import available, choose, measure
+    from ragtune.models.loading import sentence_transformer
+
+    ds = load_beir(DATA / "scifact", "test")
+    docs = random.Random(0).sample(sorted(ds.corpus), texts_n)
+    texts = [f"{ds.corpus[d].get('title', '')}\n{ds.corpus[d]['text']}" for d in docs]
+    model = sentence_transformer(PipelineConfig().embedder.model, "cpu")
+    measures = measure(model, texts, available("cpu"), HOME / "encoders")
+    return {"texts": len(texts), "chosen": choose(measures),
+            "backends": {m.backend: {"texts_per_s": m.texts_per_s, "speedup": m.speedup, "overlap": m.overlap,
+                                     "error": m.error} for m in measures}}
+
+
+def encoder_report(r: dict) -> str:
+    rows = [[b, m["texts_per_s"], m["speedup"], m["overlap"], m["error"] or ""] for b, m in r["backends"].items()]
+    return f"""
+## Encoder backends (measured at {r.get('measured_at_commit', '?')})
+
+{r['texts']} SciFact texts (title + abstract), MiniLM-L6, batch 32, one warm-up batch each; overlap:
+mean top-10 neighbour overlap with PyTorch float32 (64 probes, each a text's first 12 words).
+Chosen (fastest with overlap ≥ 0.99): **{r['chosen']}**.
+
+{table(["backend", "texts/s", "÷ float32", "top-10 overlap", "error"], rows)}
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated sections to (re)measure")
     ap.add_argument("--short-queries", type=int, default=2000, help="SQuAD questions sampled for the short corpus")
     ap.add_argument("--backends", default="qdrant-edge,pgvector")
     ap.add_argument("--fresh", action="store_true", help="rebuild the cached keyword indexes")
+    ap.add_argument("--encoder-texts", type=int, default=512)
     args = ap.parse_args()
     if args.fresh:
         shutil.rmtree(HOME / "homes", ignore_errors=True)
     path = RESULTS / "performance.json"
     results: dict = json.loads(path.read_text()) if path.exists() else {}
     only = {s for s in args.only.split(",") if s}
-    sections = {"bm25": (lambda: bench_bm25(args.short_queries, args.backends.split(",")), bm25_report)}
+    sections = {"encoder": (lambda: bench_encoder(args.encoder_texts), encoder_report),
+                "bm25": (lambda: bench_bm25(args.short_queries, args.backends.split(",")), bm25_report)}
     for name, (run, _) in sections.items():
         if only and name not in only:
             continue
