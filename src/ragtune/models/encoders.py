@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -123,7 +124,7 @@ def export_onnx(model, folder: Path, int8: bool = False) -> Path:
         inputs = transformer.tokenize(["an example sentence", "a second, longer example sentence"])
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in inputs]
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-        tmp = folder / "model.tmp.onnx"
+        tmp = folder / f"model.tmp{os.getpid()}.onnx"  # two processes exporting at once never share a file
         torch.onnx.export(_HiddenStates(transformer.auto_model, names).eval(), tuple(inputs[n] for n in names), str(tmp),
                           input_names=names, output_names=["token_embeddings"],
                           dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),), dynamo=True, optimize=True,
@@ -135,7 +136,7 @@ def export_onnx(model, folder: Path, int8: bool = False) -> Path:
     if not q.exists():
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        tmp = folder / "model.int8.tmp.onnx"
+        tmp = folder / f"model.int8.tmp{os.getpid()}.onnx"
         quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
         tmp.replace(q)
     return q
@@ -185,7 +186,6 @@ def _top10(queries: np.ndarray, docs: np.ndarray) -> np.ndarray:
 # -- the recorded choice --------------------------------------------------------------------------
 def machine_fingerprint() -> str:
     """What decides the fastest backend: the CPU model and flags, core count, library versions."""
-    import os
     import platform
 
     cpu = ""
@@ -279,8 +279,6 @@ class _Bf16Transformer(_Delegating):
 class _OnnxTransformer(_Delegating):
     def __init__(self, original, path: Path):
         super().__init__(original)
-        import os
-
         import onnxruntime as ort
 
         options = ort.SessionOptions()
