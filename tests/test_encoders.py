@@ -81,3 +81,23 @@ def test_ingest_measures_once_and_status_shows_the_choice(tmp_path, embedder):
     assert out.exit_code == 0, out.output
     enc = json.loads(out.output)["encoder"]
     assert enc["configured"] == "auto" and enc["chosen"] == record["backend"] and enc["measures"]
+
+
+def test_a_query_adapter_router_stays_on_pytorch(tmp_path, embedder):
+    """A query-side adapter starts with a Router (two paths, one per side), which no other backend
+    can replace: it is listed, measured and run on PyTorch only, with a clear error if forced."""
+    from ragtune.models.embedder import Embedder
+    from ragtune.models.encoders import model_key, with_backend
+    from ragtune.train.embedder import _query_adapter_model
+
+    router = _query_adapter_model(embedder.model)
+    assert available("cpu", router) == ["torch"] and "onnx" in available("cpu", embedder.model)
+    with pytest.raises(ValueError, match="Router"):
+        with_backend(router, "onnx", tmp_path)
+    folder = tmp_path / "adapter"
+    router.save(str(folder))
+    emb = Embedder(EmbedderConfig(model=str(folder)), cache=tmp_path / "encoders")
+    assert emb.backend == "torch" and emb.encoder is emb.model
+    assert len(model_key(router)) == 16
+    vecs = emb.embed_documents(TEXTS[:3])
+    assert vecs.shape == (3, 384) and np.allclose((vecs ** 2).sum(axis=1), 1.0, atol=1e-5)

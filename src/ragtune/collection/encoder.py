@@ -28,7 +28,7 @@ def tune_encoder(coll: Collection, sample: int = 256, min_overlap: float = MIN_O
     texts = random.Random(seed).sample(texts, min(sample, len(texts)))
     embedder = coll.embedder
     device = "cpu" if embedder.model.device.type == "cpu" else str(embedder.model.device)
-    measures = measure(embedder.model, texts, available(device), coll.encoder_cache,
+    measures = measure(embedder.model, texts, available(device, embedder.model), coll.encoder_cache,
                        batch_size=min(embedder.config.batch_size, 32))
     data = record_choice(coll.encoder_cache, embedder.model, measures, min_overlap, len(texts))
     if embedder.config.backend == "auto":

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.config import EmbedderConfig
-from ragtune.models.encoders import available, recorded_choice, with_backend
+from ragtune.models.encoders import available, recorded_choice, swappable, with_backend
 from ragtune.models.loading import sentence_transformer
 
 
@@ -37,7 +37,7 @@ class Embedder:
     def _backend(self) -> str:
         if self.config.backend != "auto":
             return self.config.backend
-        if self.cache is None or self.config.devices:
+        if self.cache is None or self.config.devices or not swappable(self.model):
             return "torch"
         recorded = recorded_choice(self.cache, self.model)
         # A record from before an extra was uninstalled (or another device) falls back to PyTorch.

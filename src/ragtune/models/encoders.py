@@ -54,9 +54,19 @@ class BackendMeasure:
     error: str | None = None
 
 
-def available(device: str) -> list[str]:
-    """The backends that can run here (the ONNX ones need the ``fast`` extra, and run on CPU)."""
+def swappable(model) -> bool:
+    """Whether ``model``'s first module is a plain Hugging Face transformer the other backends can
+    replace. A Router (a query-side adapter: two paths, one per side) is not, and stays on PyTorch."""
+    return len(model) > 0 and hasattr(model[0], "auto_model")
+
+
+def available(device: str, model=None) -> list[str]:
+    """The backends that can run here (the ONNX ones need the ``fast`` extra, and run on CPU);
+    for ``model``, only those that can run it."""
     from ragtune.models.loading import native_bf16
+
+    if model is not None and not swappable(model):
+        return ["torch"]
 
     out = ["torch"]
     if native_bf16(device):
@@ -75,7 +85,8 @@ def model_key(model) -> str:
     """A digest of the weights' files (names, sizes, modification times): an adapted embedder,
     or a model re-saved in place, gets its own export and its own measurement. A model loaded
     from a hub cache is known by its name and the bytes of its first weights."""
-    name = str(getattr(model[0].auto_model.config, "_name_or_path", "") or "")
+    first = model[0].auto_model if swappable(model) else model[0]
+    name = str(getattr(getattr(first, "config", None), "_name_or_path", "") or "")
     if Path(name).is_dir():
         return folder_key(Path(name))
     h = hashlib.sha1(name.encode())
@@ -98,6 +109,9 @@ def with_backend(model, backend: str, cache: Path):
     copy whose transformer is replaced (the original stays usable for training)."""
     if backend == "torch":
         return model
+    if backend in BACKENDS and not swappable(model):
+        raise ValueError(f"encoder backend {backend!r} needs a model whose first module is a transformer; "
+                         f"this one starts with {type(model[0]).__name__} (use backend 'torch')")
     if backend == "torch-bf16":
         out = copy.copy(model)
         out._modules = dict(model._modules)
