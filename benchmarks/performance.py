@@ -199,6 +199,117 @@ Chosen (fastest with overlap ≥ 0.99): **{r['chosen']}**.
 """
 
 
+# -- ingest vs the bare encoder, and the reranker's cost ---------------------------------------------
+def _scifact_collection(backend: str) -> tuple[Collection, float, int]:
+    """SciFact (5,183 abstracts) ingested by the default pipeline with the embedder on ``backend``
+    (fixed, so no measurement runs inside the timed ingest); (collection, seconds, chunks)."""
+    name = f"scifact-{backend}"
+    home = HOME / "homes" / "ingest"
+    shutil.rmtree(home / "collections" / name, ignore_errors=True)  # timed from empty every run
+    coll = Collection.create(home, name, PipelineConfig().with_overrides([f"embedder.backend={backend}"]))
+    coll.embedder.embed_documents(["warm-up"])  # the model load (and any export) is not ingest
+    t0 = time.perf_counter()
+    report = ingest(coll, DATA / "scifact", Acl(public=True))
+    return coll, time.perf_counter() - t0, report.chunks
+
+
+def bench_ingest(backend: str) -> dict:
+    """Chunks/s of a full ingest (read, chunk, embed, write the index) ÷ texts/s of the bare
+    encoder on the very texts ingest embedded, same backend, same process."""
+    coll, seconds, chunks = _scifact_collection(backend)
+    try:
+        texts = [p["search_text"] for p in coll.store.scroll_payloads(["search_text"]) if p.get("search_text")]
+        t0 = time.perf_counter()
+        coll.embedder.embed_documents(texts)
+        bare = time.perf_counter() - t0
+    finally:
+        coll.close()
+    return {"backend": backend, "chunks": chunks, "ingest_s": seconds, "encoder_s": bare,
+            "ingest_chunks_per_s": chunks / seconds, "encoder_texts_per_s": len(texts) / bare,
+            "ratio": (chunks / seconds) / (len(texts) / bare)}
+
+
+def ingest_report(r: dict) -> str:
+    return f"""
+## Ingest ÷ the bare encoder (measured at {r.get('measured_at_commit', '?')})
+
+SciFact's 5,183 abstracts ingested from empty by the default pipeline (read, chunk, embed, write
+Qdrant Edge), embedder on **{r['backend']}**; then the same {r['chunks']} chunk texts through the bare
+encoder (same backend, same batch size). Ratio 1.0 would mean ingest costs nothing beyond encoding.
+
+{table(["chunks", "ingest s", "ingest chunks/s", "bare encoder s", "encoder texts/s", "ingest ÷ encoder"],
+       [[r['chunks'], r['ingest_s'], r['ingest_chunks_per_s'], r['encoder_s'], r['encoder_texts_per_s'], r['ratio']]])}
+"""
+
+
+def bench_reranker(queries_n: int, depths: tuple[int, ...] = (20, 50)) -> dict:
+    """ms/query of the rerank stage at each depth, float32 vs bf16 autocast (where native), on
+    SciFact test claims over their hybrid candidates. The cross-encoder is MiniLM-L6 with a fresh
+    one-logit head (what ragtune's reranker training starts from): the cost is the trained one's;
+    bf16 fidelity is its score correlation and top-10 overlap with float32 on the same pairs."""
+    from ragtune.config import RerankerConfig
+    from ragtune.models.loading import native_bf16, resolve_model
+    from ragtune.retrieve.rerank import CrossEncoderReranker
+
+    home = HOME / "homes" / "ingest"
+    coll = Collection.open(home, "scifact-torch-bf16") if (home / "collections" / "scifact-torch-bf16").exists() \
+        else _scifact_collection("torch")[0]
+    try:
+        ds = load_beir(DATA / "scifact", "test")
+        qids = sorted(ds.queries)[:queries_n]
+        searcher = Searcher(coll)
+        cands = {q: searcher.search(ds.queries[q], Principal(), k=max(depths), rerank=False) for q in qids}
+    finally:
+        coll.close()
+    folder = HOME / "fresh-cross-encoder"
+    if not (folder / "config.json").exists():
+        from sentence_transformers import CrossEncoder
+
+        CrossEncoder(resolve_model(PipelineConfig().embedder.model), num_labels=1, device="cpu").save(str(folder))
+    precisions = ["fp32"] + (["bf16"] if native_bf16("cpu") else [])
+    out: dict = {"queries": len(qids), "precisions": precisions, "depths": {}}
+    for depth in depths:
+        row: dict = {}
+        scores: dict[str, list] = {}
+        for precision in precisions:
+            cfg = RerankerConfig(model=str(folder), precision=precision, depth=depth)
+            rr = CrossEncoderReranker(cfg, "cpu")
+            rr.scores(ds.queries[qids[0]], cands[qids[0]][:depth])  # warm-up
+            t0 = time.perf_counter()
+            scores[precision] = [rr.scores(ds.queries[q], cands[q][:depth]) for q in qids]
+            row[precision] = {"ms_per_query": 1000 * (time.perf_counter() - t0) / len(qids)}
+        if "bf16" in scores:
+            a = np.concatenate([np.asarray(x) for x in scores["fp32"]])
+            b = np.concatenate([np.asarray(x) for x in scores["bf16"]])
+            top = [len(set(np.argsort(-np.asarray(x))[:10]) & set(np.argsort(-np.asarray(y))[:10])) / min(10, len(x))
+                   for x, y in zip(scores["fp32"], scores["bf16"])]
+            row["bf16"] |= {"speedup": row["fp32"]["ms_per_query"] / row["bf16"]["ms_per_query"],
+                            "pearson": float(np.corrcoef(a, b)[0, 1]), "top10_overlap": float(np.mean(top))}
+        out["depths"][str(depth)] = row
+        print("reranker", depth, json.dumps(row), flush=True)
+    return out
+
+
+def reranker_report(r: dict) -> str:
+    rows = []
+    for depth, row in r["depths"].items():
+        for precision in r["precisions"]:
+            m = row[precision]
+            rows.append([depth, precision, m["ms_per_query"], m.get("speedup", 1.0), m.get("pearson", 1.0),
+                         m.get("top10_overlap", 1.0)])
+    return f"""
+## Reranker cost per query (measured at {r.get('measured_at_commit', '?')})
+
+{r['queries']} SciFact test claims, each with its top hybrid candidates (title > chunk text, as
+served), one query at a time, after a warm-up. Cross-encoder: MiniLM-L6 with a fresh one-logit
+head, the starting point of ragtune's reranker training (its cost is the trained reranker's; the
+offline environment has no pretrained one). bf16 = autocast, used by default where the CPU
+computes bf16 natively; fidelity vs float32 on the same pairs.
+
+{table(["depth", "precision", "ms/query", "÷ fp32 time", "score Pearson vs fp32", "top-10 overlap vs fp32"], rows)}
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated sections to (re)measure")
@@ -206,6 +317,8 @@ def main() -> None:
     ap.add_argument("--backends", default="qdrant-edge,pgvector")
     ap.add_argument("--fresh", action="store_true", help="rebuild the cached keyword indexes")
     ap.add_argument("--encoder-texts", type=int, default=512)
+    ap.add_argument("--ingest-backend", default="torch-bf16", help="the embedder backend the ingest section times")
+    ap.add_argument("--rerank-queries", type=int, default=100)
     args = ap.parse_args()
     if args.fresh:
         shutil.rmtree(HOME / "homes", ignore_errors=True)
@@ -213,7 +326,9 @@ def main() -> None:
     results: dict = json.loads(path.read_text()) if path.exists() else {}
     only = {s for s in args.only.split(",") if s}
     sections = {"encoder": (lambda: bench_encoder(args.encoder_texts), encoder_report),
-                "bm25": (lambda: bench_bm25(args.short_queries, args.backends.split(",")), bm25_report)}
+                "bm25": (lambda: bench_bm25(args.short_queries, args.backends.split(",")), bm25_report),
+                "ingest": (lambda: bench_ingest(args.ingest_backend), ingest_report),
+                "reranker": (lambda: bench_reranker(args.rerank_queries), reranker_report)}
     for name, (run, _) in sections.items():
         if only and name not in only:
             continue

@@ -107,6 +107,31 @@ def test_weighted_rrf_favours_the_heavier_retriever(acl_world, word):
         coll.pipeline.query = base
 
 
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (1.0, 3.0)], ids=["engine-fused", "weighted"])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(principal=principals, words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3))
+def test_hybrid_dense_scores_are_each_hits_cosine(acl_world, weights, principal, words):
+    # What abstention reads, without the two extra queries of --explain: every fused hit (BM25-only
+    # ones too) carries exactly the cosine of its stored vector with the query.
+    coll = acl_world[0]
+    base = coll.pipeline.query
+    coll.pipeline.query = base.model_copy(update={"dense_weight": weights[0], "bm25_weight": weights[1]})
+    try:
+        text = " ".join(words)
+        hits = Searcher(coll).search(text, principal, mode="hybrid", k=20, dense_scores=True)
+        plain = Searcher(coll).search(text, principal, mode="hybrid", k=20)
+    finally:
+        coll.pipeline.query = base
+    # The fused order is untouched (equal fused scores may come in either order).
+    assert np.allclose([h.score for h in hits], [h.score for h in plain], atol=1e-9)
+    if not hits:
+        return
+    assert all("dense" in h.scores for h in hits)
+    point_of = {p["chunk_id"]: p["point_id"] for p in coll.store.scroll_payloads(["chunk_id"])}
+    truth = coll.store.vectors([point_of[h.chunk_id] for h in hits]) @ coll.embedder.embed_query(text)
+    assert np.allclose([h.scores["dense"] for h in hits], truth, atol=1e-4)
+
+
 @pytest.mark.parametrize("overrides", BACKENDS, ids=IDS)
 def test_incremental_ingest_hybrid_and_versions(overrides, tmp_path, embedder):
     home = tmp_path / "home"

@@ -23,7 +23,7 @@ from ragtune.types import Hit
 
 def retrieval_confidence(hits: list[Hit]) -> float | None:
     """Best dense similarity among the hits; None when no hit has one (BM25-only search, or a
-    hybrid search made without ``with_ranks``, which carries only the fused score)."""
+    hybrid search made without ``dense_scores``, which carries only the fused score)."""
     dense = [h.scores["dense"] for h in hits if "dense" in h.scores]
     return max(dense) if dense else None
 
@@ -60,6 +60,6 @@ def confidences(searcher, questions: list[str], principal, k: int) -> list[float
     """Retrieval confidence of each question as ``searcher`` sees it (0.0 when nothing is found)."""
     out = []
     for q in questions:
-        c = retrieval_confidence(searcher.search(q, principal, k=k, with_ranks=True))
+        c = retrieval_confidence(searcher.search(q, principal, k=k, dense_scores=True))
         out.append(c if c is not None else 0.0)
     return out

@@ -174,8 +174,8 @@ class Answerer:
         queries = expand(question, query_cfg.strategy, self.generator, query_cfg.max_subqueries)
         timings["rewrite"] = time.perf_counter() - t
         t = time.perf_counter()
-        # with_ranks: abstention reads each hit's dense score, which a plain hybrid search lacks.
-        lists = [self.searcher.search(q, principal, k=k, with_ranks=True) for q in queries]
+        # dense_scores: abstention reads each hit's cosine, which a plain hybrid search lacks.
+        lists = [self.searcher.search(q, principal, k=k, dense_scores=True) for q in queries]
         hits = lists[0] if len(lists) == 1 else fuse(lists, k, query_cfg.rrf_k)
         timings["retrieve"] = time.perf_counter() - t
         t = time.perf_counter()

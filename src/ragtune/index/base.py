@@ -44,6 +44,9 @@ class Query:
     candidates: int = 100
     hnsw_ef: int | None = None  # HNSW beam width; None = the engine's default
     with_ranks: bool = False  # hybrid: also report each retriever's rank of every hit (two more queries)
+    # hybrid: every hit also carries its dense (cosine) score, from its vector returned by the same
+    # query (what abstention reads), so no extra query is made for it.
+    dense_scores: bool = False
 
     def __post_init__(self) -> None:
         for key, value in self.metadata.items():

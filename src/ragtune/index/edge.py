@@ -32,7 +32,7 @@ import qdrant_edge as qe
 
 from ragtune.config import StoreConfig
 from ragtune.index.base import Query, StoredChunk, StoreHit
-from ragtune.index.fusion import add_ranks
+from ragtune.index.fusion import add_dense_scores, add_ranks
 from ragtune.index.lock import OwnerLock
 from ragtune.types import HIT_FIELDS
 
@@ -129,9 +129,15 @@ class QdrantEdgeStore:
             if query.fusion == "rrf"
             else qe.Fusion.Dbsf()
         )
-        fused = qe.QueryRequest(limit=query.k, prefetches=prefetches, query=fusion, filter=flt, with_payload=payload)
+        vectors = [DENSE] if query.dense_scores else None
+        fused = qe.QueryRequest(limit=query.k, prefetches=prefetches, query=fusion, filter=flt, with_payload=payload,
+                                with_vector=vectors)
         if not query.with_ranks:
-            return _hits(self._shard.query(fused), "hybrid")
+            points = self._shard.query(fused)
+            hits = _hits(points, "hybrid")
+            if query.dense_scores:
+                add_dense_scores(hits, _vectors(points), query.vector)
+            return hits
         ranked = [
             qe.QueryRequest(limit=depth, query=self._dense(query), filter=flt, params=params, with_payload=False),
             qe.QueryRequest(limit=depth, query=self._bm25(query), filter=flt, with_payload=False),
@@ -139,6 +145,8 @@ class QdrantEdgeStore:
         ]
         dense, bm25, hybrid = self._shard.query_batch(qe.QueryBatchRequest(ranked))
         hits = _hits(hybrid, "hybrid")
+        if query.dense_scores:
+            add_dense_scores(hits, _vectors(hybrid), query.vector)
         add_ranks(hits, "dense", dense)
         add_ranks(hits, "bm25", bm25)
         return hits
@@ -150,11 +158,16 @@ class QdrantEdgeStore:
         for dense ranked like BM25 alone). Both lists are still filtered inside the engine."""
         from ragtune.index.fusion import fuse
 
+        vectors = [DENSE] if query.dense_scores else None  # BM25-only hits have no dense score otherwise
         dense, bm25 = self._shard.query_batch(qe.QueryBatchRequest([
             qe.QueryRequest(limit=depth, query=self._dense(query), filter=flt, params=params, with_payload=_PAYLOAD_FIELDS),
-            qe.QueryRequest(limit=depth, query=self._bm25(query), filter=flt, with_payload=_PAYLOAD_FIELDS)]))
-        return fuse({"dense": _hits(dense, "dense"), "bm25": _hits(bm25, "bm25")}, query.k, "rrf", query.rrf_k,
+            qe.QueryRequest(limit=depth, query=self._bm25(query), filter=flt, with_payload=_PAYLOAD_FIELDS,
+                            with_vector=vectors)]))
+        hits = fuse({"dense": _hits(dense, "dense"), "bm25": _hits(bm25, "bm25")}, query.k, "rrf", query.rrf_k,
                     {"dense": query.weights[0], "bm25": query.weights[1]})
+        if query.dense_scores:
+            add_dense_scores([h for h in hits if "dense" not in h.scores], _vectors(bm25), query.vector)
+        return hits
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
         must: list[Any] = []
@@ -204,6 +217,10 @@ class QdrantEdgeStore:
 
 
 _PAYLOAD_FIELDS = list(HIT_FIELDS)  # what a search returns with each hit
+
+
+def _vectors(points) -> dict[str, Any]:
+    return {str(p.id): cast(dict, p.vector)[DENSE] for p in points if p.vector}
 
 
 def _hits(points, name: str) -> list[StoreHit]:

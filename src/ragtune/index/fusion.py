@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ragtune.index.base import StoreHit
 
@@ -68,6 +68,20 @@ def _dbsf_normaliser(scores: list[float]):
     spread = 3 * statistics.pstdev(scores)
     low, high = mean - spread, mean + spread
     return lambda s: 0.5 if high == low else (s - low) / (high - low)
+
+
+def add_dense_scores(hits: list[StoreHit], vectors: dict[str, Any], query_vector) -> None:
+    """Record on each hit whose stored (unit) vector is in ``vectors`` its cosine with the query:
+    the dense score a dense search would have given it, without running one."""
+    import numpy as np
+
+    q = np.asarray(query_vector, dtype=np.float32)
+    q = q / (float(np.linalg.norm(q)) or 1.0)
+    for h in hits:
+        v = vectors.get(h.point_id)
+        if v is not None:
+            v = np.asarray(v, dtype=np.float32)
+            h.scores["dense"] = float(v @ q / (float(np.linalg.norm(v)) or 1.0))
 
 
 def add_ranks(hits: list[StoreHit], name: str, points) -> None:

@@ -253,8 +253,14 @@ class PgVectorStore:
             return self._keyword(query, query.k)
         depth = max(query.candidates, query.k)
         weights = {"dense": query.weights[0], "bm25": query.weights[1]}
-        return fuse({"dense": self._dense(query, depth), "bm25": self._keyword(query, depth)}, query.k,
-                    query.fusion, query.rrf_k, weights)
+        keyword = self._keyword(query, depth, dense_scores=query.dense_scores)
+        hits = fuse({"dense": self._dense(query, depth), "bm25": keyword}, query.k, query.fusion, query.rrf_k, weights)
+        if query.dense_scores:  # a chunk only BM25 found: its cosine came with the keyword query
+            cosine = {h.point_id: h.scores["dense"] for h in keyword if "dense" in h.scores}
+            for h in hits:
+                if "dense" not in h.scores and h.point_id in cosine:
+                    h.scores["dense"] = cosine[h.point_id]
+        return hits
 
     def _where(self, query: Query) -> tuple[str, list[Any]]:
         clauses, params = ["acl && %s::text[]"], list[Any]([list(query.acl_tokens)])
@@ -288,7 +294,7 @@ class PgVectorStore:
                 rows = conn.execute(sql, args).fetchall()
             return _hits(rows, "dense")
 
-    def _keyword(self, query: Query, k: int) -> list[StoreHit]:
+    def _keyword(self, query: Query, k: int, dense_scores: bool = False) -> list[StoreHit]:
         if not query.text:
             raise ValueError(f"{query.mode} search needs query text")
         terms = sorted(set(self.bm25.terms(query.text)))
@@ -305,9 +311,16 @@ class PgVectorStore:
                  m AS (SELECT p.id, sum(df.idf * p.tf / (p.tf + {k1} * (1 - {b} + {b} * c.doc_len / s.avg_len))) AS score
                        FROM {t}_t p JOIN df ON df.term = p.term JOIN {t} c ON c.id = p.id CROSS JOIN s
                        WHERE {where} GROUP BY p.id)
-            SELECT m.id, m.score, c.payload FROM m JOIN {t} c ON c.id = m.id ORDER BY m.score DESC, m.id LIMIT %s"""
+            SELECT m.id, m.score, c.payload{{dense}} FROM m JOIN {t} c ON c.id = m.id ORDER BY m.score DESC, m.id LIMIT %s"""
         with self.pool.connection() as conn:
-            return _hits(conn.execute(sql, [terms, *params, k]).fetchall(), "bm25")
+            if not dense_scores or query.vector is None:
+                return _hits(conn.execute(sql.format(dense=""), [terms, *params, k]).fetchall(), "bm25")
+            rows = conn.execute(sql.format(dense=", 1 - (c.embedding <=> %s) AS dense"),
+                                [terms, *params, np.asarray(query.vector, dtype=np.float32), k]).fetchall()
+        hits = _hits([r[:3] for r in rows], "bm25")
+        for h, r in zip(hits, rows):
+            h.scores["dense"] = float(r[3])
+        return hits
 
     def count(self, acl_tokens: list[str] | None = None, doc_id: str | None = None) -> int:
         with self.pool.connection() as conn:

@@ -37,7 +37,7 @@ import numpy as np
 from ragtune.config import StoreConfig
 from ragtune.errors import InputError
 from ragtune.index.base import Query, StoredChunk, StoreHit
-from ragtune.index.fusion import add_ranks
+from ragtune.index.fusion import add_dense_scores, add_ranks
 from ragtune.index.lock import OwnerLock
 from ragtune.index.sparse import Bm25Encoder
 from ragtune.types import HIT_FIELDS
@@ -169,21 +169,31 @@ class QdrantStore:
                 models.QueryRequest(query=self._dense(query), using=DENSE, filter=flt, params=params, limit=depth,
                                     with_payload=_PAYLOAD_FIELDS),
                 models.QueryRequest(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth,
-                                    with_payload=_PAYLOAD_FIELDS)])
-            return fuse({"dense": _hits(dense.points, "dense"), "bm25": _hits(bm25.points, "bm25")}, query.k, "rrf",
+                                    with_payload=_PAYLOAD_FIELDS, with_vector=[DENSE] if query.dense_scores else False)])
+            hits = fuse({"dense": _hits(dense.points, "dense"), "bm25": _hits(bm25.points, "bm25")}, query.k, "rrf",
                         query.rrf_k, {"dense": query.weights[0], "bm25": query.weights[1]})
+            if query.dense_scores:
+                add_dense_scores([h for h in hits if "dense" not in h.scores], _vectors(bm25.points), query.vector)
+            return hits
         prefetch = [models.Prefetch(query=self._dense(query), using=DENSE, filter=flt, params=params, limit=depth),
                     models.Prefetch(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth)]
         fusion = (models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=list(query.weights))) if query.fusion == "rrf"
                   else models.FusionQuery(fusion=models.Fusion.DBSF))
-        fused = models.QueryRequest(prefetch=prefetch, query=fusion, filter=flt, limit=query.k, with_payload=_PAYLOAD_FIELDS)
+        fused = models.QueryRequest(prefetch=prefetch, query=fusion, filter=flt, limit=query.k, with_payload=_PAYLOAD_FIELDS,
+                                    with_vector=[DENSE] if query.dense_scores else False)
         if not query.with_ranks:
-            return _hits(self.client.query_batch_points(self.name, [fused])[0].points, "hybrid")
+            points = self.client.query_batch_points(self.name, [fused])[0].points
+            hits = _hits(points, "hybrid")
+            if query.dense_scores:
+                add_dense_scores(hits, _vectors(points), query.vector)
+            return hits
         dense, bm25, hybrid = self.client.query_batch_points(self.name, [
             models.QueryRequest(query=self._dense(query), using=DENSE, filter=flt, params=params, limit=depth),
             models.QueryRequest(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth),
             fused])
         hits = _hits(hybrid.points, "hybrid")
+        if query.dense_scores:
+            add_dense_scores(hits, _vectors(hybrid.points), query.vector)
         add_ranks(hits, "dense", dense.points)
         add_ranks(hits, "bm25", bm25.points)
         return hits
@@ -233,6 +243,10 @@ class QdrantStore:
             raise ValueError(f"{query.mode} search needs query text")
         vec = self._bm25.query(query.text)
         return models.SparseVector(indices=vec.indices, values=vec.values)
+
+
+def _vectors(points) -> dict[str, Any]:
+    return {str(p.id): p.vector[DENSE] if isinstance(p.vector, dict) else p.vector for p in points if p.vector}
 
 
 def _hits(points, name: str) -> list[StoreHit]:

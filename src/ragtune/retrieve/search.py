@@ -53,11 +53,13 @@ class Searcher:
         metadata: dict[str, Any] | None = None,
         with_ranks: bool = False,
         rerank: bool = True,
+        dense_scores: bool = False,
     ) -> list[Hit]:
         """``rerank=False``: the fused list only, even where a rerank stage is configured (what
         the rerank gate compares against). ``with_ranks``: hybrid hits also carry each
         retriever's own rank and score (``--explain``); it costs the store two more queries per
-        search, so it is off unless asked for."""
+        search, so it is off unless asked for. ``dense_scores``: hybrid hits also carry their
+        cosine with the query (what abstention reads), from vectors the same query returns."""
         if not text or not text.strip():
             raise InputError("empty query")
         cfg = self.config
@@ -82,6 +84,7 @@ class Searcher:
             candidates=cfg.candidates,
             hnsw_ef=cfg.hnsw_ef,
             with_ranks=with_ranks,
+            dense_scores=dense_scores,
         )
         with stage("store.query", mode=mode, k=depth):
             hits = [_to_hit(h) for h in self.collection.store.search(query)]
