@@ -208,6 +208,14 @@ HTTP / in-process p50 ratio: **{hp50 / ip50:.2f}** (auth, JSON, loopback TCP, th
 - Server memory (RSS): {rss_idle:.0f} MB after warm-up (MiniLM + SmolLM2 + store), {rss_now:.0f} MB after the load, peak {rss_peak:.0f} MB.
 """
     write_report("server", "Server load test on loopback", body)
+    import json
+
+    from _common import RESULTS, git_commit
+
+    (RESULTS / "server.json").write_text(json.dumps({
+        "measured_at_commit": git_commit(), "clients": args.clients, "errors": errors,
+        "rss_mb": {"after_warm_up": rss_idle, "after_load": rss_now, "peak": rss_peak},
+        "http_over_inprocess_p50": hp50 / ip50, "phases": phases}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -706,6 +706,48 @@ def test_embedding_micro_batches_concurrent_requests_with_identical_vectors(tiny
     assert all(np.allclose(got[i], direct[i], atol=1e-5) for i in range(16))
 
 
+def test_token_counts_and_documents_beside_batched_queries_never_break_a_batch(tiny_embedder):
+    # Under 32 clients the extractive reader counted tokens with the embedder's tokenizer while the
+    # batcher encoded queries with it: a fast tokenizer's padding state flipped mid-batch (500s).
+    import numpy as np
+
+    from ragtune.config import EmbedderConfig
+    from ragtune.models.embedder import Embedder
+    from ragtune.serve.engines import BatchingEmbedder
+
+    embedder = Embedder(EmbedderConfig(model=tiny_embedder))
+    batcher = BatchingEmbedder(embedder, window_ms=1)
+    texts = [" ".join(["leave"] * (1 + i % 23)) + f" question {i}" for i in range(40)]
+    direct = embedder.embed_queries(texts)
+    errors: list[BaseException] = []
+
+    def worker(w: int) -> None:
+        try:
+            for n in range(150):
+                i = (w * 7 + n) % len(texts)
+                if w % 2:
+                    assert len(batcher.tokenizer(texts[i], add_special_tokens=False)["input_ids"]) > 0
+                    batcher.embed_documents(texts[i:i + 3])
+                else:
+                    assert np.allclose(batcher.embed_query(texts[i]), direct[i], atol=1e-5)
+        except BaseException as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the race shows within a few hundred calls
+    try:
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+
+
 def test_gate_runs_one_at_a_time_and_turns_away_past_the_queue():
     from ragtune.serve.engines import Busy, Gate
 

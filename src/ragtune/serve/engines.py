@@ -175,6 +175,11 @@ class BatchingEmbedder:
         self.inner, self.window, self.max_batch = inner, window_ms / 1000, max_batch
         self._queue: list[tuple[list[str], Future]] = []
         self._cv = threading.Condition()
+        # One encode or tokenizer call at a time: a Hugging Face fast tokenizer keeps padding and
+        # truncation as state, so a token count on a request thread switched padding off under the
+        # batcher's encode ("expected sequence of length 49 at dim 1 (got 28)", 500s under load).
+        self._model_lock = threading.Lock()
+        self.tokenizer = LockedTokenizer(inner.tokenizer, self._model_lock)
         self.batches = 0  # forward passes run (the load benchmark reports texts per pass)
         self.texts = 0
         threading.Thread(target=self._run, daemon=True, name="embed-batcher").start()
@@ -192,6 +197,10 @@ class BatchingEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_queries([text])[0]
 
+    def embed_documents(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        with self._model_lock:
+            return self.inner.embed_documents(texts, show_progress)
+
     def _run(self) -> None:
         while True:
             with self._cv:
@@ -203,7 +212,8 @@ class BatchingEmbedder:
                 batch, self._queue = self._queue, []
             texts = [t for ts, _ in batch for t in ts]
             try:
-                vectors = self.inner.embed_queries(texts)
+                with self._model_lock:
+                    vectors = self.inner.embed_queries(texts)
             except BaseException as e:  # every waiting request gets the error, the thread lives on
                 for _, f in batch:
                     f.set_exception(e)
@@ -214,3 +224,24 @@ class BatchingEmbedder:
             for ts, f in batch:
                 f.set_result(vectors[i:i + len(ts)])
                 i += len(ts)
+
+
+class LockedTokenizer:
+    """A tokenizer whose calls (and method calls) hold ``lock``; other attributes pass through."""
+
+    def __init__(self, inner, lock: threading.Lock):
+        self._inner, self._lock = inner, lock
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            return self._inner(*args, **kwargs)
+
+    def __getattr__(self, name):
+        value = getattr(self._inner, name)
+        if not callable(value):
+            return value
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return value(*args, **kwargs)
+        return locked
