@@ -310,6 +310,81 @@ computes bf16 natively; fidelity vs float32 on the same pairs.
 """
 
 
+# -- hybrid's fusion depth and beam width -----------------------------------------------------------
+HYBRID_SETTINGS = {"before: 100 candidates, ef 256": (100, 256), "default: 30 candidates, ef 64": (30, 64)}
+
+
+def bench_hybrid(rounds: int) -> dict:
+    """The hybrid store query at ~106K chunks (search_latency.py's large index) under the old and
+    the new defaults of candidates per retriever and the dense side's HNSW beam, interleaved over
+    ``rounds`` so drift hits both; and their nDCG@10 on SciFact *train* (never test: this chose a
+    default), paired test."""
+    from search_latency import ALL, queries
+
+    from ragtune.index.base import Query
+
+    large_home = CACHE / "large-home"
+    if not (large_home / "collections" / "large").exists():
+        raise SystemExit("the hybrid section needs search_latency.py's large index: run it first")
+    qs = queries()
+    times: dict[str, list[float]] = {name: [] for name in HYBRID_SETTINGS}
+    with Collection.open(large_home, "large") as coll:
+        n = coll.store.count()
+        vecs = coll.embedder.embed_documents(qs)
+        for r in range(rounds + 1):  # round 0 warms up
+            for name, (cand, ef) in HYBRID_SETTINGS.items():
+                for q, v in zip(qs, vecs):
+                    query = Query("hybrid", ALL.tokens(), k=10, vector=v, text=q, hnsw_ef=ef, candidates=cand)
+                    t0 = time.perf_counter()
+                    coll.store.search(query)
+                    if r:
+                        times[name].append(time.perf_counter() - t0)
+    home = HOME / "homes" / "ingest"
+    coll = Collection.open(home, "scifact-torch-bf16") if (home / "collections" / "scifact-torch-bf16").exists() \
+        else _scifact_collection("torch-bf16")[0]
+    ds = load_beir(DATA / "scifact", "train")
+    per: dict[str, dict] = {}
+    ndcg: dict[str, float] = {}
+    try:
+        base = coll.pipeline.query
+        for name, (cand, ef) in HYBRID_SETTINGS.items():
+            coll.pipeline.query = base.model_copy(update={"candidates": cand, "hybrid_hnsw_ef": ef})
+            searcher = Searcher(coll)
+            run = {q: doc_run(searcher.search(ds.queries[q], Principal(), k=30, rerank=False), 10) for q in ds.qrels}
+            per[name] = per_query(ds.qrels, run, ["nDCG@10"])["nDCG@10"]
+            ndcg[name] = score_run(ds.qrels, run, ["nDCG@10"])["nDCG@10"]
+        coll.pipeline.query = base
+    finally:
+        coll.close()
+    before, now = list(HYBRID_SETTINGS)
+    cmp = compare_paired(per[before], per[now])
+    out: dict = {"chunks": n, "queries": len(qs), "rounds": rounds, "train_queries": len(ds.qrels), "settings": {}}
+    for name, (cand, ef) in HYBRID_SETTINGS.items():
+        p50, p95 = np.percentile(np.array(times[name]) * 1000, [50, 95])
+        out["settings"][name] = {"candidates": cand, "hnsw_ef": ef, "store_p50_ms": float(p50),
+                                 "store_p95_ms": float(p95), "scifact_train_nDCG@10": ndcg[name]}
+    out["p50_ratio"] = out["settings"][now]["store_p50_ms"] / out["settings"][before]["store_p50_ms"]
+    out["nDCG@10_delta"], out["p"] = cmp.delta, cmp.p_value
+    print("hybrid", json.dumps(out), flush=True)
+    return out
+
+
+def hybrid_report(r: dict) -> str:
+    rows = [[name, m["candidates"], m["hnsw_ef"], m["store_p50_ms"], m["store_p95_ms"], m["scifact_train_nDCG@10"]]
+            for name, m in r["settings"].items()]
+    return f"""
+## Hybrid: fusion depth and the dense side's beam (measured at {r.get('measured_at_commit', '?')})
+
+Store time of the one fused hybrid query (Qdrant Edge, {r['chunks']:,} chunks, all groups visible,
+{r['queries']} queries × {r['rounds']} interleaved rounds after a warm-up round), and nDCG@10 on
+SciFact **train** ({r['train_queries']} claims; the test split was not used to choose).
+New ÷ old p50: **{r['p50_ratio']:.2f}**; nDCG@10 Δ {r['nDCG@10_delta']:+.4f} (paired randomisation p = {r['p']:.2f}).
+Dense-only search keeps ef 256 (recall@10 ≥ 0.99 vs exact at this size).
+
+{table(["setting", "candidates", "dense ef", "store p50 ms", "store p95 ms", "SciFact train nDCG@10"], rows)}
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated sections to (re)measure")
@@ -319,6 +394,7 @@ def main() -> None:
     ap.add_argument("--encoder-texts", type=int, default=512)
     ap.add_argument("--ingest-backend", default="torch-bf16", help="the embedder backend the ingest section times")
     ap.add_argument("--rerank-queries", type=int, default=100)
+    ap.add_argument("--hybrid-rounds", type=int, default=3)
     args = ap.parse_args()
     if args.fresh:
         shutil.rmtree(HOME / "homes", ignore_errors=True)
@@ -328,7 +404,8 @@ def main() -> None:
     sections = {"encoder": (lambda: bench_encoder(args.encoder_texts), encoder_report),
                 "bm25": (lambda: bench_bm25(args.short_queries, args.backends.split(",")), bm25_report),
                 "ingest": (lambda: bench_ingest(args.ingest_backend), ingest_report),
-                "reranker": (lambda: bench_reranker(args.rerank_queries), reranker_report)}
+                "reranker": (lambda: bench_reranker(args.rerank_queries), reranker_report),
+                "hybrid": (lambda: bench_hybrid(args.hybrid_rounds), hybrid_report)}
     for name, (run, _) in sections.items():
         if only and name not in only:
             continue

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-
 from conftest import run_cli
 
 BASE = "SmolLM2-135M-Instruct"
@@ -503,7 +502,7 @@ def test_upload_files_job_progress_then_search_and_delete(server, tmp_path):
 
 @pytest.mark.slow  # a real server process
 def test_openai_client_chat_streaming_rag_embeddings_models(server):
-    from openai import OpenAI, NotFoundError
+    from openai import NotFoundError, OpenAI
 
     client = OpenAI(base_url=server.url + "/v1", api_key=server.keys["finance"])
     ids = {m.id for m in client.models.list().data}

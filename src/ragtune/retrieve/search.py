@@ -82,7 +82,7 @@ class Searcher:
             rrf_k=cfg.rrf_k,
             weights=(cfg.dense_weight, cfg.bm25_weight),
             candidates=cfg.candidates,
-            hnsw_ef=cfg.hnsw_ef,
+            hnsw_ef=cfg.hybrid_hnsw_ef if mode == "hybrid" else cfg.hnsw_ef,
             with_ranks=with_ranks,
             dense_scores=dense_scores,
         )
