@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -42,7 +41,6 @@ from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.types import Acl, search_text  # noqa: E402
 
 HOME = CACHE / "scale-home"
-NAME = "million"
 NOISE_COS = 0.95
 OVERRIDES = ["chunking.chunk_size=24", "chunking.chunk_overlap=0", "chunking.parent_size=0", "ingest.batch_chunks=4096"]
 
@@ -103,12 +101,16 @@ def source(copies: int) -> tuple[Path, np.ndarray, dict[str, tuple[int, int]]]:
     return path, base, lookup
 
 
+def name(copies: int) -> str:
+    return f"copies-{copies}"
+
+
 def build(copies: int) -> dict:
     HOME.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     path, base, lookup = source(copies)
     prepared = time.perf_counter() - t0
-    coll = Collection.create(HOME, NAME, PipelineConfig().with_overrides(OVERRIDES), exist_ok=True)
+    coll = Collection.create(HOME, name(copies), PipelineConfig().with_overrides(OVERRIDES), exist_ok=True)
     try:
         stand_in = CopiedVectors(coll.embedder, base, lookup)
         coll.embedder = stand_in
@@ -121,13 +123,13 @@ def build(copies: int) -> dict:
     return {"chunks": chunks, "written_this_run": report.chunks, "ingest_s": seconds,
             "ingest_chunks_per_s": report.chunks / seconds if report.chunks else None,
             "failed": report.failed, "unmatched_texts": stand_in.unknown, "prepare_s": prepared,
-            "ingest_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+            "ingest_peak_rss_gb": peak_rss_gb()}
 
 
-def measure() -> dict:
+def measure(copies: int) -> dict:
     """In a fresh process: open, search, check recall; peak RSS is what serving this index costs."""
     qs = queries()
-    coll = Collection.open(HOME, NAME)
+    coll = Collection.open(HOME, name(copies))
     try:
         coll.embedder  # noqa: B018 - MiniLM loaded before the clock
         out: dict = {"latency_ms": {}}
@@ -135,12 +137,18 @@ def measure() -> dict:
             out["latency_ms"][label] = {mode: dict(zip(["store_p50", "store_p95", "e2e_p50", "e2e_p95"], v))
                                        for mode, v in latency(coll, qs, principal).items()}
         # Before the recall check, which holds every vector in memory for the exact search.
-        out["serving_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+        out["serving_peak_rss_gb"] = peak_rss_gb()
         out["recall@10"] = {"all": recall(coll, qs[:100], ALL), "one_group": recall(coll, qs, ONE)}
         out["visible_one_group"] = coll.store.count(ONE.tokens())
     finally:
         coll.close()
     return out
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) / 2 ** 20
 
 
 def disk_gb(path: Path) -> float:
@@ -153,14 +161,17 @@ def main() -> None:
     ap.add_argument("--phase", choices=["all", "measure"], default="all")
     args = ap.parse_args()
     if args.phase == "measure":
-        print("RESULT " + json.dumps(measure()), flush=True)
+        print("RESULT " + json.dumps(measure(args.copies)), flush=True)
         return
     built = build(args.copies)
     print("built", json.dumps(built), flush=True)
-    proc = subprocess.run([sys.executable, __file__, "--phase", "measure"], capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, __file__, "--phase", "measure", "--copies", str(args.copies)], capture_output=True, text=True, check=True)
     measured = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
-    result = built | measured | {"disk_gb": disk_gb(HOME / "collections" / NAME), "copies": args.copies,
+    result = built | measured | {"disk_gb": disk_gb(HOME / "collections" / name(copies=args.copies)), "copies": args.copies,
                                  "measured_at_commit": git_commit()}
+    if args.copies == 1:  # the smoke run (the large index as it is) writes no report
+        print(json.dumps(result, indent=2))
+        return
     (Path(__file__).parent / "results" / "scale.json").write_text(json.dumps(result, indent=2))
     rows = [[label, mode, *(f"{m[k]:.2f}" for k in ("store_p50", "store_p95", "e2e_p50", "e2e_p95"))]
             for label, modes in result["latency_ms"].items() for mode, m in modes.items()]
