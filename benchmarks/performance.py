@@ -385,6 +385,43 @@ Dense-only search keeps ef 256 (recall@10 ≥ 0.99 vs exact at this size).
 """
 
 
+def targets_report(results: dict) -> str:
+    """Issue 21's targets against the latest figures (server.json and scale.json from their own
+    benchmarks, when they have run)."""
+    rows = []
+    enc = results.get("encoder")
+    if enc:
+        best = enc["backends"][enc["chosen"]]
+        rows.append(["encoder ≥ 2× fp32 at top-10 overlap ≥ 0.99", f"{enc['chosen']}: {best['speedup']:.2f}× at "
+                     f"{best['overlap']:.3f}", "met" if best["speedup"] >= 2 else "missed"])
+    hyb = results.get("hybrid")
+    if hyb:
+        now = hyb["settings"][list(HYBRID_SETTINGS)[1]]["store_p50_ms"]
+        rows.append(["hybrid store p50 ≤ 2 ms at 106K", f"{now:.2f} ms", "met" if now <= 2 else "missed"])
+    bm = results.get("bm25")
+    if bm:
+        worst = min(row["pgvector_vs_edge_ratio"] for c, row in bm.items() if isinstance(row, dict) and
+                    "pgvector_vs_edge_ratio" in row)
+        rows.append(["pgvector BM25 nDCG@10 ÷ Qdrant Edge ≥ 0.97", f"worst corpus {worst:.3f}",
+                     "met" if worst >= 0.97 else "missed"])
+        low = min(row[f"{b}_vs_bm25s"]["ratio"] for c, row in bm.items() if isinstance(row, dict)
+                  for b in ("qdrant-edge", "pgvector") if f"{b}_vs_bm25s" in row)
+        rows.append(["BM25 never trails bm25s", f"lowest ratio {low:.3f}", "met" if low >= 1 else "missed"])
+    server = RESULTS / "server.json"
+    if server.exists():
+        peak = json.loads(server.read_text())["rss_mb"]["peak"]  # MiB (VmHWM)
+        rows.append(["server RSS ≤ 3 GB under 32 clients", f"peak {peak:.0f} MiB = {peak / 1024:.2f} GiB (server.md)",
+                     "met" if peak <= 3 * 1024 else "missed"])
+    scale = RESULTS / "scale.json"
+    if scale.exists():
+        sc = json.loads(scale.read_text())
+        p50 = sc["latency_ms"]["all"]["hybrid"]["store_p50"]
+        rows.append([f"{sc['chunks']:,} chunks: hybrid p50 ≤ 10 ms, RSS ≤ 8 GB",
+                     f"{p50:.2f} ms store, serving RSS {sc['serving_peak_rss_gb']:.2f} GiB (scale.md)",
+                     "met" if p50 <= 10 and sc["serving_peak_rss_gb"] <= 8 else "missed"])
+    return "\n## Targets (issue 21)\n\n" + table(["target", "measured", ""], rows) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated sections to (re)measure")
@@ -414,7 +451,8 @@ def main() -> None:
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
-    body = "\n".join(report(results[name]) for name, (_, report) in sections.items() if name in results)
+    body = targets_report(results) + "\n".join(report(results[name]) for name, (_, report) in sections.items()
+                                                if name in results)
     write_report("performance", "Performance and the keyword side", body)
 
 
