@@ -747,6 +747,20 @@ def test_token_counts_and_documents_beside_batched_queries_never_break_a_batch(t
     assert not errors, errors[:3]
 
 
+def test_malloc_arenas_are_capped_unless_the_environment_chose():
+    # In child processes: the cap is process-wide, and the environment variable is read by glibc at start.
+    import os
+    import subprocess
+    import sys
+
+    code = "from ragtune.serve.memory import cap_malloc_arenas as c; print(c(2), c(0))"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    run = lambda e: subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,  # noqa: E731
+                                   check=True).stdout.split()
+    assert run(env) == (["True", "False"] if sys.platform == "linux" else ["False", "False"])
+    assert run({**env, "MALLOC_ARENA_MAX": "4"}) == ["False", "False"]
+
+
 def test_gate_runs_one_at_a_time_and_turns_away_past_the_queue():
     from ragtune.serve.engines import Busy, Gate
 

@@ -27,6 +27,9 @@ def serve(
     otlp_endpoint: Annotated[Optional[str], typer.Option(
         help="export each request's stage spans over OTLP/HTTP (e.g. http://collector:4318/v1/traces)")] = None,
     metrics: Annotated[bool, typer.Option(help="Prometheus metrics at /metrics (admin key)")] = True,
+    malloc_arenas: Annotated[int, typer.Option(
+        help="glibc heap arenas (0: glibc's default of 8 per core; $MALLOC_ARENA_MAX wins): fewer keep "
+             "the memory of concurrent model calls from staying resident")] = 2,
     set_: SetOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -35,6 +38,9 @@ def serve(
 
     from ragtune.serve.app import create_app
     from ragtune.serve.keys import KeyStore
+    from ragtune.serve.memory import cap_malloc_arenas
+
+    cap_malloc_arenas(malloc_arenas)  # before uvicorn starts its threads
     from ragtune.serve.state import ServeConfig
     from ragtune.serve.telemetry import TelemetryConfig
 
