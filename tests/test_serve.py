@@ -608,8 +608,17 @@ def test_feedback_round_trip_and_export(server, tmp_path):
                                               "preferred_over": a["id"]}).status_code == 201
     out = tmp_path / "export"
     counts = json.loads(run_cli("feedback", "export", "--out", str(out), "--json", home=server.home).stdout)
-    assert counts == {"feedback": 2, "squad": 2, "preferences": 2}
+    # b (rated up, with citations) is a labelled retrieval query; a and b are KTO rows unless they
+    # are the same answer text, rated both ways: then neither is (no label is guessed).
+    assert {k: counts[k] for k in ("feedback", "squad", "preferences")} == {"feedback": 2, "squad": 2, "preferences": 2}
+    assert counts["kto"] == (0 if a["text"] == b["text"] else 2)
+    assert counts["labelled_queries"] == {"hr-read": {"train": 1, "test": 0}}
+    from ragtune.data.beir import load_beir
     from ragtune.data.squad import load_squad
+
+    labelled = load_beir(out / "retrieval" / "hr-read", "train")
+    assert list(labelled.queries.values()) == ["When are salaries paid?"]
+    assert set(next(iter(labelled.qrels.values()))) == {c["chunk_id"] for c in b["citations"]}
 
     squad = {ex.answers[0] for ex in load_squad(out / "squad.json")}
     assert "on the last working day of each month" in squad

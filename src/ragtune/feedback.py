@@ -13,7 +13,14 @@ Export (``ragtune feedback export``):
   know" becomes an unanswerable row.
 - ``preferences.jsonl``: ``{prompt, context, chosen, rejected}`` pairs (DPO/ORPO shape) from
   corrections (correction over the original) and A/B choices (preferred over the other).
+- ``kto.jsonl``: ``{prompt, context, completion, label}`` (trl's KTO shape): answers rated up
+  (desirable) or down (undesirable); one rated both ways is left out.
+- ``retrieval/<collection>/``: a BEIR folder of labelled retrieval queries: questions whose answer
+  was rated up, the chunks it cited relevant, train = older and test = the newest 20% (what
+  ``ragtune adapt --labelled`` reads: they judge the collection's own chunks).
 - ``feedback.jsonl``: every rating joined with its answer, for evaluation and audit.
+
+Every derived row names the answer and feedback it came from; repeats are written once.
 
 Example:
     >>> import tempfile
@@ -110,8 +117,10 @@ class FeedbackStore:
                         "comment": comment, "user": fuser, "created": created, "answer": _answer(r[7:])})
         return out
 
-    def export(self, out_dir: str | Path) -> dict[str, int]:
-        """Write squad.json, preferences.jsonl and feedback.jsonl; returns how many rows each got."""
+    def export(self, out_dir: str | Path, test_fraction: float = 0.2) -> dict[str, Any]:
+        """Write squad.json, preferences.jsonl, kto.jsonl, feedback.jsonl and, per collection, the
+        labelled retrieval queries (``retrieval/<collection>/``, BEIR, split by time with the newest
+        ``test_fraction`` held out); returns how many rows each got."""
         from ragtune.data.squad import QAExample, save_squad
 
         out = Path(out_dir)
@@ -133,9 +142,15 @@ class FeedbackStore:
                 if other is not None:
                     pairs.append(_pair(a, a["answer"], other["answer"], "a/b"))
         save_squad(examples, out / "squad.json")
+        pairs = _unique(pairs, ("prompt", "chosen", "rejected"))
         _write_jsonl(out / "preferences.jsonl", pairs)
         _write_jsonl(out / "feedback.jsonl", rows)
-        return {"feedback": len(rows), "squad": len(examples), "preferences": len(pairs)}
+        kto = kto_rows(rows)
+        _write_jsonl(out / "kto.jsonl", kto)
+        labelled = {c: write_labelled_queries(rs, out / "retrieval" / c, test_fraction)
+                    for c, rs in _by_collection(rows).items()}
+        return {"feedback": len(rows), "squad": len(examples), "preferences": len(pairs), "kto": len(kto),
+                "labelled_queries": {c: n for c, n in labelled.items() if n["train"] + n["test"]}}
 
 
 def _answer(row: tuple) -> dict[str, Any]:
@@ -166,3 +181,98 @@ def _pair(answer: dict[str, Any], chosen: str, rejected: str, source: str) -> di
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _unique(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows with the first of each set of equal ``keys`` kept (rows come oldest first)."""
+    seen: set[tuple] = set()
+    out = []
+    for r in rows:
+        key = tuple(strip_citations(r[k]).strip().lower() if isinstance(r[k], str) else json.dumps(r[k]) for k in keys)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def _norm(question: str) -> str:
+    return " ".join(question.lower().split()).rstrip("?!. ")
+
+
+def kto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """trl's unpaired preference format (``prompt``, ``completion``, ``label``): an answer rated up
+    is a desirable completion, one rated down an undesirable one. The same answer to the same
+    question rated both ways (two users disagree) is left out rather than guessed; each distinct
+    (question, answer) counts once, with the first rating's provenance."""
+    groups: dict[tuple[str, str], tuple[set[bool], dict[str, Any]]] = {}
+    for r in rows:
+        if r["rating"] in RATINGS:
+            a = r["answer"]
+            key = (_norm(a["question"]), " ".join(strip_citations(a["answer"]).split()).lower())
+            labels, _ = groups.setdefault(key, (set(), r))
+            labels.add(r["rating"] == "up")
+    out = []
+    for labels, r in groups.values():
+        if len(labels) == 1:
+            a = r["answer"]
+            out.append({"prompt": a["question"], "context": a["passages"], "completion": a["answer"],
+                        "label": next(iter(labels)), "answer_id": a["id"], "feedback_id": r["id"],
+                        "created": r["created"], "collection": a["collection"]})
+    return out
+
+
+def _by_collection(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["answer"]["collection"]:
+            out.setdefault(r["answer"]["collection"], []).append(r)
+    return out
+
+
+def labelled_queries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Questions whose answer was rated up (and never down) with the chunks it cited as relevant:
+    a user confirmed those passages answer the question. One query per distinct question (its
+    judgements merged), dated by its first confirmation; oldest first."""
+    down = {r["answer"]["id"] for r in rows if r["rating"] == "down"}
+    by_question: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        a = r["answer"]
+        if r["rating"] != "up" or a["id"] in down or not a["citations"]:
+            continue
+        q = by_question.setdefault(_norm(a["question"]), {
+            "text": a["question"], "created": r["created"], "chunks": {}, "answer_ids": [], "feedback_ids": []})
+        for c in a["citations"]:
+            n = int(c.get("number", 0))
+            if c.get("chunk_id") and 1 <= n <= len(a["passages"]):
+                q["chunks"].setdefault(c["chunk_id"], {"title": c.get("title") or "", "text": a["passages"][n - 1],
+                                                       "doc_id": c.get("doc_id", "")})
+        q["answer_ids"].append(a["id"])
+        q["feedback_ids"].append(r["id"])
+    return sorted((q for q in by_question.values() if q["chunks"]), key=lambda q: q["created"])
+
+
+def write_labelled_queries(rows: list[dict[str, Any]], folder: Path, test_fraction: float = 0.2) -> dict[str, int]:
+    """:func:`labelled_queries` as a BEIR folder on chunk ids (what ``ragtune adapt --labelled``
+    and ``ragtune eval`` read): train = the older queries, test = the newest ``test_fraction``
+    (train on the past, judge on what came after). Each query keeps its provenance."""
+    from ragtune.data.beir import write_corpus, write_qrels, write_queries
+
+    if not 0 <= test_fraction < 1:
+        raise InputError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    queries = labelled_queries(rows)
+    if not queries:
+        return {"train": 0, "test": 0}
+    n_test = round(len(queries) * test_fraction)
+    cut = len(queries) - n_test
+    ids = [f"fb-{q['answer_ids'][0]}" for q in queries]
+    corpus: dict[str, dict[str, Any]] = {}
+    for q in queries:
+        for cid, c in q["chunks"].items():
+            corpus.setdefault(cid, {"_id": cid, "title": c["title"], "text": c["text"], "doc_id": c["doc_id"]})
+    write_corpus(folder, list(corpus.values()))
+    write_queries(folder, [{"_id": i, "text": q["text"], "metadata": {
+        "source": "feedback", "created": q["created"], "answer_ids": q["answer_ids"], "feedback_ids": q["feedback_ids"],
+        "split": "train" if k < cut else "test"}} for k, (i, q) in enumerate(zip(ids, queries))])
+    write_qrels(folder, "train", [(i, cid, 1) for i, q in list(zip(ids, queries))[:cut] for cid in q["chunks"]])
+    write_qrels(folder, "test", [(i, cid, 1) for i, q in list(zip(ids, queries))[cut:] for cid in q["chunks"]])
+    return {"train": cut, "test": n_test}

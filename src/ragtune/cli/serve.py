@@ -170,15 +170,20 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (from `
 
 @feedback_app.command("export")
 def feedback_export(out: Annotated[Path, typer.Option("--out", "-o", help="folder to write into")],
+                    test_fraction: Annotated[float, typer.Option(
+                        help="newest share of the labelled queries held out as their test split")] = 0.2,
                     home: HomeOpt = None, json_: JsonOpt = False) -> None:
-    """Write squad.json (train generator/reader), preferences.jsonl (chosen/rejected) and feedback.jsonl."""
+    """Write squad.json (train generator/reader), preferences.jsonl (chosen/rejected), kto.jsonl (rated
+    answers), retrieval/<collection>/ (thumbs-up questions with their cited chunks, BEIR, split by time) and feedback.jsonl."""
     from ragtune.feedback import FeedbackStore
 
     store = FeedbackStore(home)
-    counts = store.export(out)
+    counts = store.export(out, test_fraction)
     store.close()
     if json_:
         print_json(counts)
     else:
+        labelled = ", ".join(f"{c}: {n['train']} train + {n['test']} test" for c, n in counts["labelled_queries"].items())
         typer.echo(f"{counts['feedback']} feedback rows → {counts['squad']} SQuAD examples, "
-                   f"{counts['preferences']} preference pairs in {out}")
+                   f"{counts['preferences']} preference pairs, {counts['kto']} KTO rows, "
+                   f"labelled retrieval queries ({labelled or 'none'}) in {out}")
