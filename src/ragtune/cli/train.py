@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -213,6 +213,75 @@ def generator(
     typer.echo(f"adapter {name} ({method}): {len(train_rows)} examples, {result.steps} steps, loss {result.train_loss:.4f}"
                f"{held}, {result.seconds:.0f}s, {result.trainable_parameters:,} trainable parameters, "
                f"{meta['size_bytes'] / 1e6:.2f} MB\nuse it: ragtune ask -c {collection} --adapter {name} \"...\"")
+
+
+@app.command()
+def preferences(
+    collection: CollectionOpt,
+    data: Annotated[Path, typer.Option("--data", help="preferences.jsonl (DPO: prompt, chosen, rejected) or kto.jsonl "
+                                                       "(KTO: prompt, completion, label) from `ragtune feedback export`")],
+    name: Annotated[str, typer.Option("--name", help="adapter name")],
+    objective: Annotated[str, typer.Option(help="dpo (pairs) | kto (answers rated up/down)")] = "dpo",
+    method: Annotated[str, typer.Option(help="lora | qlora | ia3 | prompt-tuning | p-tuning | prefix | full")] = "lora",
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="a method option KEY=VALUE (repeatable)")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(
+        help="held-out pairs (prompt, chosen, rejected): preference accuracy before/after; default: the newest "
+             "--eval-fraction of --data when it holds pairs")] = None,
+    eval_fraction: Annotated[float, typer.Option(help="newest share of --data pairs held out when --eval-data is not given")] = 0.2,
+    base: Annotated[Optional[str], typer.Option(help="model to tune (default: the collection's generator.model)")] = None,
+    beta: Annotated[float, typer.Option(help="KL weight: how far from the base the policy may move")] = 0.1,
+    epochs: EpochsOpt = 1.0,
+    max_steps: MaxStepsOpt = -1,
+    batch_size: Annotated[int, typer.Option()] = 4,
+    learning_rate: Annotated[Optional[float], typer.Option(help="default: a quarter of the method's SFT rate")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Preference-tune the answering LLM with DPO or KTO (trl) on top of a PEFT method, from users'
+    feedback. The passages in the rows come from the collection, so the adapter is served only to
+    principals who may read everything the collection holds. Saves a named adapter."""
+    from ragtune.cli.common import fail
+    from ragtune.collection import Collection
+    from ragtune.data.beir import iter_jsonl
+    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.train.preference import PreferenceTrainConfig
+    from ragtune.train.publish import publish_preference_adapter
+
+    if not data.is_file():
+        fail(f"--data {data}: no such file; write one with `ragtune feedback export --out DIR`")
+    if AdapterRegistry(home).exists(name) and not overwrite:
+        fail(f"adapter {name!r} exists; pick another --name or pass --overwrite")
+    rows = list(iter_jsonl(data))
+    if eval_data is not None:
+        held = list(iter_jsonl(eval_data))
+    elif objective == "dpo" and len(rows) >= 5:
+        rows = sorted(rows, key=lambda r: r.get("created", 0))  # train on the past, judge on what came after
+        cut = len(rows) - max(1, round(len(rows) * eval_fraction))
+        rows, held = rows[:cut], rows[cut:]
+    else:
+        held = []
+    try:
+        config = PreferenceTrainConfig(objective=objective, method=method,  # type: ignore[arg-type]
+                                       options=dict(_key_value(o) for o in option or []), beta=beta, epochs=epochs,
+                                       max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate)
+    except ValueError as e:
+        fail(str(e))
+    with Collection.open(home, collection) as coll:
+        base = base or coll.pipeline.generator.model
+        scope = coll.data_scope()
+    meta, result = publish_preference_adapter(home, name, base, rows, config, data=str(data), overwrite=overwrite,
+                                              eval_pairs=held, scope=scope.to_list(), collection=collection)
+    if json_:
+        print_json(meta)
+        return
+    m: dict[str, Any] = dict(result.metrics)
+    held_txt = (f", held-out preference accuracy {m['before']['accuracy']:.2f} → {m['after']['accuracy']:.2f} "
+                f"(margin {m['before']['margin']:+.2f} → {m['after']['margin']:+.2f}, {int(m['after']['pairs'])} pairs)"
+                if "after" in m else "")
+    typer.echo(f"adapter {name} ({objective} on {method}): {len(rows)} rows, {result.steps} steps, "
+               f"loss {result.train_loss:.4f}{held_txt}, {result.seconds:.0f}s\n"
+               f"use it: ragtune ask -c {collection} --adapter {name} \"...\"")
 
 
 def _key_value(text: str) -> tuple[str, str]:

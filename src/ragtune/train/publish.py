@@ -22,6 +22,7 @@ from ragtune.models.adapters import AdapterRegistry
 from ragtune.models.registry import ModelRegistry
 from ragtune.train.embedder import EmbedderTrainConfig, TrainResult
 from ragtune.train.generator import GeneratorTrainConfig
+from ragtune.train.preference import PreferenceTrainConfig
 from ragtune.train.reader import ReaderTrainConfig
 from ragtune.train.reranker import RerankerTrainConfig
 
@@ -94,5 +95,20 @@ def publish_adapter(home: str | Path | None, name: str, base: str, rows: list[di
     with registry.create(name, overwrite=overwrite) as out:
         result = train_generator(base, rows, out, config, home, eval_examples=eval_rows or None)
         registry.describe(out, base=base, method=config.method, task=task, data=data, **info,
+                          hyperparameters=config.to_dict(), **result_fields(result))
+    return registry.get(name), result
+
+
+def publish_preference_adapter(home: str | Path | None, name: str, base: str, rows: list[dict],
+                               config: PreferenceTrainConfig, data: str, overwrite: bool = False,
+                               eval_pairs: list[dict] | None = None, **info: Any) -> Published:
+    """Preference-tune the local LLM (DPO/KTO on ``config.method``) into the named adapter."""
+    from ragtune.train.preference import train_preferences
+
+    registry = AdapterRegistry(home)
+    with registry.create(name, overwrite=overwrite) as out:
+        result = train_preferences(base, rows, out, config, home, eval_pairs=eval_pairs or None)
+        registry.describe(out, base=base, method=config.method, objective=config.objective,
+                          task=f"preference tuning ({config.objective})", data=data, **info,
                           hyperparameters=config.to_dict(), **result_fields(result))
     return registry.get(name), result
