@@ -71,6 +71,13 @@ class AdaptConfig:
     # Minutes the whole run may take: the loop measures its speeds and sizes the query set to fit
     # (ragtune.budget); queries.max_chunks / per_chunk are then the plan's.
     budget_minutes: float | None = None
+    # Labelled queries from users' feedback (the retrieval/<collection>/ folder of
+    # `FeedbackStore.export`): the train split joins the training questions, the test split (newer
+    # questions) judges the candidate beside the synthetic dev questions and decides once it holds
+    # min_feedback_queries. synthetic=False trains on the feedback alone (no query generation).
+    feedback: Path | None = None
+    min_feedback_queries: int = 20
+    synthetic: bool = True
 
 
 @dataclass
@@ -185,14 +192,21 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
         config = replace(config, queries=replace(config.queries, max_chunks=plan["chunks"], per_chunk=plan["per_chunk"]))
         if on_step:
             on_step(f"plan: {BudgetPlan(**plan).describe()}")
-    step("queries", lambda: generate_queries(data, generator, folder, config.queries, on_progress))
-    step("filter", lambda: filter_queries(data, folder, config.filters, on_progress).to_dict())
-    step("mine", lambda: mine_negatives(data, folder, "train", config.mining, on_progress))
+    if config.synthetic:
+        step("queries", lambda: generate_queries(data, generator, folder, config.queries, on_progress))
+        step("filter", lambda: filter_queries(data, folder, config.filters, on_progress).to_dict())
+    elif config.feedback is None:
+        raise InputError("adapting without synthetic questions needs labelled queries from feedback (feedback=...)")
+    split = "train"
+    if config.feedback is not None:
+        step("feedback", lambda: add_feedback_queries(data, folder, config.feedback))
+        split = FEEDBACK_SPLIT
+    step("mine", lambda: mine_negatives(data, folder, split, config.mining, on_progress))
     registry = ModelRegistry(home, "embedder", collection.name)
     reranker = None
     if config.reranker is not None:
         reranker = step("reranker", lambda: train_gated_reranker(
-            data, home, folder, config.reranker, config.reranker_base, squad=config.reranker_squad,
+            data, home, folder, config.reranker, config.reranker_base, squad=config.reranker_squad, split=split,
             apply=config.promote and collection.readable_by_all_readers(scope), on_progress=on_progress))
         if reranker.get("applied"):  # written to pipeline.yaml through `data`; this handle must agree
             collection.pipeline.reranker.model = reranker["path"]
@@ -200,15 +214,15 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
             collection.pipeline.reranker.first_stage_weight = data.pipeline.reranker.first_stage_weight
     if config.teacher != "none":
         teacher_model = (reranker or {}).get("path") or collection.pipeline.reranker.model
-        step("teacher", lambda: score_with_teacher(data, folder, config.teacher, "train", reranker=teacher_model,
+        step("teacher", lambda: score_with_teacher(data, folder, config.teacher, split, reranker=teacher_model,
                                                    on_progress=on_progress))
 
     def train() -> dict:
         training = config.training
         if config.teacher == "none":
-            rows = training_rows(folder, "train", config.num_negatives)
+            rows = training_rows(folder, split, config.num_negatives)
         else:
-            rows = distillation_rows(folder, config.teacher, "train", config.distill_negatives)
+            rows = distillation_rows(folder, config.teacher, split, config.distill_negatives)
             if training.loss == "mnrl":  # a teacher asks for a distillation loss; GPL's for a cross-encoder
                 training = replace(training, loss="margin-mse" if config.teacher == "cross-encoder" else "kl",
                                    kl_teacher_temperature=training.kl_teacher_temperature
@@ -221,26 +235,26 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     shadow = step("shadow", lambda: build_shadow(collection, model["path"], {"model_version": model["version"]},
                                                  on_progress=on_progress,
                                                  share_vectors=config.training.method == "query-adapter"))
-    comparison = step("evaluate", lambda: compare_versions(collection, folder, shadow, "dev", config.measure,
-                                                           config.alpha, plot=run_dir / "deltas.png").to_dict())
-    registry.update(model["version"], metrics={"dev": comparison["metrics"][shadow], "live": comparison["metrics"][comparison["live"]]})
-    deciding = comparison
-    if config.labelled is not None:
-        deciding = step("evaluate labelled", lambda: compare_versions(
-            collection, config.labelled, shadow, config.labelled_split, config.measure, config.alpha).to_dict())
+    signals = evaluate_signals(collection, folder, shadow, config, step, run_dir)
+    synthetic = signals.get("synthetic")
+    if synthetic is not None:
+        registry.update(model["version"], metrics={"dev": synthetic["metrics"][shadow],
+                                                   "live": synthetic["metrics"][synthetic["live"]]})
+    verdict = gate_verdict(signals, config)
 
     def decide() -> dict:
-        comparison = deciding
-        if comparison["promote"] and config.promote and not collection.readable_by_all_readers(scope):
-            return {"promoted": False, "live": collection.live_version, "scope": scope.to_list(),
+        out = {"decided_by": verdict["decided_by"], "signals": verdict["signals"]}
+        if verdict["promote"] and config.promote and not collection.readable_by_all_readers(scope):
+            return {**out, "promoted": False, "live": collection.live_version, "scope": scope.to_list(),
                     "why": f"trained on text not every reader of {collection.name!r} may read (scope "
                            f"{scope.to_list()}); it stays a shadow"}
-        if comparison["promote"] and config.promote:
-            promote(collection, shadow, reason=f"{config.measure} {comparison['delta']:+.4f}, p={comparison['p_value']:.4f}")
-            return {"promoted": True, "live": shadow}
-        why = "promotion disabled" if comparison["promote"] else (
-            f"not better: {config.measure} Δ {comparison['delta']:+.4f}, p={comparison['p_value']:.4f} (alpha {config.alpha})")
-        return {"promoted": False, "live": collection.live_version, "why": why}
+        if verdict["promote"] and config.promote:
+            deciding = signals[verdict["decided_by"]]
+            promote(collection, shadow, reason=f"{verdict['decided_by']} {config.measure} {deciding['delta']:+.4f}, "
+                                               f"p={deciding['p_value']:.4f}")
+            return {**out, "promoted": True, "live": shadow}
+        why = "promotion disabled" if verdict["promote"] else verdict["why"]
+        return {**out, "promoted": False, "live": collection.live_version, "why": why}
 
     decision = step("decide", decide)
     data.close()
@@ -267,39 +281,54 @@ def report_markdown(report: dict) -> str:
     from ragtune.evaluate.runs import markdown_table
 
     steps = report["steps"]
-    cmp = steps["evaluate"]
-    live, cand = cmp["live"], cmp["candidate"]
-    rows = [[m, cmp["metrics"][live][m], cmp["metrics"][cand][m]] for m in MEASURES]
-    f = steps["filter"]
-    lines = [
-        f"# Adaptation of `{report['collection']}`", "",
-        *([f"Plan: {BudgetPlan(**report['plan']).describe()}; the run took "
-           f"{sum(report['seconds'].values()) / 60:.1f} min.", ""] if report.get("plan") else []),
-        f"Synthetic questions: {f['candidates']} generated; removed {f['removed']['malformed']} malformed, "
-        f"{f['removed']['duplicate']} duplicates, {f['removed']['round_trip']} failing the round trip; "
-        f"kept {f['kept']} ({f['train']} train, {f['dev']} held-out dev).",
+    decision = report["decision"]
+    lines = [f"# Adaptation of `{report['collection']}`", ""]
+    if report.get("plan"):
+        lines += [f"Plan: {BudgetPlan(**report['plan']).describe()}; the run took "
+                  f"{sum(report['seconds'].values()) / 60:.1f} min.", ""]
+    if "filter" in steps:
+        f = steps["filter"]
+        lines.append(f"Synthetic questions: {f['candidates']} generated; removed {f['removed']['malformed']} malformed, "
+                     f"{f['removed']['duplicate']} duplicates, {f['removed']['round_trip']} failing the round trip; "
+                     f"kept {f['kept']} ({f['train']} train, {f['dev']} held-out dev).")
+    if "feedback" in steps:
+        fb = steps["feedback"]
+        lines.append(f"Users' labelled questions: {fb['feedback_queries']} joined the training set "
+                     f"({fb['dropped_judgements']} judgements on chunks no longer indexed dropped).")
+    lines += [
         f"Hard negatives: {steps['mine']['negatives']} for {steps['mine']['queries']} questions "
         f"({steps['mine']['dropped_margin']} dropped by the margin, {steps['mine']['dropped_same_document']} from the positive's document).",
         f"Embedder {steps['train']['version']}: {steps['train']['rows']} rows, {steps['train']['steps']} steps, "
-        f"loss {steps['train']['train_loss']:.4f}.", "",
-        f"## Held-out synthetic questions ({cmp['queries']}), live `{live}` vs candidate `{cand}`", "",
-        markdown_table(["measure", live, cand], rows), "",
-        f"{cmp['measure']}: Δ {cmp['delta']:+.4f}, 95% CI [{cmp['ci'][0]:+.4f}, {cmp['ci'][1]:+.4f}], "
-        f"p = {cmp['p_value']:.4f}, wins/ties/losses {'/'.join(map(str, cmp['wins_ties_losses']))}.", "",
-        "![per-question difference](deltas.png)", "",
-        *([f"Labelled queries ({steps['evaluate labelled']['queries']}, they decide): {steps['evaluate labelled']['measure']} "
-           f"Δ {steps['evaluate labelled']['delta']:+.4f}, p = {steps['evaluate labelled']['p_value']:.4f}.", ""]
-          if "evaluate labelled" in steps else []),
-        f"Decision: {'promoted ' + cand if report['decision']['promoted'] else 'kept ' + live + ' (' + report['decision'].get('why', '') + ')'}.",
-        "", "## Seconds per step", "", markdown_table(["step", "seconds"], [[k, v] for k, v in report["seconds"].items()]),
-    ]
+        f"loss {steps['train']['train_loss']:.4f}.", ""]
+    titles = {"evaluate": "Held-out synthetic questions", "evaluate feedback": "Users' newer labelled questions (feedback test split)",
+              "evaluate labelled": "Labelled queries"}
+    for key, title in titles.items():
+        if key not in steps:
+            continue
+        cmp = steps[key]
+        live, cand = cmp["live"], cmp["candidate"]
+        rows = [[m, cmp["metrics"][live][m], cmp["metrics"][cand][m]] for m in MEASURES]
+        lines += [f"## {title} ({cmp['queries']}), live `{live}` vs candidate `{cand}`", "",
+                  markdown_table(["measure", live, cand], rows), "",
+                  f"{cmp['measure']}: Δ {cmp['delta']:+.4f}, 95% CI [{cmp['ci'][0]:+.4f}, {cmp['ci'][1]:+.4f}], "
+                  f"p = {cmp['p_value']:.4f}, wins/ties/losses {'/'.join(map(str, cmp['wins_ties_losses']))}.", ""]
+        if key == "evaluate":
+            lines += ["![per-question difference](deltas.png)", ""]
+    if decision.get("signals"):
+        lines += ["## Gate", "", markdown_table(["held-out set", "questions", "Δ", "p", "verdict"],
+                                                [[r["name"], r["queries"], f"{r['delta']:+.4f}", f"{r['p']:.4f}", r["verdict"]]
+                                                 for r in decision["signals"]]), "",
+                  f"Decided by: {decision['decided_by']}.", ""]
+    outcome = f"promoted {decision['live']}" if decision["promoted"] else f"kept {decision['live']} ({decision.get('why', '')})"
+    lines += [f"Decision: {outcome}.", "", "## Seconds per step", "",
+              markdown_table(["step", "seconds"], [[k, v] for k, v in report["seconds"].items()])]
     return "\n".join(lines) + "\n"
 
 
 def train_gated_reranker(collection: Collection, home: str | Path | None, folder: str | Path,
                          config: RerankerTrainConfig, base: str = "all-MiniLM-L6-v2", num_negatives: int = 3,
                          depth: int = 50, alpha: float = 0.05, squad: str | Path | None = None,
-                         squad_config: RerankerTrainConfig | None = None, apply: bool = False,
+                         squad_config: RerankerTrainConfig | None = None, apply: bool = False, split: str = "train",
                          on_progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Train a reranker on the collection's synthetic questions (after a generic SQuAD stage when
     ``squad`` is given), publish it, and switch the rerank stage on only if it beats no reranking
@@ -311,7 +340,7 @@ def train_gated_reranker(collection: Collection, home: str | Path | None, folder
     from ragtune.train.reranker import squad_relevance_rows, train_reranker
 
     folder = Path(folder)
-    if not (folder / "negatives.train.jsonl").exists():
+    if not (folder / f"negatives.{split}.jsonl").exists():
         raise MissingInputError(f"no mined negatives at {folder}; run `ragtune synth negatives -c {collection.name}` first")
     stage1: dict = {}
     if squad is not None:
@@ -324,7 +353,7 @@ def train_gated_reranker(collection: Collection, home: str | Path | None, folder
                                 on_progress=on_progress)
         stage1 = {"data": str(squad), "steps": result.steps, "train_loss": result.train_loss, "path": str(out)}
         base = str(out)
-    rows = training_rows(folder, "train", num_negatives, ragged=True)
+    rows = training_rows(folder, split, num_negatives, ragged=True)
     meta, result = publish_reranker(home, collection, rows, config, base, data=str(folder))
     gate = rerank_gate(collection, folder, meta["path"], depth, alpha=alpha, on_progress=on_progress)
     ModelRegistry(home, "reranker", collection.name).update(meta["version"], gate=gate.to_dict(), stage1=stage1 or None)
@@ -336,3 +365,143 @@ def train_gated_reranker(collection: Collection, home: str | Path | None, folder
         collection.save_pipeline()
     return {**meta, "rows": len(rows), "steps": result.steps, "train_loss": result.train_loss, "gate": gate.to_dict(),
             "stage1": stage1 or None, "applied": applied}
+
+
+FEEDBACK_SPLIT = "train-feedback"  # the synthetic train questions plus the users' confirmed ones
+
+
+def add_feedback_queries(collection: Collection, folder: str | Path, feedback: str | Path) -> dict:
+    """Join the train split of users' labelled queries (``FeedbackStore.export``'s
+    ``retrieval/<collection>/``) to the synthetic set in ``folder``: their questions go into
+    ``queries.jsonl`` (once; provenance kept) and ``qrels/train-feedback.tsv`` holds the synthetic
+    train judgements plus theirs. A judgement on a chunk no longer indexed is dropped and counted.
+    Re-running it changes nothing."""
+    from ragtune.data import beir
+    from ragtune.synth.queries import write_corpus
+
+    folder, feedback = Path(folder), Path(feedback)
+    if not (folder / "corpus.jsonl").exists():
+        write_corpus(collection.chunks(), folder)
+    corpus = beir.read_corpus(folder)
+    labelled = load_beir(feedback, "train")
+    records = {r["_id"]: r for r in beir.read_queries(feedback)}
+    known = {r["_id"] for r in beir.read_queries(folder)}
+    judgements: list[tuple[str, str, int]] = []
+    if (folder / "qrels" / "train.tsv").exists():
+        judgements = [(q, d, rel) for q, docs in beir.read_qrels(folder, "train").items() for d, rel in docs.items()]
+    synthetic = len({q for q, _, _ in judgements})
+    added, dropped, new = 0, 0, []
+    for qid, text in labelled.queries.items():
+        chunks = [c for c in labelled.qrels[qid] if c in corpus]
+        dropped += len(labelled.qrels[qid]) - len(chunks)
+        if not chunks:
+            continue
+        judgements += [(qid, c, 1) for c in chunks]
+        added += 1
+        if qid not in known:
+            meta = records[qid].get("metadata", {})
+            new.append(beir.query_record(qid, text, {"type": "feedback", "chunk_id": chunks[0],
+                                                     "doc_id": corpus[chunks[0]].get("metadata", {}).get("doc_id", ""),
+                                                     "provenance": meta}))
+    with (folder / "queries.jsonl").open("a") as out:
+        beir.append_queries(out, new)
+    beir.write_qrels(folder, FEEDBACK_SPLIT, judgements)
+    return {"synthetic_queries": synthetic, "feedback_queries": added, "dropped_judgements": dropped}
+
+
+def evaluate_signals(collection: Collection, folder: Path, shadow: str, config: AdaptConfig, step, run_dir: Path) -> dict:
+    """Live vs the shadow on every held-out set there is: the synthetic dev questions, the
+    users' newer labelled queries (feedback test split) and the user's own labelled set."""
+    from ragtune.data import beir
+
+    signals: dict[str, dict] = {}
+    if config.synthetic and (folder / "qrels" / "dev.tsv").exists() and beir.read_qrels(folder, "dev"):
+        signals["synthetic"] = step("evaluate", lambda: compare_versions(
+            collection, folder, shadow, "dev", config.measure, config.alpha, plot=run_dir / "deltas.png").to_dict())
+    if config.feedback is not None and (Path(config.feedback) / "qrels" / "test.tsv").exists() \
+            and beir.read_qrels(config.feedback, "test"):
+        signals["feedback"] = step("evaluate feedback", lambda: compare_versions(
+            collection, config.feedback, shadow, "test", config.measure, config.alpha,
+            plot=run_dir / "deltas-feedback.png").to_dict())
+    if config.labelled is not None:
+        signals["labelled"] = step("evaluate labelled", lambda: compare_versions(
+            collection, config.labelled, shadow, config.labelled_split, config.measure, config.alpha).to_dict())
+    return signals
+
+
+def gate_verdict(signals: dict[str, dict], config: AdaptConfig) -> dict:
+    """Which held-out set decides, and whether the candidate passes. The user's labelled set
+    decides when given; else the users' feedback queries once there are ``min_feedback_queries``
+    of them (real questions beat synthetic ones); else the synthetic dev questions. A candidate
+    that loses significantly on any other set is refused too: the sets must not disagree."""
+    if not signals:
+        raise InputError("no held-out questions to judge the candidate on: keep synthetic questions on, "
+                         "or give labelled queries from feedback with a test split")
+    order = [n for n in ("labelled", "feedback", "synthetic") if n in signals]
+    if "feedback" in signals and signals["feedback"]["queries"] < config.min_feedback_queries and len(order) > 1:
+        order.remove("feedback")
+        order.append("feedback")  # too few to decide; still heard as a check
+    decided_by = order[0]
+    if decided_by == "feedback" and signals["feedback"]["queries"] < config.min_feedback_queries:
+        n = signals["feedback"]["queries"]
+        return {"promote": False, "decided_by": decided_by, "signals": [
+            {"name": "feedback", "queries": n, "delta": signals["feedback"]["delta"], "p": signals["feedback"]["p_value"],
+             "verdict": "too few"}],
+            "why": f"only {n} held-out feedback questions and no other held-out set (need {config.min_feedback_queries})"}
+    rows = []
+    for name in order:
+        s = signals[name]
+        verdict = "better" if s["promote"] else ("worse" if s["delta"] < 0 and s["p_value"] < config.alpha else "no difference")
+        rows.append({"name": name, "queries": s["queries"], "delta": s["delta"], "p": s["p_value"], "verdict": verdict})
+    deciding = signals[decided_by]
+    losses = [r["name"] for r in rows if r["verdict"] == "worse" and r["name"] != decided_by]
+    promote = bool(deciding["promote"]) and not losses
+    if losses:
+        why = f"signals disagree: better on {decided_by} but significantly worse on {', '.join(losses)}"
+    elif not deciding["promote"]:
+        why = (f"not better on {decided_by} ({deciding['queries']} questions): {config.measure} "
+               f"Δ {deciding['delta']:+.4f}, p={deciding['p_value']:.4f} (alpha {config.alpha})")
+    else:
+        why = f"better on {decided_by} ({deciding['queries']} questions)"
+    return {"promote": promote, "decided_by": decided_by, "why": why, "signals": rows}
+
+
+def reader_refusal(collection: Collection, scope) -> str | None:
+    """Why a reader trained within ``scope`` (None: unknown) may not become ``collection``'s
+    reader, which answers every principal; None when it may."""
+    if scope is None:
+        return "the training data's scope is unknown (no .scope.json; pass --public-data if it is public text)"
+    if not collection.readable_by_all_readers(scope):
+        return f"trained on text (scope {scope.to_list()}) not every reader of {collection.name!r} may read"
+    return None
+
+
+def train_gated_reader(collection: Collection, home: str | Path | None, train: list, held: list, config,
+                       base: str = "all-MiniLM-L6-v2", data: list[str] | None = None, scope=None,
+                       apply: bool = False, eval_every: bool = False, checkpoint_dir: Path | None = None,
+                       on_progress: Progress | None = None) -> dict:
+    """Train a span reader on ``train`` into the collection's reader registry and gate it on
+    ``held`` against the collection's current reader (the sentence baseline until one is applied),
+    paired on F1. With ``apply`` a reader that passes (and whose training ``scope`` every reader
+    of the collection may read) becomes the collection's reader."""
+    from ragtune.answer.extractive import SpanReader, make_reader
+    from ragtune.evaluate.reader import reader_gate, reading_scores
+    from ragtune.models.registry import ModelRegistry
+    from ragtune.train.publish import publish_reader
+
+    current = make_reader(collection.pipeline.reader.model, collection.embedder, collection.pipeline.reader.device)
+    meta, result = publish_reader(home, collection, train, config, base, data=data or [],
+                                  evaluate=(lambda r: reading_scores(r, held)) if eval_every else None,
+                                  checkpoint_dir=checkpoint_dir, on_progress=on_progress,
+                                  scope=scope.to_list() if scope is not None else None)
+    gate = reader_gate(SpanReader(meta["path"]), current, held, null_margin=collection.pipeline.reader.null_margin)
+    ModelRegistry(home, "reader", collection.name).update(meta["version"], gate=gate.to_dict())
+    refused = reader_refusal(collection, scope) if apply and gate.enable else None
+    applied = apply and gate.enable and refused is None
+    previous = collection.pipeline.reader.model
+    if applied:
+        collection.pipeline.reader.model = meta["path"]
+        collection.save_pipeline()
+    return {**meta, "questions": len(train), "windows": result.metrics.get("windows"), "steps": result.steps,
+            "train_loss": result.train_loss, "seconds": result.seconds, "gate": gate.to_dict(), "applied": applied,
+            "previous": previous, **({"refused": refused} if refused else {})}

@@ -39,12 +39,16 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ragtune.answer.citations import strip_citations
 from ragtune.config import ragtune_home
 from ragtune.data.text import is_abstention
 from ragtune.errors import InputError, NotFoundError
+
+# A correction's text → {chunk id: {title, text, doc_id}} of the chunks holding it (empty: none
+# found, or too many to say which); built by whoever can search the collection (ragtune.flywheel).
+Locator = Callable[[str], dict[str, dict[str, Any]]]
 
 RATINGS = ("up", "down")
 _SCHEMA = """
@@ -104,12 +108,22 @@ class FeedbackStore:
                              (fid, answer_id, user, rating, correction, preferred_over, comment, time.time()))
         return fid
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every feedback row joined with its answer, oldest first."""
+    def rows(self, collection: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        """Every feedback row joined with its answer, oldest first (of one collection's answers,
+        and given after ``since``, when asked)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if collection is not None:
+            where.append("a.collection = ?")
+            args.append(collection)
+        if since is not None:
+            where.append("f.created > ?")
+            args.append(since)
+        sql = ("SELECT f.id, f.rating, f.correction, f.preferred_over, f.comment, f.user, f.created, a.* "
+               "FROM feedback f JOIN answers a ON a.id = f.answer_id"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY f.created")
         with self._lock:
-            rows = self._db.execute(
-                "SELECT f.id, f.rating, f.correction, f.preferred_over, f.comment, f.user, f.created, a.* "
-                "FROM feedback f JOIN answers a ON a.id = f.answer_id ORDER BY f.created").fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         out = []
         for r in rows:
             fid, rating, correction, preferred, comment, fuser, created = r[:7]
@@ -117,15 +131,18 @@ class FeedbackStore:
                         "comment": comment, "user": fuser, "created": created, "answer": _answer(r[7:])})
         return out
 
-    def export(self, out_dir: str | Path, test_fraction: float = 0.2) -> dict[str, Any]:
+    def export(self, out_dir: str | Path, test_fraction: float = 0.2, collection: str | None = None,
+               locate: Locator | None = None) -> dict[str, Any]:
         """Write squad.json, preferences.jsonl, kto.jsonl, feedback.jsonl and, per collection, the
         labelled retrieval queries (``retrieval/<collection>/``, BEIR, split by time with the newest
-        ``test_fraction`` held out); returns how many rows each got."""
+        ``test_fraction`` held out); returns how many rows each got. ``collection``: that
+        collection's answers only (what its flywheel trains on). ``locate``: finds the chunks that
+        hold a correction's text, so a corrected answer labels a query too (:func:`labelled_queries`)."""
         from ragtune.data.squad import QAExample, save_squad
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        rows = self.rows()
+        rows = self.rows(collection)
         examples: list[QAExample] = []
         pairs: list[dict[str, Any]] = []
         for row in rows:
@@ -147,7 +164,7 @@ class FeedbackStore:
         _write_jsonl(out / "feedback.jsonl", rows)
         kto = kto_rows(rows)
         _write_jsonl(out / "kto.jsonl", kto)
-        labelled = {c: write_labelled_queries(rs, out / "retrieval" / c, test_fraction)
+        labelled = {c: write_labelled_queries(rs, out / "retrieval" / c, test_fraction, locate)
                     for c, rs in _by_collection(rows).items()}
         return {"feedback": len(rows), "squad": len(examples), "preferences": len(pairs), "kto": len(kto),
                 "labelled_queries": {c: n for c, n in labelled.items() if n["train"] + n["test"]}}
@@ -229,18 +246,36 @@ def _by_collection(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return out
 
 
-def labelled_queries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def labelled_queries(rows: list[dict[str, Any]], locate: Locator | None = None) -> list[dict[str, Any]]:
     """Questions whose answer was rated up (and never down) with the chunks it cited as relevant:
-    a user confirmed those passages answer the question. One query per distinct question (its
-    judgements merged), dated by its first confirmation; oldest first."""
+    a user confirmed those passages answer the question. With ``locate`` (a corrected answer's
+    text → the chunks that hold it), a correction labels its question too, with the chunks that
+    hold what the user said the answer is: the questions the system got wrong, the ones worth
+    learning from. One query per distinct question (its judgements merged), dated by its first
+    confirmation; oldest first."""
     down = {r["answer"]["id"] for r in rows if r["rating"] == "down"}
     by_question: dict[str, dict[str, Any]] = {}
+
+    def entry(r: dict[str, Any]) -> dict[str, Any]:
+        return by_question.setdefault(_norm(r["answer"]["question"]), {
+            "text": r["answer"]["question"], "created": r["created"], "chunks": {}, "answer_ids": [],
+            "feedback_ids": [], "sources": []})
+
     for r in rows:
         a = r["answer"]
+        if locate is not None and r["correction"] and not is_abstention(r["correction"]):
+            found = locate(r["correction"])
+            if found:
+                q = entry(r)
+                for cid, c in found.items():
+                    q["chunks"].setdefault(cid, c)
+                q["answer_ids"].append(a["id"])
+                q["feedback_ids"].append(r["id"])
+                q["sources"].append("correction")
+            continue
         if r["rating"] != "up" or a["id"] in down or not a["citations"]:
             continue
-        q = by_question.setdefault(_norm(a["question"]), {
-            "text": a["question"], "created": r["created"], "chunks": {}, "answer_ids": [], "feedback_ids": []})
+        q = entry(r)
         for c in a["citations"]:
             n = int(c.get("number", 0))
             if c.get("chunk_id") and 1 <= n <= len(a["passages"]):
@@ -248,10 +283,12 @@ def labelled_queries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                        "doc_id": c.get("doc_id", "")})
         q["answer_ids"].append(a["id"])
         q["feedback_ids"].append(r["id"])
+        q["sources"].append("thumbs-up")
     return sorted((q for q in by_question.values() if q["chunks"]), key=lambda q: q["created"])
 
 
-def write_labelled_queries(rows: list[dict[str, Any]], folder: Path, test_fraction: float = 0.2) -> dict[str, int]:
+def write_labelled_queries(rows: list[dict[str, Any]], folder: Path, test_fraction: float = 0.2,
+                           locate: Locator | None = None) -> dict[str, int]:
     """:func:`labelled_queries` as a BEIR folder on chunk ids (what ``ragtune adapt --labelled``
     and ``ragtune eval`` read): train = the older queries, test = the newest ``test_fraction``
     (train on the past, judge on what came after). Each query keeps its provenance."""
@@ -259,7 +296,7 @@ def write_labelled_queries(rows: list[dict[str, Any]], folder: Path, test_fracti
 
     if not 0 <= test_fraction < 1:
         raise InputError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    queries = labelled_queries(rows)
+    queries = labelled_queries(rows, locate)
     if not queries:
         return {"train": 0, "test": 0}
     n_test = round(len(queries) * test_fraction)
@@ -272,6 +309,7 @@ def write_labelled_queries(rows: list[dict[str, Any]], folder: Path, test_fracti
     write_corpus(folder, list(corpus.values()))
     write_queries(folder, [{"_id": i, "text": q["text"], "metadata": {
         "source": "feedback", "created": q["created"], "answer_ids": q["answer_ids"], "feedback_ids": q["feedback_ids"],
+        "sources": q["sources"],
         "split": "train" if k < cut else "test"}} for k, (i, q) in enumerate(zip(ids, queries))])
     write_qrels(folder, "train", [(i, cid, 1) for i, q in list(zip(ids, queries))[:cut] for cid in q["chunks"]])
     write_qrels(folder, "test", [(i, cid, 1) for i, q in list(zip(ids, queries))[cut:] for cid in q["chunks"]])

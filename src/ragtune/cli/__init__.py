@@ -10,6 +10,7 @@ from ragtune.cli import (
     ask,
     collections,
     eval,
+    flywheel,
     ingest,
     migrate,
     models,
@@ -42,6 +43,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(adapters.app, name="adapters")
 app.command()(adapt.adapt)
 app.command()(tune.tune)
+app.add_typer(flywheel.app, name="flywheel")
 app.command()(migrate.migrate)
 app.command()(serve.serve)
 app.command()(serve.mcp)

@@ -32,6 +32,11 @@ def adapt(
     run: Annotated[str, typer.Option("--run", help="run name: synth/<run>/ and adapt/<run>/ (re-use it to resume)")] = "latest",
     labelled: Annotated[Optional[Path], typer.Option(
         "--labelled", help="BEIR folder of your own labelled queries (qrels on document or chunk ids): they decide")] = None,
+    feedback: Annotated[Optional[Path], typer.Option(
+        "--feedback", help="labelled queries from feedback (retrieval/<collection>/ of `ragtune feedback export`): "
+        "train split trains, test split judges (decides once it holds --min-feedback-queries)")] = None,
+    min_feedback_queries: Annotated[int, typer.Option(help="feedback test questions needed to decide")] = 20,
+    no_synthetic: Annotated[bool, typer.Option("--no-synthetic", help="no query generation: train on --feedback alone")] = False,
     no_promote: Annotated[bool, typer.Option("--no-promote", help="evaluate the shadow but keep the live index")] = False,
     teacher: Annotated[str, typer.Option(help="none (contrastive, MNRL) | hybrid | cross-encoder: distil the teacher's scores")] = "none",
     reranker: Annotated[bool, typer.Option("--reranker", help="train a reranker in the loop (gated; the cross-encoder teacher)")] = False,
@@ -62,11 +67,13 @@ def adapt(
                          promote=not no_promote, labelled=labelled, teacher=teacher,  # type: ignore[arg-type]
                          reranker=RerankerTrainConfig(epochs=epochs) if reranker or reranker_squad else None,
                          reranker_squad=reranker_squad, scope=tuple(scope or ["public"]),
-                         budget_minutes=budget_minutes)
+                         budget_minutes=budget_minutes, feedback=feedback, min_feedback_queries=min_feedback_queries,
+                         synthetic=not no_synthetic)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
-        report = adapt_(coll, make_generator(coll.pipeline.generator, home), config, run, home, on_progress,
+        generator = make_generator(coll.pipeline.generator, home) if config.synthetic else None
+        report = adapt_(coll, generator, config, run, home, on_progress,
                         on_step=lambda s: err.print(f"[bold]step:[/] {s}") if not json_ else None)
     if json_:
         print_json(report)

@@ -172,13 +172,15 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (from `
 def feedback_export(out: Annotated[Path, typer.Option("--out", "-o", help="folder to write into")],
                     test_fraction: Annotated[float, typer.Option(
                         help="newest share of the labelled queries held out as their test split")] = 0.2,
+                    collection: Annotated[Optional[str], typer.Option(
+                        "--collection", "-c", help="only this collection's answers")] = None,
                     home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Write squad.json (train generator/reader), preferences.jsonl (chosen/rejected), kto.jsonl (rated
     answers), retrieval/<collection>/ (thumbs-up questions with their cited chunks, BEIR, split by time) and feedback.jsonl."""
     from ragtune.feedback import FeedbackStore
 
     store = FeedbackStore(home)
-    counts = store.export(out, test_fraction)
+    counts = store.export(out, test_fraction, collection)
     store.close()
     if json_:
         print_json(counts)

@@ -318,14 +318,11 @@ def reader(
     The collection's reader answers every reader of the collection, so --apply also needs all
     of them to be allowed the training text: a `synth answers` file records its scope, and any
     other file counts as public only with --public-data."""
-    from ragtune.answer.extractive import SpanReader, make_reader
+    from ragtune.adapt import train_gated_reader
     from ragtune.cli.common import fail, progress_bars
     from ragtune.collection import Collection
     from ragtune.data.squad import load_squad, sample, split_by_article
-    from ragtune.evaluate.reader import reader_gate, reading_scores
-    from ragtune.models.registry import ModelRegistry
     from ragtune.synth.scope import read_scope
-    from ragtune.train.publish import publish_reader
     from ragtune.train.reader import ReaderTrainConfig
     from ragtune.types import Scope
 
@@ -342,45 +339,26 @@ def reader(
     train_ex, held = split_by_article(examples, eval_fraction)
     config = ReaderTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_every=eval_every)
     with Collection.open(home, collection) as coll, progress_bars(json_) as on_progress:
-        current = make_reader(coll.pipeline.reader.model, coll.embedder, coll.pipeline.reader.device)
-        meta, result = publish_reader(home, coll, train_ex, config, base, data=[str(p) for p in data],
-                                      evaluate=(lambda r: reading_scores(r, held)) if eval_every else None,
-                                      checkpoint_dir=checkpoint_dir, on_progress=on_progress,
-                                      scope=scope.to_list() if scope is not None else None)
-        version, model_path = meta["version"], meta["path"]
-        gate = reader_gate(SpanReader(model_path), current, held, null_margin=coll.pipeline.reader.null_margin)
-        ModelRegistry(home, "reader", coll.name).update(version, gate=gate.to_dict())
-        refused = reader_refusal(coll, scope) if apply and gate.enable else None
-        applied = apply and gate.enable and refused is None
-        if applied:
-            coll.pipeline.reader.model = model_path
-            coll.save_pipeline()
+        out = train_gated_reader(coll, home, train_ex, held, config, base, [str(p) for p in data], scope, apply,
+                                 bool(eval_every), checkpoint_dir, on_progress)
+    gate, applied, refused, version, model_path = (out["gate"], out["applied"], out.get("refused"), out["version"],
+                                                   out["path"])
     if json_:
-        print_json({**meta, "gate": gate.to_dict(), "applied": applied, **({"refused": refused} if refused else {})})
+        print_json({k: v for k, v in out.items() if k not in ("questions", "windows", "steps", "train_loss", "seconds", "previous")})
         return
-    typer.echo(f"reader {version}: {len(train_ex)} questions → {result.metrics['windows']} windows, {result.steps} steps, "
-               f"loss {result.train_loss:.4f}, {result.seconds:.0f}s → {model_path}")
-    typer.echo(f"gate on {gate.questions} held-out questions: F1 {gate.baseline_scores['F1']:.3f} ({gate.baseline}) → "
-               f"{gate.candidate_scores['F1']:.3f}, p = {gate.p_value:.4f}, {gate.ms_per_question:.0f} ms/question → "
-               + ("better" if gate.enable else "not better"))
+    typer.echo(f"reader {version}: {len(train_ex)} questions → {out['windows']} windows, {out['steps']} steps, "
+               f"loss {out['train_loss']:.4f}, {out['seconds']:.0f}s → {model_path}")
+    typer.echo(f"gate on {gate['questions']} held-out questions: F1 {gate['baseline_scores']['F1']:.3f} ({gate['baseline']}) → "
+               f"{gate['candidate_scores']['F1']:.3f}, p = {gate['p_value']:.4f}, {gate['ms_per_question']:.0f} ms/question → "
+               + ("better" if gate["enable"] else "not better"))
     if applied:
         typer.echo("the collection now answers extractively with it")
     elif refused:
         typer.echo(f"not applied: {refused} (kept in the registry)")
     elif apply:
         typer.echo("not applied: it does not beat the current reader (kept in the registry: `ragtune models list`)")
-    elif gate.enable:
+    elif gate["enable"]:
         typer.echo(f"use it: re-run with --apply, or --set reader.model={model_path}")
-
-
-def reader_refusal(coll, scope) -> str | None:
-    """Why a reader trained within ``scope`` (None: unknown) may not become ``coll``'s reader,
-    which answers every principal; None when it may."""
-    if scope is None:
-        return "the training data's scope is unknown (no .scope.json; pass --public-data if it is public text)"
-    if not coll.readable_by_all_readers(scope):
-        return f"trained on text (scope {scope.to_list()}) not every reader of {coll.name!r} may read"
-    return None
 
 
 @app.command()

@@ -85,8 +85,11 @@ def _overrides(setting: Setting) -> list[str]:
 
 
 def tune_pipeline(collection: Collection, folder: str | Path, split: str = "dev", alpha: float = 0.05,
-                  on_progress: Callable[[str, int, int], None] | None = None) -> TuneReport:
-    """Search the settings on ``folder``'s ``split`` (synthetic questions; qrels on chunk ids)."""
+                  on_progress: Callable[[str, int, int], None] | None = None,
+                  keyword_poor: bool = True) -> TuneReport:
+    """Search the settings on ``folder``'s ``split`` (synthetic questions; qrels on chunk ids).
+    ``keyword_poor=False``: real users' questions (no lexical bias to correct) decide and confirm
+    on halves of all of them."""
     ds = load_beir(folder, split)
     if not ds.queries:
         raise InputError(f"{folder}: no {split} questions to tune on; run `ragtune synth filter` first")
@@ -95,7 +98,7 @@ def tune_pipeline(collection: Collection, folder: str | Path, split: str = "dev"
     overlap = {q: max((lexical_overlap(text, corpus[c]["text"], analyser) for c in ds.qrels.get(q, {}) if c in corpus),
                       default=0.0) for q, text in ds.queries.items()}
     median = statistics.median(overlap.values())
-    poor = sorted(q for q, o in overlap.items() if o <= median)
+    poor = sorted(q for q, o in overlap.items() if o <= median or not keyword_poor)
     # Choosing the best of many settings on the same questions that then test it would inflate its
     # significance: choose on one half of the keyword-poor questions, confirm on the other.
     decide, confirm = set(poor[0::2]), set(poor[1::2])
