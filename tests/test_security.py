@@ -253,7 +253,7 @@ def test_a_scoped_handle_gives_training_only_its_scopes_text(tmp_path, make_tiny
 
 
 def test_a_reader_trained_on_restricted_or_unknown_text_is_never_the_collections_reader(tmp_path, make_tiny_collection):
-    from ragtune.cli.train import reader_refusal
+    from ragtune.adapt import reader_refusal
     from ragtune.types import Scope
 
     coll = _mixed(tmp_path, make_tiny_collection)
