@@ -160,9 +160,10 @@ class QdrantStore:
                                            with_payload=_PAYLOAD_FIELDS)
             return _hits(res.points, query.mode)
         depth = max(query.candidates, query.k)
-        if query.fusion == "rrf" and tuple(query.weights) != (1.0, 1.0):
+        if query.fusion == "rrf":
             # Qdrant's weighted RRF divides positions by the weight, flattening a heavy list at
-            # k = 60 (see EdgeStore._weighted_rrf): fuse here with Σ w / (k + rank) instead.
+            # k = 60, and orders equal fused scores arbitrarily (see EdgeStore._rrf): fuse here
+            # with Σ w / (k + rank), ties broken by point id.
             from ragtune.index.fusion import fuse
 
             dense, bm25 = self.client.query_batch_points(self.name, [
