@@ -122,3 +122,25 @@ def test_a_run_is_due_only_when_enough_changed_and_each_run_is_recorded(topics, 
     d = due(topics, store, cfg)
     store.close()
     assert not d["due"] and "min ago" in d["why_not"]
+
+
+def test_the_server_worker_turns_the_flywheel_on_its_own_handle_and_serves_what_it_promoted(topics, home):
+    from ragtune.serve.state import ServeConfig, ServerState
+    from ragtune.types import Principal
+
+    _feedback(home, topics, 12).close()
+    topics.close()  # the server is the store's one owner
+    srv = ServerState(home, ServeConfig(sync_sources=False, flywheel={"tasks": ["tune", "embedder"], "synthetic": False,
+                                                                      "min_new_feedback": 5}))
+    try:
+        record = srv.run_flywheel("topics")
+        assert record["ran"] and record["trigger"]["new_feedback"] == 12
+        h = srv.handle("topics")
+        assert h.collection.pipeline.query.model_dump() == (
+            record["query_before"] if not record["tasks"]["tune"]["promoted"]
+            else {**record["query_before"], **{k.split(".", 1)[1]: v for k, v in record["tasks"]["tune"]["chosen"].items()}})
+        hits = srv.searcher(h).search("key fact about tidal power in Brittany", Principal(), k=3)
+        assert hits and History(h.collection).runs()[-1]["run"] == record["run"]
+        assert srv.run_flywheel("topics")["ran"] is False  # nothing new since: not due
+    finally:
+        srv.close()

@@ -692,6 +692,24 @@ def test_web_ui_sign_in_ask_cite_and_feedback(server):
     assert any(r["rating"] == "up" and r["user"] == "fred" and "last working day" in r["answer"]["answer"] for r in rows)
 
 
+@pytest.mark.slow  # a real server process
+def test_the_admin_sees_the_flywheel_history_users_do_not(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    with server.client("admin") as adm, server.client("eng") as eng:
+        data = adm.get("/v1/collections/hr-read/flywheel").json()
+        assert data["runs"] == [] and data["series"] == [] and data["worker_every_minutes"] is None
+        assert eng.get("/v1/collections/hr-read/flywheel").status_code == 403
+    with chromium() as (driver, wait):
+        driver.get(server.url + "/")
+        driver.find_element(By.ID, "key").send_keys(server.keys["admin"])
+        driver.find_element(By.ID, "signin").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "flywheel-status"), "0 runs"))
+        assert "ragtune flywheel -c" in driver.find_element(By.ID, "flywheel-status").text
+        assert "No runs yet" in driver.find_element(By.ID, "flywheel-runs").text
+
+
 def test_embedding_micro_batches_concurrent_requests_with_identical_vectors(tiny_embedder):
     import numpy as np
 

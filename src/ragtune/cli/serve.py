@@ -30,6 +30,11 @@ def serve(
     malloc_arenas: Annotated[int, typer.Option(
         help="glibc heap arenas (0: glibc's default of 8 per core; $MALLOC_ARENA_MAX wins): fewer keep "
              "the memory of concurrent model calls from staying resident")] = 2,
+    flywheel_every: Annotated[Optional[float], typer.Option(
+        "--flywheel-every", help="opt-in: every N minutes run the flywheel on each collection whose run is due "
+        "(one at a time, low priority, queries keep being served)", min=0.1)] = None,
+    flywheel_option: Annotated[Optional[list[str]], typer.Option(
+        "--flywheel-option", help="a FlywheelConfig field for that worker, KEY=VALUE (repeatable; e.g. synthetic=false)")] = None,
     set_: SetOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -51,6 +56,7 @@ def serve(
     store.close()
     config = ServeConfig(host=host, port=port, adapter_cache=adapter_cache, max_queue=max_queue, max_completion_tokens=max_tokens,
                          pipeline=set_ or [], telemetry=TelemetryConfig(metrics=metrics, otlp_endpoint=otlp_endpoint),
+                         flywheel_every_minutes=flywheel_every, flywheel=flywheel_options(flywheel_option or []),
                          **identity)
     # One process: the embedded store has a single owner. Concurrency comes from the thread pool.
     # proxy_headers=False: the peer address must be the TCP peer's, not what X-Forwarded-For claims,
@@ -80,6 +86,30 @@ def mcp(
         build(server, caller).run("stdio")
     finally:
         server.close()
+
+
+def flywheel_options(options: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as FlywheelConfig fields; a value is read as JSON when it parses (numbers,
+    true/false, lists), else kept as text."""
+    import json
+    from dataclasses import fields
+
+    from ragtune.cli.common import fail
+    from ragtune.flywheel import FlywheelConfig
+
+    known = {f.name for f in fields(FlywheelConfig)}
+    out: dict = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key.strip() not in known:
+            fail(f"--flywheel-option {option!r}: write KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    if isinstance(out.get("tasks"), list):
+        out["tasks"] = tuple(out["tasks"])
+    return out
 
 
 def identity_config(path: Path | None, issuer: str | None, audience: str | None) -> dict:

@@ -3,7 +3,9 @@ collection (an embedded store has a single owner: the server), and the shared mo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import threading
 from dataclasses import dataclass
@@ -53,6 +55,10 @@ class ServeConfig(BaseModel):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     sync_sources: bool = Field(True, description="run each collection's scheduled source syncs (`sources add --every`)")
     sync_tick_s: float = Field(5.0, gt=0, description="how often the scheduler looks for due source syncs")
+    flywheel_every_minutes: float | None = Field(
+        None, gt=0, description="opt-in: this often, run `ragtune flywheel` on each collection whose run is due "
+        "(one at a time, at low priority; that collection's uploads wait, queries do not)")
+    flywheel: dict = Field(default_factory=dict, description="FlywheelConfig fields for the worker, e.g. {synthetic: false}")
 
 
 @dataclass
@@ -84,6 +90,10 @@ class ServerState:
         if self.config.sync_sources:
             self._scheduler = threading.Thread(target=self._schedule_syncs, daemon=True, name="source-syncs")
             self._scheduler.start()
+        self._flywheel: threading.Thread | None = None
+        if self.config.flywheel_every_minutes:
+            self._flywheel = threading.Thread(target=self._schedule_flywheel, daemon=True, name="flywheel")
+            self._flywheel.start()
 
     # -- collections ---------------------------------------------------------------------------
     def handle(self, name: str) -> Handle:
@@ -185,6 +195,45 @@ class ServerState:
                 for source in due:
                     self.sync_source(coll.name, source.name, "scheduler")
 
+    def _schedule_flywheel(self) -> None:
+        assert self.config.flywheel_every_minutes is not None
+        while not self._stop_scheduler.wait(self.config.flywheel_every_minutes * 60):
+            names = []
+            for coll in Collection.list(self.home):  # names only: nothing is loaded just to look
+                names.append(coll.name)
+                coll.close()
+            for name in names:
+                if self._stop_scheduler.is_set():
+                    return
+                try:
+                    self.run_flywheel(name)
+                except Exception:  # one collection's failure is logged; the others still turn
+                    log.exception("flywheel: collection %s", name)
+
+    def run_flywheel(self, name: str) -> dict:
+        """One flywheel turn on collection ``name`` (it decides whether a run is due), in this
+        process: the embedded store has one owner, so training works on the served handle. The
+        worker thread runs at the lowest CPU priority and holds the collection's write lock
+        (uploads and syncs wait: the index must not change under a shadow build); queries go on.
+        A run that promoted something drops the cached searcher and reader, so the next request
+        is served by the new index, settings and reader."""
+        from ragtune.flywheel import FlywheelConfig, run_flywheel
+
+        with contextlib.suppress(OSError):  # Linux: nice applies to this thread alone
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        config = FlywheelConfig(**self.config.flywheel)
+        h = self.handle(name)
+        with h.write:
+            generator = self.generators.get(h.collection.pipeline.generator, None) if config.synthetic else None
+            record = run_flywheel(h.collection, self.home, config, generator)
+            if record.get("ran") and any(v.get("promoted") for v in record["tasks"].values()):
+                with self._lock:
+                    h.searcher, h.reader = None, None
+        if record.get("ran"):
+            log.info("flywheel: %s run %s: %s", name, record["run"],
+                     {t: v.get("promoted") for t, v in record["tasks"].items()})
+        return record
+
     def _run_sync(self, job: Job, on_progress) -> dict:
         from ragtune.ingest.sources import sync_source
 
@@ -232,6 +281,8 @@ class ServerState:
         self._stop_scheduler.set()
         if self._scheduler is not None:
             self._scheduler.join(timeout=30)
+        if self._flywheel is not None:
+            self._flywheel.join(timeout=1)  # daemon: a run cut short here dies before or after its atomic promote
         self.jobs.stop()
         with self._lock:
             for h in self._handles.values():

@@ -285,6 +285,17 @@ def list_sources(name: str, srv: State, who: Admin) -> dict:
     return {"sources": [{**s.describe(), "pending_job": pending.get(s.name)} for s in sources_of(h.collection)]}
 
 
+@router.get("/{name}/flywheel")
+def flywheel_history(name: str, srv: State, who: Admin) -> dict:
+    """The flywheel's runs (trigger, each gate's decision and held-out measure, versions before
+    and after; rollbacks) and its quality over time: what `ragtune flywheel history` shows."""
+    from ragtune.flywheel import History, quality_series
+
+    runs = History(srv.handle(name).collection).runs()
+    return {"runs": runs, "series": quality_series(runs),
+            "worker_every_minutes": srv.config.flywheel_every_minutes}
+
+
 @router.post("/{name}/sources", status_code=201)
 def add_source(name: str, body: SourceIn, srv: State, who: Admin) -> dict:
     from ragtune.ingest.sources import add_source as add
