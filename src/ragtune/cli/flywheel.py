@@ -29,6 +29,9 @@ def flywheel(
     test_fraction: Annotated[float, typer.Option(help="newest share of the feedback each gate judges on")] = 0.2,
     epochs: Annotated[float, typer.Option(help="embedder and reader training epochs")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="embedder training batch size")] = 32,
+    reader_base: Annotated[Optional[str], typer.Option(
+        help="reader task: start from this reader (a SQuAD-trained folder or hub id) instead of the collection's own "
+             "trained reader or, with none, the embedder's encoder")] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -51,7 +54,7 @@ def flywheel(
                             synthetic=synthetic, max_chunks=max_chunks, budget_minutes=budget_minutes,
                             min_feedback_queries=min_feedback_queries, test_fraction=test_fraction,
                             embedder=EmbedderTrainConfig(epochs=epochs, batch_size=batch_size),
-                            reader=ReaderTrainConfig(epochs=max(epochs, 2.0)))
+                            reader=ReaderTrainConfig(epochs=max(epochs, 2.0)), reader_base=reader_base)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         generator = make_generator(coll.pipeline.generator, home) if synthetic and "embedder" in config.tasks else None
         record = run_flywheel(coll, home, config, generator, force, on_progress,
