@@ -43,7 +43,7 @@ class Query:
     weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25), RRF only
     candidates: int = 100
     hnsw_ef: int | None = None  # HNSW beam width; None = the engine's default
-    with_ranks: bool = False  # hybrid: also report each retriever's rank of every hit (two more queries)
+    with_ranks: bool = False  # hybrid DBSF: also report each retriever's rank of every hit (two more queries; RRF hits always carry them)
     # hybrid: every hit also carries its dense (cosine) score, from its vector returned by the same
     # query (what abstention reads), so no extra query is made for it.
     dense_scores: bool = False
