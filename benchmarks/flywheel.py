@@ -229,6 +229,7 @@ def main() -> None:
     ap.add_argument("--reader-stage1-steps", type=int, default=450,
                     help="SQuAD steps for the reader the reader task starts from (0: start from the bare encoder)")
     ap.add_argument("--only-reader-stage1", action="store_true", help="train the stage-1 reader and stop")
+    ap.add_argument("--skip-dpo", action="store_true", help="write the report without the DPO step")
     ap.add_argument("--stop-before-dpo", action="store_true", help="end after the rounds (re-run without it for DPO)")
     args = ap.parse_args()
 
@@ -279,7 +280,7 @@ def main() -> None:
     if args.stop_before_dpo and "dpo" not in steps.log:
         print("stopping before the DPO step (--stop-before-dpo)")
         return
-    preference = steps("dpo", lambda: dpo(args))
+    preference = None if args.skip_dpo and "dpo" not in steps.log else steps("dpo", lambda: dpo(args))
 
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
     summary = []
@@ -297,8 +298,8 @@ def main() -> None:
     write(args, indexed, rounds, summary, preference, steps)
 
 
-def write(args, indexed: dict, rounds: list, summary: list, preference: dict, steps) -> None:
-    res = preference["result"]
+def write(args, indexed: dict, rounds: list, summary: list, preference: dict | None, steps) -> None:
+    res = preference["result"] if preference else {}
     acc_before = (res.get("before") or {}).get("accuracy")
     acc_after = (res.get("after") or {}).get("accuracy")
     rows = []
@@ -346,8 +347,9 @@ extractive sentence-baseline answers). By-article split (seed {args.seed}): the 
 
 ## Preference tuning on the exported pairs (DPO, LoRA, {args.dpo_steps} steps)
 
-{preference['export']['preferences']} preference pairs (correction chosen over the answer given); held-out (newest
-{args.test_fraction:.0%}) preference accuracy {acc_before} → {acc_after}.
+{f"{preference['export']['preferences']} preference pairs (correction chosen over the answer given); held-out (newest "
+ f"{args.test_fraction:.0%}) preference accuracy {acc_before} → {acc_after}." if preference else
+ "Not run in this measurement (--skip-dpo): see benchmarks/results/preference.md for DPO on SQuAD pairs."}
 
 ## Seconds per step
 
@@ -360,7 +362,7 @@ extractive sentence-baseline answers). By-article split (seed {args.seed}): the 
         "nDCG@10": [s["nDCG@10"] for s in summary], "F1": [s["F1"] for s in summary],
         "p_vs_round0": {m: [s["vs_round0"][m]["p"] for s in summary[1:]] for m in ("nDCG@10", "F1")},
         "dpo": {"pairs": preference["export"]["preferences"], "held_out_accuracy_before": acc_before,
-                "held_out_accuracy_after": acc_after, "result": res},
+                "held_out_accuracy_after": acc_after, "result": res} if preference else None,
     }, indent=2, default=str))
 
 

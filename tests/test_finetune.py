@@ -323,3 +323,25 @@ def test_synth_answers_cli_with_an_endpoint_teacher(make_collection, home, chat_
     for ex in examples:  # the passage's own casing, at its own offset
         assert ex.answers[0] == ex.context[ex.answer_starts[0]:ex.answer_starts[0] + len(ex.answers[0])]
         assert ex.answers[0] != ex.answers[0].upper()
+
+
+def test_train_preferences_cli_saves_a_dpo_adapter_with_held_out_accuracy(make_collection, home, local_generator, tmp_path):
+    # The whole command, to the registry entry: publishing once crashed after training finished
+    # (the objective was passed twice to describe), so a DPO run's result was lost.
+    examples = _squad_slice()
+    rows = [{"prompt": ex.question, "context": [ex.context], "chosen": ex.answers[0],
+             "rejected": examples[(n + 1) % len(examples)].answers[0], "created": n}
+            for n, ex in enumerate(examples)]
+    path = tmp_path / "preferences.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    make_collection("pref", [f"generator.model={local_generator.path}"]).close()
+    meta = json.loads(run_cli("train", "preferences", "-c", "pref", "--data", str(path), "--name", "pref-dpo",
+                              "--max-steps", "2", "--batch-size", "2", "--eval-fraction", "0.34", "--json",
+                              home=home).stdout)
+    assert meta["objective"] == "dpo" and meta["method"] == "lora" and meta["steps"] == 2
+    assert meta["task"] == "preference tuning (dpo)"
+    assert meta["before"]["pairs"] == meta["after"]["pairs"] == round(len(rows) * 0.34)
+    assert 0.0 <= meta["after"]["accuracy"] <= 1.0 and meta["after"]["margin"] != meta["before"]["margin"]
+    again = run_cli("train", "preferences", "-c", "pref", "--data", str(path), "--name", "pref-dpo", home=home,
+                    check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
