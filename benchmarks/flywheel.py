@@ -298,6 +298,22 @@ def main() -> None:
     write(args, indexed, rounds, summary, preference, steps)
 
 
+def reading(summary: list) -> str:
+    """The issue's target, read off the table: each promoted round at least as good as the one
+    before, and the last round significantly better than round 0 on retrieval and on answers."""
+    last = summary[-1]["vs_round0"]
+    worse = [s["round"] for s in summary[1:] if any(s["vs_previous"][m]["delta"] < 0 and s["vs_previous"][m]["p"] < 0.05
+                                                     for m in ("nDCG@10", "F1"))]
+    lines = [f"- Every round at least as good as the one before: {'yes' if not worse else f'no (rounds {worse})'}."]
+    for m, what in (("nDCG@10", "retrieval"), ("F1", "answers")):
+        d, pv = last[m]["delta"], last[m]["p"]
+        lines.append(f"- Round {summary[-1]['round']} vs round 0, {what}: Δ {d:+.4f}, p {pv:.4f}: "
+                     f"{'significantly better (target met)' if d > 0 and pv < 0.05 else 'not significantly better (target missed)'}.")
+    lines.append("- Rounds with nothing promoted measure exactly what the round before did: the served results are "
+                 "deterministic (hybrid ties broken by point id), so any change is the promotion's.")
+    return "\n".join(lines)
+
+
 def write(args, indexed: dict, rounds: list, summary: list, preference: dict | None, steps) -> None:
     res = preference["result"] if preference else {}
     acc_before = (res.get("before") or {}).get("accuracy")
@@ -333,11 +349,17 @@ extractive sentence-baseline answers). By-article split (seed {args.seed}): the 
 {summary[0]['queries']} questions of the other articles that have a gold chunk are held out (retrieval), a seeded
 {summary[0]['answers']} of them are answered each round. Flywheel: `ragtune flywheel -c covidqa --no-synthetic`
 (feedback only), test fraction {args.test_fraction}, min {args.min_feedback_queries} held-out feedback questions,
-{args.epochs:g} epochs.
+{args.epochs:g} epochs. The reader task starts from a span reader trained on SQuAD ({args.reader_stage1_steps} steps,
+benchmarks/answers.py's recipe; never on COVID-QA) and is judged against the collection's current reader (the
+sentence baseline) on the newest {args.test_fraction:.0%} of the feedback's QA rows.
 
 ## Held-out quality per round (paired randomisation tests against round 0)
 
 {table(["round", "nDCG@10", "Δ vs round 0", "answer F1", "Δ F1 vs round 0", "what the round before promoted"], rows)}
+
+## Reading
+
+{reading(summary)}
 
 ## What each flywheel run saw and decided
 
