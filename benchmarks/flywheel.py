@@ -369,8 +369,9 @@ sentence baseline) on the newest {args.test_fraction:.0%} of the feedback's QA r
 
 ## Preference tuning on the exported pairs (DPO, LoRA, {args.dpo_steps} steps)
 
-{f"{preference['export']['preferences']} preference pairs (correction chosen over the answer given); held-out (newest "
- f"{args.test_fraction:.0%}) preference accuracy {acc_before} → {acc_after}." if preference else
+{f"{preference['export']['preferences']} preference pairs (correction chosen over the answer given); held-out (the newest "
+ f"{int(res['after']['pairs'])}, `train preferences`' own split) preference accuracy {acc_before:.3f} → {acc_after:.3f} "
+ f"(margin {res['before']['margin']:+.2f} → {res['after']['margin']:+.2f})." if preference else
  "Not run in this measurement (--skip-dpo): see benchmarks/results/preference.md for DPO on SQuAD pairs."}
 
 ## Seconds per step
