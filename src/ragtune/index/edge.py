@@ -124,11 +124,7 @@ class QdrantEdgeStore:
             qe.Prefetch(limit=depth, query=self._dense(query), filter=flt, params=params),
             qe.Prefetch(limit=depth, query=self._bm25(query), filter=flt),
         ]
-        fusion: Any = (
-            qe.Fusion.Rrf(k=query.rrf_k, weights=list(query.weights))
-            if query.fusion == "rrf"
-            else qe.Fusion.Dbsf()
-        )
+        fusion: Any = qe.Fusion.Dbsf()  # RRF returned above: only DBSF is left to the engine
         vectors = [DENSE] if query.dense_scores else None
         fused = qe.QueryRequest(limit=query.k, prefetches=prefetches, query=fusion, filter=flt, with_payload=payload,
                                 with_vector=vectors)

@@ -178,8 +178,7 @@ class QdrantStore:
             return hits
         prefetch = [models.Prefetch(query=self._dense(query), using=DENSE, filter=flt, params=params, limit=depth),
                     models.Prefetch(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth)]
-        fusion = (models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=list(query.weights))) if query.fusion == "rrf"
-                  else models.FusionQuery(fusion=models.Fusion.DBSF))
+        fusion = models.FusionQuery(fusion=models.Fusion.DBSF)  # RRF returned above: only DBSF is left to the engine
         fused = models.QueryRequest(prefetch=prefetch, query=fusion, filter=flt, limit=query.k, with_payload=_PAYLOAD_FIELDS,
                                     with_vector=[DENSE] if query.dense_scores else False)
         if not query.with_ranks:

@@ -108,7 +108,7 @@ def publish_preference_adapter(home: str | Path | None, name: str, base: str, ro
     registry = AdapterRegistry(home)
     with registry.create(name, overwrite=overwrite) as out:
         result = train_preferences(base, rows, out, config, home, eval_pairs=eval_pairs or None)
-        # (the objective is recorded once, from the result's metrics: passing it here too was a TypeError)
+        # the objective comes once, in the result's metrics (result_fields)
         registry.describe(out, base=base, method=config.method,
                           task=f"preference tuning ({config.objective})", data=data, **info,
                           hyperparameters=config.to_dict(), **result_fields(result))
