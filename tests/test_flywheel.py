@@ -24,7 +24,8 @@ TOPICS = ["glacier melt in the Alps", "sourdough starter feeding", "tidal power 
 
 
 def _signal(delta: float, p: float, queries: int = 30) -> dict:
-    return {"queries": queries, "delta": delta, "p_value": p, "promote": delta > 0 and p < 0.05}
+    ci = [delta - 0.02, delta + 0.02] if p < 0.05 else [delta - 0.05, delta + 0.05]
+    return {"queries": queries, "delta": delta, "ci": ci, "p_value": p, "promote": delta > 0 and p < 0.05}
 
 
 def test_gate_hears_every_held_out_set_and_says_which_decided():
@@ -39,7 +40,7 @@ def test_gate_hears_every_held_out_set_and_says_which_decided():
     v = gate_verdict({"labelled": better, "feedback": flat, "synthetic": flat}, cfg)
     assert v["decided_by"] == "labelled" and v["promote"] and [s["name"] for s in v["signals"]][0] == "labelled"
     v = gate_verdict({"feedback": _signal(0.2, 0.001, queries=8)}, cfg)
-    assert not v["promote"] and "only 8" in v["why"]
+    assert not v["promote"] and "too few" in v["why"] and "8 feedback" in v["why"]
     with pytest.raises(InputError, match="no held-out questions"):
         gate_verdict({}, cfg)
 

@@ -4,10 +4,12 @@ index → evaluate against the live index → promote only if better.
 The synthetic data goes to ``collections/<c>/synth/<run>/`` (the folder the ``ragtune synth``
 commands use, so each step can also be re-run alone); every step records itself in
 ``collections/<c>/adapt/<run>/state.json``, so a stopped run picks up at the step it was in (query generation
-itself resumes chunk by chunk). The decision uses held-out synthetic questions (documents the
-training never saw; and the user's own labelled queries when given): the new version is
-promoted only when its mean nDCG@10 is higher *and* a paired randomisation test over the
-questions gives p below ``alpha``.
+itself resumes chunk by chunk). The decision is the gate's (:mod:`ragtune.gate`): the new
+version is compared with the live one on every held-out set there is — the user's labelled
+queries, users' feedback, probes the training did not shape (held-out documents, other query
+kinds and words, judged by a reranker over both versions' results), the held-out synthetic
+questions — and promoted only when the strongest of them shows a gain whose 95% interval lies
+above 0 (at least ``min_effect``, p below ``alpha``) and none of the others disagrees.
 
 Example:
     >>> from ragtune.adapt import AdaptConfig, adapt
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -28,19 +30,24 @@ from ragtune.budget import BudgetPlan, measure_speeds, plan_budget
 from ragtune.collection import Collection
 from ragtune.data.beir import load_beir
 from ragtune.errors import InputError, MissingInputError
-from ragtune.evaluate.compare import compare_paired, plot_deltas
-from ragtune.evaluate.ir import doc_run, per_query, score_run
+from ragtune.gate import (  # noqa: F401  (compare_versions, gate_verdict: where callers found them)
+    MEASURES,
+    VersionComparison,
+    compare_judged,
+    compare_versions,
+    gate_verdict,
+    version_run,
+)
 from ragtune.synth.filters import FilterConfig, filter_queries
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows
+from ragtune.synth.probes import write_probes
 from ragtune.synth.queries import QueryGenConfig, generate_queries, select_chunks
 from ragtune.synth.teacher import distillation_rows, score_with_teacher
 from ragtune.train.embedder import EmbedderTrainConfig
 from ragtune.train.publish import publish_embedder
 from ragtune.train.reranker import RerankerTrainConfig
-from ragtune.types import ServicePrincipal
 
 Progress = Callable[[str, int, int], None]
-MEASURES = ["nDCG@10", "R@100", "RR@10"]
 
 
 @dataclass
@@ -78,68 +85,14 @@ class AdaptConfig:
     feedback: Path | None = None
     min_feedback_queries: int = 20
     synthetic: bool = True
-
-
-@dataclass
-class VersionComparison:
-    live: str
-    candidate: str
-    split: str
-    queries: int
-    metrics: dict[str, dict[str, float]]  # version -> measure -> mean
-    measure: str
-    delta: float
-    ci: tuple[float, float]
-    p_value: float
-    wins_ties_losses: tuple[int, int, int]
-    promote: bool
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def version_run(collection: Collection, version: str, queries: dict[str, str], k: int = 100,
-                level: str = "chunk") -> dict[str, dict[str, float]]:
-    """Ranking of every query on index ``version`` (the pipeline's query mode): of chunks, or of
-    documents by their best chunk (``level="document"``, for labelled qrels on document ids)."""
-    from ragtune.retrieve import Searcher
-
-    handle = collection if collection.version == version else collection.at_version(version)
-    try:
-        searcher = Searcher(handle)
-        principal = ServicePrincipal(acl=tuple(handle.acl_tokens()))
-        out = {}
-        for qid, text in queries.items():
-            if level == "document":
-                out[qid] = doc_run(searcher.search(text, principal, k=3 * k, with_ranks=False), k)
-            else:
-                hits = searcher.search(text, principal, k=k, with_ranks=False)
-                out[qid] = {h.chunk_id: -float(rank) for rank, h in enumerate(hits)}
-        return out
-    finally:
-        if handle is not collection:
-            handle.close()
-
-
-def compare_versions(collection: Collection, folder: str | Path, candidate: str, split: str = "dev",
-                     measure: str = "nDCG@10", alpha: float = 0.05, plot: Path | None = None) -> VersionComparison:
-    """Live vs ``candidate`` on held-out questions (a BEIR folder: the synthetic set's dev split, or
-    the user's labelled queries); qrels may name chunks or documents. ``plot``: per-question deltas (PNG)."""
-    ds = load_beir(folder, split)
-    if not ds.queries:
-        raise InputError(f"{folder}: no {split} queries to compare index versions on")
-    live = collection.live_version
-    chunk_ids = {c["chunk_id"] for c in collection.chunks()}
-    judged = {d for rel in ds.qrels.values() for d in rel}
-    level = "chunk" if judged & chunk_ids else "document"
-    runs = {v: version_run(collection, v, ds.queries, level=level) for v in (live, candidate)}
-    metrics = {v: score_run(ds.qrels, run, MEASURES) for v, run in runs.items()}
-    pq = {v: per_query(ds.qrels, run, [measure])[measure] for v, run in runs.items()}
-    if plot is not None:
-        plot_deltas(pq[live], pq[candidate], measure, f"live {live}", f"candidate {candidate}", plot)
-    c = compare_paired(pq[live], pq[candidate])
-    return VersionComparison(live, candidate, split, len(ds.queries), metrics, measure, c.delta, (c.ci_low, c.ci_high),
-                             c.p_value, (c.wins, c.ties, c.losses), promote=c.delta > 0 and c.p_value < alpha)
+    # The gate (ragtune.gate): held-out probes the training did not shape (other kinds, other
+    # words, dev documents), judged by a teacher over both versions' results; a gain must be at
+    # least min_effect with its 95% interval above 0. judge: auto = the collection's reranker, else
+    # the one this loop trained; none = the probes' source chunks only; or a cross-encoder id/folder.
+    probes: int = 60
+    min_probe_queries: int = 20
+    judge: str = "auto"
+    min_effect: float = 0.005
 
 
 class _State:
@@ -195,6 +148,9 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     if config.synthetic:
         step("queries", lambda: generate_queries(data, generator, folder, config.queries, on_progress))
         step("filter", lambda: filter_queries(data, folder, config.filters, on_progress).to_dict())
+        if config.probes > 0:
+            step("probes", lambda: write_probes(data, generator, folder, config.queries, config.filters, config.probes,
+                                                on_progress))
     elif config.feedback is None:
         raise InputError("adapting without synthetic questions needs labelled queries from feedback (feedback=...)")
     split = "train"
@@ -235,7 +191,8 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     shadow = step("shadow", lambda: build_shadow(collection, model["path"], {"model_version": model["version"]},
                                                  on_progress=on_progress,
                                                  share_vectors=config.training.method == "query-adapter"))
-    signals = evaluate_signals(collection, folder, shadow, config, step, run_dir)
+    judge = resolve_judge(collection, config, reranker)
+    signals = evaluate_signals(collection, folder, shadow, config, step, run_dir, judge)
     synthetic = signals.get("synthetic")
     if synthetic is not None:
         registry.update(model["version"], metrics={"dev": synthetic["metrics"][shadow],
@@ -300,7 +257,10 @@ def report_markdown(report: dict) -> str:
         f"({steps['mine']['dropped_margin']} dropped by the margin, {steps['mine']['dropped_same_document']} from the positive's document).",
         f"Embedder {steps['train']['version']}: {steps['train']['rows']} rows, {steps['train']['steps']} steps, "
         f"loss {steps['train']['train_loss']:.4f}.", ""]
-    titles = {"evaluate": "Held-out synthetic questions", "evaluate feedback": "Users' newer labelled questions (feedback test split)",
+    titles = {"evaluate": "Held-out synthetic questions (the training writer's; source chunk relevant)",
+              "evaluate probes": "Probes (dev documents, other kinds and words)",
+              "evaluate examples": "Your example queries (teacher-judged)",
+              "evaluate feedback": "Users' newer labelled questions (feedback test split)",
               "evaluate labelled": "Labelled queries"}
     for key, title in titles.items():
         if key not in steps:
@@ -315,10 +275,18 @@ def report_markdown(report: dict) -> str:
         if key == "evaluate":
             lines += ["![per-question difference](deltas.png)", ""]
     if decision.get("signals"):
-        lines += ["## Gate", "", markdown_table(["held-out set", "questions", "Δ", "p", "verdict"],
-                                                [[r["name"], r["queries"], f"{r['delta']:+.4f}", f"{r['p']:.4f}", r["verdict"]]
-                                                 for r in decision["signals"]]), "",
-                  f"Decided by: {decision['decided_by']}.", ""]
+        lines += ["## Gate", "", markdown_table(
+            ["held-out set", "questions", "judged by", "Δ", "95% CI", "p", "verdict"],
+            [[r["name"], r["queries"], r.get("judged_by", "source chunk"), f"{r['delta']:+.4f}",
+              "[{:+.4f}, {:+.4f}]".format(*r["ci"]) if r.get("ci") else "", f"{r['p']:.4f}", r["verdict"]]
+             for r in decision["signals"]]), "",
+            f"Decided by: {decision['decided_by']} (strongest signal with enough questions: labelled > feedback > "
+            "probes > synthetic; a gain needs its 95% CI above 0 and at least the minimum effect; a signal "
+            "significantly worse, or probes pointing down, refuses).", ""]
+        if "probes" in steps:
+            pr = steps["probes"]
+            lines += [f"Probes: {pr['kept']} kept of {pr['written']} written for {pr['chunks']} chunks of held-out "
+                      f"documents, kinds {', '.join(pr['kinds'])}.", ""]
     outcome = f"promoted {decision['live']}" if decision["promoted"] else f"kept {decision['live']} ({decision.get('why', '')})"
     lines += [f"Decision: {outcome}.", "", "## Seconds per step", "",
               markdown_table(["step", "seconds"], [[k, v] for k, v in report["seconds"].items()])]
@@ -409,15 +377,51 @@ def add_feedback_queries(collection: Collection, folder: str | Path, feedback: s
     return {"synthetic_queries": synthetic, "feedback_queries": added, "dropped_judgements": dropped}
 
 
-def evaluate_signals(collection: Collection, folder: Path, shadow: str, config: AdaptConfig, step, run_dir: Path) -> dict:
-    """Live vs the shadow on every held-out set there is: the synthetic dev questions, the
-    users' newer labelled queries (feedback test split) and the user's own labelled set."""
+def resolve_judge(collection: Collection, config: AdaptConfig, reranker: dict | None) -> dict:
+    """The cross-encoder that judges the probes: ``{"model", "note"}`` (model None: source chunks
+    only). A judge the candidate was distilled from would grade its own pupil: not used."""
+    model = None
+    if config.judge == "auto":
+        model = collection.pipeline.reranker.model or (reranker or {}).get("path")
+    elif config.judge != "none":
+        model = config.judge
+    if model is None:
+        return {"model": None, "note": "no reranker to judge with: probes judged by their source chunk"}
+    teacher = (reranker or {}).get("path") or collection.pipeline.reranker.model
+    if config.teacher == "cross-encoder" and str(model) == str(teacher):
+        return {"model": None, "note": f"{model} taught the candidate, so it does not judge it: probes judged by "
+                                       "their source chunk"}
+    return {"model": str(model), "note": f"probes judged by {model} over both versions' top 10"}
+
+
+def evaluate_signals(collection: Collection, folder: Path, shadow: str, config: AdaptConfig, step, run_dir: Path,
+                     judge: dict | None = None) -> dict:
+    """Live vs the shadow on every held-out set there is: the synthetic dev questions, the probes
+    (teacher-judged), the user's example queries (teacher-judged), the users' newer labelled
+    queries (feedback test split) and the user's own labelled set."""
     from ragtune.data import beir
+    from ragtune.evaluate.judged import cross_encoder_judge
 
     signals: dict[str, dict] = {}
+    judge = judge or {"model": None}
+    scorer = None
+    if judge["model"] is not None:
+        texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in collection.chunks()}
+        scorer = cross_encoder_judge(judge["model"], texts, collection.pipeline.embedder.device)
     if config.synthetic and (folder / "qrels" / "dev.tsv").exists() and beir.read_qrels(folder, "dev"):
         signals["synthetic"] = step("evaluate", lambda: compare_versions(
             collection, folder, shadow, "dev", config.measure, config.alpha, plot=run_dir / "deltas.png").to_dict())
+    probes = folder / "probes"
+    if config.probes > 0 and (probes / "qrels" / "dev.tsv").exists() and beir.read_qrels(probes, "dev"):
+        signals["probes"] = step("evaluate probes", lambda: dict(compare_judged(
+            collection, probes, shadow, scorer, "dev", config.measure, config.alpha,
+            plot=run_dir / "deltas-probes.png").to_dict(), note=judge.get("note")))
+    if config.queries.examples and scorer is not None:
+        examples = folder / "examples"
+        beir.write_queries(examples, [beir.query_record(f"example-{i}", q, {"type": "example"})
+                                      for i, q in enumerate(config.queries.examples)])
+        signals["examples"] = step("evaluate examples", lambda: compare_judged(
+            collection, examples, shadow, scorer, "test", config.measure, config.alpha).to_dict())
     if config.feedback is not None and (Path(config.feedback) / "qrels" / "test.tsv").exists() \
             and beir.read_qrels(config.feedback, "test"):
         signals["feedback"] = step("evaluate feedback", lambda: compare_versions(
@@ -427,43 +431,6 @@ def evaluate_signals(collection: Collection, folder: Path, shadow: str, config: 
         signals["labelled"] = step("evaluate labelled", lambda: compare_versions(
             collection, config.labelled, shadow, config.labelled_split, config.measure, config.alpha).to_dict())
     return signals
-
-
-def gate_verdict(signals: dict[str, dict], config: AdaptConfig) -> dict:
-    """Which held-out set decides, and whether the candidate passes. The user's labelled set
-    decides when given; else the users' feedback queries once there are ``min_feedback_queries``
-    of them (real questions beat synthetic ones); else the synthetic dev questions. A candidate
-    that loses significantly on any other set is refused too: the sets must not disagree."""
-    if not signals:
-        raise InputError("no held-out questions to judge the candidate on: keep synthetic questions on, "
-                         "or give labelled queries from feedback with a test split")
-    order = [n for n in ("labelled", "feedback", "synthetic") if n in signals]
-    if "feedback" in signals and signals["feedback"]["queries"] < config.min_feedback_queries and len(order) > 1:
-        order.remove("feedback")
-        order.append("feedback")  # too few to decide; still heard as a check
-    decided_by = order[0]
-    if decided_by == "feedback" and signals["feedback"]["queries"] < config.min_feedback_queries:
-        n = signals["feedback"]["queries"]
-        return {"promote": False, "decided_by": decided_by, "signals": [
-            {"name": "feedback", "queries": n, "delta": signals["feedback"]["delta"], "p": signals["feedback"]["p_value"],
-             "verdict": "too few"}],
-            "why": f"only {n} held-out feedback questions and no other held-out set (need {config.min_feedback_queries})"}
-    rows = []
-    for name in order:
-        s = signals[name]
-        verdict = "better" if s["promote"] else ("worse" if s["delta"] < 0 and s["p_value"] < config.alpha else "no difference")
-        rows.append({"name": name, "queries": s["queries"], "delta": s["delta"], "p": s["p_value"], "verdict": verdict})
-    deciding = signals[decided_by]
-    losses = [r["name"] for r in rows if r["verdict"] == "worse" and r["name"] != decided_by]
-    promote = bool(deciding["promote"]) and not losses
-    if losses:
-        why = f"signals disagree: better on {decided_by} but significantly worse on {', '.join(losses)}"
-    elif not deciding["promote"]:
-        why = (f"not better on {decided_by} ({deciding['queries']} questions): {config.measure} "
-               f"Δ {deciding['delta']:+.4f}, p={deciding['p_value']:.4f} (alpha {config.alpha})")
-    else:
-        why = f"better on {decided_by} ({deciding['queries']} questions)"
-    return {"promote": promote, "decided_by": decided_by, "why": why, "signals": rows}
 
 
 def reader_refusal(collection: Collection, scope) -> str | None:

@@ -41,6 +41,12 @@ def adapt(
     teacher: Annotated[str, typer.Option(help="none (contrastive, MNRL) | hybrid | cross-encoder: distil the teacher's scores")] = "none",
     reranker: Annotated[bool, typer.Option("--reranker", help="train a reranker in the loop (gated; the cross-encoder teacher)")] = False,
     reranker_squad: Annotated[Optional[Path], typer.Option("--reranker-squad", help="SQuAD file for the reranker's stage 1")] = None,
+    probes: Annotated[int, typer.Option(
+        help="gate probes: queries of other kinds, in other words, for held-out documents (0: none)", min=0)] = 60,
+    judge: Annotated[str, typer.Option(
+        help="who judges the probes: auto (the collection's reranker, else the one --reranker trains) | none "
+        "(their source chunk) | a cross-encoder id or folder")] = "auto",
+    min_effect: Annotated[float, typer.Option(help="smallest nDCG@10 gain the gate promotes")] = 0.005,
     scope: Annotated[Optional[list[str]], typer.Option(
         "--scope", help="train on chunks these ACL tokens may read (repeatable; e.g. group:hr); default public")] = None,
     set_: SetOpt = None,
@@ -68,7 +74,7 @@ def adapt(
                          reranker=RerankerTrainConfig(epochs=epochs) if reranker or reranker_squad else None,
                          reranker_squad=reranker_squad, scope=tuple(scope or ["public"]),
                          budget_minutes=budget_minutes, feedback=feedback, min_feedback_queries=min_feedback_queries,
-                         synthetic=not no_synthetic)
+                         synthetic=not no_synthetic, probes=probes, judge=judge, min_effect=min_effect)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)

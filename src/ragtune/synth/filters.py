@@ -92,9 +92,11 @@ def filter_queries(collection: Collection, folder: str | Path, config: FilterCon
     kept = []
     for n, q in enumerate(survivors, start=1):
         target = q["metadata"]["chunk_id"]
-        if any(target in {h.chunk_id for h in searcher.search(q["text"], principal, mode=mode, k=config.round_trip_k,
-                                                              with_ranks=False)}
-               for mode in config.round_trip_modes):
+        # No modes: no round trip (probe sets: a set chosen by the live retrievers would favour them).
+        if not config.round_trip_modes or any(
+                target in {h.chunk_id for h in searcher.search(q["text"], principal, mode=mode, k=config.round_trip_k,
+                                                               with_ranks=False)}
+                for mode in config.round_trip_modes):
             kept.append(q)
         else:
             report.removed["round_trip"] += 1

@@ -38,6 +38,9 @@ from ragtune.synth.query_types import QUERY_TYPES, infer_type
 QG_SYSTEM = "You write the queries people type into a search box."
 QG_USER = "Passage:\n{passage}\n\n{instruction}"
 QG_EXAMPLES = "\nWrite it in the style and length of these real queries:\n{examples}"
+# Gate probes are asked for in other words than the passage's: a probe that copies the chunk's
+# wording favours whichever retriever matches words, and is the habit training questions share.
+QG_OWN_WORDS = "\nUse your own words, not the passage's."
 MAX_EXAMPLES = 8
 DEFAULT_TYPES = ("question", "claim", "keywords")
 
@@ -54,6 +57,7 @@ class QueryGenConfig:
     batch_size: int = 8  # prompts per forward pass (local model)
     types: tuple[str, ...] | None = None  # None: the kinds of ``examples``, else DEFAULT_TYPES in turn
     examples: tuple[str, ...] = ()  # up to MAX_EXAMPLES real queries whose style generation follows
+    own_words: bool = False  # ask for the passage's content in other words (the gate's probes)
 
     def type_cycle(self) -> tuple[str, ...]:
         """The kinds chunks are given in turn: ``types``; or one entry per example (so 6 claims
@@ -74,11 +78,14 @@ def check_examples(examples: list[str]) -> tuple[str, ...]:
     return cleaned
 
 
-def qg_messages(passage: str, kind: str = "question", examples: tuple[str, ...] = ()) -> list[dict[str, str]]:
+def qg_messages(passage: str, kind: str = "question", examples: tuple[str, ...] = (),
+                own_words: bool = False) -> list[dict[str, str]]:
     user = QG_USER.format(passage=passage, instruction=QUERY_TYPES[kind].instruction)
     if examples:
         same = [e for e in examples if infer_type(e) == kind] or list(examples)
         user += QG_EXAMPLES.format(examples="\n".join(f"- {e}" for e in same))
+    if own_words:
+        user += QG_OWN_WORDS
     return [{"role": "system", "content": QG_SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -115,13 +122,15 @@ def write_corpus(chunks: list[dict], folder: Path) -> None:
 
 def generate_queries(collection: Collection, generator: Generator, folder: str | Path,
                      config: QueryGenConfig | None = None,
-                     on_progress: Callable[[str, int, int], None] | None = None) -> int:
-    """Generate candidates into ``folder``; returns how many candidates it holds in total."""
+                     on_progress: Callable[[str, int, int], None] | None = None,
+                     chunk_ids: set[str] | None = None) -> int:
+    """Generate candidates into ``folder``; returns how many candidates it holds in total.
+    ``chunk_ids``: write queries for these chunks only (the corpus still holds every chunk)."""
     config = config or QueryGenConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     all_chunks = collection.chunks()
-    chunks = select_chunks(all_chunks, config)
+    chunks = select_chunks([c for c in all_chunks if chunk_ids is None or c["chunk_id"] in chunk_ids], config)
     if not (folder / "corpus.jsonl").exists():
         write_corpus(all_chunks, folder)  # every chunk: negatives may be any of them
     queries_path = folder / "queries.jsonl"
@@ -151,7 +160,7 @@ def generate_queries(collection: Collection, generator: Generator, folder: str |
                                                repetition_penalty=1.1,
                                                temperature=config.temperature if config.per_chunk > 1 else 0.0,
                                                seed=config.seed + i)
-                    prompts = [qg_messages(passages[j], kind, config.examples) for j in idx]
+                    prompts = [qg_messages(passages[j], kind, config.examples, config.own_words) for j in idx]
                     for j, text in zip(idx, generate_texts(generator, prompts, gen_cfg)):
                         texts[j] = text
                 for j, text in enumerate(texts):

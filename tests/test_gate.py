@@ -1,0 +1,111 @@
+"""The promotion gate (ragtune.gate, issue 25): probes the training did not shape decide over the
+training writer's own questions, a gain needs its confidence interval above 0 and a minimum size,
+a teacher judges the pooled results of both versions, and signals that disagree refuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragtune.evaluate.ir import per_query
+from ragtune.evaluate.judged import grade, judged_qrels
+from ragtune.gate import GateSettings, gate_verdict
+from ragtune.synth.probes import probe_chunks, probe_kinds
+
+
+def _s(delta: float, lo: float, hi: float, p: float, queries: int = 40) -> dict:
+    return {"queries": queries, "delta": delta, "ci": [lo, hi], "p_value": p}
+
+
+GAIN = _s(0.03, 0.01, 0.05, 0.004)
+FLAT = _s(0.002, -0.01, 0.014, 0.7)
+DOWN = _s(-0.004, -0.012, 0.004, 0.3)
+LOSS = _s(-0.03, -0.05, -0.01, 0.003)
+
+
+def test_probes_decide_over_the_training_writers_questions():
+    """The issue's case: synthetic dev says +0.03 (p 0.004), probes see nothing -> refused; the
+    old rule (synthetic Δ > 0 and p < 0.05) would have promoted."""
+    v = gate_verdict({"synthetic": GAIN, "probes": FLAT}, GateSettings())
+    assert v["decided_by"] == "probes" and not v["promote"] and "not better on probes" in v["why"]
+    assert [r["name"] for r in v["signals"]] == ["probes", "synthetic"]
+    assert {r["name"]: r["verdict"] for r in v["signals"]} == {"probes": "no difference", "synthetic": "better"}
+    v = gate_verdict({"synthetic": GAIN, "probes": GAIN}, GateSettings())
+    assert v["promote"] and v["decided_by"] == "probes"
+
+
+def test_too_few_probes_are_heard_and_can_still_refuse():
+    few = dict(DOWN, queries=8)
+    v = gate_verdict({"synthetic": GAIN, "probes": few}, GateSettings(min_probe_queries=20))
+    assert v["decided_by"] == "synthetic" and not v["promote"] and "signals disagree" in v["why"]
+    v = gate_verdict({"synthetic": GAIN, "probes": dict(GAIN, queries=8)}, GateSettings(min_probe_queries=20))
+    assert v["decided_by"] == "synthetic" and v["promote"]
+
+
+def test_a_gain_needs_its_interval_above_zero_and_the_minimum_effect():
+    settings = GateSettings(min_effect=0.01)
+    # p < alpha but the bootstrap interval touches 0: not enough.
+    assert not gate_verdict({"probes": _s(0.02, -0.001, 0.04, 0.04)}, settings)["promote"]
+    small = gate_verdict({"probes": _s(0.006, 0.002, 0.01, 0.01)}, settings)
+    assert not small["promote"] and "below the minimum effect 0.01" in small["why"]
+    assert gate_verdict({"probes": _s(0.02, 0.005, 0.04, 0.01)}, settings)["promote"]
+
+
+def test_real_signals_decide_and_any_significant_loss_refuses():
+    v = gate_verdict({"labelled": GAIN, "probes": FLAT, "synthetic": GAIN}, GateSettings())
+    assert v["decided_by"] == "labelled" and v["promote"]
+    v = gate_verdict({"feedback": GAIN, "probes": LOSS, "synthetic": GAIN}, GateSettings())
+    assert not v["promote"] and v["why"] == "signals disagree: better on feedback but worse on probes"
+    # The user's example queries are at most 8: they never decide, but a significant loss there refuses.
+    v = gate_verdict({"examples": _s(0.2, 0.1, 0.3, 0.01, queries=8)}, GateSettings())
+    assert not v["promote"] and "too few" in v["why"]
+    v = gate_verdict({"probes": GAIN, "examples": dict(LOSS, queries=8)}, GateSettings())
+    assert not v["promote"] and "examples" in v["why"]
+
+
+def test_teacher_grades_pool_both_versions_and_feed_ndcg():
+    """nDCG@10 against the teacher's grades, by hand: live ranks [a, b], candidate ranks [b, c];
+    the judge grades a 0, b 3, c 2 (sigmoid of -5, 5, 1.2 → 0.007, 0.993, 0.769, times 3, rounded)."""
+    assert [grade(x) for x in (-5.0, 5.0, 1.2)] == [0, 3, 2]
+    logits = {"a": -5.0, "b": 5.0, "c": 1.2}
+    calls = []
+
+    def judge(query, ids):
+        calls.append(list(ids))
+        return [logits[i] for i in ids]
+
+    live, cand = {"q": {"a": 0.0, "b": -1.0}}, {"q": {"b": 0.0, "c": -1.0}}
+    qrels = judged_qrels({"q": "text"}, [live, cand], judge, pool=10)
+    assert qrels == {"q": {"a": 0, "b": 3, "c": 2}} and calls == [["a", "b", "c"]]  # each pooled chunk judged once
+    # pytrec_eval's nDCG uses gain = grade: ideal DCG = 3 + 2/log2(3).
+    ideal = 3 + 2 / 1.5849625
+    got = {run: per_query(qrels, r, ["nDCG@10"])["nDCG@10"]["q"] for run, r in (("live", live), ("cand", cand))}
+    assert got["live"] == pytest.approx((0 + 3 / 1.5849625) / ideal, abs=1e-4)
+    assert got["cand"] == pytest.approx((3 + 2 / 1.5849625) / ideal, abs=1e-4) == pytest.approx(1.0)
+    # A probe's own source chunk keeps the top grade whatever the judge says.
+    assert judged_qrels({"q": "text"}, [live], judge, {"q": {"a"}})["q"]["a"] == 3
+
+
+def test_probes_are_other_kinds_on_held_out_documents_the_writer_did_not_use(tmp_path, make_tiny_collection):
+    from ragtune.ingest.sync import ingest
+    from ragtune.synth.filters import is_dev
+    from ragtune.types import Acl
+
+    assert probe_kinds(("question",)) == ("claim", "keywords")
+    assert probe_kinds(("claim", "keywords")) == ("question",)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"id": f"d{i}", "text": f"Document {i} explains topic {i} in enough words "
+                                          "to count as a real passage that a person could ask something about. " * 2})
+                              for i in range(40)))
+    coll = make_tiny_collection("probes")
+    ingest(coll, docs, Acl(public=True))
+    synth = tmp_path / "synth"
+    synth.mkdir()
+    dev_chunks = [c for c in coll.chunks() if is_dev(c["doc_id"], 0.3)]
+    used = dev_chunks[0]["chunk_id"]
+    (synth / "queries.jsonl").write_text(json.dumps({"_id": "x", "text": "q", "metadata": {"chunk_id": used}}) + "\n")
+    chosen = probe_chunks(coll, synth, 0.3, count=100, min_words=5)
+    assert chosen and used not in chosen
+    assert chosen == {c["chunk_id"] for c in dev_chunks} - {used}  # every other dev chunk, no train chunk
+    assert len(probe_chunks(coll, synth, 0.3, count=2, min_words=5)) == 2
