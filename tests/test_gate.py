@@ -105,7 +105,67 @@ def test_probes_are_other_kinds_on_held_out_documents_the_writer_did_not_use(tmp
     dev_chunks = [c for c in coll.chunks() if is_dev(c["doc_id"], 0.3)]
     used = dev_chunks[0]["chunk_id"]
     (synth / "queries.jsonl").write_text(json.dumps({"_id": "x", "text": "q", "metadata": {"chunk_id": used}}) + "\n")
-    chosen = probe_chunks(coll, synth, 0.3, count=100, min_words=5)
-    assert chosen and used not in chosen
-    assert chosen == {c["chunk_id"] for c in dev_chunks} - {used}  # every other dev chunk, no train chunk
+    dev_ids = {c["chunk_id"] for c in dev_chunks}
+    few = probe_chunks(coll, synth, 0.3, count=len(dev_ids) - 1, min_words=5)
+    assert few == dev_ids - {used}  # chunks the writer did not use come first, never a train document's
+    assert probe_chunks(coll, synth, 0.3, count=100, min_words=5) == dev_ids  # then the rest of the dev chunks
     assert len(probe_chunks(coll, synth, 0.3, count=2, min_words=5)) == 2
+
+
+# The writer's habit: every training question is the same long preamble around the passage's
+# numbers (a small model's tic: "According to the passage, what about 12.5 and 95%?"). A model
+# drilled on it learns to match numbers, which the held-out questions of the same writer reward
+# and queries about the content do not need. Probes are asked for in other words: they come
+# without the habit, about the passage's content words.
+PREAMBLE = "According to the passage of this research article, what does it report about"
+
+
+def _writer_with_a_habit(messages) -> str:
+    import re
+
+    prompt = messages[-1]["content"]
+    passage = prompt.split("Passage:\n", 1)[1].split("\n\n", 1)[0]
+    body = passage.split("\n", 1)[-1]
+    if "own words" in prompt:  # a probe: plain content words from the passage
+        words = re.findall(r"[A-Za-z][A-Za-z-]+", body)
+        return " ".join(words[14:19]) if "keywords" in prompt else f"Studies report {' '.join(words[12:20])}."
+    numbers = re.findall(r"\b\d+(?:\.\d+)?%?", body)
+    return f"{PREAMBLE} {' and '.join(numbers[:5])}?" if len(numbers) >= 3 else "What?"  # "What?": filtered out
+
+
+@pytest.mark.slow
+def test_a_candidate_fitted_to_the_writer_is_refused_though_the_old_gate_would_promote_it(
+        tmp_path, make_collection, chat_server, home):
+    """Drilled on the writer's questions (40 steps over ~200 rows, 3 epochs): the held-out synthetic questions (same writer) show a
+    significant gain — the old rule (Δ > 0, p < 0.05) promotes — while the probes (held-out
+    documents, other kinds, other words) show none, and the new gate keeps the live index."""
+    from conftest import SHARED_DATA
+    from ragtune.adapt import AdaptConfig, adapt
+    from ragtune.ingest.sync import ingest
+    from ragtune.models.generator import OpenAIGenerator
+    from ragtune.synth.filters import FilterConfig
+    from ragtune.synth.queries import QueryGenConfig
+    from ragtune.train.embedder import EmbedderTrainConfig
+    from ragtune.types import Acl
+
+    src = tmp_path / "sf"
+    src.mkdir()
+    lines = (SHARED_DATA / "scifact" / "corpus.jsonl").read_text().splitlines()[:160]
+    (src / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    coll = make_collection("overfit", ["query.mode=dense"])  # the embedder alone ranks: its change shows
+    ingest(coll, src, Acl(public=True))
+    chat_server.responder = _writer_with_a_habit
+    config = AdaptConfig(queries=QueryGenConfig(types=("question",)), filters=FilterConfig(dev_fraction=0.35),
+                         training=EmbedderTrainConfig(max_steps=40, learning_rate=5e-5, batch_size=16, max_seq_length=128),
+                         probes=80, judge="none", min_probe_queries=20)
+    report = adapt(coll, OpenAIGenerator(chat_server.url, model="served"), config, run_name="overfit", home=home)
+    old = report["steps"]["evaluate"]
+    probes = report["steps"]["evaluate probes"]
+    assert report["steps"]["probes"]["kinds"] == ["claim", "keywords"]
+    assert old["delta"] > 0 and old["p_value"] < 0.05 and old["promote"], old  # the old gate would promote
+    assert probes["queries"] >= 20 and not (probes["ci"][0] > 0 and probes["delta"] >= config.min_effect), probes
+    decision = report["decision"]
+    assert decision["decided_by"] == "probes" and not decision["promoted"], decision
+    assert coll.live_version == "v1"
+    md = (coll.dir / "adapt" / "overfit" / "report.md").read_text()
+    assert "| probes |" in md and "| synthetic |" in md and "Decided by: probes" in md

@@ -4,7 +4,8 @@ The adaptation loop's own dev questions share everything with its training quest
 documents: the writer, the prompt, the kinds, the chunk → query habit. A candidate that learned
 those habits looks better there and nowhere else (issue 25). Probes differ on purpose:
 
-- written for chunks of the *dev documents* (never trained on) that got no synthetic question;
+- written for chunks of the *dev documents* (never trained on), those that got no synthetic
+  question first;
 - of the kinds the training set does not hold (train on questions → probe with claims and
   keyword queries); when training holds every kind, of every kind;
 - asked for in other words than the passage's (``QueryGenConfig.own_words``), so a probe does not
@@ -42,13 +43,16 @@ def probe_kinds(training: tuple[str, ...]) -> tuple[str, ...]:
 
 def probe_chunks(collection: Collection, synth_folder: Path, dev_fraction: float, count: int,
                  min_words: int = 20, seed: int = 0) -> set[str]:
-    """Up to ``count`` chunks of held-out (dev) documents that no synthetic query was written for."""
+    """Up to ``count`` chunks of held-out (dev) documents, those no synthetic query was written
+    for first (other targets than the writer's), then the rest of the dev chunks."""
     used = {q["metadata"]["chunk_id"] for q in beir.read_queries(synth_folder)} \
         if (synth_folder / "queries.jsonl").exists() else set()
-    pool = sorted(c["chunk_id"] for c in collection.chunks()
-                  if is_dev(c["doc_id"], dev_fraction) and c["chunk_id"] not in used
-                  and len(c.get("text", "").split()) >= min_words)
-    return set(random.Random(seed).sample(pool, min(count, len(pool))))
+    dev = sorted(c["chunk_id"] for c in collection.chunks()
+                 if is_dev(c["doc_id"], dev_fraction) and len(c.get("text", "").split()) >= min_words)
+    rng = random.Random(seed)
+    fresh, seen = [c for c in dev if c not in used], [c for c in dev if c in used]
+    chosen = rng.sample(fresh, min(count, len(fresh)))
+    return set(chosen + rng.sample(seen, min(count - len(chosen), len(seen))))
 
 
 def write_probes(collection: Collection, generator: Generator, synth_folder: str | Path, queries: QueryGenConfig,

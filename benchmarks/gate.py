@@ -1,0 +1,246 @@
+"""Is the promotion gate fooled? Candidates of several recipes, budgets and seeds — some
+deliberately weak or overfit — each judged by the old gate (held-out synthetic questions of the
+training writer, source chunk relevant, Δ > 0 and p < 0.05) and the new one (ragtune.gate:
+teacher-judged probes of held-out documents in other words, 95% CI above 0 and a minimum effect,
+signals that disagree refuse), beside the truth on the corpus' real judged queries.
+
+Corpora (real queries with relevance judgments):
+  covidqa   COVID-QA dev (60 articles as chunks), its 802 questions, relevant = the answer's chunk
+  squad     SQuAD v1.1 dev, the 8 held-out articles of every SQuAD-trained model here
+            (benchmarks/_common.split_squad_articles), their paragraphs as the corpus, up to 400 of
+            their questions; assembled here from ../shared/data/squad
+  scifact   a SciFact slice (--scifact-docs abstracts: those of the test claims first), its test claims
+The judge is a reranker trained here on SQuAD's 36 *train* articles only (never on a corpus above,
+never on real queries). Real-query results measure the gate; nothing is tuned on them.
+
+false promotion: the new gate promotes and the real Δ ≤ 0. missed win: real Δ > 0 with p < 0.05
+and not promoted. Every step is cached in $RAGTUNE_BENCH_CACHE/gate-home/steps.json (resumes).
+
+Run from the repo root:  .venv/bin/python benchmarks/gate.py [--corpora covidqa,squad,scifact]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, table, write_report  # noqa: E402
+from adaptation import corpus  # noqa: E402
+
+from ragtune.collection import Collection  # noqa: E402
+from ragtune.collection.shadow import build_shadow  # noqa: E402
+from ragtune.evaluate.judged import cross_encoder_judge  # noqa: E402
+from ragtune.gate import GateSettings, compare_judged, compare_versions, gate_verdict  # noqa: E402
+from ragtune.ingest.sync import ingest  # noqa: E402
+from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
+from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows  # noqa: E402
+from ragtune.synth.probes import write_probes  # noqa: E402
+from ragtune.synth.queries import QueryGenConfig, generate_queries  # noqa: E402
+from ragtune.synth.teacher import distillation_rows, score_with_teacher  # noqa: E402
+from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
+from ragtune.train.publish import publish_embedder  # noqa: E402
+from ragtune.train.reranker import RerankerTrainConfig, squad_relevance_rows, train_reranker  # noqa: E402
+from ragtune.types import Acl  # noqa: E402
+
+BASE = EmbedderTrainConfig()
+# name -> (rows, training config, description). Budgets, losses, seeds; the last two are meant to fail.
+CANDIDATES = {
+    "mnrl-1ep": ("mnrl", BASE, "today's loop: MNRL, 1 epoch"),
+    "mnrl-3ep-seed1": ("mnrl", replace(BASE, epochs=3, seed=1), "MNRL, 3 epochs, another seed"),
+    "kl-hybrid-2ep": ("hybrid", replace(BASE, epochs=2, loss="kl", kl_teacher_temperature=0.05),
+                      "listwise KL from the hybrid fusion, 2 epochs"),
+    "margin-judge-2ep": ("cross-encoder", replace(BASE, epochs=2, loss="margin-mse"),
+                         "MarginMSE from the judge itself (the gate must not let it grade its pupil)"),
+    "mnrl-overfit-12ep": ("mnrl", replace(BASE, epochs=12, learning_rate=5e-5), "deliberately overfit: 12 epochs"),
+    "mnrl-lr-3e-4": ("mnrl", replace(BASE, learning_rate=3e-4, epochs=2), "deliberately damaging learning rate"),
+}
+
+
+def squad_corpus(step: Steps, home: Path, max_queries: int):
+    """SQuAD's 8 held-out articles as an IR corpus (chunks of their paragraphs), with their questions."""
+    from ragtune.config import PipelineConfig
+    from ragtune.data.beir import load_beir
+    from ragtune.data.squad import load_squad, squad_to_beir
+    from ragtune.ingest.chunking import Chunker
+
+    source = home / "squad-beir"
+    if not (source / "corpus.jsonl").exists():
+        from transformers import AutoTokenizer
+
+        from ragtune.models.loading import resolve_model
+
+        pipeline = PipelineConfig()
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(pipeline.embedder.model))
+        test = split_squad_articles(load_squad(DATA / "squad" / "dev-v1.1.json"))["test"]
+        import random
+
+        kept = sorted(random.Random(0).sample(test, min(max_queries, len(test))), key=lambda ex: ex.id)
+        chosen = {ex.id for ex in kept}
+        # Every paragraph of the articles is in the corpus; only the sampled questions are queries.
+        squad_to_beir(test, source, Chunker.from_tokenizer(pipeline.chunking, tokenizer))
+        from ragtune.data.beir import read_qrels, read_queries, write_qrels, write_queries
+
+        queries = [q for q in read_queries(source) if q["_id"] in chosen]
+        qrels = read_qrels(source, "test")
+        write_queries(source, queries)
+        write_qrels(source, "test", [(q["_id"], d, r) for q in queries for d, r in qrels[q["_id"]].items()])
+    coll = Collection.create(home, "squad", exist_ok=True)
+    step("squad: index", lambda: ingest(coll, source, Acl(public=True), progress).chunks)
+    coll.index_versions.ensure_live_recorded(coll.pipeline.embedder.model)
+    return coll, load_beir(source, "test"), source
+
+
+def judge_model(step: Steps, home: Path, steps: int) -> str:
+    """A reranker trained on SQuAD's train articles only: the teacher that judges the probes."""
+    from ragtune.data.squad import load_squad
+
+    def train() -> str:
+        out = home / "judge" / "model"
+        train_articles = split_squad_articles(load_squad(DATA / "squad" / "dev-v1.1.json"))["train"]
+        train_reranker("all-MiniLM-L6-v2", squad_relevance_rows(train_articles), out, RerankerTrainConfig(max_steps=steps),
+                       "cpu", checkpoint_dir=home / "judge" / "ckpt", on_progress=progress)
+        return str(out)
+
+    return step("judge: reranker on SQuAD train articles", train)
+
+
+def synthetic(step: Steps, coll: Collection, generator, chunks: int, probes: int) -> Path:
+    folder = coll.dir / "synth" / "gate"
+    queries = QueryGenConfig(max_chunks=chunks)
+    step(f"{coll.name}: synthetic questions", lambda: generate_queries(coll, generator, folder, queries, progress))
+    step(f"{coll.name}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
+    step(f"{coll.name}: probes", lambda: write_probes(coll, generator, folder, queries, FilterConfig(), probes, progress))
+    step(f"{coll.name}: mine negatives", lambda: mine_negatives(coll, folder, "train", MiningConfig(num_negatives=3), progress))
+    return folder
+
+
+def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Path, judge: str, name: str) -> dict:
+    kind, config, what = CANDIDATES[name]
+    if kind != "mnrl":
+        step(f"{coll.name}: teacher scores ({kind})", lambda: score_with_teacher(
+            coll, folder, kind, "train", reranker=judge, on_progress=progress))
+
+    def train() -> dict:
+        rows = training_rows(folder, "train", 1) if kind == "mnrl" else distillation_rows(folder, kind, "train", 3)
+        meta, r = publish_embedder(home, coll, rows, config, data=f"{folder} ({name})")
+        version = build_shadow(coll, meta["path"], {"model_version": meta["version"], "candidate": name},
+                               on_progress=progress)
+        return {"version": version, "rows": len(rows), "steps": r.steps, "loss": r.train_loss}
+
+    trained = step(f"{coll.name}: train {name} + shadow", train)
+    v = trained["version"]
+    synth = step(f"{coll.name}: {name} synthetic dev", lambda: compare_versions(coll, folder, v, "dev").to_dict())
+
+    def probes() -> dict:
+        circular = kind == "cross-encoder"  # taught by the judge: the gate falls back to source chunks
+        texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in coll.chunks()}
+        scorer = None if circular else cross_encoder_judge(judge, texts, "cpu")
+        return compare_judged(coll, folder / "probes", v, scorer, "dev").to_dict()
+
+    probe = step(f"{coll.name}: {name} probes", probes)
+    truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
+    new = gate_verdict({"synthetic": synth, "probes": probe}, GateSettings())
+    return {"corpus": coll.name, "candidate": name, "what": what, **trained,
+            "old_gate_delta": synth["delta"], "old_gate_p": synth["p_value"], "old_gate_promote": synth["promote"],
+            "probe_delta": probe["delta"], "probe_p": probe["p_value"], "probe_ci": probe["ci"],
+            "probe_judged_by": probe["judged_by"], "probe_queries": probe["queries"], "synthetic_queries": synth["queries"],
+            "gate_delta": new["signals"][0]["delta"], "gate_p": new["signals"][0]["p"], "gate_decided_by": new["decided_by"],
+            "gate_promote": new["promote"], "gate_why": new["why"],
+            "real_delta": truth["delta"], "real_p": truth["p_value"], "real_ci": truth["ci"], "real_queries": truth["queries"]}
+
+
+def run_corpus(step: Steps, home: Path, name: str, generator, judge: str, args) -> list[dict]:
+    if name == "squad":
+        coll, ds, real = squad_corpus(step, home, args.squad_queries)
+    else:
+        cargs = argparse.Namespace(docs=args.scifact_docs)
+        coll, ds = corpus(step, home, name, cargs)
+        real = home / ("scifact-slice" if name == "scifact" else "covidqa-beir")
+        if name == "scifact" and not args.scifact_docs:
+            real = DATA / "scifact"
+    folder = synthetic(step, coll, generator, args.chunks, args.probes)
+    rows = [candidate(step, home, coll, folder, real, judge, c) for c in args.candidates.split(",")]
+    coll.close()
+    return rows
+
+
+def tally(rows: list[dict], promote_key: str) -> tuple[int, int, int]:
+    false = sum(1 for r in rows if r[promote_key] and r["real_delta"] <= 0)
+    wins = [r for r in rows if r["real_delta"] > 0 and r["real_p"] < 0.05]
+    missed = sum(1 for r in wins if not r[promote_key])
+    return false, missed, len(wins)
+
+
+def report(rows: list[dict], log: dict, args) -> None:
+    false, missed, wins = tally(rows, "gate_promote")
+    old_false, old_missed, _ = tally(rows, "old_gate_promote")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    keys = ("corpus", "candidate", "gate_delta", "gate_p", "gate_promote", "real_delta", "real_p")
+    (RESULTS / "gate.json").write_text(json.dumps({
+        "candidates": [{k: r[k] for k in keys} for r in rows], "false_promotions": false, "missed_wins": missed,
+        "real_wins": wins, "old_gate": {"false_promotions": old_false, "missed_wins": old_missed},
+        "details": rows}, indent=2, default=str))
+    body = [[r["corpus"], r["candidate"], r["rows"], r["steps"],
+             f"{r['old_gate_delta']:+.4f} ({r['old_gate_p']:.3f}, {r['synthetic_queries']} q)", "yes" if r["old_gate_promote"] else "no",
+             f"{r['probe_delta']:+.4f} [{r['probe_ci'][0]:+.3f}, {r['probe_ci'][1]:+.3f}] ({r['probe_p']:.3f}, "
+             f"{r['probe_queries']} q, {r['probe_judged_by']})",
+             "yes" if r["gate_promote"] else "no",
+             f"{r['real_delta']:+.4f} ({r['real_p']:.3f}, {r['real_queries']} q)"] for r in rows]
+    why = "\n".join(f"- {r['corpus']} / {r['candidate']} ({r['what']}): {r['gate_why']}" for r in rows)
+    seconds = [[k, v["seconds"]] for k, v in log.items()]
+    text = f"""
+Settings: `{json.dumps({k: v for k, v in vars(args).items()})}`. nDCG@10 everywhere, live (all-MiniLM-L6-v2,
+hybrid) vs candidate (hybrid, as the pipeline searches); p: paired randomisation test.
+
+## Candidates: the gates' verdicts beside the truth on real queries
+
+{table(["corpus", "candidate", "rows", "steps", "old gate: synthetic dev Δ (p, n)", "old promotes",
+        "new gate: probes Δ [95% CI] (p, n, judged by)", "new promotes", "real queries Δ (p, n)"], body)}
+
+| gate | false promotions (promoted, real Δ ≤ 0) | missed wins (real Δ > 0, p < 0.05, not promoted) |
+|---|---|---|
+| old (synthetic dev, Δ > 0 and p < 0.05) | {old_false} | {old_missed} of {wins} |
+| new (ragtune.gate) | **{false}** | **{missed} of {wins}** |
+
+Targets: 0 false promotions; missed wins ≤ 1 in 5.
+
+## Why the new gate decided as it did
+
+{why}
+
+## Wall-clock per step (seconds, this machine)
+
+{table(["step", "seconds"], seconds)}
+"""
+    write_report("gate", "Is the promotion gate fooled? Candidates vs real queries", text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpora", default="covidqa,squad,scifact")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--chunks", type=int, default=240, help="chunks per corpus that get a synthetic query")
+    ap.add_argument("--probes", type=int, default=60, help="probe chunks per corpus")
+    ap.add_argument("--judge-steps", type=int, default=500)
+    ap.add_argument("--squad-queries", type=int, default=400)
+    ap.add_argument("--scifact-docs", type=int, default=1500)
+    args = ap.parse_args()
+    from ragtune.models.generator import LocalGenerator
+
+    home = CACHE / "gate-home"
+    home.mkdir(parents=True, exist_ok=True)
+    step = Steps(home)
+    judge = judge_model(step, home, args.judge_steps)
+    generator = LocalGenerator(home=home)
+    rows: list[dict] = []
+    for name in args.corpora.split(","):
+        rows += run_corpus(step, home, name, generator, judge, args)
+        report(rows, step.log, args)  # a report after each corpus: a stopped run still has its figures
+
+
+if __name__ == "__main__":
+    main()
