@@ -112,6 +112,50 @@ def test_probes_are_other_kinds_on_held_out_documents_the_writer_did_not_use(tmp
     assert len(probe_chunks(coll, synth, 0.3, count=2, min_words=5)) == 2
 
 
+def test_teacher_judged_comparison_pools_both_versions_and_needs_a_judge_for_unlabelled_queries(
+        tmp_path, make_tiny_collection):
+    """compare_judged on two real index versions (two tiny embedders): a judge that finds only the
+    candidate's first hit relevant makes the candidate win; unlabelled queries (the user's example
+    queries) need a judge; with none, the probes' own source chunks judge."""
+    from conftest import build_tiny_embedder
+    from ragtune.collection.shadow import build_shadow
+    from ragtune.data import beir
+    from ragtune.errors import InputError
+    from ragtune.gate import compare_judged, version_run
+    from ragtune.ingest.sync import ingest
+    from ragtune.types import Acl
+
+    docs = tmp_path / "docs.jsonl"
+    topics = ["glacier melt", "sourdough bread", "tidal power", "bee colonies", "copper mines", "violin varnish",
+              "monsoon rain", "desert locusts", "lighthouses", "coral reefs", "olive harvest", "permafrost"]
+    docs.write_text("\n".join(json.dumps({"id": f"d{i}", "text": f"A page about {t}: how {t} change over the years."})
+                              for i, t in enumerate(topics)))
+    coll = make_tiny_collection("judged", ["query.mode=dense"])
+    ingest(coll, docs, Acl(public=True))
+    shadow = build_shadow(coll, str(build_tiny_embedder(tmp_path / "other", seed=7)))
+    examples = tmp_path / "examples"
+    beir.write_queries(examples, [beir.query_record(f"e{i}", f"what about {t}?") for i, t in enumerate(topics)])
+    queries = {q["_id"]: q["text"] for q in beir.read_queries(examples)}
+    firsts = {q: next(iter(r)) for q, r in version_run(coll, shadow, queries).items()}
+    seen = []
+
+    def judge(query, ids):
+        seen.append(len(ids))
+        qid = next(q for q, text in queries.items() if text == query)
+        return [5.0 if i == firsts[qid] else -5.0 for i in ids]
+
+    got = compare_judged(coll, examples, shadow, judge, split="test")
+    assert got.judged_by == "teacher" and got.queries == len(topics) and got.candidate == shadow
+    assert got.metrics[shadow]["nDCG@10"] == pytest.approx(1.0) and got.delta >= 0 and got.wins_ties_losses[2] == 0
+    assert len(seen) == len(topics) and all(n >= 10 for n in seen)  # both top 10s pooled, each chunk judged once
+    with pytest.raises(InputError, match="need a judge"):
+        compare_judged(coll, examples, shadow, None, split="test")
+    first_chunk = {c["doc_id"]: c["chunk_id"] for c in sorted(coll.chunks(), key=lambda c: c["chunk_id"], reverse=True)}
+    beir.write_qrels(examples, "dev", [(q, first_chunk[f"d{i}"], 1) for i, q in enumerate(queries)])
+    by_source = compare_judged(coll, examples, shadow, None, split="dev")
+    assert by_source.judged_by == "source chunk" and by_source.queries == len(topics)
+
+
 # The writer's habit: every training question is the same long preamble around the passage's
 # numbers (a small model's tic: "According to the passage, what about 12.5 and 95%?"). A model
 # drilled on it learns to match numbers, which the held-out questions of the same writer reward

@@ -145,13 +145,13 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
     the pooled top ``pool`` of both versions (a query's qrels, where it has them, keep the top
     grade); with no judge, the folder's qrels alone. Queries with no qrels are probes with no
     source (the user's example queries): they need a judge."""
-    ds = load_beir(folder, split) if (Path(folder) / "qrels" / f"{split}.tsv").exists() else None
-    from ragtune.data.beir import read_queries
+    from ragtune.data.beir import read_qrels, read_queries
 
-    queries = ds.queries if ds is not None else {q["_id"]: q["text"] for q in read_queries(folder)}
+    qrels_file = Path(folder) / "qrels" / f"{split}.tsv"
+    sources = {q: set(rel) for q, rel in read_qrels(folder, split).items()} if qrels_file.exists() else {}
+    queries = {q["_id"]: q["text"] for q in read_queries(folder) if not sources or q["_id"] in sources}
     if not queries:
         raise InputError(f"{folder}: no queries to compare index versions on")
-    sources = {q: set(rel) for q, rel in ds.qrels.items()} if ds is not None else {}
     if judge is None and not sources:
         raise InputError(f"{folder}: queries without qrels need a judge (a reranker) to compare versions on")
     live = collection.live_version
