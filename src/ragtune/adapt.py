@@ -30,8 +30,10 @@ from ragtune.budget import BudgetPlan, measure_speeds, plan_budget
 from ragtune.collection import Collection
 from ragtune.data.beir import load_beir
 from ragtune.errors import InputError, MissingInputError
+from ragtune.data.beir import read_qrels
 from ragtune.gate import (  # noqa: F401  (compare_versions, gate_verdict: where callers found them)
     MEASURES,
+    GateSettings,
     VersionComparison,
     compare_judged,
     compare_versions,
@@ -324,15 +326,24 @@ def train_gated_reranker(collection: Collection, home: str | Path | None, folder
     rows = training_rows(folder, split, num_negatives, ragged=True)
     meta, result = publish_reranker(home, collection, rows, config, base, data=str(folder))
     gate = rerank_gate(collection, folder, meta["path"], depth, alpha=alpha, on_progress=on_progress)
-    ModelRegistry(home, "reranker", collection.name).update(meta["version"], gate=gate.to_dict(), stage1=stage1 or None)
-    applied = apply and gate.enable
+    # Trained on the writer's questions, judged on them too unless the loop wrote probes (other
+    # kinds and words, held-out documents): then those decide, as for the embedder (ragtune.gate).
+    signals = {"synthetic": gate.to_dict()}
+    probes = folder / "probes"
+    if (probes / "qrels" / "dev.tsv").exists() and len(read_qrels(probes, "dev")) >= 2:
+        signals["probes"] = rerank_gate(collection, probes, meta["path"], depth, alpha=alpha,
+                                        on_progress=on_progress).to_dict()
+    verdict = gate_verdict(signals, GateSettings(alpha=alpha, measure="MRR@depth"))
+    ModelRegistry(home, "reranker", collection.name).update(meta["version"], gate=gate.to_dict(), stage1=stage1 or None,
+                                                            verdict=verdict)
+    applied = apply and gate.enable and verdict["promote"]
     if applied:
         collection.pipeline.reranker.model = meta["path"]
         collection.pipeline.reranker.depth = depth
         collection.pipeline.reranker.first_stage_weight = gate.first_stage_weight
         collection.save_pipeline()
     return {**meta, "rows": len(rows), "steps": result.steps, "train_loss": result.train_loss, "gate": gate.to_dict(),
-            "stage1": stage1 or None, "applied": applied}
+            "verdict": verdict, "stage1": stage1 or None, "applied": applied}
 
 
 FEEDBACK_SPLIT = "train-feedback"  # the synthetic train questions plus the users' confirmed ones

@@ -100,11 +100,11 @@ def reranker(
                f"→ {out['path']}\n{verdict}")
     if out["applied"]:
         typer.echo("it wins: the collection's rerank stage now uses it")
-    elif g["enable"]:
+    elif out["verdict"]["promote"]:
         typer.echo(f"it wins: use it with --set reranker.model={out['path']} "
                    f"--set reranker.first_stage_weight={g.get('first_stage_weight', 0.0):g} (or re-run with --apply)")
     else:
-        typer.echo("it does not beat no reranking on held-out questions: the rerank stage stays off")
+        typer.echo(f"the rerank stage stays off: {out['verdict']['why']}")
 
 
 @app.command()
