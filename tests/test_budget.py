@@ -41,3 +41,12 @@ def test_a_budget_below_the_fixed_costs_names_the_minimum():
         plan_budget(60 * 60, 200_000, 200_000, SPEEDS)
     with pytest.raises(InputError, match="no chunk is long enough"):
         plan_budget(60 * 60, 0, 10, SPEEDS)
+
+
+def test_the_gates_probes_are_paid_for_before_the_training_queries():
+    speeds = Speeds(query_s=2.0, encode_per_s=100.0, search_s=0.01)
+    without = plan_budget(3600, 10_000, 5_000, speeds)
+    with_probes = plan_budget(3600, 10_000, 5_000, speeds, probes=60)
+    assert with_probes.queries < without.queries  # ~60 probes' writing fewer training queries
+    assert without.queries - with_probes.queries == pytest.approx(60 * 2.02 / 2.0, rel=0.3)
+    assert with_probes.seconds["evaluate"] > without.seconds["evaluate"]

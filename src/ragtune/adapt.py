@@ -28,9 +28,8 @@ from typing import Callable, Literal
 
 from ragtune.budget import BudgetPlan, measure_speeds, plan_budget
 from ragtune.collection import Collection
-from ragtune.data.beir import load_beir
+from ragtune.data.beir import load_beir, read_qrels
 from ragtune.errors import InputError, MissingInputError
-from ragtune.data.beir import read_qrels
 from ragtune.gate import (  # noqa: F401  (compare_versions, gate_verdict: where callers found them)
     MEASURES,
     GateSettings,
@@ -233,7 +232,8 @@ def plan_run(data: Collection, collection: Collection, generator, folder: Path, 
     eligible = len(select_chunks(data.chunks(), replace(config.queries, max_chunks=None)))
     return plan_budget(config.budget_minutes * 60, eligible, collection.store.count(), speeds,
                        epochs=config.training.epochs, negatives=config.num_negatives,
-                       teacher=config.teacher != "none", reranker=config.reranker is not None)
+                       teacher=config.teacher != "none", reranker=config.reranker is not None,
+                       probes=config.probes)
 
 
 def report_markdown(report: dict) -> str:

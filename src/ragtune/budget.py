@@ -75,7 +75,8 @@ class BudgetPlan:
 
 def plan_budget(budget_s: float, eligible_chunks: int, total_chunks: int, speeds: Speeds,
                 keep_rate: float = KEEP_RATE, epochs: float = 1.0, negatives: int = 1,
-                teacher: bool = False, reranker: bool = False, max_per_chunk: int = MAX_PER_CHUNK) -> BudgetPlan:
+                teacher: bool = False, reranker: bool = False, max_per_chunk: int = MAX_PER_CHUNK,
+                probes: int = 0) -> BudgetPlan:
     """How many queries, over how many chunks, fit ``budget_s`` seconds.
 
     Raises :class:`InputError` when the budget does not even cover the fixed costs, naming the
@@ -94,14 +95,17 @@ def plan_budget(budget_s: float, eligible_chunks: int, total_chunks: int, speeds
     per_query = (speeds.query_s + 2 * speeds.search_s + keep_rate * (1 - DEV_FRACTION) * per_row
                  + keep_rate * DEV_FRACTION * 2 * speeds.search_s)
     reindex = total_chunks / speeds.encode_per_s
-    available = budget_s * SAFETY - reindex
+    # The gate's probes: written, then searched on both versions (a fixed cost like the re-index).
+    probes_s = probes * (speeds.query_s + 2 * speeds.search_s)
+    available = budget_s * SAFETY - reindex - probes_s
     # Written queries for 100 training rows, or all a small collection can give.
     useful = min(100 / (keep_rate * (1 - DEV_FRACTION)), eligible_chunks * max_per_chunk)
     if available < useful * per_query:
-        need = (reindex + useful * per_query) / SAFETY
+        need = (reindex + probes_s + useful * per_query) / SAFETY
         raise InputError(f"--budget-minutes {budget_s / 60:g} does not cover re-indexing {total_chunks} chunks "
-                         f"({reindex / 60:.1f} min at {speeds.encode_per_s:.0f} passages/s) and the ~{useful:.0f} "
-                         f"queries of a useful run; give at least {math.ceil(need / 60)} minutes")
+                         f"({reindex / 60:.1f} min at {speeds.encode_per_s:.0f} passages/s), {probes} gate probes "
+                         f"({probes_s / 60:.1f} min) and the ~{useful:.0f} queries of a useful run; "
+                         f"give at least {math.ceil(need / 60)} minutes")
     queries = int(available / per_query)
     per_chunk = max(1, min(max_per_chunk, queries // eligible_chunks))
     chunks = min(eligible_chunks, queries // per_chunk)
@@ -111,7 +115,7 @@ def plan_budget(budget_s: float, eligible_chunks: int, total_chunks: int, speeds
         budget_s, eligible_chunks, chunks, per_chunk, queries, int(kept * (1 - DEV_FRACTION)),
         seconds={"queries": queries * speeds.query_s, "checks": queries * 2 * speeds.search_s,
                  "training": kept * (1 - DEV_FRACTION) * per_row, "reindex": reindex,
-                 "evaluate": kept * DEV_FRACTION * 2 * speeds.search_s},
+                 "evaluate": kept * DEV_FRACTION * 2 * speeds.search_s + probes_s},
         speeds=asdict(speeds))
 
 
