@@ -339,7 +339,7 @@ def test_adapt_loop_refuses_a_worse_model_and_resumes(scifact, home, chat_server
                          training=EmbedderTrainConfig(max_steps=6, batch_size=8, learning_rate=0.05))
     steps = []
     report = adapt(scifact, gen, config, home=home, on_step=steps.append)
-    assert steps == ["queries", "filter", "mine", "train", "shadow", "evaluate", "decide"]
+    assert steps == ["queries", "filter", "probes", "mine", "train", "shadow", "evaluate", "evaluate probes", "decide"]
     cmp = report["steps"]["evaluate"]
     assert cmp["queries"] > 0 and cmp["delta"] < 0 and not cmp["promote"], cmp
     assert report["decision"]["promoted"] is False and scifact.live_version == "v1"
@@ -347,7 +347,7 @@ def test_adapt_loop_refuses_a_worse_model_and_resumes(scifact, home, chat_server
     assert (scifact.dir / "adapt" / "latest" / "deltas.png").stat().st_size > 1000
     calls = len(chat_server.requests)
     again = adapt(scifact, gen, config, home=home, on_step=steps.append)
-    assert again["decision"] == report["decision"] and len(chat_server.requests) == calls and len(steps) == 7
+    assert again["decision"] == report["decision"] and len(chat_server.requests) == calls and len(steps) == 9
 
 
 def test_adapt_loop_with_a_reranker_and_its_teacher_scores(scifact, home, chat_server):
@@ -366,10 +366,14 @@ def test_adapt_loop_with_a_reranker_and_its_teacher_scores(scifact, home, chat_s
     steps = []
     report = adapt(scifact, OpenAIGenerator(chat_server.url, model="served"), config, run_name="distil", home=home,
                    on_step=steps.append)
-    assert steps == ["queries", "filter", "mine", "reranker", "teacher", "train", "shadow", "evaluate", "decide"]
+    assert steps == ["queries", "filter", "probes", "mine", "reranker", "teacher", "train", "shadow", "evaluate",
+                     "evaluate probes", "decide"]
     assert set(report["seconds"]) == set(steps)
     assert report["steps"]["train"]["loss"] == "margin-mse" and report["steps"]["reranker"]["gate"]["queries"] > 0
     assert (scifact.dir / "synth" / "distil" / "teacher.cross-encoder.train.jsonl").exists()
+    # The reranker taught the embedder, so it does not judge the probes: their source chunks do.
+    assert report["steps"]["evaluate probes"]["judged_by"] == "source chunk"
+    assert report["steps"]["reranker"]["verdict"]["signals"][0]["name"] in ("probes", "synthetic")
     # Two steps of reranker training do not beat the fused order: the gate left the stage off.
     assert (scifact.pipeline.reranker.model is None) or report["steps"]["reranker"]["applied"]
 
