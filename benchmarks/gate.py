@@ -162,7 +162,8 @@ def run_corpus(step: Steps, home: Path, name: str, generator, judge: str, args) 
         real = home / ("scifact-slice" if name == "scifact" else "covidqa-beir")
         if name == "scifact" and not args.scifact_docs:
             real = DATA / "scifact"
-    folder = synthetic(step, coll, generator, args.chunks, args.probes)
+    chunks = args.scifact_chunks if name == "scifact" and args.scifact_chunks else args.chunks
+    folder = synthetic(step, coll, generator, chunks, args.probes)
     rows = [candidate(step, home, coll, folder, real, judge, c) for c in args.candidates.split(",")]
     coll.close()
     return rows
@@ -228,6 +229,7 @@ def main() -> None:
     ap.add_argument("--judge-steps", type=int, default=500)
     ap.add_argument("--squad-queries", type=int, default=400)
     ap.add_argument("--scifact-docs", type=int, default=1500)
+    ap.add_argument("--scifact-chunks", type=int, default=0, help="SciFact's own --chunks (0: --chunks)")
     args = ap.parse_args()
     from ragtune.models.generator import LocalGenerator
 
