@@ -415,10 +415,16 @@ def evaluate_signals(collection: Collection, folder: Path, shadow: str, config: 
 
     signals: dict[str, dict] = {}
     judge = judge or {"model": None}
-    scorer = None
-    if judge["model"] is not None:
-        texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in collection.chunks()}
-        scorer = cross_encoder_judge(judge["model"], texts, collection.pipeline.embedder.device)
+    loaded: list = []
+
+    def judged(query: str, ids: list[str]) -> list[float]:
+        # Loaded on first use: a resumed run whose judged steps are done loads no model, reads no chunks.
+        if not loaded:
+            texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in collection.chunks()}
+            loaded.append(cross_encoder_judge(judge["model"], texts, collection.pipeline.embedder.device))
+        return loaded[0](query, ids)
+
+    scorer = judged if judge["model"] is not None else None
     if config.synthetic and (folder / "qrels" / "dev.tsv").exists() and beir.read_qrels(folder, "dev"):
         signals["synthetic"] = step("evaluate", lambda: compare_versions(
             collection, folder, shadow, "dev", config.measure, config.alpha, plot=run_dir / "deltas.png").to_dict())
@@ -428,11 +434,13 @@ def evaluate_signals(collection: Collection, folder: Path, shadow: str, config: 
             collection, probes, shadow, scorer, "dev", config.measure, config.alpha,
             plot=run_dir / "deltas-probes.png").to_dict(), note=judge.get("note")))
     if config.queries.examples and scorer is not None:
-        examples = folder / "examples"
-        beir.write_queries(examples, [beir.query_record(f"example-{i}", q, {"type": "example"})
-                                      for i, q in enumerate(config.queries.examples)])
-        signals["examples"] = step("evaluate examples", lambda: compare_judged(
-            collection, examples, shadow, scorer, "test", config.measure, config.alpha).to_dict())
+        def examples() -> dict:
+            out = folder / "examples"
+            beir.write_queries(out, [beir.query_record(f"example-{i}", q, {"type": "example"})
+                                     for i, q in enumerate(config.queries.examples)])
+            return compare_judged(collection, out, shadow, scorer, "test", config.measure, config.alpha).to_dict()
+
+        signals["examples"] = step("evaluate examples", examples)
     if config.feedback is not None and (Path(config.feedback) / "qrels" / "test.tsv").exists() \
             and beir.read_qrels(config.feedback, "test"):
         signals["feedback"] = step("evaluate feedback", lambda: compare_versions(

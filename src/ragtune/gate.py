@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ragtune.collection import Collection
-from ragtune.data.beir import load_beir
+from ragtune.data.beir import load_beir, read_qrels, read_queries
 from ragtune.errors import InputError
 from ragtune.evaluate.compare import compare_paired, plot_deltas
 from ragtune.evaluate.ir import doc_run, per_query, score_run
@@ -145,8 +145,6 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
     the pooled top ``pool`` of both versions (a query's qrels, where it has them, keep the top
     grade); with no judge, the folder's qrels alone. Queries with no qrels are probes with no
     source (the user's example queries): they need a judge."""
-    from ragtune.data.beir import read_qrels, read_queries
-
     qrels_file = Path(folder) / "qrels" / f"{split}.tsv"
     sources = {q: set(rel) for q, rel in read_qrels(folder, split).items()} if qrels_file.exists() else {}
     queries = {q["_id"]: q["text"] for q in read_queries(folder) if not sources or q["_id"] in sources}
