@@ -289,6 +289,7 @@ def _sso_in_the_browser(url: str, provider: Provider) -> None:
         return
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -300,7 +301,10 @@ def _sso_in_the_browser(url: str, provider: Provider) -> None:
     for login, expected in ((["finance"], "Salaries are paid"), (["eng"], None)):
         provider.login = {"email": f"{login[0]}@example.com", "groups": login}
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-        wait = WebDriverWait(driver, 60)
+        # The sign-in navigates away to the provider and back; an element read while Chrome swaps the
+        # document fails with a transient inspector error ("Node ... does not belong to the document"),
+        # so the waits retry it. A real failure still ends in a TimeoutException.
+        wait = WebDriverWait(driver, 60, ignored_exceptions=(WebDriverException,))
         try:
             driver.get(url + "/")
             wait.until(EC.element_to_be_clickable((By.ID, "sso"))).click()
