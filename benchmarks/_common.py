@@ -86,8 +86,15 @@ class Steps:
     def __init__(self, home: Path):
         self.path = home / "steps.json"
         self.log: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.asked: list[str] = []  # this run's steps, in order: the cache may hold others' (other settings)
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds of each step this run asked for (computed now or by the run it resumes)."""
+        return {name: self.log[name]["seconds"] for name in self.asked if name in self.log}
 
     def __call__(self, name: str, fn: Callable):
+        if name not in self.asked:
+            self.asked.append(name)
         if name in self.log:
             return self.log[name]["result"]
         print(f"\n== {name}", flush=True)
