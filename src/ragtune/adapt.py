@@ -90,7 +90,7 @@ class AdaptConfig:
     # words, dev documents), judged by a teacher over both versions' results; a gain must be at
     # least min_effect with its 95% interval above 0. judge: auto = the collection's reranker, else
     # the one this loop trained; none = the probes' source chunks only; or a cross-encoder id/folder.
-    probes: int = 60
+    probes: int = 200  # ~half survive the form filters; ~110 gave a CI of ±0.004 (benchmarks/results/gate.md)
     min_probe_queries: int = 20
     judge: str = "auto"
     min_effect: float = 0.005
