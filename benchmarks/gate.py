@@ -194,6 +194,8 @@ def signal_sets(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     enough = [r for r in rows if r["probe_queries"] >= GateSettings().min_probe_queries]
     out = [("synthetic dev (old gate)", "old_gate_delta", rows), ("probes (new gate)", "probe_delta", enough),
            ("synthetic dev, same candidates", "old_gate_delta", enough)]
+    out += [(f"probes, {c}", "probe_delta", [r for r in enough if r["corpus"] == c])
+            for c in dict.fromkeys(r["corpus"] for r in rows)]
     return [(label, key, rs) for label, key, rs in out if len(rs) >= 3]
 
 

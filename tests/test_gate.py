@@ -205,7 +205,9 @@ def test_a_candidate_fitted_to_the_writer_is_refused_though_the_old_gate_would_p
     report = adapt(coll, OpenAIGenerator(chat_server.url, model="served"), config, run_name="overfit", home=home)
     old = report["steps"]["evaluate"]
     probes = report["steps"]["evaluate probes"]
-    assert report["steps"]["probes"]["kinds"] == ["claim", "keywords"]
+    written = report["steps"]["probes"]
+    assert written["kinds"] == ["claim", "keywords"]
+    assert written["chunks"] < 80 and written["written"] == 2 * written["chunks"]  # few dev chunks: one of each kind
     assert old["delta"] > 0 and old["p_value"] < 0.05 and old["promote"], old  # the old gate would promote
     assert probes["queries"] >= 20 and not (probes["ci"][0] > 0 and probes["delta"] >= config.min_effect), probes
     decision = report["decision"]

@@ -5,7 +5,7 @@ documents: the writer, the prompt, the kinds, the chunk → query habit. A candi
 those habits looks better there and nowhere else (issue 25). Probes differ on purpose:
 
 - written for chunks of the *dev documents* (never trained on), those that got no synthetic
-  question first;
+  question first (with fewer dev chunks than probes asked for, a probe of each kind per chunk);
 - of the kinds the training set does not hold (train on questions → probe with claims and
   keyword queries); when training holds every kind, of every kind;
 - asked for in other words than the passage's (``QueryGenConfig.own_words``), so a probe does not
@@ -55,15 +55,26 @@ def probe_chunks(collection: Collection, synth_folder: Path, dev_fraction: float
     return set(chosen + rng.sample(seen, min(count - len(chosen), len(seen))))
 
 
+def probes_per_chunk(count: int, chunks: int, kinds: int) -> int:
+    """One probe per chunk while the dev documents have ``count`` chunks; a small collection's few
+    dev chunks get one probe of each kind instead (a gate needs ~20 probes to decide at all).
+
+    >>> probes_per_chunk(200, 500, 2), probes_per_chunk(200, 46, 2), probes_per_chunk(200, 0, 2)
+    (1, 2, 1)
+    """
+    return max(1, min(kinds, -(-count // chunks))) if chunks else 1
+
+
 def write_probes(collection: Collection, generator: Generator, synth_folder: str | Path, queries: QueryGenConfig,
                  filters: FilterConfig, count: int = 60,
                  on_progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Write probes into ``<synth_folder>/probes`` (resumable: generation goes chunk by chunk)."""
+    """Write up to ``count`` probes into ``<synth_folder>/probes`` (resumable: generation goes chunk by chunk)."""
     synth_folder = Path(synth_folder)
     folder = synth_folder / "probes"
     chunks = probe_chunks(collection, synth_folder, filters.dev_fraction, count, queries.min_chunk_words, queries.seed)
     kinds = probe_kinds(queries.type_cycle())
-    config = replace(queries, types=kinds, examples=(), per_chunk=1, max_chunks=None, own_words=True)
+    per_chunk = probes_per_chunk(count, len(chunks), len(kinds))
+    config = replace(queries, types=kinds, examples=(), per_chunk=per_chunk, max_chunks=None, own_words=True)
     generate_queries(collection, generator, folder, config, on_progress, chunk_ids=chunks)
     report = filter_queries(collection, folder, replace(filters, round_trip_modes=(), dev_fraction=1.0))
     return {"folder": str(folder), "kinds": list(kinds), "chunks": len(chunks), "written": report.candidates,
