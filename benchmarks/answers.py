@@ -252,7 +252,8 @@ def main() -> None:
                     help="leave out reader-domain and reader-supervised (a session too short for their training)")
     ap.add_argument("--skip-generator", action="store_true",
                     help="leave out the SmolLM2 rows (about a minute per question on a loaded 2-core CPU)")
-    ap.add_argument("--until", choices=["reader-squad"], help="stop after this step and its SQuAD held-out figure (the rest resumes later)")
+    ap.add_argument("--until", choices=["reader-squad"],
+                    help="stop after this step and its SQuAD held-out figure (the rest resumes later)")
     ap.add_argument("--cache", default="answers-home")
     ap.add_argument("--report", default="answers")
     args = ap.parse_args()
@@ -269,7 +270,8 @@ def main() -> None:
         return step(f"squad test: {name} with gold context", lambda: per_question(reader, squad_test))
 
     first = read_squad_test("reader-squad", SpanReader(squad_reader))
-    print(f"\nreader-squad, SQuAD held-out with gold context: F1 {statistics.fmean(s['F1'] for s in first.values()):.3f}")
+    f1 = statistics.fmean(s["F1"] for s in first.values())
+    print(f"\nreader-squad, SQuAD held-out with gold context: F1 {f1:.3f}")
     if args.until == "reader-squad":
         return
 
