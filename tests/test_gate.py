@@ -227,3 +227,5 @@ def test_a_candidate_fitted_to_the_writer_is_refused_though_the_old_gate_would_p
     assert coll.live_version == "v1"
     md = (coll.dir / "adapt" / "overfit" / "report.md").read_text()
     assert "| probes |" in md and "| synthetic |" in md and "Decided by: probes" in md
+    assert set(probes["by_kind"]) == {"claim", "keywords"}  # which kinds a probe Δ comes from
+    assert sum(k["queries"] for k in probes["by_kind"].values()) == probes["queries"] and "Probes by kind: claim Δ" in md

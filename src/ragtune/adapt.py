@@ -289,6 +289,10 @@ def report_markdown(report: dict) -> str:
             pr = steps["probes"]
             lines += [f"Probes: {pr['kept']} kept of {pr['written']} written for {pr['chunks']} chunks of held-out "
                       f"documents, kinds {', '.join(pr['kinds'])}.", ""]
+        kinds = (steps.get("evaluate probes") or {}).get("by_kind") or {}
+        if len(kinds) > 1:  # where a probe gain or loss comes from: one kind can carry it alone
+            lines += ["Probes by kind: " + "; ".join(f"{k} Δ {v['delta']:+.4f} ({v['queries']})"
+                                                     for k, v in kinds.items()) + ".", ""]
     outcome = f"promoted {decision['live']}" if decision["promoted"] else f"kept {decision['live']} ({decision.get('why', '')})"
     lines += [f"Decision: {outcome}.", "", "## Seconds per step", "",
               markdown_table(["step", "seconds"], [[k, v] for k, v in report["seconds"].items()])]

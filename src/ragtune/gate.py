@@ -32,7 +32,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -83,6 +83,7 @@ class VersionComparison:
     wins_ties_losses: tuple[int, int, int]
     promote: bool  # the plain test: Δ > 0 and p < alpha (the gate's own rule is gate_verdict's)
     judged_by: str = "source chunk"
+    by_kind: dict[str, dict] = field(default_factory=dict)  # query kind -> {"queries", "delta"} (probes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,8 +112,22 @@ def version_run(collection: Collection, version: str, queries: dict[str, str], k
             handle.close()
 
 
+def by_kind(live: dict[str, float], candidate: dict[str, float], kinds: dict[str, str]) -> dict[str, dict]:
+    """Mean per-query Δ of each query kind: which kinds a gain (or loss) comes from.
+
+    >>> kinds = {"a": "claim", "b": "claim", "c": "keywords"}
+    >>> by_kind({"a": 0.5, "b": 1.0, "c": 0.0}, {"a": 1.0, "b": 1.0, "c": 0.5}, kinds)
+    {'claim': {'queries': 2, 'delta': 0.25}, 'keywords': {'queries': 1, 'delta': 0.5}}
+    """
+    groups: dict[str, list[float]] = {}
+    for q in sorted(set(live) & set(candidate)):
+        if kinds.get(q):
+            groups.setdefault(kinds[q], []).append(candidate[q] - live[q])
+    return {k: {"queries": len(d), "delta": sum(d) / len(d)} for k, d in sorted(groups.items())}
+
+
 def _compared(live: str, candidate: str, split: str, qrels: dict, runs: dict, measure: str, alpha: float,
-              plot: Path | None, judged_by: str) -> VersionComparison:
+              plot: Path | None, judged_by: str, kinds: dict[str, str] | None = None) -> VersionComparison:
     metrics = {v: score_run(qrels, run, MEASURES) for v, run in runs.items()}
     pq = {v: per_query(qrels, run, [measure])[measure] for v, run in runs.items()}
     if plot is not None:
@@ -120,7 +135,7 @@ def _compared(live: str, candidate: str, split: str, qrels: dict, runs: dict, me
     c = compare_paired(pq[live], pq[candidate])
     return VersionComparison(live, candidate, split, len(qrels), metrics, measure, c.delta, (c.ci_low, c.ci_high),
                              c.p_value, (c.wins, c.ties, c.losses), promote=c.delta > 0 and c.p_value < alpha,
-                             judged_by=judged_by)
+                             judged_by=judged_by, by_kind=by_kind(pq[live], pq[candidate], kinds or {}))
 
 
 def compare_versions(collection: Collection, folder: str | Path, candidate: str, split: str = "dev",
@@ -147,7 +162,9 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
     source (the user's example queries): they need a judge."""
     qrels_file = Path(folder) / "qrels" / f"{split}.tsv"
     sources = {q: set(rel) for q, rel in read_qrels(folder, split).items()} if qrels_file.exists() else {}
-    queries = {q["_id"]: q["text"] for q in read_queries(folder) if not sources or q["_id"] in sources}
+    records = [q for q in read_queries(folder) if not sources or q["_id"] in sources]
+    queries = {q["_id"]: q["text"] for q in records}
+    kinds = {q["_id"]: (q.get("metadata") or {}).get("type") for q in records}
     if not queries:
         raise InputError(f"{folder}: no queries to compare index versions on")
     if judge is None and not sources:
@@ -156,9 +173,9 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
     runs = {v: version_run(collection, v, queries) for v in (live, candidate)}
     if judge is None:
         qrels = {q: {d: 1 for d in sources[q]} for q in queries if q in sources}
-        return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, "source chunk")
+        return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, "source chunk", kinds)
     qrels = judged_qrels(queries, list(runs.values()), judge, sources, pool)
-    return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, "teacher")
+    return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, "teacher", kinds)
 
 
 def _row(name: str, s: dict, settings: Settings) -> dict:
