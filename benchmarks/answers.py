@@ -266,10 +266,11 @@ def main() -> None:
     # run stopped after its (long) training still has it.
     squad_test = sample(squad["test"], args.squad_test)
 
-    def read_squad_test(name: str, reader) -> dict:
-        return step(f"squad test: {name} with gold context", lambda: per_question(reader, squad_test))
+    def read_squad_test(name: str, make_reader) -> dict:
+        # make_reader: a resumed run whose reading is cached loads no model for it
+        return step(f"squad test: {name} with gold context", lambda: per_question(make_reader(), squad_test))
 
-    first = read_squad_test("reader-squad", SpanReader(squad_reader))
+    first = read_squad_test("reader-squad", lambda: SpanReader(squad_reader))
     f1 = statistics.fmean(s["F1"] for s in first.values())
     print(f"\nreader-squad, SQuAD held-out with gold context: F1 {f1:.3f}")
     if args.until == "reader-squad":
@@ -296,7 +297,7 @@ def main() -> None:
     judge_name = next(n for n in scorers if n != guard_name)  # the rate is judged by the *other* scorer
     judge, judge_t = scorers[judge_name], quality[judge_name]["threshold"]
 
-    squad_scores = {name: read_squad_test(name, reader) for name, reader in loaded.items()}
+    squad_scores = {name: read_squad_test(name, lambda r=reader: r) for name, reader in loaded.items()}
     precision = step("squad test: reader-squad in bf16 vs fp32", lambda: precision_agreement(
         squad_reader, squad_test[:100]))
 

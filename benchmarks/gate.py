@@ -192,8 +192,9 @@ SENSITIVITY = (0.0, 0.0025, 0.005, 0.01)
 def signal_sets(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """(label, delta key, rows) per held-out signal; probes only where there were enough to decide."""
     enough = [r for r in rows if r["probe_queries"] >= GateSettings().min_probe_queries]
-    out = [("synthetic dev (old gate)", "old_gate_delta", rows), ("probes (new gate)", "probe_delta", enough),
-           ("synthetic dev, same candidates", "old_gate_delta", enough)]
+    out = [("synthetic dev (old gate)", "old_gate_delta", rows), ("probes (new gate)", "probe_delta", enough)]
+    if len(enough) < len(rows):  # the old gate on the probes' candidates only: a like-for-like row
+        out.append(("synthetic dev, same candidates", "old_gate_delta", enough))
     out += [(f"probes, {c}", "probe_delta", [r for r in enough if r["corpus"] == c])
             for c in dict.fromkeys(r["corpus"] for r in rows)]
     return [(label, key, rs) for label, key, rs in out if len(rs) >= 3]

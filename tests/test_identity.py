@@ -288,8 +288,8 @@ def _sso_in_the_browser(url: str, provider: Provider) -> None:
             raise AssertionError("CI must install Debian's chromium and chromium-driver (see .ci/run)")
         return
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait

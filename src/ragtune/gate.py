@@ -164,8 +164,7 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
     sources = {q: set(rel) for q, rel in read_qrels(folder, split).items()} if qrels_file.exists() else {}
     records = [q for q in read_queries(folder) if not sources or q["_id"] in sources]
     queries = {q["_id"]: q["text"] for q in records}
-    kinds: dict[str, str] = {q["_id"]: str(q["metadata"]["type"]) for q in records
-                             if (q.get("metadata") or {}).get("type")}
+    kinds = {q["_id"]: str(kind) for q in records if (kind := (q.get("metadata") or {}).get("type"))}
     if not queries:
         raise InputError(f"{folder}: no queries to compare index versions on")
     if judge is None and not sources:
