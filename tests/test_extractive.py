@@ -82,10 +82,40 @@ def test_span_decoding_picks_the_best_valid_pair(tiny_qa_model):
     end = torch.tensor([0.0, 0.0, 4.5, 0.0, 0.0, 0.0])
     # context = tokens 1..5; the best start (4) has no good end after it within 3 tokens,
     # so the winner is (1, 2) with 5 + 4.5, not (4, 4) with 9 nor the invalid (4, 2) with 13.5.
-    score, i, j = reader._best_in_window(start, end, [1, 2, 3, 4, 5])
-    assert (i, j) == (1, 2) and score == 9.5
+    rank, score, i, j = reader._best_in_window(start, end, [1, 2, 3, 4, 5])
+    assert (i, j) == (1, 2) and score == rank == 9.5
     end[5] = 1.0  # (4, 5): 9 + 1 = 10 beats it and is within the length limit
-    assert reader._best_in_window(start, end, [1, 2, 3, 4, 5])[1:] == (4, 5)
+    assert reader._best_in_window(start, end, [1, 2, 3, 4, 5])[2:] == (4, 5)
+
+
+def test_length_prior_favours_the_longer_span_only_when_set(tiny_qa_model):
+    start = torch.tensor([0.0, 5.0, 4.0, 0.0, 0.0, 0.0])
+    end = torch.tensor([0.0, 0.0, 4.0, 0.0, 0.0, 3.6])
+    reader = SpanReader(tiny_qa_model, max_answer_tokens=10)
+    assert reader._best_in_window(start, end, [1, 2, 3, 4, 5])[2:] == (1, 2)  # 9.0 beats (1, 5)'s 8.6
+    reader.length_prior = 1.0  # + ln(2) = 9.69 against 8.6 + ln(5) = 10.21
+    rank, score, i, j = reader._best_in_window(start, end, [1, 2, 3, 4, 5])
+    assert (i, j) == (1, 5) and score == pytest.approx(8.6) and rank == pytest.approx(8.6 + torch.log(torch.tensor(5.0)))
+
+
+def test_spans_of_different_passages_compete_by_their_margin_over_no_answer(tiny_qa_model):
+    """Passage 1's logits are all high (its [CLS] too); passage 2's span is lower in raw terms but
+    beats its own "no answer" by far more: the reader answers from passage 2."""
+    from types import SimpleNamespace
+
+    reader = SpanReader(tiny_qa_model, max_answer_tokens=5)
+
+    def crafted(input_ids, **_):
+        start = torch.zeros(input_ids.shape)
+        end = torch.zeros(input_ids.shape)
+        start[0, :], end[0, :] = 10.0, 10.0  # passage 1: span 20, no answer 20 -> margin 0
+        start[1, 0], end[1, 0] = -5.0, -5.0  # passage 2: no answer -10
+        start[1, 6], end[1, 6] = 6.0, 6.0  # a one-token span scoring 12 -> margin 22
+        return SimpleNamespace(start_logits=start, end_logits=end)
+
+    reader.model = crafted
+    span = reader.read("What is it?", ["alpha beta gamma delta epsilon", "zeta eta theta iota kappa"])
+    assert span.passage == 2 and span.score == 12.0 and span.no_answer_score == -10.0
 
 
 def test_null_margin_makes_the_span_reader_abstain(tiny_handbook, tiny_qa_model):

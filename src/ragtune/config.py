@@ -162,6 +162,9 @@ class ReaderConfig(_Strict):
     answer_unit: Literal["span", "sentence"] = Field(
         "span", description="span: the answer is the span the reader points at; sentence: the sentence(s) around "
         "it (for domains whose answers are explanations rather than names and figures)")
+    length_prior: float = Field(
+        0.0, ge=0, description="span model: favour longer spans by this × ln(span tokens) (for domains whose answers "
+        "are clauses, e.g. COVID-QA; 0 = the model's own preference, right for names and figures as in SQuAD)")
     null_margin: float | None = Field(
         None, description="span model: abstain when its no-answer score beats the best span by more than "
         "this (for models trained with unanswerable questions); None = never")

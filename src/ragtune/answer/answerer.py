@@ -111,7 +111,7 @@ class Answerer:
         reader = None
         if mode == "extractive" or pipeline.answer.grounding != "off":  # the grounding guard's fallback
             reader = make_reader(pipeline.reader.model, collection.embedder, pipeline.reader.device,
-                                 pipeline.reader.max_answer_tokens)
+                                 pipeline.reader.max_answer_tokens, pipeline.reader.length_prior)
         return cls(collection, generator, reader=reader)
 
     @property

@@ -14,6 +14,13 @@ transformers 5 dropped its question-answering pipeline, so the span decoding (ov
 windows over long passages, best start/end pair within a length limit, the [CLS] "no answer"
 score) is written here.
 
+Spans of different windows (passages, or parts of a long one) are compared by how far each beats
+its own window's "no answer" score, not by raw logits: a window's logits carry an offset of their
+own, so the raw maximum favours whichever passage happens to score high everywhere (on COVID-QA
+questions of the training articles, retrieve-then-read with 5 passages, F1 24.4 → 26.7; unchanged
+on single SQuAD paragraphs). ``length_prior`` adds ``length_prior × ln(span tokens)`` for domains whose
+answers are clauses rather than names (off by default: on SQuAD it costs F1).
+
 How long a span may be is the model's own: ``ragtune train reader`` records the 99th percentile of
 the answer lengths it trained on (``ragtune-reader.json`` beside the weights; at least 30 tokens),
 because domains differ by an order of magnitude (SQuAD answers: 3 tokens at the median, COVID-QA:
@@ -67,7 +74,7 @@ class Span:
     start: int  # character offsets in that passage
     end: int
     score: float  # reader-specific; higher is more confident
-    no_answer_score: float | None = None  # SpanReader: the [CLS] score of the best window
+    no_answer_score: float | None = None  # SpanReader: the [CLS] score of the span's window
     sentence: str = ""  # the passage's sentence(s) around the span: what a reader of the answer checks it by
 
 
@@ -164,7 +171,8 @@ class SpanReader:
     """A span-prediction (extractive QA) model: best start/end token pair over every passage."""
 
     def __init__(self, model: str | Path, device: str | None = None, max_answer_tokens: int | None = None,
-                 max_length: int = 384, stride: int = 128, batch_size: int = 16, precision: str = "auto"):
+                 max_length: int = 384, stride: int = 128, batch_size: int = 16, precision: str = "auto",
+                 length_prior: float = 0.0):
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -178,6 +186,7 @@ class SpanReader:
         if max_answer_tokens is None:
             max_answer_tokens = recorded_answer_tokens(model)
         self._setup(loaded, tokenizer, str(model), device, max_answer_tokens, max_length, stride, batch_size)
+        self.length_prior = length_prior
         # bf16 autocast where the hardware computes it (1.7x on an AVX512-BF16 CPU); benchmarks/answers.py
         # measures that the answers stay the same.
         self.bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
@@ -196,6 +205,7 @@ class SpanReader:
         self.max_answer_tokens, self.max_length, self.stride, self.batch_size = max_answer_tokens, max_length, stride, batch_size
         self.context_window = 1_000_000  # long passages are read in overlapping windows
         self.bf16 = False
+        self.length_prior = 0.0
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -223,23 +233,21 @@ class SpanReader:
                 ends.append(out.end_logits.float().cpu())
         start_logits, end_logits = torch.cat(starts), torch.cat(ends)
         best: Span | None = None
-        null = None
+        best_margin = float("-inf")
         for w, passage_index in enumerate(windows):
             context = [i for i, s in enumerate(seq_ids[w]) if s == 1]
             if not context:
                 continue
             null_w = float(start_logits[w, 0] + end_logits[w, 0])
-            null = null_w if null is None else min(null, null_w)
             span = self._best_in_window(start_logits[w], end_logits[w], context)
             if span is None:
                 continue
-            score, i, j = span
-            if best is None or score > best.score:
+            rank, score, i, j = span
+            if rank - null_w > best_margin:  # how far it beats its own window's "no answer"
+                best_margin = rank - null_w
                 s, e = offsets[w][i][0], offsets[w][j][1]
                 text = passages[passage_index]
-                best = Span(text[s:e], passage_index + 1, s, e, score, sentence=sentence_around(text, s, e))
-        if best is not None:
-            best.no_answer_score = null
+                best = Span(text[s:e], passage_index + 1, s, e, score, null_w, sentence_around(text, s, e))
         return best
 
     def _best_in_window(self, start_logits, end_logits, context: list[int]):
@@ -251,16 +259,22 @@ class SpanReader:
         scores = s[:, None] + e[None, :]
         n = scores.shape[0]
         valid = torch.ones(n, n, dtype=torch.bool).triu() & ~torch.ones(n, n, dtype=torch.bool).triu(self.max_answer_tokens)
-        scores = scores.masked_fill(~valid, float("-inf"))
-        flat = int(scores.argmax())
+        ranked = scores
+        if self.length_prior:
+            length = (torch.arange(n)[None, :] - torch.arange(n)[:, None] + 1).clamp(min=1)
+            ranked = scores + self.length_prior * torch.log(length.float())
+        ranked = ranked.masked_fill(~valid, float("-inf"))
+        flat = int(ranked.argmax())
         i, j = divmod(flat, n)
-        if not torch.isfinite(scores[i, j]):
+        if not torch.isfinite(ranked[i, j]):
             return None
-        return float(scores[i, j]), lo + i, lo + j
+        # (what the choice was made by, the span's own score, its tokens)
+        return float(ranked[i, j]), float(scores[i, j]), lo + i, lo + j
 
 
-def make_reader(model: str | None, embedder, device: str | None = None, max_answer_tokens: int | None = None) -> Reader:
+def make_reader(model: str | None, embedder, device: str | None = None, max_answer_tokens: int | None = None,
+                length_prior: float = 0.0) -> Reader:
     """``None`` (the default) gives the sentence baseline; anything else is a span model id/path."""
     if model is None:
         return SentenceReader(embedder)
-    return SpanReader(model, device=device, max_answer_tokens=max_answer_tokens)
+    return SpanReader(model, device=device, max_answer_tokens=max_answer_tokens, length_prior=length_prior)

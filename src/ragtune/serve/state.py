@@ -136,7 +136,7 @@ class ServerState:
             if h.reader is None:
                 with stage("model.load", kind="reader"):
                     h.reader = GatedReader(make_reader(cfg.model, h.collection.embedder, cfg.device,
-                                                       cfg.max_answer_tokens), self.encoders)
+                                                       cfg.max_answer_tokens, cfg.length_prior), self.encoders)
             return h.reader
 
     def create_collection(self, name: str, overrides: list[str]) -> Collection:
