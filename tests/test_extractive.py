@@ -179,3 +179,25 @@ def test_answer_unit_sentence_answers_with_the_sentence_around_the_span(tiny_han
     assert span is not None and sentence_answer.text == " ".join(span.sentence.split())
     assert " ".join(span.text.split()) in sentence_answer.text and span_answer.text == " ".join(span.text.split())
     assert len(sentence_answer.text) >= len(span_answer.text) and sentence_answer.citations
+
+
+def test_extractive_answers_read_the_retrieved_chunks_generative_ones_their_sections(tmp_path, make_tiny_collection,
+                                                                                     tiny_qa_model):
+    """``answer.use_parents`` unset: a span reader reads the chunks search found (a whole section
+    distracts it), a generator the parent sections; set, it holds for both."""
+    from ragtune.ingest.sync import ingest
+    from ragtune.types import Acl
+
+    coll = make_tiny_collection("long", ["chunking.chunk_size=24", "chunking.chunk_overlap=0", "chunking.parent_size=400"])
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "policy.md").write_text("# Policy\n\n" + " ".join(
+        f"Rule {i} says that laptops of team {i} are replaced after {i + 2} years of service." for i in range(12)))
+    ingest(coll, folder, Acl(groups=("staff",)))
+    coll.pipeline.answer.mode = "extractive"
+    answer = Answerer(coll, reader=SpanReader(tiny_qa_model)).ask("When are laptops of team 7 replaced?", STAFF)
+    assert answer.passages and answer.passages == [h.text.strip() for h in answer.hits][:len(answer.passages)]
+    assert all(h.parent_text and h.parent_text.strip() != h.text.strip() for h in answer.hits)
+    coll.pipeline.answer.use_parents = True
+    sections = Answerer(coll, reader=SpanReader(tiny_qa_model)).ask("When are laptops of team 7 replaced?", STAFF)
+    assert sections.passages[0] == sections.hits[0].parent_text.strip()

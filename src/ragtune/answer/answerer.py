@@ -180,7 +180,7 @@ class Answerer:
         timings["retrieve"] = time.perf_counter() - t
         t = time.perf_counter()
         budget = context_budget(self.config, self._tokens.context_window, self._tokens.count_tokens, question)
-        passages = pack_passages(hits, budget, self._tokens.count_tokens, self.config.use_parents)
+        passages = pack_passages(hits, budget, self._tokens.count_tokens, self.config.parents(self.mode))
         messages = build_messages(question, passages, self.config)
         timings["prompt"] = time.perf_counter() - t
         if not passages:  # nothing visible was retrieved: no model call can ground an answer

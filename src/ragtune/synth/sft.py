@@ -72,12 +72,13 @@ def rag_sft_examples(collection: Collection, examples: list[QAExample], count: C
     searcher = Searcher(collection)
     principal = ServicePrincipal(acl=tuple(collection.acl_tokens()))
     chunks = _chunks_by_doc(collection)
+    parents = answer_config.parents("generative")  # the rows train a generator
     rows = []
     for ex in examples:
         hits = searcher.search(ex.question, principal, k=k)
         budget = context_budget(answer_config, context_window, count, ex.question)
         if not ex.answers or rng.random() < config.unanswerable_fraction:
-            passages = _without_answer(hits, ex, budget, count, answer_config.use_parents)
+            passages = _without_answer(hits, ex, budget, count, parents)
             target = ABSTAIN
             report.unanswerable += 1
         else:
@@ -89,11 +90,11 @@ def rag_sft_examples(collection: Collection, examples: list[QAExample], count: C
                 hits = [h for h in hits if h.chunk_id != gold.chunk_id][: k - 1]
                 hits.insert(rng.randrange(len(hits) + 1), gold)
                 report.gold_inserted += 1
-            passages = pack_passages(hits, budget, count, answer_config.use_parents)
+            passages = pack_passages(hits, budget, count, parents)
             number = _passage_of(passages, gold.chunk_id)
             if number is None:  # the gold passage did not fit the budget: it goes first instead
                 passages = pack_passages([gold] + [h for h in hits if h.chunk_id != gold.chunk_id], budget, count,
-                                         answer_config.use_parents)
+                                         parents)
                 number = 1
             target = f"{ex.answers[0]} [{number}]" if config.cite else ex.answers[0]
             report.answerable += 1
