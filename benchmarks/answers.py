@@ -7,6 +7,8 @@ the 8 test articles never trained on):
   reader-squad         trained on the 36 SQuAD train articles (+ SQuAD-v2-style unanswerable pairs)
   reader-domain        reader-squad + the COVID-QA collection's synthetic QA (`synth answers`, no labels)
   reader-supervised    reader-squad + the gold QA of the COVID-QA *training* articles
+  R+retrieved          reader-domain / reader-supervised, then the same questions over the chunks search
+                       returns for them (answer-bearing ones labelled, the rest "no answer")
 Generators: smollm2 (the packaged SmolLM2-135M-Instruct) and smollm2-guarded (the same answers
 through the grounding guard).
 
@@ -46,6 +48,7 @@ from ragtune.evaluate.qa import score_answer, score_answers  # noqa: E402
 from ragtune.evaluate.reader import per_question, reading_scores  # noqa: E402
 from ragtune.ingest.datasets import index_contexts  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
+from ragtune.synth.reader_contexts import retrieved_contexts  # noqa: E402
 from ragtune.train.reader import ReaderTrainConfig, train_reader, unanswerable_pairs  # noqa: E402
 from ragtune.types import Principal  # noqa: E402
 
@@ -74,10 +77,11 @@ def reader_squad(step: Steps, home: Path, squad: dict[str, list[QAExample]], arg
 
 
 def continue_reader(step: Steps, home: Path, name: str, base: str, examples_of, epochs: float,
-                    max_steps: int = -1) -> str:
+                    max_steps: int = -1, data: str = "") -> str:
     """``base`` trained further on ``examples_of()`` (no held-out curve: the tables measure it);
-    ``base`` itself when there is nothing to train on (the report says so)."""
-    out = home / name
+    ``base`` itself when there is nothing to train on (the report says so). ``data`` names the
+    training data in the step and folder, so other data never resumes this training."""
+    out = home / (f"{name}-{data}" if data else name)
 
     def train() -> dict:
         examples = examples_of()
@@ -88,7 +92,7 @@ def continue_reader(step: Steps, home: Path, name: str, base: str, examples_of, 
                          checkpoint_dir=out / "checkpoints", on_progress=progress)
         return {"path": str(out / "model"), "questions": len(examples), "steps": r.steps, "seconds": r.seconds}
 
-    return step(f"train {name}", train)["path"]
+    return step(f"train {name}" + (f" ({data})" if data else ""), train)["path"]
 
 
 def covid_collection(step: Steps, home: Path, covid: list[QAExample]) -> Collection:
@@ -113,14 +117,38 @@ def synthetic_qa(step: Steps, home: Path, coll: Collection, chunks: int, reader_
         step("covidqa: synth answers, SmolLM2 as answer teacher (sample)", lambda: synthesize_answers(
             coll, generator, home / "synth-answers", AnswerSynthConfig(max_chunks=min(chunks, teacher_sample)),
             progress).to_dict())
-    folder = home / "synth-questions"
-    step("covidqa: synth questions (SmolLM2)", lambda: generate_queries(
+    folder = home / f"synth-questions-{chunks}"
+    step(f"covidqa: synth questions (SmolLM2, {chunks} chunks)", lambda: generate_queries(
         coll, generator, folder, QueryGenConfig(max_chunks=chunks, types=("question",)), progress))
-    step("covidqa: filter questions", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
-    out = home / "reader-qa.json"
-    step("covidqa: reader-squad answers the synthetic questions", lambda: reader_answers(
+    step(f"covidqa: filter questions ({chunks} chunks)", lambda: filter_queries(coll, folder, FilterConfig(),
+                                                                                progress).to_dict())
+    out = home / f"reader-qa-{chunks}.json"
+    step(f"covidqa: reader-squad answers the synthetic questions ({chunks} chunks)", lambda: reader_answers(
         coll, folder, SpanReader(reader_path), out, splits=("train", "dev"), on_progress=progress))
     return load_squad(out)
+
+
+def choose_settings(coll: Collection, searcher: Searcher, reader_path: str, examples: list[QAExample]) -> dict:
+    """``answer.k`` and ``reader.length_prior`` for COVID-QA, chosen by reader-squad's F1 on questions of
+    the *training* articles (their gold answers: the one use of COVID-QA labels outside reader-supervised;
+    never the test articles). COVID-QA answers are clauses (median 9 words), SQuAD's names and figures."""
+    reader = SpanReader(reader_path)
+    grid = []
+    for k in (5, 8):
+        answerer = Answerer(coll, reader=reader, config=AnswerConfig(mode="extractive", k=k), searcher=searcher)
+        for prior in (0.0, 0.5, 1.0, 1.5):
+            reader.length_prior = prior
+            f1 = statistics.fmean(score_answer(answerer.ask(ex.question, Principal()).text, ex.answers)["f1"]
+                                  for ex in progress_over(examples, f"k={k} prior={prior}"))
+            grid.append({"k": k, "length_prior": prior, "F1": f1 * 100})
+    best = max(grid, key=lambda g: g["F1"])
+    return {"k": best["k"], "length_prior": best["length_prior"], "questions": len(examples), "grid": grid}
+
+
+def progress_over(items: list, label: str):
+    for i, item in enumerate(items, 1):
+        progress(label, i, len(items))
+        yield item
 
 
 def answer_records(step: Steps, coll: Collection, home: Path, name: str, answerer: Answerer,
@@ -183,7 +211,9 @@ def unsupported_rate(records: list[dict], judge, threshold: float) -> float:
     def unsupported(r: dict) -> bool:
         passages = " ".join(" ".join(c.split()) for c in r["contexts"])
         dropped = ground(r["answer"], r["contexts"], judge, threshold).dropped
-        return any(" ".join(strip_citations(s).split()) not in passages for s in dropped)
+        # a span may hold the paper's own "[12]", which strip_citations removes: either form is a copy
+        return any(" ".join(strip_citations(s).split()) not in passages and " ".join(s.split()) not in passages
+                   for s in dropped)
 
     return sum(unsupported(r) for r in answered) / len(answered) if answered else 0.0
 
@@ -245,6 +275,8 @@ def main() -> None:
     ap.add_argument("--covid-answerable", type=int, default=120)
     ap.add_argument("--unanswerable", type=int, default=40)
     ap.add_argument("--synth-chunks", type=int, default=400)
+    ap.add_argument("--settings-questions", type=int, default=200,
+                    help="training-article questions that choose answer.k and reader.length_prior")
     ap.add_argument("--continue-steps", type=int, default=-1, help="cap on reader-domain/-supervised steps (smoke runs)")
     ap.add_argument("--teacher-sample", type=int, default=60,
                     help="chunks SmolLM2 answers as a teacher, for the record (0: skip; it kept 0 of 8 answers before)")
@@ -280,13 +312,29 @@ def main() -> None:
     covid_train, covid_test = split_by_article(covid, 0.5)
     coll = covid_collection(step, home, covid)
     synth = synthetic_qa(step, home, coll, args.synth_chunks, squad_reader, args.teacher_sample)
+    searcher = Searcher(coll)
+    settings = step("covidqa: answer.k and reader.length_prior chosen on the training articles", lambda: choose_settings(
+        coll, searcher, squad_reader, sample(covid_train, args.settings_questions, seed=5)))
+    prior = settings["length_prior"]
     readers: dict[str, str | None] = {"sentence-baseline": None, "reader-squad": squad_reader}
     if not args.skip_continued:
-        readers["reader-domain"] = continue_reader(step, home, "reader-domain", squad_reader, lambda: synth, 2.0,
-                                                   args.continue_steps)
-        readers["reader-supervised"] = continue_reader(step, home, "reader-supervised", squad_reader,
-                                                       lambda: covid_train, 2.0, args.continue_steps)
-    loaded = {name: SentenceReader(coll.embedder) if path is None else SpanReader(path) for name, path in readers.items()}
+        def over_retrieved(examples: list[QAExample]) -> list[QAExample]:
+            return retrieved_contexts(coll, examples, k=settings["k"], searcher=searcher, on_progress=progress)[0]
+
+        domain = continue_reader(step, home, "reader-domain", squad_reader, lambda: synth, 2.0, args.continue_steps,
+                                 f"{args.synth_chunks}-chunks")
+        supervised = continue_reader(step, home, "reader-supervised", squad_reader, lambda: covid_train, 2.0,
+                                     args.continue_steps)
+        readers["reader-domain"], readers["reader-supervised"] = domain, supervised
+        # ... then the same questions over the chunks search returns for them (synth.reader_contexts)
+        readers["reader-domain+retrieved"] = continue_reader(
+            step, home, "reader-domain+retrieved", domain, lambda: over_retrieved(synth), 2.0, args.continue_steps,
+            f"{args.synth_chunks}-chunks-k{settings['k']}")
+        readers["reader-supervised+retrieved"] = continue_reader(
+            step, home, "reader-supervised+retrieved", supervised, lambda: over_retrieved(covid_train), 2.0,
+            args.continue_steps, f"k{settings['k']}")
+    loaded = {name: SentenceReader(coll.embedder) if path is None else SpanReader(path, length_prior=prior)
+              for name, path in readers.items()}
 
     # Support scorers, measured (and their threshold chosen) on SQuAD dev articles, never on the test sets.
     rows = support_set(squad["dev"], 300)
@@ -297,14 +345,17 @@ def main() -> None:
     judge_name = next(n for n in scorers if n != guard_name)  # the rate is judged by the *other* scorer
     judge, judge_t = scorers[judge_name], quality[judge_name]["threshold"]
 
-    squad_scores = {name: read_squad_test(name, lambda r=reader: r) for name, reader in loaded.items()}
+    # SQuAD's answers are names and figures: its readings use no length prior (the model's own spans);
+    # the step is named by the model's folder, so a reader trained on other data is read again.
+    squad_scores = {name: read_squad_test(name if path is None else Path(path).parent.name,
+                                          lambda p=path: SentenceReader(coll.embedder) if p is None else SpanReader(p))
+                    for name, path in readers.items()}
     precision = step("squad test: reader-squad in bf16 vs fp32", lambda: precision_agreement(
         squad_reader, squad_test[:100]))
 
     # COVID-QA held-out articles, retrieve-then-answer, + unanswerable questions (gold: abstain).
     eval_set = sample(covid_test, args.covid_answerable) + [
         QAExample(f"na-{ex.id}", ex.question, "", []) for ex in sample(squad["test"], args.unanswerable, seed=1)]
-    searcher = Searcher(coll)
     k = coll.pipeline.answer.k
 
     def calibrate() -> float:
@@ -316,12 +367,17 @@ def main() -> None:
 
     threshold = step("covidqa: abstention threshold (label-free)", calibrate)
     records: dict[str, list[dict]] = {}
+    chosen = f"k={settings['k']}, length prior {prior}"
     for name, reader in loaded.items():
-        config = AnswerConfig(mode="extractive", min_retrieval_confidence=threshold)
-        records[name] = answer_records(step, coll, home, name, Answerer(coll, reader=reader, config=config,
-                                                                         searcher=searcher), eval_set)
+        config = AnswerConfig(mode="extractive", k=settings["k"], min_retrieval_confidence=threshold)
+        records[name] = answer_records(step, coll, home, f"{name} ({chosen})", Answerer(
+            coll, reader=reader, config=config, searcher=searcher), eval_set)
     for name in [n for n, r in loaded.items() if isinstance(r, SpanReader)]:
         records[f"{name} (sentence)"] = sentence_unit(records[name])
+    if "reader-domain" in readers:  # no COVID-QA label anywhere: the defaults, not the settings chosen above
+        defaults = AnswerConfig(mode="extractive", min_retrieval_confidence=threshold)
+        records["reader-domain (defaults)"] = answer_records(step, coll, home, "reader-domain (defaults)", Answerer(
+            coll, reader=SpanReader(readers["reader-domain"]), config=defaults, searcher=searcher), eval_set)
     if not args.skip_generator:
         from ragtune.models.generator import make_generator
 
@@ -344,18 +400,19 @@ def main() -> None:
                                      {q: s["F1"] for q, s in per.items()})
                 for name, per in squad_scores.items() if name != "sentence-baseline"}
     write_results(args, step, covid_rows, vs, squad_rows, squad_vs, quality, guard_name, judge_name, threshold,
-                  len(eval_set), len(squad_test), precision)
+                  len(eval_set), len(squad_test), precision, settings)
 
 
 def write_results(args, step: Steps, covid_rows, vs, squad_rows, squad_vs, quality, guard_name, judge_name,
-                  threshold, n_covid, n_squad, precision) -> None:
+                  threshold, n_covid, n_squad, precision, settings) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.report}.json").write_text(json.dumps({
         "covidqa": covid_rows, "squad_heldout": squad_rows, "grounding_scorers": quality, "guard": guard_name,
         "judge": judge_name, "abstention_threshold": threshold, "reader_precision": precision,
+        "covidqa_settings": settings,
         "covidqa_vs_sentence_baseline": {n: {"delta_f1": c.delta, "p_value": c.p_value} for n, c in vs.items()},
         "squad_vs_sentence_baseline": {n: {"delta_f1": c.delta, "p_value": c.p_value} for n, c in squad_vs.items()},
-        "steps": {k: v["seconds"] for k, v in step.log.items()}}, indent=2, default=str))
+        "steps": step.seconds()}, indent=2, default=str))
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) and v <= 1 else f"{v:.1f}"  # noqa: E731
     covid_table = table(["system", "EM", "F1", "abstention precision", "abstention recall", "unsupported rate",
                          "answer in context (ceiling)", "p50 ms", "Δ F1 vs baseline", "p"],
@@ -369,7 +426,7 @@ def write_results(args, step: Steps, covid_rows, vs, squad_rows, squad_vs, quali
     scorer_table = table(["scorer", "ROC AUC", "threshold", "accuracy"],
                          [[n, f"{q['auc']:.3f}", f"{q['threshold']:.3f}", f"{q['accuracy']:.3f}"] for n, q in quality.items()])
     curve = step.log["train reader-squad (SQuAD train articles)"]["result"]["curve"]
-    seconds = table(["step", "seconds"], [[k, v["seconds"]] for k, v in step.log.items()])
+    seconds = table(["step", "seconds"], [[k, v] for k, v in step.seconds().items()])
     write_report(args.report, "Answers offline: trained readers, the sentence baseline, SmolLM2 with and without the guard", f"""
 ## COVID-QA held-out articles, retrieve-then-answer ({n_covid} questions, {args.unanswerable} of them unanswerable)
 
@@ -377,8 +434,16 @@ Same questions for every row; the label-free abstention threshold ({threshold:.4
 points over all questions (an unanswerable one scores only for an abstention); unsupported rate: answers with a
 sentence the passages do not support, judged by the `{judge_name}` scorer (the guard uses `{guard_name}`).
 A row "R (sentence)" is R's own reads answered with the sentence around each span (`reader.answer_unit=sentence`).
+Extractive rows read the retrieved chunks (`answer.use_parents` unset) with `answer.k={settings["k"]}` and
+`reader.length_prior={settings["length_prior"]}`, chosen by reader-squad's F1 on {settings["questions"]} questions of the
+*training* articles (table below); "reader-domain (defaults)" uses neither (k=5, no prior): no COVID-QA label at all.
+The generator rows use the generative defaults (k=5, parent sections).
 
 {covid_table}
+
+### answer.k and reader.length_prior, chosen on the training articles (reader-squad, answerable questions)
+
+{table(["k", "length prior", "F1"], [[g["k"], g["length_prior"], f"{g['F1']:.1f}"] for g in settings["grid"]])}
 
 ## SQuAD held-out articles, gold context ({n_squad} questions)
 

@@ -4,6 +4,7 @@ data, the adapter registry and its CLI, merging, and the extractive reader."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -263,6 +264,27 @@ def test_train_reader_cli_gate_refuses_a_reader_that_does_not_beat_the_baseline(
     assert ModelRegistry(home, "reader", "rd").get(out["version"])["gate"]["enable"] is False
     shown = json_.loads(run_cli("collections", "show", "rd", home=home).stdout)
     assert shown["pipeline"]["reader"]["model"] is None  # not applied
+
+
+def test_train_reader_cli_over_retrieved_chunks_adds_labelled_distractors(make_collection, home, tmp_path):
+    """--retrieved K: each training question also over the chunks the collection's search returns for
+    it; the reader's scope covers those chunks (here the indexed contexts, public)."""
+    from ragtune.data.squad import save_squad
+    from ragtune.ingest.datasets import index_contexts
+    from ragtune.models.registry import ModelRegistry
+
+    examples = _one_question_per_paragraph(n_articles=4, per_article=6)
+    save_squad(examples, tmp_path / "qa.json")
+    coll = make_collection("rr")
+    index_contexts(coll, examples, "rr", home)
+    coll.close()
+    out = run_cli("train", "reader", "-c", "rr", "--data", str(tmp_path / "qa.json"), "--max-steps", "2",
+                  "--batch-size", "4", "--eval-fraction", "0.25", "--retrieved", "3", "--public-data", home=home).stdout
+    line = next(line for line in out.splitlines() if line.startswith("reader "))
+    questions, over = (int(x) for x in re.search(r"(\d+) questions \(\+ (\d+) over retrieved chunks\)", line).groups())
+    assert questions == 18 and questions <= over <= 3 * questions  # each question: its chunk(s) and distractors
+    version = line.split()[1].rstrip(":")
+    assert ModelRegistry(home, "reader", "rr").get(version)["scope"]
 
 
 def test_synth_answers_with_the_local_teacher_keeps_only_verbatim_spans_and_resumes(make_collection, home,

@@ -308,6 +308,10 @@ def reader(
     apply: Annotated[bool, typer.Option("--apply", help="make it the collection's reader if it beats the current one")] = False,
     public_data: Annotated[bool, typer.Option(
         "--public-data", help="a --data file without a .scope.json (e.g. SQuAD) is public text")] = False,
+    retrieved: Annotated[int, typer.Option(
+        "--retrieved", help="also train each question over the top K chunks the collection's search returns for it "
+        "(answer-bearing ones labelled, the others \"no answer\"): how the reader meets questions at answer time; "
+        "0 = off")] = 0,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -321,7 +325,7 @@ def reader(
     from ragtune.adapt import train_gated_reader
     from ragtune.cli.common import fail, progress_bars
     from ragtune.collection import Collection
-    from ragtune.data.squad import load_squad, sample, split_by_article
+    from ragtune.data.squad import QAExample, load_squad, sample, split_by_article
     from ragtune.synth.scope import read_scope
     from ragtune.train.reader import ReaderTrainConfig
     from ragtune.types import Scope
@@ -338,7 +342,16 @@ def reader(
         fail("--data: need questions from at least two articles (one is held out to gate the reader)")
     train_ex, held = split_by_article(examples, eval_fraction)
     config = ReaderTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_every=eval_every)
+    questions = len(train_ex)
+    extra: list[QAExample] = []
     with Collection.open(home, collection) as coll, progress_bars(json_) as on_progress:
+        if retrieved:
+            from ragtune.synth.reader_contexts import retrieved_contexts
+
+            extra, chunks_scope = retrieved_contexts(coll, train_ex, k=retrieved, on_progress=on_progress)
+            train_ex = train_ex + extra
+            # the chunks' text is training text too: the reader's scope narrows to who may read them
+            scope = None if scope is None else Scope.of([*scope.acls, *chunks_scope.acls])
         out = train_gated_reader(coll, home, train_ex, held, config, base, [str(p) for p in data], scope, apply,
                                  bool(eval_every), checkpoint_dir, on_progress)
     gate, applied, refused, version, model_path = (out["gate"], out["applied"], out.get("refused"), out["version"],
@@ -346,7 +359,8 @@ def reader(
     if json_:
         print_json({k: v for k, v in out.items() if k not in ("questions", "windows", "steps", "train_loss", "seconds", "previous")})
         return
-    typer.echo(f"reader {version}: {len(train_ex)} questions → {out['windows']} windows, {out['steps']} steps, "
+    over = f" (+ {len(extra)} over retrieved chunks)" if retrieved else ""
+    typer.echo(f"reader {version}: {questions} questions{over} → {out['windows']} windows, {out['steps']} steps, "
                f"loss {out['train_loss']:.4f}, {out['seconds']:.0f}s → {model_path}")
     typer.echo(f"gate on {gate['questions']} held-out questions: F1 {gate['baseline_scores']['F1']:.3f} ({gate['baseline']}) → "
                f"{gate['candidate_scores']['F1']:.3f}, p = {gate['p_value']:.4f}, {gate['ms_per_question']:.0f} ms/question → "
