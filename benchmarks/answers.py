@@ -185,15 +185,16 @@ def precision_agreement(reader_path: str, examples: list[QAExample]) -> dict[str
     return out
 
 
-def guarded(records: list[dict], scorer, threshold: float, reader) -> list[dict]:
+def guarded(records: list[dict], scorer, threshold: float, reader, min_groundedness: float) -> list[dict]:
     """The generator's answers through the grounding guard, recomputed from each record's own
-    passages (the answers are generated once): unsupported sentences removed; none left → the
-    reader's span of the same passages, or "I don't know" without a reader."""
+    passages (the answers are generated once): unsupported sentences removed; none left, or most
+    of the answer unsupported → the reader's span of the same passages, or "I don't know" without
+    a reader."""
     out = []
     for r in records:
         text = r["answer"]
         if not r["abstained"] and r["contexts"]:
-            g = ground(text, r["contexts"], scorer, threshold)
+            g = ground(text, r["contexts"], scorer, threshold, min_groundedness)
             if not g.text:
                 span = reader.read(r["question"], r["contexts"]) if reader is not None else None
                 text = span.text if span is not None else ABSTAIN
@@ -384,10 +385,11 @@ def main() -> None:
         raw = AnswerConfig(mode="generative", grounding="off", min_retrieval_confidence=threshold)
         records["smollm2"] = answer_records(step, coll, home, "smollm2", Answerer(
             coll, make_generator(coll.pipeline.generator, home), config=raw, searcher=searcher), eval_set)
-        records["smollm2-guarded"] = guarded(records["smollm2"], guard, guard_t, None)
+        floor = raw.min_groundedness
+        records["smollm2-guarded"] = guarded(records["smollm2"], guard, guard_t, None, floor)
         best_reader = max([n for n in ("reader-squad", "reader-domain") if n in loaded], key=lambda n: statistics.fmean(
             s["F1"] for s in squad_scores[n].values()))  # chosen on SQuAD, not on COVID-QA
-        records["smollm2-guarded+reader"] = guarded(records["smollm2"], guard, guard_t, loaded[best_reader])
+        records["smollm2-guarded+reader"] = guarded(records["smollm2"], guard, guard_t, loaded[best_reader], floor)
 
     covid_rows = {name: qa_row(r, eval_set, judge, judge_t) for name, r in records.items()}
     base = {r["id"]: score_answer(r["prediction"], ex.answers)["f1"] for r, ex in zip(records["sentence-baseline"], eval_set)}

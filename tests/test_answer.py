@@ -81,6 +81,13 @@ def test_grounding_guard_drops_unsupported_sentences_and_falls_back(tiny_handboo
     assert answer.unsupported == ["Each employee also gets a company car [1]."] and answer.groundedness == 0.5
     assert [c.doc_id for c in answer.citations] == ["hb/leave.md"]
 
+    # Mostly made up (one sentence of three supported): not trusted on the one either.
+    chat_server.replies += ["Employees get 25 days of paid leave [1]. Each employee gets a company car [1]. "
+                            "Cars are replaced yearly [1]."]
+    distrusted = Answerer(tiny_handbook, gen).ask("How many leave days?", staff)
+    assert distrusted.abstained and distrusted.abstain_reason == "ungrounded"
+    assert distrusted.groundedness == pytest.approx(1 / 3) and len(distrusted.unsupported) == 2
+
     # A figure the passages do not state: nothing is left, so the reader's cited sentence answers.
     chat_server.replies += ["Employees get 40 days of leave [1]."]
     reader = SentenceReader(tiny_handbook.embedder)

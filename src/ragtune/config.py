@@ -202,6 +202,9 @@ class AnswerConfig(_Strict):
         "(overlap: content terms and figures; embedder: cosine to a passage sentence); off = no guard")
     min_support: float = Field(0.6, ge=0, le=1, description="sentences scoring below this are dropped; an answer "
                                "left empty falls back to the extractive span, or \"I don't know\"")
+    min_groundedness: float = Field(
+        0.5, ge=0, le=1, description="below this share of supported sentences the whole generated answer is "
+        "distrusted (the fallback answers): a model that made up most of it is not trusted on the rest")
     max_new_tokens: int = Field(160, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 = greedy, deterministic")
     top_p: float = 1.0
