@@ -16,8 +16,8 @@ Sentences below the threshold are dropped; when none is left the answerer falls 
 extractive reader's cited span, or "I don't know". So it does too when most of the answer was
 unsupported (``min_groundedness``): a generator that made up most of an answer is not trusted on
 the sentence or two that happen to match a passage (on COVID-QA SmolLM2's answers were 10-15%
-grounded, and the sentence kept was as often wrong as right), and when what is left asserts
-nothing (a stray "1."). ``benchmarks/answers.py`` measures how well each
+grounded, and the sentence kept was as often wrong as right), and when all that is left is a
+list's bare "1.". ``benchmarks/answers.py`` measures how well each
 scorer separates supported from unsupported sentences, and the unsupported-answer rate with and
 without the guard.
 
@@ -41,7 +41,7 @@ from ragtune.answer.extractive import sentences
 from ragtune.index.sparse import Bm25Encoder
 
 _NUMBER = re.compile(r"^\d+$")
-_WORD = re.compile(r"[^\W\d_]{2,}")  # a kept answer must say something: not just "1." or "[2]"
+_ENUMERATOR = re.compile(r"\s*\(?\d{1,2}[.)]\s*")  # "1." of a list whose item was dropped
 
 
 class SupportScorer(Protocol):
@@ -125,8 +125,10 @@ def ground(text: str, passages: list[str], scorer: SupportScorer, threshold: flo
     >>> ground("Days expire in March [1]. Managers approve flights. Trains are booked online.", passages,
     ...        OverlapScorer(), 0.6, min_groundedness=0.5).text
     ''
-    >>> ground("2. [1]", passages, OverlapScorer(), 0.6).text  # "supported", since it asserts nothing
+    >>> ground("1. Flights are free [1].", passages, OverlapScorer(), 0.6).text  # "1." asserts nothing
     ''
+    >>> ground("1932 [1].", ["It opened in 1932."], OverlapScorer(), 0.6).text
+    '1932 [1].'
     """
     answer_cites = cited_numbers(text, len(passages))
     out = []
@@ -135,7 +137,9 @@ def ground(text: str, passages: list[str], scorer: SupportScorer, threshold: flo
         cites = cited_numbers(sentence, len(passages)) or answer_cites or list(range(1, len(passages) + 1))
         support = scorer.score(sentence, [passages[n - 1] for n in cites])
         out.append(SentenceSupport(sentence, support, support >= threshold))
-    grounding = Grounding(out, " ".join(s.text for s in out if s.supported))
-    if grounding.groundedness < min_groundedness or not _WORD.search(strip_citations(grounding.text)):
+    # a list's bare "1." outlives its dropped item: it is no answer on its own
+    kept = [s.text for s in out if s.supported and not (len(out) > 1 and _ENUMERATOR.fullmatch(strip_citations(s.text)))]
+    grounding = Grounding(out, " ".join(kept))
+    if grounding.groundedness < min_groundedness:
         grounding.text = ""
     return grounding

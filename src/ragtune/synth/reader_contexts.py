@@ -37,7 +37,7 @@ def answer_offset(context: str, answers: list[str]) -> tuple[str, int] | None:
     >>> answer_offset("Ann wrote it in 1990.", ["in 1990", "1990"])
     ('in 1990', 13)
     >>> answer_offset("It dates from 1990.", ["From 1990"])
-    ('from 1990', 10)
+    ('from 1990', 9)
     >>> answer_offset("Nothing here.", ["1990"]) is None
     True
     """
