@@ -474,18 +474,18 @@ def train_gated_reader(collection: Collection, home: str | Path | None, train: l
     ``held`` against the collection's current reader (the sentence baseline until one is applied),
     paired on F1. With ``apply`` a reader that passes (and whose training ``scope`` every reader
     of the collection may read) becomes the collection's reader."""
-    from ragtune.answer.extractive import SpanReader, make_reader
+    from ragtune.answer.extractive import make_reader
     from ragtune.evaluate.reader import reader_gate, reading_scores
     from ragtune.models.registry import ModelRegistry
     from ragtune.train.publish import publish_reader
 
     cfg = collection.pipeline.reader
-    current = make_reader(cfg.model, collection.embedder, cfg.device, length_prior=cfg.length_prior)
+    current = make_reader(cfg, collection.embedder)
     meta, result = publish_reader(home, collection, train, config, base, data=data or [],
                                   evaluate=(lambda r: reading_scores(r, held)) if eval_every else None,
                                   checkpoint_dir=checkpoint_dir, on_progress=on_progress,
                                   scope=scope.to_list() if scope is not None else None)
-    gate = reader_gate(SpanReader(meta["path"], length_prior=cfg.length_prior), current, held, null_margin=cfg.null_margin)
+    gate = reader_gate(make_reader(cfg, collection.embedder, meta["path"]), current, held, null_margin=cfg.null_margin)
     ModelRegistry(home, "reader", collection.name).update(meta["version"], gate=gate.to_dict())
     refused = reader_refusal(collection, scope) if apply and gate.enable else None
     applied = apply and gate.enable and refused is None

@@ -110,8 +110,7 @@ class Answerer:
         generator = make_generator(pipeline.generator, home) if needs_llm else None
         reader = None
         if mode == "extractive" or pipeline.answer.grounding != "off":  # the grounding guard's fallback
-            reader = make_reader(pipeline.reader.model, collection.embedder, pipeline.reader.device,
-                                 pipeline.reader.max_answer_tokens, pipeline.reader.length_prior)
+            reader = make_reader(pipeline.reader, collection.embedder)
         return cls(collection, generator, reader=reader)
 
     @property

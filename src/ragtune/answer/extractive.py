@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ragtune.config import ReaderConfig
 from ragtune.errors import InputError
 
 READER_META = "ragtune-reader.json"  # beside a trained reader's weights: what it was trained on
@@ -272,9 +273,11 @@ class SpanReader:
         return float(ranked[i, j]), float(scores[i, j]), lo + i, lo + j
 
 
-def make_reader(model: str | None, embedder, device: str | None = None, max_answer_tokens: int | None = None,
-                length_prior: float = 0.0) -> Reader:
-    """``None`` (the default) gives the sentence baseline; anything else is a span model id/path."""
+def make_reader(config: ReaderConfig, embedder, model: str | Path | None = None) -> Reader:
+    """The reader ``config`` describes, or ``model`` read with its settings (a candidate being gated
+    reads as it would once applied). No model (the default) gives the sentence baseline."""
+    model = model if model is not None else config.model
     if model is None:
         return SentenceReader(embedder)
-    return SpanReader(model, device=device, max_answer_tokens=max_answer_tokens, length_prior=length_prior)
+    return SpanReader(model, device=config.device, max_answer_tokens=config.max_answer_tokens,
+                      length_prior=config.length_prior)

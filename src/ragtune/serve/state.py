@@ -135,8 +135,7 @@ class ServerState:
         with self._lock:
             if h.reader is None:
                 with stage("model.load", kind="reader"):
-                    h.reader = GatedReader(make_reader(cfg.model, h.collection.embedder, cfg.device,
-                                                       cfg.max_answer_tokens, cfg.length_prior), self.encoders)
+                    h.reader = GatedReader(make_reader(cfg, h.collection.embedder), self.encoders)
             return h.reader
 
     def create_collection(self, name: str, overrides: list[str]) -> Collection:
