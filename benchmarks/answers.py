@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, table, write_report  # noqa: E402
 
 from ragtune.answer import Answerer  # noqa: E402
-from ragtune.answer.abstain import calibrate_threshold, confidences  # noqa: E402
+from ragtune.answer.abstain import calibrate_reader_margin, calibrate_threshold, confidences, reader_margin  # noqa: E402
 from ragtune.answer.citations import strip_citations  # noqa: E402
 from ragtune.answer.extractive import SentenceReader, SpanReader  # noqa: E402
 from ragtune.answer.grounding import ground, make_scorer  # noqa: E402
@@ -145,6 +145,16 @@ def choose_settings(coll: Collection, searcher: Searcher, reader_path: str, exam
     return {"k": best["k"], "length_prior": best["length_prior"], "questions": len(examples), "grid": grid}
 
 
+def null_margin(answerer: Answerer, answerable: list[QAExample], unanswerable: list[QAExample]) -> dict:
+    """``reader.null_margin`` from the collection's synthetic questions (answerable) and off-domain
+    ones (SQuAD dev articles), over those that pass the retrieval threshold (`ragtune calibrate`'s rule)."""
+    def margins(examples: list[QAExample], label: str) -> list[float | None]:
+        return [reader_margin(answerer.ask(ex.question, Principal())) for ex in progress_over(examples, label)]
+
+    margin, c = calibrate_reader_margin(margins(answerable, "margins: synthetic"), margins(unanswerable, "margins: off-domain"))
+    return {"margin": margin, "calibration": None if c is None else vars(c)}
+
+
 def progress_over(items: list, label: str):
     for i, item in enumerate(items, 1):
         progress(label, i, len(items))
@@ -194,7 +204,7 @@ def guarded(records: list[dict], scorer, threshold: float, reader, min_groundedn
     for r in records:
         text = r["answer"]
         if not r["abstained"] and r["contexts"]:
-            g = ground(text, r["contexts"], scorer, threshold, min_groundedness)
+            g = ground(text, r["contexts"], scorer, threshold, min_groundedness, r["question"])
             if not g.text:
                 span = reader.read(r["question"], r["contexts"]) if reader is not None else None
                 text = span.text if span is not None else ABSTAIN
@@ -224,26 +234,26 @@ def statement(ex: QAExample, answer: str) -> str:
     return f"{ex.question.strip().rstrip('?')}: {answer}."
 
 
-def support_set(examples: list[QAExample], n: int, seed: int = 0) -> list[tuple[str, str, int]]:
-    """(sentence, passage, label) to measure a support scorer: a question restated with its answer
-    (1: supported, in other words than the passage's); the same with another question's answer (0: a
-    changed fact); another article's restated question (0: off-topic)."""
+def support_set(examples: list[QAExample], n: int, seed: int = 0) -> list[tuple[str, str, int, str]]:
+    """(sentence, passage, label, question asked) to measure a support scorer: a question restated with
+    its answer (1: supported, in other words than the passage's); the same with another question's answer
+    (0: a changed fact); another article's restated question (0: off-topic)."""
     rng = random.Random(seed)
     answerable = [ex for ex in examples if ex.answers]
     out = []
     for ex in rng.sample(answerable, min(n, len(answerable))):
         other = rng.choice([o for o in answerable if o.article_id != ex.article_id])
-        out.append((statement(ex, ex.answers[0]), ex.context, 1))
+        out.append((statement(ex, ex.answers[0]), ex.context, 1, ex.question))
         if other.answers[0].lower() not in ex.context.lower():
-            out.append((statement(ex, other.answers[0]), ex.context, 0))
-        out.append((statement(other, other.answers[0]), ex.context, 0))
+            out.append((statement(ex, other.answers[0]), ex.context, 0, ex.question))
+        out.append((statement(other, other.answers[0]), ex.context, 0, ex.question))
     return out
 
 
-def scorer_quality(scorer, rows: list[tuple[str, str, int]]) -> dict[str, float]:
+def scorer_quality(scorer, rows: list[tuple[str, str, int, str]]) -> dict[str, float]:
     """ROC AUC of the scorer's support, and the accuracy-best threshold (midway between neighbouring
     scores; chosen here, on SQuAD dev, never on the test sets)."""
-    scores = [(scorer.score(s, [p]), y) for s, p, y in rows]
+    scores = [(scorer.score(s, [p], q), y) for s, p, y, q in rows]
     pos = [x for x, y in scores if y == 1]
     neg = [x for x, y in scores if y == 0]
     auc = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
@@ -340,7 +350,7 @@ def main() -> None:
     # Support scorers, measured (and their threshold chosen) on SQuAD dev articles, never on the test sets.
     rows = support_set(squad["dev"], 300)
     scorers = {"overlap": make_scorer("overlap"), "embedder": make_scorer("embedder", coll.embedder)}
-    quality = step("grounding scorers on SQuAD dev", lambda: {n: scorer_quality(s, rows) for n, s in scorers.items()})
+    quality = step("grounding scorers on SQuAD dev (question-aware, names)", lambda: {n: scorer_quality(s, rows) for n, s in scorers.items()})
     guard_name = max(quality, key=lambda n: quality[n]["auc"])
     guard, guard_t = scorers[guard_name], quality[guard_name]["threshold"]
     judge_name = next(n for n in scorers if n != guard_name)  # the rate is judged by the *other* scorer
@@ -368,17 +378,36 @@ def main() -> None:
 
     threshold = step("covidqa: abstention threshold (label-free)", calibrate)
     records: dict[str, list[dict]] = {}
+    retrieval_only: dict[str, list[dict]] = {}
     chosen = f"k={settings['k']}, length prior {prior}"
+    margins: dict[str, dict] = {}
+
+    def answer_with_margin(name: str, label: str, answerer: Answerer) -> None:
+        """``records[name]``: the reader's answers behind both cuts. The retrieval threshold alone is
+        kept beside them; the reader's no-answer margin is the same calibration one level down
+        (`ragtune calibrate`): synthetic vs off-domain questions that pass retrieval, per reader (the
+        margin is on the model's own scale). Label-free."""
+        retrieval_only[name] = records[name] = answer_records(step, coll, home, label, answerer, eval_set)
+        margins[name] = step(f"covidqa: reader null margin {label} (label-free)", lambda: null_margin(
+            answerer, synth, squad["dev"][:200]))
+        if margins[name]["margin"] is not None:
+            coll.pipeline.reader.null_margin = margins[name]["margin"]
+            records[name] = answer_records(step, coll, home, f"{label}, null margin", answerer, eval_set)
+            coll.pipeline.reader.null_margin = None
+
     for name, reader in loaded.items():
         config = AnswerConfig(mode="extractive", k=settings["k"], min_retrieval_confidence=threshold)
-        records[name] = answer_records(step, coll, home, f"{name} ({chosen})", Answerer(
-            coll, reader=reader, config=config, searcher=searcher), eval_set)
+        answerer = Answerer(coll, reader=reader, config=config, searcher=searcher)
+        if isinstance(reader, SpanReader):
+            answer_with_margin(name, f"{name} ({chosen})", answerer)
+        else:
+            records[name] = answer_records(step, coll, home, f"{name} ({chosen})", answerer, eval_set)
     for name in [n for n, r in loaded.items() if isinstance(r, SpanReader)]:
         records[f"{name} (sentence)"] = sentence_unit(records[name])
     if "reader-domain" in readers:  # no COVID-QA label anywhere: the defaults, not the settings chosen above
         defaults = AnswerConfig(mode="extractive", min_retrieval_confidence=threshold)
-        records["reader-domain (defaults)"] = answer_records(step, coll, home, "reader-domain (defaults)", Answerer(
-            coll, reader=SpanReader(readers["reader-domain"]), config=defaults, searcher=searcher), eval_set)
+        answer_with_margin("reader-domain (defaults)", "reader-domain (defaults)", Answerer(
+            coll, reader=SpanReader(readers["reader-domain"]), config=defaults, searcher=searcher))
     if not args.skip_generator:
         from ragtune.models.generator import make_generator
 
@@ -390,28 +419,41 @@ def main() -> None:
         best_reader = max([n for n in ("reader-squad", "reader-domain") if n in loaded], key=lambda n: statistics.fmean(
             s["F1"] for s in squad_scores[n].values()))  # chosen on SQuAD, not on COVID-QA
         records["smollm2-guarded+reader"] = guarded(records["smollm2"], guard, guard_t, loaded[best_reader], floor)
+        shipped = AnswerConfig()
+        if guard_name == shipped.grounding and abs(shipped.min_support - guard_t) > 1e-3:  # the default cut too
+            records[f"smollm2-guarded+reader (default answer.min_support {shipped.min_support})"] = guarded(
+                records["smollm2"], guard, shipped.min_support, loaded[best_reader], floor)
 
     covid_rows = {name: qa_row(r, eval_set, judge, judge_t) for name, r in records.items()}
-    base = {r["id"]: score_answer(r["prediction"], ex.answers)["f1"] for r, ex in zip(records["sentence-baseline"], eval_set)}
-    vs = {name: compare_paired(base, {r["id"]: score_answer(r["prediction"], ex.answers)["f1"]
-                                      for r, ex in zip(recs, eval_set)}) for name, recs in records.items()
-          if name != "sentence-baseline"}
+    base = f1_of(records["sentence-baseline"], eval_set)
+    vs = {name: compare_paired(base, f1_of(recs, eval_set)) for name, recs in records.items() if name != "sentence-baseline"}
     squad_rows = {name: {m: statistics.fmean(s[m] for s in per.values()) * 100 for m in ("EM", "F1")}
                   for name, per in squad_scores.items()}
     squad_vs = {name: compare_paired({q: s["F1"] for q, s in squad_scores["sentence-baseline"].items()},
                                      {q: s["F1"] for q, s in per.items()})
                 for name, per in squad_scores.items() if name != "sentence-baseline"}
+    margin_rows = {name: {"null_margin": margins[name]["margin"], "calibration": margins[name]["calibration"],
+                          "retrieval_only": qa_row(recs, eval_set, judge, judge_t),
+                          "vs_retrieval_only": compare_paired(f1_of(recs, eval_set), f1_of(records[name], eval_set))}
+                   for name, recs in retrieval_only.items()}
     write_results(args, step, covid_rows, vs, squad_rows, squad_vs, quality, guard_name, judge_name, threshold,
-                  len(eval_set), len(squad_test), precision, settings)
+                  len(eval_set), len(squad_test), precision, settings, margin_rows)
+
+
+def f1_of(records: list[dict], examples: list[QAExample]) -> dict[str, float]:
+    return {r["id"]: score_answer(r["prediction"], ex.answers)["f1"] for r, ex in zip(records, examples)}
 
 
 def write_results(args, step: Steps, covid_rows, vs, squad_rows, squad_vs, quality, guard_name, judge_name,
-                  threshold, n_covid, n_squad, precision, settings) -> None:
+                  threshold, n_covid, n_squad, precision, settings, margin_rows) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.report}.json").write_text(json.dumps({
         "covidqa": covid_rows, "squad_heldout": squad_rows, "grounding_scorers": quality, "guard": guard_name,
         "judge": judge_name, "abstention_threshold": threshold, "reader_precision": precision,
         "covidqa_settings": settings,
+        "covidqa_reader_null_margin": {n: {**{k: v for k, v in m.items() if k != "vs_retrieval_only"},
+                                           "delta_f1": m["vs_retrieval_only"].delta,
+                                           "p_value": m["vs_retrieval_only"].p_value} for n, m in margin_rows.items()},
         "covidqa_vs_sentence_baseline": {n: {"delta_f1": c.delta, "p_value": c.p_value} for n, c in vs.items()},
         "squad_vs_sentence_baseline": {n: {"delta_f1": c.delta, "p_value": c.p_value} for n, c in squad_vs.items()},
         "steps": step.seconds()}, indent=2, default=str))
@@ -427,6 +469,17 @@ def write_results(args, step: Steps, covid_rows, vs, squad_rows, squad_vs, quali
                           "" if n not in squad_vs else f"{squad_vs[n].p_value:.4f}"] for n, r in squad_rows.items()])
     scorer_table = table(["scorer", "ROC AUC", "threshold", "accuracy"],
                          [[n, f"{q['auc']:.3f}", f"{q['threshold']:.3f}", f"{q['accuracy']:.3f}"] for n, q in quality.items()])
+    margin_table = table(
+        ["reader", "null margin", "calibration: synthetic answered / off-domain stopped (n)", "F1 retrieval only",
+         "F1 + margin", "Δ F1", "p", "abstention precision / recall, retrieval only", "… + margin"],
+        [[n, "n/a" if m["null_margin"] is None else f"{m['null_margin']:.2f}",
+          "n/a" if m["calibration"] is None else f"{m['calibration']['answer_recall']:.2f} / "
+          f"{m['calibration']['abstain_recall']:.2f} ({m['calibration']['n_answerable']}, {m['calibration']['n_unanswerable']})",
+          f"{m['retrieval_only']['F1']:.1f}", f"{covid_rows[n]['F1']:.1f}", f"{m['vs_retrieval_only'].delta * 100:+.1f}",
+          f"{m['vs_retrieval_only'].p_value:.4f}",
+          f"{m['retrieval_only']['abstention_precision']:.3f} / {m['retrieval_only']['abstention_recall']:.3f}",
+          f"{covid_rows[n]['abstention_precision']:.3f} / {covid_rows[n]['abstention_recall']:.3f}"]
+         for n, m in margin_rows.items()])
     curve = step.log["train reader-squad (SQuAD train articles)"]["result"]["curve"]
     seconds = table(["step", "seconds"], [[k, v] for k, v in step.seconds().items()])
     write_report(args.report, "Answers offline: trained readers, the sentence baseline, SmolLM2 with and without the guard", f"""
@@ -442,6 +495,15 @@ Extractive rows read the retrieved chunks (`answer.use_parents` unset) with `ans
 The generator rows use the generative defaults (k=5, parent sections).
 
 {covid_table}
+
+### The reader's own abstention: retrieval threshold alone vs + the reader's calibrated no-answer margin
+
+Span-reader rows above answer behind both cuts. `reader.null_margin` is calibrated per reader without
+labels, as `ragtune calibrate` does: the collection's synthetic questions (answerable) vs SQuAD dev-article
+questions (off-domain), over those that pass the retrieval threshold; the reader abstains when its no-answer
+score beats its best span by more than the margin.
+
+{margin_table}
 
 ### answer.k and reader.length_prior, chosen on the training articles (reader-squad, answerable questions)
 

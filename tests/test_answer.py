@@ -97,6 +97,11 @@ def test_grounding_guard_drops_unsupported_sentences_and_falls_back(tiny_handboo
     # (the tiny random embedder picks the sentence; what matters is that it is copied and cited)
     assert fallback.groundedness == 0.0 and fallback.citations and "40 days" not in fallback.text
     assert fallback.text in fallback.passages[fallback.citations[0].number - 1]
+    # The question handed back, or a name the passages never mention: no answer either.
+    for invented in ["How many leave days are there [1]?", "Employees get paid leave from Hempelenidine Holdings [1]."]:
+        chat_server.replies += [invented]
+        echoed = Answerer(tiny_handbook, gen).ask("How many leave days?", staff)
+        assert echoed.abstained and echoed.abstain_reason == "ungrounded" and echoed.unsupported == [invented]
     # ... and with no reader to fall back to, "I don't know".
     chat_server.replies += ["Employees get 40 days of leave [1]."]
     refused = Answerer(tiny_handbook, gen).ask("How many leave days?", staff)
@@ -168,6 +173,7 @@ def test_calibrated_confidence_threshold_abstains_off_topic(handbook, chat_serve
                              catch_exceptions=False)
     result = json.loads(out.stdout)
     assert result["balanced_accuracy"] >= 0.75 and result["applied"]
+    assert result["reader_null_margin"] is None  # the sentence baseline has no no-answer score
 
     coll = Collection.open(home, "hb")
     assert coll.pipeline.answer.min_retrieval_confidence == pytest.approx(result["threshold"], abs=1e-4)

@@ -129,6 +129,57 @@ def test_null_margin_makes_the_span_reader_abstain(tiny_handbook, tiny_qa_model)
     assert not answered.abstained and answered.text == answered.span.text and len(answered.citations) == 1
 
 
+def test_calibrated_null_margin_abstains_as_calibrated(tiny_handbook, tiny_qa_model):
+    """The margin `calibrate` stores reproduces, through the answerer's own rule, the answer and
+    abstain rates the calibration promised (a sign or offset slip between the two would not)."""
+    from statistics import fmean
+
+    from ragtune.answer.abstain import calibrate_reader_margin, reader_margin
+
+    tiny_handbook.pipeline.answer.mode = "extractive"
+    answerer = Answerer(tiny_handbook, reader=SpanReader(tiny_qa_model))
+    groups = [["How often are laptops replaced?", "How many days of leave?", "When do unused days expire?",
+               "Who approves flights?", "When should I book trains?", "Who replaces laptops?"],
+              ["Who won the cup?", "What is ethanol?", "How is bread baked?", "Which planet is red?", "Who wrote Hamlet?"]]
+    margins = [[reader_margin(answerer.ask(q, STAFF)) for q in g] for g in groups]
+    assert all(m is not None for m in margins[0] + margins[1])
+    # The tiny reader is random: the group it scores higher plays "answerable".
+    hi, lo = sorted(range(2), key=lambda i: -fmean(margins[i]))  # type: ignore[arg-type]
+    margin, c = calibrate_reader_margin(margins[hi], margins[lo])
+    assert margin is not None and c is not None and c.balanced_accuracy > 0.5
+    tiny_handbook.pipeline.reader.null_margin = margin
+    answered = [not answerer.ask(q, STAFF).abstained for q in groups[hi]]
+    stopped = [answerer.ask(q, STAFF).abstain_reason == "model" for q in groups[lo]]
+    assert fmean(answered) == pytest.approx(c.answer_recall) and fmean(stopped) == pytest.approx(c.abstain_recall)
+    assert calibrate_reader_margin(margins[hi], margins[lo][:4]) == (None, None)  # too few to say
+
+
+def test_calibrate_cli_stores_the_reader_margin(tiny_handbook, tiny_qa_model, home, tmp_path):
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+    from ragtune.collection import Collection
+
+    tiny_handbook.pipeline.answer.mode = "extractive"
+    tiny_handbook.pipeline.reader.model = str(tiny_qa_model)
+    tiny_handbook.save_pipeline()
+    tiny_handbook.close()
+    # The same lines on both sides: the random tiny models cannot tell them apart, so every question passes
+    # retrieval and reaches the reader (plumbing only; the margin's meaning is tested above).
+    questions = "\n".join(f"How often are laptops of team {i} replaced?" for i in range(6))
+    (tmp_path / "ans.txt").write_text(questions)
+    (tmp_path / "off.txt").write_text(questions)
+    out = CliRunner().invoke(app, ["calibrate", "-c", "hb", "--group", "staff", "--answerable", str(tmp_path / "ans.txt"),
+                                   "--unanswerable", str(tmp_path / "off.txt"), "--apply", "--json", "--home", str(home)],
+                             catch_exceptions=False)
+    result = json.loads(out.stdout)
+    stored = Collection.open(home, "hb")
+    assert result["reader"]["n_answerable"] == result["reader"]["n_unanswerable"] == 6
+    assert stored.pipeline.reader.null_margin == pytest.approx(result["reader_null_margin"], abs=1e-4)
+    assert stored.pipeline.answer.min_retrieval_confidence == pytest.approx(result["threshold"], abs=1e-4)
+    stored.close()
+
+
 @pytest.mark.slow
 def test_ask_cli_extractive_json(handbook, home):
     from typer.testing import CliRunner

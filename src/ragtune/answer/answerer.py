@@ -223,7 +223,8 @@ class Answerer:
         if self._scorer is None or is_abstention(text):
             return self._by_generator(self._finish(question, text, passages, hits, timings, tokens, queries))
         t = time.perf_counter()
-        g = ground(text, [p.text for p in passages], self._scorer, self.config.min_support, self.config.min_groundedness)
+        g = ground(text, [p.text for p in passages], self._scorer, self.config.min_support, self.config.min_groundedness,
+                   question)
         timings["ground"] = time.perf_counter() - t
         if g.text:
             answer = self._by_generator(self._finish(question, g.text, passages, hits, timings, tokens, queries))

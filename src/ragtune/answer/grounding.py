@@ -7,8 +7,11 @@ passages it cites (its own ``[n]`` markers; else those the answer cites; else ev
 read) by one of two scorers built from what ragtune already runs:
 
 - ``overlap``: the share of the sentence's content terms (the BM25 analyser's stemmed,
-  stopword-free terms) found in one passage, and 0 when the sentence states a number the passage
-  does not — invented figures are the most harmful fabrication;
+  stopword-free terms) found in one passage, and 0 when the sentence states a number or a name
+  (a capitalised, all-caps or letters-and-digits word past the sentence's first) the passage does
+  not — invented figures and names are the most harmful fabrication. Given the question, only the
+  terms the sentence adds to it count: restating the question ("What was the T-cell response?"
+  to "What were the T-cell responses?") is supported by any on-topic passage yet asserts nothing;
 - ``embedder``: the best cosine between the sentence and a passage sentence under the
   collection's embedder (paraphrase-tolerant, but blind to a changed number).
 
@@ -47,26 +50,46 @@ _ENUMERATOR = re.compile(r"\s*\(?\d{1,2}[.)]\s*")  # "1." of a list whose item w
 class SupportScorer(Protocol):
     name: str
 
-    def score(self, sentence: str, passages: list[str]) -> float:
-        """How well the best of ``passages`` supports ``sentence``, 0–1 (None-free)."""
+    def score(self, sentence: str, passages: list[str], question: str = "") -> float:
+        """How well the best of ``passages`` supports ``sentence`` as an answer to ``question``, 0–1."""
         ...
+
+
+# A word that names something: capitalised past the sentence's first word, with a capital inside
+# ("HAdV", "NIH", "mRNA"), or letters and digits together ("IL-6", "H1N1").
+_NAME = re.compile(r"(?<=\s)[A-Z][\w-]*|\b\w*[a-z]\w*[A-Z][\w-]*|\b[A-Z]{2,}[\w-]*|\b(?=\w*\d)(?=\w*[A-Za-z])[\w-]+")
 
 
 @dataclass
 class OverlapScorer:
+    """
+    >>> s = OverlapScorer()
+    >>> p = ["Hepcidin release is stimulated by iron and by inflammation (IL-6)."]
+    >>> s.score("Iron stimulates hepcidin release.", p), s.score("Hepcidin release is stimulated by Hempelenidine.", p)
+    (1.0, 0.0)
+    >>> s.score("What stimulates hepcidin release?", p, question="What stimulates the release of hepcidin?")
+    0.0
+    """
+
     name: str = "overlap"
     analyser: Bm25Encoder = field(default_factory=Bm25Encoder)
 
-    def score(self, sentence: str, passages: list[str]) -> float:
-        terms = set(self.analyser.terms(strip_citations(sentence)))
+    def score(self, sentence: str, passages: list[str], question: str = "") -> float:
+        text = strip_citations(sentence)
+        terms = set(self.analyser.terms(text))
         if not terms:
             return 1.0  # nothing asserted ("Yes.")
+        asked = set(self.analyser.terms(question))
+        new = terms - asked
+        if not new:
+            return 0.0  # the question restated: on-topic, answers nothing
+        names = {t for name in _NAME.findall(text) for t in self.analyser.terms(name)} - asked
         best = 0.0
         for passage in passages:
             have = set(self.analyser.terms(passage))
-            if any(_NUMBER.match(t) and t not in have for t in terms):
-                continue  # a figure this passage does not state
-            best = max(best, len(terms & have) / len(terms))
+            if any((_NUMBER.match(t) or t in names) and t not in have for t in new):
+                continue  # a figure or a name this passage does not state
+            best = max(best, len(new & have) / len(new))
         return best
 
 
@@ -75,7 +98,8 @@ class EmbedderScorer:
     embedder: object  # ragtune.models.embedder.Embedder
     name: str = "embedder"
 
-    def score(self, sentence: str, passages: list[str]) -> float:
+    def score(self, sentence: str, passages: list[str], question: str = "") -> float:
+        # Cosine does not subtract the question; it is the paraphrase-tolerant second opinion.
         pieces = [p[s:e] for p in passages for s, e in sentences(p)]
         if not pieces:
             return 0.0
@@ -117,9 +141,10 @@ class Grounding:
 
 
 def ground(text: str, passages: list[str], scorer: SupportScorer, threshold: float,
-           min_groundedness: float = 0.0) -> Grounding:
-    """Score each sentence of ``text`` against the passages it cites; keep those ≥ ``threshold``,
-    none when fewer than ``min_groundedness`` of them are or the kept ones assert nothing.
+           min_groundedness: float = 0.0, question: str = "") -> Grounding:
+    """Score each sentence of ``text`` (the answer to ``question``, when given) against the passages
+    it cites; keep those ≥ ``threshold``, none when fewer than ``min_groundedness`` of them are or the
+    kept ones assert nothing.
 
     >>> passages = ["Unused leave days expire in March."]
     >>> ground("Days expire in March [1]. Managers approve flights. Trains are booked online.", passages,
@@ -135,7 +160,7 @@ def ground(text: str, passages: list[str], scorer: SupportScorer, threshold: flo
     for s, e in sentences(text):
         sentence = text[s:e]
         cites = cited_numbers(sentence, len(passages)) or answer_cites or list(range(1, len(passages) + 1))
-        support = scorer.score(sentence, [passages[n - 1] for n in cites])
+        support = scorer.score(sentence, [passages[n - 1] for n in cites], question)
         out.append(SentenceSupport(sentence, support, support >= threshold))
     # a list's bare "1." outlives its dropped item: it is no answer on its own
     kept = [s.text for s in out if s.supported and not (len(out) > 1 and _ENUMERATOR.fullmatch(strip_citations(s.text)))]

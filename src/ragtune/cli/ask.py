@@ -92,13 +92,15 @@ def calibrate(
     collection: CollectionOpt,
     answerable: Annotated[Path, typer.Option("--answerable", help="held-out questions the collection answers (.txt lines or .jsonl 'question')")],
     unanswerable: Annotated[Path, typer.Option("--unanswerable", help="held-out questions it does not answer")],
-    apply: Annotated[bool, typer.Option("--apply", help="store the threshold in the collection's pipeline")] = False,
+    apply: Annotated[bool, typer.Option("--apply", help="store the threshold(s) in the collection's pipeline")] = False,
     user: Annotated[Optional[str], typer.Option("--user")] = None,
     group: Annotated[Optional[list[str]], typer.Option("--group")] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Calibrate the retrieval-confidence threshold below which `ask` abstains without generating."""
+    """Calibrate the retrieval-confidence threshold below which `ask` abstains without reading or
+    generating; with a span reader answering (extractive mode, `reader.model` set), also the reader's
+    no-answer margin on the questions that pass it (`reader.null_margin`)."""
     from dataclasses import asdict
 
     from ragtune.answer.abstain import calibrate_threshold, confidences
@@ -107,20 +109,51 @@ def calibrate(
     from ragtune.types import Principal
 
     principal = Principal(user, tuple(group or ()))
+    asked, off = _questions(answerable), _questions(unanswerable)
     with Collection.open(home, collection) as coll:
         searcher = Searcher(coll)
         k = coll.pipeline.answer.k
-        result = calibrate_threshold(confidences(searcher, _questions(answerable), principal, k),
-                                     confidences(searcher, _questions(unanswerable), principal, k))
+        result = calibrate_threshold(confidences(searcher, asked, principal, k), confidences(searcher, off, principal, k))
+        coll.pipeline.answer.min_retrieval_confidence = round(result.threshold, 4)
+        stored = coll.pipeline.reader.null_margin
+        margin, reader = _reader_margin(coll, searcher, asked, off, principal)
         if apply:
-            coll.pipeline.answer.min_retrieval_confidence = round(result.threshold, 4)
+            coll.pipeline.reader.null_margin = stored if margin is None else round(margin, 4)
             coll.save_pipeline()
     if json_:
-        print_json({**asdict(result), "applied": apply})
+        print_json({**asdict(result), "applied": apply, "reader_null_margin": margin,
+                    "reader": asdict(reader) if reader else None})
         return
     typer.echo(f"threshold {result.threshold:.4f}: answers {result.answer_recall:.1%} of {result.n_answerable} answerable, "
                f"abstains on {result.abstain_recall:.1%} of {result.n_unanswerable} unanswerable "
                f"(balanced accuracy {result.balanced_accuracy:.3f}){'; stored in the pipeline' if apply else ''}")
+    if reader is not None:
+        typer.echo(f"reader.null_margin {margin:.4f}, on the questions that pass it: answers {reader.answer_recall:.1%} of "
+                   f"{reader.n_answerable}, abstains on {reader.abstain_recall:.1%} of {reader.n_unanswerable} "
+                   f"(balanced accuracy {reader.balanced_accuracy:.3f}){'; stored in the pipeline' if apply else ''}")
+    elif _span_reader(coll):
+        typer.echo("reader.null_margin left unset: fewer than 5 questions on either side reached the reader "
+                   "(add unanswerable questions closer to the collection's topics)")
+
+
+def _span_reader(coll) -> bool:
+    pipeline = coll.pipeline
+    return pipeline.answer.resolved_mode(pipeline.generator) == "extractive" and pipeline.reader.model is not None
+
+
+def _reader_margin(coll, searcher, answerable: list[str], unanswerable: list[str], principal):
+    """The span reader's no-answer margin over the questions that pass the (new) retrieval threshold:
+    ``(None, None)`` for the sentence baseline, a generative pipeline, or too few questions."""
+    from ragtune.answer import Answerer
+    from ragtune.answer.abstain import calibrate_reader_margin, reader_margin
+    from ragtune.answer.extractive import make_reader
+
+    if not _span_reader(coll):
+        return None, None
+    coll.pipeline.reader.null_margin = None  # the reader's own margins, not the stored cut's abstentions
+    answerer = Answerer(coll, reader=make_reader(coll.pipeline.reader, coll.embedder), searcher=searcher)
+    return calibrate_reader_margin([reader_margin(answerer.ask(q, principal)) for q in answerable],
+                                   [reader_margin(answerer.ask(q, principal)) for q in unanswerable])
 
 
 def _questions(path: Path) -> list[str]:
