@@ -162,6 +162,8 @@ def reader_stage1(args) -> str | None:
     reading): a MiniLM encoder trained on ~150 feedback rows alone never learns to read (F1 0.31 →
     0.03 on the newer rows in an earlier run). Same recipe as benchmarks/answers.py's reader-squad;
     its own steps file, so it can run beside the rounds."""
+    if args.reader_stage1:
+        return args.reader_stage1
     if not args.reader_stage1_steps:
         return None
     from answers import reader_squad
@@ -228,6 +230,8 @@ def main() -> None:
                     help="the reader task runs in the first N rounds only (it is the costly one on a CPU)")
     ap.add_argument("--reader-stage1-steps", type=int, default=450,
                     help="SQuAD steps for the reader the reader task starts from (0: start from the bare encoder)")
+    ap.add_argument("--reader-stage1", help="a trained span reader to start from instead (e.g. benchmarks/answers.py's "
+                    "reader-squad, <cache>/answers-home/reader-squad/model: SQuAD only, 2118 steps)")
     ap.add_argument("--only-reader-stage1", action="store_true", help="train the stage-1 reader and stop")
     ap.add_argument("--skip-dpo", action="store_true", help="write the report without the DPO step")
     ap.add_argument("--stop-before-dpo", action="store_true", help="end after the rounds (re-run without it for DPO)")
@@ -316,6 +320,8 @@ def reading(summary: list) -> str:
 
 def write(args, indexed: dict, rounds: list, summary: list, preference: dict | None, steps) -> None:
     res = preference["result"] if preference else {}
+    stage1 = (f"`{args.reader_stage1}`" if args.reader_stage1 else
+              f"{args.reader_stage1_steps} steps, benchmarks/answers.py's recipe")
     acc_before = (res.get("before") or {}).get("accuracy")
     acc_after = (res.get("after") or {}).get("accuracy")
     rows = []
@@ -349,9 +355,10 @@ extractive sentence-baseline answers). By-article split (seed {args.seed}): the 
 {summary[0]['queries']} questions of the other articles that have a gold chunk are held out (retrieval), a seeded
 {summary[0]['answers']} of them are answered each round. Flywheel: `ragtune flywheel -c covidqa --no-synthetic`
 (feedback only), test fraction {args.test_fraction}, min {args.min_feedback_queries} held-out feedback questions,
-{args.epochs:g} epochs. The reader task starts from a span reader trained on SQuAD ({args.reader_stage1_steps} steps,
-benchmarks/answers.py's recipe; never on COVID-QA) and is judged against the collection's current reader (the
-sentence baseline) on the newest {args.test_fraction:.0%} of the feedback's QA rows.
+{args.epochs:g} epochs. The reader task starts from a span reader trained on SQuAD ({stage1};
+never on COVID-QA), trains on the feedback's QA rows and on the same questions over their top-8 retrieved chunks,
+and is judged against the collection's current reader (the sentence baseline) on the newest
+{args.test_fraction:.0%} of the feedback's QA rows, answered as the collection serves them (search, then read).
 
 ## Held-out quality per round (paired randomisation tests against round 0)
 

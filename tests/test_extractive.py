@@ -252,3 +252,23 @@ def test_extractive_answers_read_the_retrieved_chunks_generative_ones_their_sect
     coll.pipeline.answer.use_parents = True
     sections = Answerer(coll, reader=SpanReader(tiny_qa_model)).ask("When are laptops of team 7 replaced?", STAFF)
     assert sections.passages[0] == sections.hits[0].parent_text.strip()
+
+
+def test_the_served_reader_gate_reads_what_search_returns(tiny_handbook):
+    """Gold-context reading sees only the question's own passage; the served gate searches, reads the
+    top-k chunks and applies the collection's cuts, as `ask` does."""
+    from ragtune.data.squad import QAExample
+    from ragtune.evaluate.reader import per_question, reader_gate, served_per_question
+
+    tiny_handbook.pipeline.answer.k = 1
+    held = [QAExample("q1", "How often are laptops replaced?", "The canteen opens at noon on weekdays.",
+                      ["every three years"]),
+            QAExample("q2", "When do unused leave days expire?", "Parking is free for visitors.", ["in March"])]
+    reader = SentenceReader(tiny_handbook.embedder)
+    assert all(s["F1"] == 0.0 for s in per_question(reader, held).values())  # own passages lack the answers
+    served = served_per_question(tiny_handbook, reader, held)
+    assert all(s["F1"] > 0.3 for s in served.values())  # search finds the pages that hold them
+    gate = reader_gate(reader, reader, held, collection=tiny_handbook)
+    assert gate.read == "served" and gate.candidate_scores["F1"] > 0.3 and not gate.enable
+    tiny_handbook.pipeline.answer.min_retrieval_confidence = 2.0  # no cosine reaches it: the served path abstains
+    assert all(s["F1"] == 0.0 for s in served_per_question(tiny_handbook, reader, held).values())

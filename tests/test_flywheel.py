@@ -145,3 +145,20 @@ def test_the_server_worker_turns_the_flywheel_on_its_own_handle_and_serves_what_
         assert srv.run_flywheel("topics")["ran"] is False  # nothing new since: not due
     finally:
         srv.close()
+
+
+@pytest.mark.slow
+def test_the_reader_task_trains_over_retrieved_chunks_and_is_judged_as_served(topics, home):
+    from ragtune.train.reader import ReaderTrainConfig
+
+    store = _feedback(home, topics, 24)
+    store.close()
+    cfg = FlywheelConfig(tasks=("reader",), synthetic=False, reader_min_examples=8, test_fraction=0.25,
+                         reader=ReaderTrainConfig(max_steps=2, batch_size=4), reader_retrieved=3)
+    record = run_flywheel(topics, home, cfg, force=True)
+    reader = record["tasks"]["reader"]
+    assert reader["ran"], reader
+    # each corrected question also over its top-3 chunks: the one holding "number N." labelled, 2 "no answer"
+    assert reader["retrieved_examples"] >= 2 * reader["train_questions"]
+    assert reader["gate"]["read"] == "served" and reader["gate"]["questions"] == reader["held_out_questions"]
+    assert topics.pipeline.reader.model == (reader["path"] if reader["promoted"] else None)

@@ -469,11 +469,12 @@ def reader_refusal(collection: Collection, scope) -> str | None:
 def train_gated_reader(collection: Collection, home: str | Path | None, train: list, held: list, config,
                        base: str = "all-MiniLM-L6-v2", data: list[str] | None = None, scope=None,
                        apply: bool = False, eval_every: bool = False, checkpoint_dir: Path | None = None,
-                       on_progress: Progress | None = None) -> dict:
+                       on_progress: Progress | None = None, served: bool = False) -> dict:
     """Train a span reader on ``train`` into the collection's reader registry and gate it on
     ``held`` against the collection's current reader (the sentence baseline until one is applied),
-    paired on F1. With ``apply`` a reader that passes (and whose training ``scope`` every reader
-    of the collection may read) becomes the collection's reader."""
+    paired on F1: read from each question's own context, or with ``served`` (questions about this
+    collection) retrieved and answered as the collection answers. With ``apply`` a reader that passes
+    (and whose training ``scope`` every reader of the collection may read) becomes the collection's reader."""
     from ragtune.answer.extractive import make_reader
     from ragtune.evaluate.reader import reader_gate, reading_scores
     from ragtune.models.registry import ModelRegistry
@@ -485,7 +486,8 @@ def train_gated_reader(collection: Collection, home: str | Path | None, train: l
                                   evaluate=(lambda r: reading_scores(r, held)) if eval_every else None,
                                   checkpoint_dir=checkpoint_dir, on_progress=on_progress,
                                   scope=scope.to_list() if scope is not None else None)
-    gate = reader_gate(make_reader(cfg, collection.embedder, meta["path"]), current, held, null_margin=cfg.null_margin)
+    gate = reader_gate(make_reader(cfg, collection.embedder, meta["path"]), current, held, null_margin=cfg.null_margin,
+                       on_progress=on_progress, collection=collection if served else None)
     ModelRegistry(home, "reader", collection.name).update(meta["version"], gate=gate.to_dict())
     refused = reader_refusal(collection, scope) if apply and gate.enable else None
     applied = apply and gate.enable and refused is None

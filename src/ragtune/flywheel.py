@@ -10,8 +10,9 @@ runs each task:
 - ``embedder``: :func:`ragtune.adapt.adapt` with the users' confirmed questions beside (or,
   ``synthetic=False``, instead of) the synthetic ones; the gate hears the newer feedback questions
   and decides once there are ``min_feedback_queries`` of them.
-- ``reader``: a span reader trained on the older feedback QA rows, gated on the newer ones against
-  the collection's current reader.
+- ``reader``: a span reader trained on the older feedback QA rows (each also over the chunks search
+  returns for its question), gated against the collection's current reader on the newer ones, answered
+  as the collection serves them.
 
 Nothing is promoted that loses on its gate. Every run appends one record to
 ``collections/<c>/flywheel/history.jsonl`` (trigger, each task's decision with its held-out
@@ -66,6 +67,12 @@ class FlywheelConfig:
     reader_min_examples: int = 40
     reader_base: str | None = None  # None: continue the collection's reader when it is a trained one
     reader: ReaderTrainConfig = field(default_factory=ReaderTrainConfig)
+    # Each training question also over the chunks search returns for it (answer-bearing ones labelled,
+    # up to 3 others "no answer": synth.reader_contexts); 0 = the feedback's own passages only.
+    reader_retrieved: int = 8
+    # The reader gate answers the newer questions as the collection serves (search, k, abstention);
+    # False: reads each from its feedback passage.
+    reader_gate_served: bool = True
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -219,15 +226,23 @@ def _reader_task(collection: Collection, home, config: FlywheelConfig, run_dir: 
     train, held = examples[:cut], examples[cut:]  # oldest first: train on the past, judge on what came after
     current = collection.pipeline.reader.model
     base = config.reader_base or current or "all-MiniLM-L6-v2"
-    # The feedback holds passages of every reader's answers: the collection's whole scope.
-    out = train_gated_reader(collection, home, train, held, config.reader, base, data=[str(path)],
-                             scope=collection.data_scope(), apply=True, on_progress=on_progress)
+    retrieved: list = []
+    if config.reader_retrieved:
+        from ragtune.synth.reader_contexts import retrieved_contexts
+
+        retrieved = retrieved_contexts(collection, train, k=config.reader_retrieved, on_progress=on_progress)[0]
+    # The feedback holds passages of every reader's answers, the retrieved chunks any chunk: the
+    # collection's whole scope.
+    out = train_gated_reader(collection, home, train + retrieved, held, config.reader, base, data=[str(path)],
+                             scope=collection.data_scope(), apply=True, on_progress=on_progress,
+                             served=config.reader_gate_served)
     gate = out["gate"]
     why = out.get("refused") or ("" if out["applied"] else
                                  f"not better: F1 {gate['baseline_scores']['F1']:.3f} → {gate['candidate_scores']['F1']:.3f}, "
                                  f"p={gate['p_value']:.4f}")
     return {"ran": True, "promoted": out["applied"], "why": why, "version": out["version"], "path": out["path"],
-            "base": base, "train_questions": len(train), "held_out_questions": len(held), "gate": gate,
+            "base": base, "train_questions": len(train), "retrieved_examples": len(retrieved),
+            "held_out_questions": len(held), "gate": gate,
             "previous": out["previous"]}
 
 

@@ -32,6 +32,11 @@ def flywheel(
     reader_base: Annotated[Optional[str], typer.Option(
         help="reader task: start from this reader (a SQuAD-trained folder or hub id) instead of the collection's own "
              "trained reader or, with none, the embedder's encoder")] = None,
+    reader_retrieved: Annotated[int, typer.Option(
+        min=0, help="reader task: also train each question over its top-K retrieved chunks (0: the feedback's passages only)")] = 8,
+    reader_gate: Annotated[str, typer.Option(
+        help="reader task: judge on the newer questions 'served' (searched and answered as `ask` does) or on their "
+             "feedback passage ('gold')")] = "served",
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -43,6 +48,8 @@ def flywheel(
         return
     if collection is None:
         fail("ragtune flywheel: give the collection, -c NAME (or a subcommand: history, rollback)")
+    if reader_gate not in ("served", "gold"):
+        fail(f"--reader-gate {reader_gate!r}: choose served or gold")
     from ragtune.collection import Collection
     from ragtune.flywheel import TASKS, FlywheelConfig, run_flywheel
     from ragtune.models.generator import make_generator
@@ -54,7 +61,8 @@ def flywheel(
                             synthetic=synthetic, max_chunks=max_chunks, budget_minutes=budget_minutes,
                             min_feedback_queries=min_feedback_queries, test_fraction=test_fraction,
                             embedder=EmbedderTrainConfig(epochs=epochs, batch_size=batch_size),
-                            reader=ReaderTrainConfig(epochs=max(epochs, 2.0)), reader_base=reader_base)
+                            reader=ReaderTrainConfig(epochs=max(epochs, 2.0)), reader_base=reader_base,
+                            reader_retrieved=reader_retrieved, reader_gate_served=reader_gate == "served")
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         generator = make_generator(coll.pipeline.generator, home) if synthetic and "embedder" in config.tasks else None
         record = run_flywheel(coll, home, config, generator, force, on_progress,
