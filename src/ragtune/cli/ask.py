@@ -114,8 +114,10 @@ def calibrate(
         searcher = Searcher(coll)
         k = coll.pipeline.answer.k
         result = calibrate_threshold(confidences(searcher, asked, principal, k), confidences(searcher, off, principal, k))
-        coll.pipeline.answer.min_retrieval_confidence = round(result.threshold, 4)
+        # The reader is calibrated behind the new threshold, on its own margins (not the stored cut's abstentions).
         stored = coll.pipeline.reader.null_margin
+        coll.pipeline.answer.min_retrieval_confidence = round(result.threshold, 4)
+        coll.pipeline.reader.null_margin = None
         margin, reader = _reader_margin(coll, searcher, asked, off, principal)
         if apply:
             coll.pipeline.reader.null_margin = stored if margin is None else round(margin, 4)
@@ -142,7 +144,7 @@ def _span_reader(coll) -> bool:
 
 
 def _reader_margin(coll, searcher, answerable: list[str], unanswerable: list[str], principal):
-    """The span reader's no-answer margin over the questions that pass the (new) retrieval threshold:
+    """The span reader's no-answer margin over the questions that pass the pipeline's retrieval threshold:
     ``(None, None)`` for the sentence baseline, a generative pipeline, or too few questions."""
     from ragtune.answer import Answerer
     from ragtune.answer.abstain import calibrate_reader_margin, reader_margin
@@ -150,7 +152,6 @@ def _reader_margin(coll, searcher, answerable: list[str], unanswerable: list[str
 
     if not _span_reader(coll):
         return None, None
-    coll.pipeline.reader.null_margin = None  # the reader's own margins, not the stored cut's abstentions
     answerer = Answerer(coll, reader=make_reader(coll.pipeline.reader, coll.embedder), searcher=searcher)
     return calibrate_reader_margin([reader_margin(answerer.ask(q, principal)) for q in answerable],
                                    [reader_margin(answerer.ask(q, principal)) for q in unanswerable])

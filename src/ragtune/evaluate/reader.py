@@ -44,12 +44,17 @@ def read_one(reader: Reader, ex: QAExample, null_margin: float | None = None) ->
 
 def per_question(reader: Reader, examples: list[QAExample], null_margin: float | None = None,
                  on_progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, float]]:
+    return _scored(examples, lambda ex: read_one(reader, ex, null_margin), "read", on_progress)
+
+
+def _scored(examples: list[QAExample], answer_of: Callable[[QAExample], str], label: str,
+            on_progress: Callable[[str, int, int], None] | None) -> dict[str, dict[str, float]]:
     out = {}
     for i, ex in enumerate(examples, start=1):
-        s = score_answer(read_one(reader, ex, null_margin), ex.answers)
+        s = score_answer(answer_of(ex), ex.answers)
         out[ex.id] = {"EM": s["exact_match"], "F1": s["f1"]}
         if on_progress:
-            on_progress("read", i, len(examples))
+            on_progress(label, i, len(examples))
     return out
 
 
@@ -63,14 +68,12 @@ def served_per_question(collection, reader: Reader, examples: list[QAExample],
     config = collection.pipeline.answer.model_copy(update={"mode": "extractive"})
     answerer = Answerer(collection, reader=reader, config=config)
     principal = ServicePrincipal(acl=tuple(collection.acl_tokens()))
-    out = {}
-    for i, ex in enumerate(examples, start=1):
+
+    def answer_of(ex: QAExample) -> str:
         answer = answerer.ask(ex.question, principal)
-        s = score_answer(ABSTAIN if answer.abstained else answer.text, ex.answers)
-        out[ex.id] = {"EM": s["exact_match"], "F1": s["f1"]}
-        if on_progress:
-            on_progress("answer", i, len(examples))
-    return out
+        return ABSTAIN if answer.abstained else answer.text
+
+    return _scored(examples, answer_of, "answer", on_progress)
 
 
 def reading_scores(reader: Reader, examples: list[QAExample], null_margin: float | None = None) -> dict[str, float]:
