@@ -199,7 +199,8 @@ def dpo(args) -> dict:
     counts = store.export(folder, args.test_fraction, NAME)
     store.close()
     cmd = [sys.executable, "-m", "ragtune", "train", "preferences", "-c", NAME, "--data", str(folder / "preferences.jsonl"),
-           "--name", "flywheel-dpo", "--objective", "dpo", "--max-steps", str(args.dpo_steps), "--overwrite", "--json"]
+           "--name", "flywheel-dpo", "--objective", "dpo", "--epochs", str(args.dpo_epochs),
+           "--max-length", str(args.dpo_max_length), "--overwrite", "--json"]
     out = subprocess.run(cmd, env={**os.environ, "RAGTUNE_HOME": str(HOME)}, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"ragtune train preferences failed:\n{out.stderr[-3000:]}")
@@ -223,7 +224,9 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.3)
     ap.add_argument("--min-feedback-queries", type=int, default=15)
     ap.add_argument("--epochs", type=float, default=4.0)
-    ap.add_argument("--dpo-steps", type=int, default=40)
+    ap.add_argument("--dpo-epochs", type=float, default=2.0)
+    ap.add_argument("--dpo-max-length", type=int, default=512,
+                    help="tokens per prompt + answer (passages the answers quote kept first)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tasks", default="tune,embedder,reader", help="flywheel tasks (a round already run keeps its own)")
     ap.add_argument("--reader-rounds", type=int, default=3,
@@ -281,10 +284,11 @@ def main() -> None:
                                                                      args.seed + r))
         record = steps(f"flywheel round {r + 1}", lambda: flywheel(args, r + 1, base_reader))
         rounds.append({"round": r, **quality, "feedback_given": fb, "flywheel": record})
-    if args.stop_before_dpo and "dpo" not in steps.log:
+    if args.stop_before_dpo:
         print("stopping before the DPO step (--stop-before-dpo)")
         return
-    preference = None if args.skip_dpo and "dpo" not in steps.log else steps("dpo", lambda: dpo(args))
+    dpo_step = f"dpo {args.dpo_epochs:g} epochs, max length {args.dpo_max_length}"
+    preference = None if args.skip_dpo and dpo_step not in steps.log else steps(dpo_step, lambda: dpo(args))
 
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
     summary = []
@@ -316,6 +320,22 @@ def reading(summary: list) -> str:
     lines.append("- Rounds with nothing promoted measure exactly what the round before did: the served results are "
                  "deterministic (hybrid ties broken by point id), so any change is the promotion's.")
     return "\n".join(lines)
+
+
+def dpo_text(preference: dict, args) -> str:
+    res = preference["result"]
+    gate = res.get("gate") or {}
+    return (f"{preference['export']['preferences']} preference pairs (correction chosen over the answer given); "
+            f"`ragtune train preferences` holds out the newest {int(res['after']['pairs'])} and trains on the rest "
+            f"({res['steps']} steps, {res.get('rows_too_long', 0)} rows too long for {args.dpo_max_length} tokens even "
+            f"with only the passages their answers quote). Each prompt keeps the passages the answers quote first, then "
+            f"the others in served order, as many as fit (before this, trl cut the answers off the end of half the "
+            f"pairs, whose prompts carry all 8 served passages: 10 steps moved nothing).\n\n"
+            f"| | before | after |\n|---|---|---|\n"
+            f"| held-out preference accuracy | {res['before']['accuracy']:.3f} | {res['after']['accuracy']:.3f} |\n"
+            f"| mean margin (nats, chosen − rejected) | {res['before']['margin']:+.2f} | {res['after']['margin']:+.2f} |\n\n"
+            f"Gate (paired test on per-pair right/wrong): {gate.get('why', 'not run')}; wins/ties/losses "
+            f"{gate.get('wins_ties_losses')} → {'served' if gate.get('promote') else 'refused (kept, not served)'}.")
 
 
 def write(args, indexed: dict, rounds: list, summary: list, preference: dict | None, steps) -> None:
@@ -374,11 +394,9 @@ and is judged against the collection's current reader (the sentence baseline) on
         "embedder gate (held-out sets)", "embedder",
         "reader gate (newer QA rows)", "reader"], gate_rows)}
 
-## Preference tuning on the exported pairs (DPO, LoRA, {args.dpo_steps} steps)
+## Preference tuning on the exported pairs (DPO, LoRA, {args.dpo_epochs:g} epochs, max length {args.dpo_max_length})
 
-{f"{preference['export']['preferences']} preference pairs (correction chosen over the answer given); held-out (the newest "
- f"{int(res['after']['pairs'])}, `train preferences`' own split) preference accuracy {acc_before:.3f} → {acc_after:.3f} "
- f"(margin {res['before']['margin']:+.2f} → {res['after']['margin']:+.2f})." if preference else
+{dpo_text(preference, args) if preference else
  "Not run in this measurement (--skip-dpo): see benchmarks/results/preference.md for DPO on SQuAD pairs."}
 
 ## Seconds per step
@@ -392,7 +410,8 @@ and is judged against the collection's current reader (the sentence baseline) on
         "nDCG@10": [s["nDCG@10"] for s in summary], "F1": [s["F1"] for s in summary],
         "p_vs_round0": {m: [s["vs_round0"][m]["p"] for s in summary[1:]] for m in ("nDCG@10", "F1")},
         "dpo": {"pairs": preference["export"]["preferences"], "held_out_accuracy_before": acc_before,
-                "held_out_accuracy_after": acc_after, "result": res} if preference else None,
+                "held_out_accuracy_after": acc_after, "gate_promote": (res.get("gate") or {}).get("promote"),
+                "gate_p": (res.get("gate") or {}).get("p_value"), "result": res} if preference else None,
     }, indent=2, default=str))
 
 

@@ -364,6 +364,66 @@ def test_train_preferences_cli_saves_a_dpo_adapter_with_held_out_accuracy(make_c
     assert meta["task"] == "preference tuning (dpo)"
     assert meta["before"]["pairs"] == meta["after"]["pairs"] == round(len(rows) * 0.34)
     assert 0.0 <= meta["after"]["accuracy"] <= 1.0 and meta["after"]["margin"] != meta["before"]["margin"]
+    # Two steps at a quarter of LoRA's rate do not move held-out accuracy: the gate refuses, the
+    # adapter stays on disk for inspection and is not served.
+    assert meta["gate"]["promote"] is False and meta["gate"]["pairs"] == meta["after"]["pairs"]
+    assert "margins" not in meta["after"]  # per-pair figures feed the gate, they do not bloat meta.json
+    asked = run_cli("ask", "-c", "pref", "--adapter", "pref-dpo", "Who?", home=home, check=False)
+    assert asked.returncode != 0 and "refused by its gate" in asked.stderr
     again = run_cli("train", "preferences", "-c", "pref", "--data", str(path), "--name", "pref-dpo", home=home,
                     check=False)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_dpo_that_wins_on_held_out_pairs_is_promoted_and_served(make_collection, home, local_generator, tmp_path):
+    """A preference the base does not hold and DPO can learn: of two phrasings of the same length,
+    the one the base finds less likely is chosen for every question. Held-out accuracy rises from
+    below a half and the gate lets the adapter be served."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ragtune.train.preference import dpo_rows, preference_accuracy
+
+    rows = [{"prompt": f"Where is rule {n} of the handbook?", "chosen": f"See section {n} of the handbook [1].",
+             "rejected": f"See chapter {n} of the handbook [1].", "created": n} for n in range(24)]
+    tokenizer = AutoTokenizer.from_pretrained(local_generator.path)
+    base = AutoModelForCausalLM.from_pretrained(local_generator.path)
+    if preference_accuracy(base, tokenizer, dpo_rows(rows), "cpu")["accuracy"] >= 0.5:
+        rows = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) for r in rows]
+    path = tmp_path / "preferences.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    make_collection("pref-win", [f"generator.model={local_generator.path}"]).close()
+    meta = json.loads(run_cli("train", "preferences", "-c", "pref-win", "--data", str(path), "--name", "pref-win",
+                              "--epochs", "2", "--batch-size", "4", "--learning-rate", "1e-3", "--beta", "0.5",
+                              "--eval-fraction", "0.34", "--json", home=home, timeout=900).stdout)
+    gate = meta["gate"]
+    assert gate["pairs"] == 8 and gate["accuracy_before"] < 0.5 < gate["accuracy_after"], gate
+    assert gate["promote"] is True and gate["p_value"] < 0.05
+    from ragtune.models.adapters import AdapterRegistry
+
+    assert AdapterRegistry(home).resolve("pref-win").is_dir()  # a name the gate let through resolves
+
+
+def test_fit_prompt_keeps_the_answers_inside_max_length(local_generator):
+    """Served prompts carry every retrieved passage; trl cuts a too-long pair from the end, which
+    drops the answers the loss compares. Fitted, every pair's answers survive: the passage they
+    quote is kept, others only as room allows, under their served numbers."""
+    from transformers import AutoTokenizer
+
+    from ragtune.train.preference import dpo_rows, fit_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(local_generator.path)
+
+    def count(messages):
+        return len(tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                             add_special_tokens=False)["input_ids"])
+
+    filler = [f"Paragraph {i} about unrelated policies. " * 30 for i in range(6)]
+    row = {"prompt": "When are salaries paid?",
+           "context": filler[:4] + ["Salaries are paid on the last working day."] + filler[4:],
+           "chosen": "on the last working day", "rejected": "Paragraph 2 about unrelated policies."}
+    [pair] = dpo_rows([row], fit=lambda r, answers: fit_prompt(r, answers, count, 400))
+    user = pair["prompt"][-1]["content"]
+    assert "[5] Salaries are paid on the last working day." in user  # the quoted passages, numbered as served
+    assert "[3] Paragraph 2" in user and "[1] Paragraph 0" not in user
+    assert count(pair["prompt"] + pair["chosen"]) <= 400 and count(pair["prompt"] + pair["rejected"]) <= 400
+    assert dpo_rows([row], fit=lambda r, answers: fit_prompt(r, answers, count, 60)) == []  # no room even for one

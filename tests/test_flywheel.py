@@ -162,3 +162,29 @@ def test_the_reader_task_trains_over_retrieved_chunks_and_is_judged_as_served(to
     assert reader["retrieved_examples"] >= 2 * reader["train_questions"]
     assert reader["gate"]["read"] == "served" and reader["gate"]["questions"] == reader["held_out_questions"]
     assert topics.pipeline.reader.model == (reader["path"] if reader["promoted"] else None)
+
+
+@pytest.mark.slow
+def test_the_preferences_task_trains_dpo_on_the_feedback_pairs_and_serves_only_what_its_gate_passed(
+        topics, home, local_generator):
+    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.train.preference import PreferenceTrainConfig
+
+    topics.pipeline.generator.model = local_generator.path
+    topics.save_pipeline()
+    store = _feedback(home, topics, 24)  # 12 corrections: "number N." chosen over "something"
+    store.close()
+    cfg = FlywheelConfig(tasks=("preferences",), synthetic=False, preference_min_pairs=8, test_fraction=0.25,
+                         preferences=PreferenceTrainConfig(max_steps=2, batch_size=4, max_length=256))
+    assert "preferences" not in FlywheelConfig().tasks  # opt-in: an LLM's training
+    record = run_flywheel(topics, home, cfg, force=True)
+    task = record["tasks"]["preferences"]
+    assert task["ran"] and (task["train_pairs"], task["held_out_pairs"]) == (9, 3)
+    # three newer pairs cannot show a significant gain: refused, kept on disk, not served
+    assert task["promoted"] is False and task["gate"]["pairs"] == 3 and "not better" in task["why"]
+    registry = AdapterRegistry(home)
+    assert registry.exists(task["adapter"]) and registry.refusal(task["adapter"])
+    with pytest.raises(InputError, match="refused by its gate"):
+        registry.resolve(task["adapter"])
+    report = (topics.dir / "flywheel" / record["run"] / "report.md").read_text()
+    assert "preferences: refused" in report and "held-out preference accuracy" in report

@@ -52,6 +52,10 @@ def _tiny_adapter(home: Path, base_path: str) -> None:
     with registry.create("finance-lora") as out:  # as if trained on finance-only text
         model.save_pretrained(out)
         registry.describe(out, base=BASE, method="lora", data="random weights (test)", scope=[["group:finance"]])
+    with registry.create("refused-lora") as out:  # as if its preference gate had refused it
+        model.save_pretrained(out)
+        registry.describe(out, base=BASE, method="lora", data="random weights (test)", scope=[["public"]],
+                          gate={"promote": False, "why": "held-out preference accuracy 0.250 → 0.250"})
 
 
 class SpanReceiver:
@@ -534,6 +538,10 @@ def test_ask_loads_registered_adapters_only(server):
             assert r.status_code == 404 and r.json()["error"]["type"] == "model_not_found", name
         r = eng.post("/v1/collections/hr/ask", json={"question": "How many leave days?", "adapter": "tiny-lora"})
         assert r.status_code == 200, r.text  # a registered name still works
+        r = eng.post("/v1/collections/hr/ask", json={"question": "How many leave days?", "adapter": "refused-lora"})
+        assert r.status_code == 404 and "refused by its gate" in r.json()["error"]["message"]
+        listed = {m["id"] for m in eng.get("/v1/models").json()["data"]}
+        assert "tiny-lora" in listed and "refused-lora" not in listed
 
 
 @pytest.mark.slow  # a real server process

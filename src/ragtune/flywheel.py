@@ -13,6 +13,12 @@ runs each task:
 - ``reader``: a span reader trained on the older feedback QA rows (each also over the chunks search
   returns for its question), gated against the collection's current reader on the newer ones, answered
   as the collection serves them.
+- ``preferences`` (opt-in: an LLM's training, the costliest task on a CPU): DPO on the older
+  "correction chosen over the answer given" pairs into a named adapter
+  (``<collection>-dpo-<run>``), gated on the newer pairs (held-out preference accuracy, paired:
+  :func:`ragtune.evaluate.preference.preference_gate`). Promoted means *servable* on request
+  (``--adapter`` / ``model``); the collection's default answerer is left as it is, because switching
+  it to a generative one is a change in answer quality this gate does not measure.
 
 Nothing is promoted that loses on its gate. Every run appends one record to
 ``collections/<c>/flywheel/history.jsonl`` (trigger, each task's decision with its held-out
@@ -40,9 +46,11 @@ from ragtune.errors import InputError, StateError
 from ragtune.feedback import FeedbackStore
 from ragtune.synth.queries import QueryGenConfig
 from ragtune.train.embedder import EmbedderTrainConfig
+from ragtune.train.preference import PreferenceTrainConfig
 from ragtune.train.reader import ReaderTrainConfig
 
-TASKS = ("tune", "embedder", "reader")
+TASKS = ("tune", "embedder", "reader", "preferences")
+DEFAULT_TASKS = ("tune", "embedder", "reader")
 
 
 @dataclass
@@ -51,7 +59,7 @@ class FlywheelConfig:
     min_new_feedback: int = 20  # feedback rows on this collection's answers since the last run
     min_new_documents: int = 50  # documents indexed since the last run
     min_interval_minutes: float = 60.0
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     # The embedder task (ragtune.adapt): synthetic questions too (costly: an LLM writes them), or
     # the users' confirmed questions alone; budget_minutes sizes the synthetic set to fit.
     synthetic: bool = True
@@ -73,6 +81,9 @@ class FlywheelConfig:
     # The reader gate answers the newer questions as the collection serves (search, k, abstention);
     # False: reads each from its feedback passage.
     reader_gate_served: bool = True
+    # The preferences task: DPO on the feedback's preference pairs (prompts fitted to max_length).
+    preference_min_pairs: int = 40
+    preferences: PreferenceTrainConfig = field(default_factory=lambda: PreferenceTrainConfig(max_length=512, epochs=2.0))
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -157,7 +168,8 @@ def run_flywheel(collection: Collection, home: str | Path | None, config: Flywhe
     for task in config.tasks:
         if on_step:
             on_step(task)
-        fn = {"tune": _tune_task, "embedder": _embedder_task, "reader": _reader_task}[task]
+        fn = {"tune": _tune_task, "embedder": _embedder_task, "reader": _reader_task,
+              "preferences": _preferences_task}[task]
         record["tasks"][task] = fn(collection, home, config, run_dir, run_id, generator, on_progress, on_step)
     record.update(finished=time.time(), index_after=collection.live_version,
                   reader_after=collection.pipeline.reader.model)
@@ -246,6 +258,28 @@ def _reader_task(collection: Collection, home, config: FlywheelConfig, run_dir: 
             "previous": out["previous"]}
 
 
+def _preferences_task(collection: Collection, home, config: FlywheelConfig, run_dir: Path, run_id: str, generator,
+                      on_progress, on_step) -> dict:
+    from ragtune.data.beir import iter_jsonl
+    from ragtune.evaluate.preference import preference_gate
+    from ragtune.train.preference import split_by_time
+    from ragtune.train.publish import publish_preference_adapter
+
+    path = run_dir / "feedback" / "preferences.jsonl"
+    pairs = list(iter_jsonl(path)) if path.exists() else []
+    if len(pairs) < config.preference_min_pairs:
+        return {"ran": False, "why": f"{len(pairs)} preference pairs in the feedback (need {config.preference_min_pairs})"}
+    train, held = split_by_time(pairs, config.test_fraction)
+    name = f"{collection.name}-dpo-{run_id}"
+    # the pairs' passages come from anywhere in the collection: its whole scope may use the adapter
+    meta, _ = publish_preference_adapter(home, name, collection.pipeline.generator.model, train, config.preferences,
+                                         data=str(path), eval_pairs=held, gate=preference_gate,
+                                         scope=collection.data_scope().to_list(), collection=collection.name)
+    gate = meta["gate"]
+    return {"ran": True, "promoted": gate["promote"], "why": "" if gate["promote"] else gate["why"], "adapter": name,
+            "train_pairs": len(train), "held_out_pairs": len(held), "gate": gate}
+
+
 def correction_locator(collection: Collection, tokens: tuple[str, ...] = ("public",), max_matches: int = 3,
                        min_chars: int = 8) -> Callable[[str], dict[str, dict[str, Any]]]:
     """A correction's text → the chunks (readable with ``tokens``: what training may read) whose
@@ -293,6 +327,14 @@ def rollback(collection: Collection, home: str | Path | None = None, reason: str
         undone["reader"] = {"from": collection.pipeline.reader.model, "to": last["reader_before"]}
         collection.pipeline.reader.model = last["reader_before"]
         collection.save_pipeline()
+    prefs = last["tasks"].get("preferences", {})
+    if prefs.get("promoted"):
+        from ragtune.models.adapters import AdapterRegistry
+
+        # kept for inspection, no longer served (AdapterRegistry.refusal)
+        AdapterRegistry(home).update(prefs["adapter"], gate={**prefs["gate"], "promote": False,
+                                                              "why": f"rolled back ({reason or 'by hand'})"})
+        undone["adapter"] = {"withdrawn": prefs["adapter"]}
     record = {"kind": "rollback", "run": last["run"], "started": time.time(), "undone": undone, "reason": reason,
               "index_after": collection.live_version, "reader_after": collection.pipeline.reader.model}
     history.append(record)
@@ -372,6 +414,10 @@ def record_markdown(collection: str, record: dict) -> str:
         elif name == "reader":
             g = task["gate"]
             extra = f"; {g['questions']} newer QA rows, F1 {g['baseline_scores']['F1']:.3f} → {g['candidate_scores']['F1']:.3f}"
+        elif name == "preferences":
+            g = task["gate"]
+            extra = (f"; adapter {task['adapter']}, {task['train_pairs']} pairs, held-out preference accuracy "
+                     f"{g['accuracy_before']:.3f} → {g['accuracy_after']:.3f} on {g['pairs']} newer pairs, p {g['p_value']:.4f}")
         lines.append(f"- {name}: {verdict}{extra}")
     return "\n".join(lines) + "\n"
 

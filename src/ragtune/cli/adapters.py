@@ -13,7 +13,7 @@ app = typer.Typer(help="Fine-tuned adapters of the local LLM: list, show, scope,
 @app.command("list")
 def list_(home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Every registered adapter with its method, base, size and headline metric."""
-    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.models.adapters import AdapterRegistry, refusal
 
     adapters = AdapterRegistry(home).list()
     if json_:
@@ -25,7 +25,8 @@ def list_(home: HomeOpt = None, json_: JsonOpt = False) -> None:
         loss = a.get("eval_loss_after", a.get("train_loss"))
         typer.echo(f"{a['name']:24s} {a.get('method', '?'):13s} {a.get('size_bytes', 0) / 1e6:9.2f} MB  "
                    f"{a.get('trainable_parameters', 0):>11,} params  base {a.get('base', '?')}"
-                   + (f"  loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
+                   + (f"  loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+                   + (f"  REFUSED, not served: {refusal(a)}" if refusal(a) else ""))
 
 
 @app.command()

@@ -17,7 +17,8 @@ def flywheel(
     ctx: typer.Context,
     collection: Annotated[Optional[str], typer.Option("--collection", "-c", help="collection name")] = None,
     force: Annotated[bool, typer.Option("--force", help="run now even if nothing says it is due")] = False,
-    tasks: Annotated[Optional[list[str]], typer.Option("--task", help="tune | embedder | reader (repeatable; default all three)")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--task", help="tune | embedder | reader | preferences (DPO on the feedback's pairs: "
+                                                "opt-in, an LLM's training) (repeatable; default the first three)")] = None,
     synthetic: Annotated[bool, typer.Option(
         "--synthetic/--no-synthetic", help="embedder task: also write synthetic questions (an LLM call per chunk)")] = True,
     max_chunks: Annotated[int, typer.Option(help="chunks to write synthetic questions for")] = 300,
@@ -51,13 +52,13 @@ def flywheel(
     if reader_gate not in ("served", "gold"):
         fail(f"--reader-gate {reader_gate!r}: choose served or gold")
     from ragtune.collection import Collection
-    from ragtune.flywheel import TASKS, FlywheelConfig, run_flywheel
+    from ragtune.flywheel import DEFAULT_TASKS, FlywheelConfig, run_flywheel
     from ragtune.models.generator import make_generator
     from ragtune.train.embedder import EmbedderTrainConfig
     from ragtune.train.reader import ReaderTrainConfig
 
     config = FlywheelConfig(min_new_feedback=min_new_feedback, min_new_documents=min_new_documents,
-                            min_interval_minutes=min_interval_minutes, tasks=tuple(tasks or TASKS),
+                            min_interval_minutes=min_interval_minutes, tasks=tuple(tasks or DEFAULT_TASKS),
                             synthetic=synthetic, max_chunks=max_chunks, budget_minutes=budget_minutes,
                             min_feedback_queries=min_feedback_queries, test_fraction=test_fraction,
                             embedder=EmbedderTrainConfig(epochs=epochs, batch_size=batch_size),

@@ -234,18 +234,22 @@ def preferences(
     max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 4,
     learning_rate: Annotated[Optional[float], typer.Option(help="default: a quarter of the method's SFT rate")] = None,
+    max_length: Annotated[int, typer.Option(
+        help="tokens per prompt + answer; a row's passages are cut to fit, those its answers quote kept first")] = 1024,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Preference-tune the answering LLM with DPO or KTO (trl) on top of a PEFT method, from users'
     feedback. The passages in the rows come from the collection, so the adapter is served only to
-    principals who may read everything the collection holds. Saves a named adapter."""
+    principals who may read everything the collection holds. Saves a named adapter; with held-out
+    pairs, one whose preference accuracy does not rise significantly is kept but refused (not served)."""
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
     from ragtune.data.beir import iter_jsonl
+    from ragtune.evaluate.preference import preference_gate
     from ragtune.models.adapters import AdapterRegistry
-    from ragtune.train.preference import PreferenceTrainConfig
+    from ragtune.train.preference import PreferenceTrainConfig, split_by_time
     from ragtune.train.publish import publish_preference_adapter
 
     if not data.is_file():
@@ -255,33 +259,37 @@ def preferences(
     rows = list(iter_jsonl(data))
     if eval_data is not None:
         held = list(iter_jsonl(eval_data))
-    elif objective == "dpo" and len(rows) >= 5:
-        rows = sorted(rows, key=lambda r: r.get("created", 0))  # train on the past, judge on what came after
-        cut = len(rows) - max(1, round(len(rows) * eval_fraction))
-        rows, held = rows[:cut], rows[cut:]
+    elif objective == "dpo":
+        rows, held = split_by_time(rows, eval_fraction)
     else:
         held = []
     try:
         config = PreferenceTrainConfig(objective=objective, method=method,  # type: ignore[arg-type]
                                        options=dict(_key_value(o) for o in option or []), beta=beta, epochs=epochs,
-                                       max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate)
+                                       max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                                       max_length=max_length)
     except ValueError as e:
         fail(str(e))
     with Collection.open(home, collection) as coll:
         base = base or coll.pipeline.generator.model
         scope = coll.data_scope()
     meta, result = publish_preference_adapter(home, name, base, rows, config, data=str(data), overwrite=overwrite,
-                                              eval_pairs=held, scope=scope.to_list(), collection=collection)
+                                              eval_pairs=held, gate=preference_gate, scope=scope.to_list(),
+                                              collection=collection)
     if json_:
         print_json(meta)
         return
     m: dict[str, Any] = dict(result.metrics)
-    held_txt = (f", held-out preference accuracy {m['before']['accuracy']:.2f} → {m['after']['accuracy']:.2f} "
-                f"(margin {m['before']['margin']:+.2f} → {m['after']['margin']:+.2f}, {int(m['after']['pairs'])} pairs)"
-                if "after" in m else "")
-    typer.echo(f"adapter {name} ({objective} on {method}): {len(rows)} rows, {result.steps} steps, "
-               f"loss {result.train_loss:.4f}{held_txt}, {result.seconds:.0f}s\n"
-               f"use it: ragtune ask -c {collection} --adapter {name} \"...\"")
+    held_txt = (f", held-out margin {m['before']['margin']:+.2f} → {m['after']['margin']:+.2f}" if "after" in m else "")
+    dropped = f", {m['rows_too_long']} rows too long for --max-length left out" if m.get("rows_too_long") else ""
+    typer.echo(f"adapter {name} ({objective} on {method}): {len(rows)} rows{dropped}, {result.steps} steps, "
+               f"loss {result.train_loss:.4f}{held_txt}, {result.seconds:.0f}s")
+    gate = meta.get("gate")
+    if gate and not gate["promote"]:
+        typer.echo(f"refused: {gate['why']}. Kept for inspection (`ragtune adapters show {name}`), not served.")
+    else:
+        typer.echo((f"gate: {gate['why']}\n" if gate else "") +
+                   f"use it: ragtune ask -c {collection} --adapter {name} \"...\"")
 
 
 def _key_value(text: str) -> tuple[str, str]:

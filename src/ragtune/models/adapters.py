@@ -44,11 +44,25 @@ class AdapterRegistry(FolderRegistry):
 
     def resolve(self, name_or_path: str) -> Path:
         """An adapter given by registry name or by folder path (a PEFT folder, or a whole model
-        folder from the ``full`` method)."""
+        folder from the ``full`` method). A name its gate refused is not served."""
         path = Path(name_or_path).expanduser()
         if is_peft_folder(path) or (path / "config.json").exists():
             return path
-        return self.path(name_or_path)
+        found = self.path(name_or_path)
+        why = self.refusal(name_or_path)
+        if why:
+            raise InputError(f"adapter {name_or_path!r} was refused by its gate ({why}); it is kept for "
+                             "inspection (`ragtune adapters show`), not served: train it longer or on more pairs")
+        return found
+
+    def refusal(self, name: str) -> str | None:
+        return refusal(self.get(name))
+
+
+def refusal(meta: dict) -> str | None:
+    """Why an adapter's gate refused it (e.g. held-out preference accuracy that did not rise), or None."""
+    gate = meta.get("gate")
+    return gate.get("why", "refused") if isinstance(gate, dict) and gate.get("promote") is False else None
 
 
 def is_peft_folder(path: Path) -> bool:

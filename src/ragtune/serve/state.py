@@ -166,6 +166,9 @@ class ServerState:
             return None
         registry = AdapterRegistry(self.home)
         if registry.exists(model) and may_use(registry.get(model), who):
+            why = registry.refusal(model)
+            if why:
+                raise ModelNotFoundError(f"adapter {model!r} was refused by its gate ({why}) and is not served")
             return model
         raise ModelNotFoundError(f"model {model!r} not found; GET /v1/models lists base models and adapters")
 

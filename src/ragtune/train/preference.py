@@ -7,11 +7,19 @@ of those shapes. A row's ``prompt`` is the question; with a ``context`` (the pas
 was given) it is turned into the very messages the answerer sends (numbered passages, the
 collection's system prompt), so the adapter learns on what it will be served.
 
+Every prompt is fitted to ``max_length`` with its answers: served prompts carry every retrieved
+passage (a median of ~980 SmolLM2 tokens in the COVID-QA flywheel), and trl truncates a pair from
+the *end*, so the answers — the only part the loss compares — were cut off for half the pairs and
+DPO learnt nothing. :func:`fit_prompt` keeps the passages the answers quote first, then the others in
+their served order, under their served numbers, as many as fit; a row whose answer-bearing passage
+alone does not fit is left out and counted.
+
 Measured on held-out pairs before and after: *preference accuracy*, the share of pairs whose chosen
 answer the model finds more likely than the rejected one (summed log-probability of the answer's
 tokens given the prompt), and the mean margin between the two. For DPO that is the quantity the
 loss moves (with the base as reference); for KTO the same pairs say whether rating answers up and
-down taught the model which answers users prefer.
+down taught the model which answers users prefer. The per-pair margins come back too, for a gate
+(:func:`ragtune.evaluate.preference.preference_gate`) to refuse an adapter that does not win.
 
 Example:
     >>> from ragtune.train.preference import PreferenceTrainConfig, train_preferences
@@ -26,7 +34,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from ragtune.config import AnswerConfig
 from ragtune.errors import InputError
@@ -64,9 +72,14 @@ class PreferenceTrainConfig(TrainingArgs):
         return get_method(self.method).learning_rate / 4
 
 
-def as_messages(row: dict[str, Any], answer: AnswerConfig | None = None) -> list[dict[str, str]]:
+Messages = list[dict[str, str]]
+
+
+def as_messages(row: dict[str, Any], answer: AnswerConfig | None = None,
+                keep: list[int] | None = None) -> Messages:
     """The prompt of a preference row as chat messages: given as messages, kept; a question with
-    ``context`` passages, the answerer's own messages; a bare question, one user turn."""
+    ``context`` passages, the answerer's own messages (``keep``: only those passages, by index, under
+    their served numbers); a bare question, one user turn."""
     from ragtune.answer.prompt import Passage, build_messages
 
     prompt = row.get("prompt")
@@ -76,38 +89,103 @@ def as_messages(row: dict[str, Any], answer: AnswerConfig | None = None) -> list
         raise InputError(f"preference row {row.get('answer_id') or row}: 'prompt' must be a question or chat messages")
     context = row.get("context") or []
     if context:
-        passages = [Passage(i, text) for i, text in enumerate(context, start=1)]
+        chosen = range(len(context)) if keep is None else sorted(keep)
+        passages = [Passage(i + 1, context[i]) for i in chosen]
         return build_messages(prompt, passages, answer or AnswerConfig())
     return [{"role": "user", "content": prompt}]
 
 
-def dpo_rows(rows: list[dict[str, Any]], answer: AnswerConfig | None = None) -> list[dict[str, Any]]:
-    """trl's conversational preference rows from exported pairs; a row lacking a field is named."""
+def _quotes(passage: str, answer: str) -> bool:
+    """Whether ``passage`` holds ``answer`` (or, for a long answer, its first words) verbatim,
+    whitespace and case aside."""
+    flat = " ".join(passage.split()).lower()
+    words = answer.split()
+    return bool(words) and " ".join(words[:12]).lower() in flat
+
+
+def fit_prompt(row: dict[str, Any], answers: list[str], count: Callable[[Messages], int], max_length: int,
+               answer: AnswerConfig | None = None) -> Messages | None:
+    """``row``'s prompt with as many of its ``context`` passages as leave room, within ``max_length``
+    tokens, for the longest of ``answers``: the passages that quote an answer first, then the rest in
+    served order. None when not even the first of them fits.
+
+    Example:
+        >>> count = lambda messages: sum(len(m["content"].split()) for m in messages)
+        >>> row = {"prompt": "Who?", "context": ["filler " * 50, "Ada wrote it.", "more " * 50]}
+        >>> [m["content"] for m in fit_prompt(row, ["Ada"], count, 40, AnswerConfig(system_prompt="S"))][1]
+        'Context:\\n[2] Ada wrote it.\\n\\nQuestion: Who?'
+    """
+    context = row.get("context") or []
+    room = max_length - max((count([{"role": "assistant", "content": a}]) for a in answers), default=0)
+    full = as_messages(row, answer)
+    if not context or isinstance(row.get("prompt"), list) or count(full) <= room:
+        return full
+    quoted = [i for i, text in enumerate(context) if any(_quotes(text, a) for a in answers)]
+    order = quoted + [i for i in range(len(context)) if i not in quoted]
+    keep: list[int] = []
+    for i in order:
+        if count(as_messages(row, answer, keep + [i])) <= room:
+            keep.append(i)
+        elif not keep:
+            return None
+    return as_messages(row, answer, keep)
+
+
+def split_by_time(rows: list[dict[str, Any]], fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(older, newer): the newest ``fraction`` of ``rows`` (by ``created`` when given, else file
+    order) held out — train on the past, judge on what came after; nothing held out below 5 rows.
+
+    Example:
+        >>> older, newer = split_by_time([{"created": t} for t in (3, 1, 2, 5, 4)], 0.4)
+        >>> [r["created"] for r in older], [r["created"] for r in newer]
+        ([1, 2, 3], [4, 5])
+    """
+    if len(rows) < 5:
+        return rows, []
+    ordered = sorted(rows, key=lambda r: r.get("created", 0))  # stable: file order where no time is given
+    cut = len(ordered) - max(1, round(len(ordered) * fraction))
+    return ordered[:cut], ordered[cut:]
+
+
+Fit = Callable[[dict[str, Any], list[str]], "Messages | None"]
+
+
+def dpo_rows(rows: list[dict[str, Any]], answer: AnswerConfig | None = None,
+             fit: Fit | None = None) -> list[dict[str, Any]]:
+    """trl's conversational preference rows from exported pairs; a row lacking a field is named.
+    With ``fit`` (:func:`fit_prompt` bound to a tokenizer) each prompt is fitted to its answers and
+    a row that cannot fit is left out."""
     out = []
     for n, r in enumerate(rows, start=1):
         for key in ("chosen", "rejected"):
             if not isinstance(r.get(key), str) or not r[key].strip():
                 raise InputError(f"preference row {n}: '{key}' must be a non-empty answer")
-        out.append({"prompt": as_messages(r, answer), "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                    "rejected": [{"role": "assistant", "content": r["rejected"]}]})
+        prompt = fit(r, [r["chosen"], r["rejected"]]) if fit else as_messages(r, answer)
+        if prompt is not None:
+            out.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                        "rejected": [{"role": "assistant", "content": r["rejected"]}]})
     return out
 
 
-def kto_rows(rows: list[dict[str, Any]], answer: AnswerConfig | None = None) -> list[dict[str, Any]]:
+def kto_rows(rows: list[dict[str, Any]], answer: AnswerConfig | None = None,
+             fit: Fit | None = None) -> list[dict[str, Any]]:
     out = []
     for n, r in enumerate(rows, start=1):
         if not isinstance(r.get("completion"), str) or not isinstance(r.get("label"), bool):
             raise InputError(f"KTO row {n}: needs 'completion' (an answer) and 'label' (true/false)")
-        out.append({"prompt": as_messages(r, answer), "completion": [{"role": "assistant", "content": r["completion"]}],
-                    "label": r["label"]})
+        prompt = fit(r, [r["completion"]]) if fit else as_messages(r, answer)
+        if prompt is not None:
+            out.append({"prompt": prompt, "completion": [{"role": "assistant", "content": r["completion"]}],
+                        "label": r["label"]})
     if len({r["label"] for r in out}) < 2:
         raise InputError("KTO needs answers rated up and answers rated down; these rows hold only one kind")
     return out
 
 
-def preference_accuracy(model, tokenizer, pairs: list[dict[str, Any]], device: str) -> dict[str, float]:
+def preference_accuracy(model, tokenizer, pairs: list[dict[str, Any]], device: str) -> dict[str, Any]:
     """Share of ``pairs`` (trl conversational rows) whose chosen answer has the higher summed
-    log-probability given the prompt, and the mean margin (chosen − rejected, nats)."""
+    log-probability given the prompt, the mean margin (chosen − rejected, nats), and each pair's
+    margin in order (``margins``)."""
     import torch
 
     def logp(prompt: list[dict[str, str]], answer: list[dict[str, str]]) -> float:
@@ -128,7 +206,7 @@ def preference_accuracy(model, tokenizer, pairs: list[dict[str, Any]], device: s
     if was_training:
         model.train()
     return {"accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins),
-            "pairs": float(len(margins))}
+            "pairs": float(len(margins)), "margins": margins}
 
 
 def train_preferences(base_model: str, rows: list[dict[str, Any]], out_dir: str | Path,
@@ -148,15 +226,29 @@ def train_preferences(base_model: str, rows: list[dict[str, Any]], out_dir: str 
     if not rows:
         raise InputError("no preference rows to train on")
     method = get_method(config.method)
-    train = dpo_rows(rows, answer) if config.objective == "dpo" else kto_rows(rows, answer)
-    held = dpo_rows(eval_pairs, answer) if eval_pairs else []
     path = base_model_path(base_model, home)
-    device = best_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+    def count(messages: Messages) -> int:
+        # Rendered as trl renders it. An answer counted alone also pays for the template's default
+        # system turn: a few dozen tokens of slack, on the safe side.
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def fit(row: dict[str, Any], answers: list[str]) -> Messages | None:
+        return fit_prompt(row, answers, count, config.max_length, answer)
+
+    train = dpo_rows(rows, answer, fit) if config.objective == "dpo" else kto_rows(rows, answer, fit)
+    held = dpo_rows(eval_pairs, answer, fit) if eval_pairs else []
+    if not train:
+        raise InputError(f"no preference row fits max_length {config.max_length} tokens with its answers; raise it")
+    device = best_device(device)
     model = method.load_base(path, device)
-    metrics: dict[str, Any] = {"objective": config.objective}
+    metrics: dict[str, Any] = {"objective": config.objective, "max_length": config.max_length,
+                               "rows_too_long": len(rows) - len(train),
+                               "held_out_too_long": len(eval_pairs or []) - len(held)}
     if held:
         metrics["before"] = preference_accuracy(model, tokenizer, held, device)
     with tempfile.TemporaryDirectory(prefix="ragtune-pref-") as scratch:

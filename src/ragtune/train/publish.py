@@ -101,13 +101,22 @@ def publish_adapter(home: str | Path | None, name: str, base: str, rows: list[di
 
 def publish_preference_adapter(home: str | Path | None, name: str, base: str, rows: list[dict],
                                config: PreferenceTrainConfig, data: str, overwrite: bool = False,
-                               eval_pairs: list[dict] | None = None, **info: Any) -> Published:
-    """Preference-tune the local LLM (DPO/KTO on ``config.method``) into the named adapter."""
+                               eval_pairs: list[dict] | None = None,
+                               gate: Callable[[list[float], list[float]], dict[str, Any]] | None = None,
+                               **info: Any) -> Published:
+    """Preference-tune the local LLM (DPO/KTO on ``config.method``) into the named adapter. With
+    held-out pairs and a ``gate`` (margins before, margins after → verdict with ``promote``), the
+    verdict is recorded and an adapter it refuses is kept for inspection but not served
+    (:meth:`~ragtune.models.adapters.AdapterRegistry.refusal`)."""
     from ragtune.train.preference import train_preferences
 
     registry = AdapterRegistry(home)
     with registry.create(name, overwrite=overwrite) as out:
         result = train_preferences(base, rows, out, config, home, eval_pairs=eval_pairs or None)
+        metrics: dict[str, Any] = result.metrics  # before/after are dicts here, with each pair's margin
+        margins = {k: metrics[k].pop("margins") for k in ("before", "after") if k in metrics}
+        if gate is not None and len(margins) == 2:
+            info["gate"] = gate(margins["before"], margins["after"])
         # the objective comes once, in the result's metrics (result_fields)
         registry.describe(out, base=base, method=config.method,
                           task=f"preference tuning ({config.objective})", data=data, **info,

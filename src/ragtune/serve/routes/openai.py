@@ -191,14 +191,15 @@ def embeddings(body: EmbeddingsIn, srv: State, who: Caller) -> dict:
 
 @router.get("/models")
 def models(srv: State, who: Caller) -> dict:
-    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.models.adapters import AdapterRegistry, refusal
     from ragtune.serve.state import may_use
 
     gen, emb = srv.default_pipeline.generator, srv.default_pipeline.embedder
     data = [{"id": gen.model, "object": "model", "created": 0, "owned_by": "ragtune", "kind": "generator"},
             {"id": emb.model, "object": "model", "created": 0, "owned_by": "ragtune", "kind": "embedding"}]
     for meta in AdapterRegistry(srv.home).list():
-        if not may_use(meta, who):  # an adapter the key may not use is not listed either
+        # an adapter the key may not use is not listed either, nor one its gate refused
+        if not may_use(meta, who) or refusal(meta):
             continue
         data.append({"id": meta["name"], "object": "model", "created": _epoch(meta.get("created")), "owned_by": "ragtune",
                      "kind": "adapter", "parent": meta.get("base"), "method": meta.get("method")})
