@@ -367,7 +367,7 @@ def write(args, indexed: dict, rounds: list, summary: list, preference: dict | N
                           json.dumps(fw["feedback"].get("labelled_queries", {}).get(NAME, {})), ttxt, sig,
                           "promoted" if emb.get("promoted") else "refused", rtxt,
                           "applied" if rd.get("promoted") else ("refused" if rd.get("ran") else "not run")])
-    step_rows = [[k, v["seconds"]] for k, v in steps.log.items()]
+    step_rows = [[k, v] for k, v in steps.seconds().items()]  # this run's steps, not older settings' in the cache
     body = f"""
 COVID-QA dev: {indexed['articles']} articles → {indexed['chunks']} chunks, default pipeline (hybrid retrieval,
 extractive sentence-baseline answers). By-article split (seed {args.seed}): the users ask questions of
