@@ -23,10 +23,11 @@ def list_(home: HomeOpt = None, json_: JsonOpt = False) -> None:
         typer.echo("no adapters yet: train one with `ragtune train generator` or `ragtune train qgen`")
     for a in adapters:
         loss = a.get("eval_loss_after", a.get("train_loss"))
+        refused = refusal(a)
         typer.echo(f"{a['name']:24s} {a.get('method', '?'):13s} {a.get('size_bytes', 0) / 1e6:9.2f} MB  "
                    f"{a.get('trainable_parameters', 0):>11,} params  base {a.get('base', '?')}"
                    + (f"  loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
-                   + (f"  REFUSED, not served: {refusal(a)}" if refusal(a) else ""))
+                   + (f"  REFUSED, not served: {refused}" if refused else ""))
 
 
 @app.command()
