@@ -17,7 +17,8 @@ the gold, the flywheel retrains, and held-out questions say whether it got bette
    on every held-out question, answer F1 (POST .../ask) on a seeded sample; paired randomisation
    tests against round 0 and against the round before.
 4. At the end: `ragtune train preferences` (DPO, LoRA) on the exported preference pairs, held-out
-   preference accuracy (the newest pairs) before/after.
+   preference accuracy (the newest pairs) before/after, for each --dpo-sft-weights variant (plain
+   DPO, and DPO plus a language-modelling loss on the chosen answers) side by side.
 
 Run from the repo root:  .venv/bin/python benchmarks/flywheel.py [--rounds 3 --per-round 180]
 Resumable: each finished step is kept in <cache>/$FLYWHEEL_HOME (default flywheel-home)/steps.json.
@@ -191,7 +192,7 @@ def flywheel(args, round_: int, reader_base: str | None) -> dict:
     return json.loads(out.stdout)
 
 
-def dpo(args) -> dict:
+def dpo(args, sft_weight: float) -> dict:
     from ragtune.feedback import FeedbackStore
 
     folder = HOME / "export-final"
@@ -199,8 +200,9 @@ def dpo(args) -> dict:
     counts = store.export(folder, args.test_fraction, NAME)
     store.close()
     cmd = [sys.executable, "-m", "ragtune", "train", "preferences", "-c", NAME, "--data", str(folder / "preferences.jsonl"),
-           "--name", "flywheel-dpo", "--objective", "dpo", "--epochs", str(args.dpo_epochs),
-           "--max-length", str(args.dpo_max_length), "--overwrite", "--json"]
+           "--name", "flywheel-dpo" + ("-sft" if sft_weight else ""), "--objective", "dpo", "--epochs",
+           str(args.dpo_epochs), "--max-length", str(args.dpo_max_length), "--sft-weight", str(sft_weight),
+           "--overwrite", "--json"]
     out = subprocess.run(cmd, env={**os.environ, "RAGTUNE_HOME": str(HOME)}, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"ragtune train preferences failed:\n{out.stderr[-3000:]}")
@@ -236,6 +238,9 @@ def main() -> None:
     ap.add_argument("--reader-stage1", help="a trained span reader to start from instead (e.g. benchmarks/answers.py's "
                     "reader-squad, <cache>/answers-home/reader-squad/model: SQuAD only, 2118 steps)")
     ap.add_argument("--only-reader-stage1", action="store_true", help="train the stage-1 reader and stop")
+    ap.add_argument("--dpo-sft-weights", default="0,1",
+                    help="DPO variants side by side: weights of the language-modelling loss on the chosen answers "
+                         "(0: plain DPO, 1: RPO, ragtune's default)")
     ap.add_argument("--skip-dpo", action="store_true", help="write the report without the DPO step")
     ap.add_argument("--stop-before-dpo", action="store_true", help="end after the rounds (re-run without it for DPO)")
     args = ap.parse_args()
@@ -287,8 +292,12 @@ def main() -> None:
     if args.stop_before_dpo:
         print("stopping before the DPO step (--stop-before-dpo)")
         return
-    dpo_step = f"dpo {args.dpo_epochs:g} epochs, max length {args.dpo_max_length}"
-    preference = None if args.skip_dpo and dpo_step not in steps.log else steps(dpo_step, lambda: dpo(args))
+    preference = {}
+    for w in (float(x) for x in args.dpo_sft_weights.split(",")):
+        # Plain DPO keeps its old step name, so a run cached before the variants existed is reused.
+        dpo_step = f"dpo {args.dpo_epochs:g} epochs, max length {args.dpo_max_length}" + (f", sft {w:g}" if w else "")
+        if not (args.skip_dpo and dpo_step not in steps.log):
+            preference[w] = steps(dpo_step, lambda w=w: dpo(args, w))
 
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
     summary = []
@@ -322,24 +331,37 @@ def reading(summary: list) -> str:
     return "\n".join(lines)
 
 
-def dpo_text(preference: dict, args) -> str:
-    res = preference["result"]
-    gate = res.get("gate") or {}
-    return (f"{preference['export']['preferences']} preference pairs (correction chosen over the answer given); "
+def variant_name(w: float) -> str:
+    return "plain DPO" if not w else f"DPO + {w:g} × LM loss on chosen (RPO)"
+
+
+def dpo_text(preference: dict[float, dict], args) -> str:
+    first = next(iter(preference.values()))
+    res = first["result"]
+    rows = [["before (base SmolLM2-135M)", f"{res['before']['accuracy']:.3f}", f"{res['before']['margin']:+.2f}", "", ""]]
+    for w, p in preference.items():
+        r, g = p["result"], p["result"].get("gate") or {}
+        rows.append([f"{variant_name(w)}: {r['steps']} steps, {r['train_seconds']:.0f} s", f"{r['after']['accuracy']:.3f}",
+                     f"{r['after']['margin']:+.2f}", str(g.get("wins_ties_losses")),
+                     f"p {g['p_value']:.4f} → {'served' if g.get('promote') else 'refused (kept, not served)'}"
+                     if g else "not run"])
+    return (f"{first['export']['preferences']} preference pairs (correction chosen over the answer given); "
             f"`ragtune train preferences` holds out the newest {int(res['after']['pairs'])} and trains on the rest "
-            f"({res['steps']} steps, {res.get('rows_too_long', 0)} rows too long for {args.dpo_max_length} tokens even "
-            f"with only the passages their answers quote). Each prompt keeps the passages the answers quote first, then "
-            f"the others in served order, as many as fit (before this, trl cut the answers off the end of half the "
-            f"pairs, whose prompts carry all 8 served passages: 10 steps moved nothing).\n\n"
-            f"| | before | after |\n|---|---|---|\n"
-            f"| held-out preference accuracy | {res['before']['accuracy']:.3f} | {res['after']['accuracy']:.3f} |\n"
-            f"| mean margin (nats, chosen − rejected) | {res['before']['margin']:+.2f} | {res['after']['margin']:+.2f} |\n\n"
-            f"Gate (paired test on per-pair right/wrong): {gate.get('why', 'not run')}; wins/ties/losses "
-            f"{gate.get('wins_ties_losses')} → {'served' if gate.get('promote') else 'refused (kept, not served)'}.")
+            f"({res.get('rows_too_long', 0)} rows too long for {args.dpo_max_length} tokens even with only the "
+            f"passages their answers quote). Each prompt keeps the passages the answers quote first, then the others "
+            f"in served order, as many as fit (before this, trl cut the answers off the end of half the pairs, whose "
+            f"prompts carry all 8 served passages: 10 steps moved nothing). Variants side by side on the same pairs; "
+            f"the gate is a paired test on per-pair right/wrong (chosen likelier than rejected) against the base.\n\n"
+            + table(["", "held-out preference accuracy", "mean margin (nats, chosen − rejected)",
+                     "pairs won/same/lost vs base", "gate"], rows))
 
 
-def write(args, indexed: dict, rounds: list, summary: list, preference: dict | None, steps) -> None:
-    res = preference["result"] if preference else {}
+def write(args, indexed: dict, rounds: list, summary: list, preference: dict[float, dict], steps) -> None:
+    # The JSON's top-level DPO figures are ragtune's default variant (PreferenceTrainConfig.sft_weight).
+    from ragtune.train.preference import PreferenceTrainConfig
+
+    default = PreferenceTrainConfig().sft_weight
+    res = (preference.get(default) or next(iter(preference.values())))["result"] if preference else {}
     stage1 = (f"`{args.reader_stage1}`" if args.reader_stage1 else
               f"{args.reader_stage1_steps} steps, benchmarks/answers.py's recipe")
     acc_before = (res.get("before") or {}).get("accuracy")
@@ -409,9 +431,11 @@ and is judged against the collection's current reader (the sentence baseline) on
         "rounds": [{k: v for k, v in s.items()} for s in summary],
         "nDCG@10": [s["nDCG@10"] for s in summary], "F1": [s["F1"] for s in summary],
         "p_vs_round0": {m: [s["vs_round0"][m]["p"] for s in summary[1:]] for m in ("nDCG@10", "F1")},
-        "dpo": {"pairs": preference["export"]["preferences"], "held_out_accuracy_before": acc_before,
+        "dpo": {"pairs": next(iter(preference.values()))["export"]["preferences"], "sft_weight": default,
+                "held_out_accuracy_before": acc_before,
                 "held_out_accuracy_after": acc_after, "gate_promote": (res.get("gate") or {}).get("promote"),
-                "gate_p": (res.get("gate") or {}).get("p_value"), "result": res} if preference else None,
+                "gate_p": (res.get("gate") or {}).get("p_value"), "result": res,
+                "variants": {variant_name(w): p["result"] for w, p in preference.items()}} if preference else None,
     }, indent=2, default=str))
 
 

@@ -361,7 +361,7 @@ def test_train_preferences_cli_saves_a_dpo_adapter_with_held_out_accuracy(make_c
                               "--max-steps", "2", "--batch-size", "2", "--eval-fraction", "0.34", "--json",
                               home=home).stdout)
     assert meta["objective"] == "dpo" and meta["method"] == "lora" and meta["steps"] == 2
-    assert meta["task"] == "preference tuning (dpo)"
+    assert meta["task"] == "preference tuning (dpo)" and meta["hyperparameters"]["sft_weight"] == 1.0  # RPO by default
     assert meta["before"]["pairs"] == meta["after"]["pairs"] == round(len(rows) * 0.34)
     assert 0.0 <= meta["after"]["accuracy"] <= 1.0 and meta["after"]["margin"] != meta["before"]["margin"]
     # Two steps at a quarter of LoRA's rate do not move held-out accuracy: the gate refuses, the
@@ -373,6 +373,9 @@ def test_train_preferences_cli_saves_a_dpo_adapter_with_held_out_accuracy(make_c
     again = run_cli("train", "preferences", "-c", "pref", "--data", str(path), "--name", "pref-dpo", home=home,
                     check=False)
     assert again.returncode == 2 and "exists" in again.stderr
+    negative = run_cli("train", "preferences", "-c", "pref", "--data", str(path), "--name", "pref-neg",
+                       "--sft-weight", "-1", home=home, check=False)
+    assert negative.returncode == 2 and "sft_weight must be" in negative.stderr
 
 
 def test_dpo_that_wins_on_held_out_pairs_is_promoted_and_served(make_collection, home, local_generator, tmp_path):

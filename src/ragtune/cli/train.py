@@ -230,6 +230,8 @@ def preferences(
     eval_fraction: Annotated[float, typer.Option(help="newest share of --data pairs held out when --eval-data is not given")] = 0.2,
     base: Annotated[Optional[str], typer.Option(help="model to tune (default: the collection's generator.model)")] = None,
     beta: Annotated[float, typer.Option(help="KL weight: how far from the base the policy may move")] = 0.1,
+    sft_weight: Annotated[float, typer.Option(
+        help="DPO: weight of a language-modelling loss on the chosen answers (RPO); 0: plain DPO")] = 1.0,
     epochs: EpochsOpt = 1.0,
     max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 4,
@@ -265,7 +267,8 @@ def preferences(
         held = []
     try:
         config = PreferenceTrainConfig(objective=objective, method=method,  # type: ignore[arg-type]
-                                       options=dict(_key_value(o) for o in option or []), beta=beta, epochs=epochs,
+                                       options=dict(_key_value(o) for o in option or []), beta=beta,
+                                       sft_weight=sft_weight, epochs=epochs,
                                        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
                                        max_length=max_length)
     except ValueError as e:

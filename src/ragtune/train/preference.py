@@ -17,7 +17,8 @@ alone does not fit is left out and counted.
 Measured on held-out pairs before and after: *preference accuracy*, the share of pairs whose chosen
 answer the model finds more likely than the rejected one (summed log-probability of the answer's
 tokens given the prompt), and the mean margin between the two. For DPO that is the quantity the
-loss moves (with the base as reference); for KTO the same pairs say whether rating answers up and
+loss moves (with the base as reference; the ``sft_weight`` term on the chosen answers moves it
+directly); for KTO the same pairs say whether rating answers up and
 down taught the model which answers users prefer. The per-pair margins come back too, for a gate
 (:func:`ragtune.evaluate.preference.preference_gate`) to refuse an adapter that does not win.
 
@@ -52,6 +53,11 @@ class PreferenceTrainConfig(TrainingArgs):
     method: str = "lora"  # any of ragtune.train.methods
     options: dict[str, Any] = field(default_factory=dict)
     beta: float = 0.1  # how far from the base the policy may move (DPO/KTO's KL weight)
+    # DPO only: weight of a language-modelling loss on the chosen answers added to DPO's (RPO, Pang
+    # et al. 2024; Llama 3's recipe). Plain DPO raises chosen *relative to* the base and typically
+    # lowers both answers' likelihood; the gate asks whether the policy itself finds the chosen
+    # answer likelier, which the added term pulls up directly. 0 gives plain DPO.
+    sft_weight: float = 1.0
     batch_size: int = 4
     max_length: int = 1024
     warmup_ratio: float = 0.1
@@ -59,6 +65,8 @@ class PreferenceTrainConfig(TrainingArgs):
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.sft_weight < 0:
+            raise InputError(f"sft_weight must be ≥ 0 (0: plain DPO), got {self.sft_weight}")
         get_method(self.method).make_options(self.options)
 
     def to_dict(self) -> dict:
@@ -279,6 +287,8 @@ def _trainer(config: PreferenceTrainConfig, method, model, tokenizer, dataset, s
     if config.objective == "dpo":
         from trl import DPOConfig, DPOTrainer
 
+        if config.sft_weight:
+            shared.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, config.sft_weight])
         return DPOTrainer(model=model, args=DPOConfig(**shared), train_dataset=dataset, processing_class=tokenizer,
                           peft_config=peft_config)
     from trl import KTOConfig, KTOTrainer
