@@ -192,21 +192,53 @@ def flywheel(args, round_: int, reader_base: str | None) -> dict:
     return json.loads(out.stdout)
 
 
-def dpo(args, sft_weight: float) -> dict:
+def export_pairs(test_fraction: float) -> tuple[dict, Path]:
     from ragtune.feedback import FeedbackStore
 
     folder = HOME / "export-final"
     store = FeedbackStore(HOME)
-    counts = store.export(folder, args.test_fraction, NAME)
+    counts = store.export(folder, test_fraction, NAME)
     store.close()
-    cmd = [sys.executable, "-m", "ragtune", "train", "preferences", "-c", NAME, "--data", str(folder / "preferences.jsonl"),
-           "--name", "flywheel-dpo" + ("-sft" if sft_weight else ""), "--objective", "dpo", "--epochs",
-           str(args.dpo_epochs), "--max-length", str(args.dpo_max_length), "--sft-weight", str(sft_weight),
-           "--overwrite", "--json"]
+    return counts, folder / "preferences.jsonl"
+
+
+def train_pref(name: str, data: Path, max_length: int, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "ragtune", "train", "preferences", "-c", NAME, "--data", str(data), "--name", name,
+           "--objective", "dpo", "--max-length", str(max_length), "--overwrite", "--json", *extra]
     out = subprocess.run(cmd, env={**os.environ, "RAGTUNE_HOME": str(HOME)}, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"ragtune train preferences failed:\n{out.stderr[-3000:]}")
-    return {"export": counts, "result": json.loads(out.stdout)}
+    return json.loads(out.stdout)
+
+
+def dpo(args, sft_weight: float, lr: float | None = None, epochs: float | None = None) -> dict:
+    """DPO on the older exported pairs, gated on the newest 20% (the CLI's own split)."""
+    counts, data = export_pairs(args.test_fraction)
+    extra = ["--epochs", str(epochs or args.dpo_epochs), "--sft-weight", str(sft_weight),
+             *(("--learning-rate", str(lr)) if lr else ())]
+    name = "flywheel-dpo" + ("-sft" if sft_weight else "") + ("-selected" if lr else "")
+    return {"export": counts, "result": train_pref(name, data, args.dpo_max_length, extra)}
+
+
+def dpo_candidate(args, lr: float, epochs: float) -> dict:
+    """One learning rate / epochs candidate, trained on the older 80% of the *training* pairs and
+    scored on the newer 20% of them: the held-out pairs the gate uses are never looked at."""
+    from ragtune.data.beir import iter_jsonl
+    from ragtune.train.preference import split_by_time
+
+    _, data = export_pairs(args.test_fraction)
+    train, _held = split_by_time(list(iter_jsonl(data)), 0.2)  # the split `ragtune train preferences` makes
+    fit, val = split_by_time(train, 0.2)
+    folder = HOME / "dpo-select"
+    folder.mkdir(exist_ok=True)
+    for part, rows in (("train", fit), ("val", val)):
+        (folder / f"{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = train_pref("flywheel-dpo-candidate", folder / "train.jsonl", args.dpo_max_length,
+                     ["--eval-data", str(folder / "val.jsonl"), "--learning-rate", str(lr), "--epochs", str(epochs),
+                      "--sft-weight", "1"])
+    return {"lr": lr, "epochs": epochs, "train_pairs": len(fit), "val_pairs": len(val),
+            "val_before": res["before"]["accuracy"], "val_after": res["after"]["accuracy"],
+            "val_margin_after": res["after"]["margin"], "steps": res["steps"], "train_seconds": res["train_seconds"]}
 
 
 def paired(a: dict, b: dict) -> dict:
@@ -241,6 +273,10 @@ def main() -> None:
     ap.add_argument("--dpo-sft-weights", default="0,1",
                     help="DPO variants side by side: weights of the language-modelling loss on the chosen answers "
                          "(0: plain DPO, 1: RPO, ragtune's default)")
+    ap.add_argument("--dpo-select", default="5e-5:1,2e-4:1",
+                    help="RPO candidates LR:EPOCHS, each trained on the older 80%% of the training pairs and scored "
+                         "on the newer 20%% of them; the best is then trained on all training pairs and gated on the "
+                         "held-out ones ('' to skip)")
     ap.add_argument("--skip-dpo", action="store_true", help="write the report without the DPO step")
     ap.add_argument("--stop-before-dpo", action="store_true", help="end after the rounds (re-run without it for DPO)")
     args = ap.parse_args()
@@ -292,12 +328,23 @@ def main() -> None:
     if args.stop_before_dpo:
         print("stopping before the DPO step (--stop-before-dpo)")
         return
-    preference = {}
+    preference: dict[str, dict] = {}
     for w in (float(x) for x in args.dpo_sft_weights.split(",")):
         # Plain DPO keeps its old step name, so a run cached before the variants existed is reused.
         dpo_step = f"dpo {args.dpo_epochs:g} epochs, max length {args.dpo_max_length}" + (f", sft {w:g}" if w else "")
         if not (args.skip_dpo and dpo_step not in steps.log):
-            preference[w] = steps(dpo_step, lambda w=w: dpo(args, w))
+            preference[variant_name(w)] = steps(dpo_step, lambda w=w: dpo(args, w))
+    candidates = []
+    for lr, epochs in ((float(a), float(b)) for a, b in (c.split(":") for c in args.dpo_select.split(",") if c)):
+        name = f"dpo candidate lr {lr:g}, {epochs:g} epochs, max length {args.dpo_max_length}"
+        if not (args.skip_dpo and name not in steps.log):
+            candidates.append(steps(name, lambda lr=lr, epochs=epochs: dpo_candidate(args, lr, epochs)))
+    if candidates:
+        best = max(candidates, key=lambda c: c["val_after"])  # ties: the first listed (the gentler setting)
+        name = f"dpo selected lr {best['lr']:g}, {best['epochs']:g} epochs, max length {args.dpo_max_length}, sft 1"
+        if not (args.skip_dpo and name not in steps.log):
+            preference[f"RPO, selected on training pairs: lr {best['lr']:g}, {best['epochs']:g} epochs"] = steps(
+                name, lambda: dpo(args, 1.0, best["lr"], best["epochs"]))
 
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
     summary = []
@@ -312,7 +359,7 @@ def main() -> None:
             out["promoted"] = {t: bool(v.get("promoted")) for t, v in fw["tasks"].items()}
             out["gate"] = {t: (v.get("signals") or v.get("gate") or v.get("why")) for t, v in fw["tasks"].items()}
         summary.append(out)
-    write(args, indexed, rounds, summary, preference, steps)
+    write(args, indexed, rounds, summary, preference, candidates, steps)
 
 
 def reading(summary: list) -> str:
@@ -335,13 +382,13 @@ def variant_name(w: float) -> str:
     return "plain DPO" if not w else f"DPO + {w:g} × LM loss on chosen (RPO)"
 
 
-def dpo_text(preference: dict[float, dict], args) -> str:
+def dpo_text(preference: dict[str, dict], candidates: list[dict], args) -> str:
     first = next(iter(preference.values()))
     res = first["result"]
     rows = [["before (base SmolLM2-135M)", f"{res['before']['accuracy']:.3f}", f"{res['before']['margin']:+.2f}", "", ""]]
-    for w, p in preference.items():
+    for label, p in preference.items():
         r, g = p["result"], p["result"].get("gate") or {}
-        rows.append([f"{variant_name(w)}: {r['steps']} steps, {r['train_seconds']:.0f} s", f"{r['after']['accuracy']:.3f}",
+        rows.append([f"{label}: {r['steps']} steps, {r['train_seconds']:.0f} s", f"{r['after']['accuracy']:.3f}",
                      f"{r['after']['margin']:+.2f}", str(g.get("wins_ties_losses")),
                      f"p {g['p_value']:.4f} → {'served' if g.get('promote') else 'refused (kept, not served)'}"
                      if g else "not run"])
@@ -353,15 +400,28 @@ def dpo_text(preference: dict[float, dict], args) -> str:
             f"prompts carry all 8 served passages: 10 steps moved nothing). Variants side by side on the same pairs; "
             f"the gate is a paired test on per-pair right/wrong (chosen likelier than rejected) against the base.\n\n"
             + table(["", "held-out preference accuracy", "mean margin (nats, chosen − rejected)",
-                     "pairs won/same/lost vs base", "gate"], rows))
+                     "pairs won/same/lost vs base", "gate"], rows) + (candidates_text(candidates) if candidates else ""))
 
 
-def write(args, indexed: dict, rounds: list, summary: list, preference: dict[float, dict], steps) -> None:
-    # The JSON's top-level DPO figures are ragtune's default variant (PreferenceTrainConfig.sft_weight).
+def candidates_text(candidates: list[dict]) -> str:
+    c0 = candidates[0]
+    rows = [[f"lr {c['lr']:g}, {c['epochs']:g} epochs", c["steps"], f"{c['val_before']:.3f}", f"{c['val_after']:.3f}",
+             f"{c['val_margin_after']:+.2f}", f"{c['train_seconds']:.0f}"] for c in candidates]
+    return (f"\n\nLearning rate and epochs of RPO chosen without the held-out pairs: each candidate trains on the older "
+            f"{c0['train_pairs']} of the training pairs and is scored on the newer {c0['val_pairs']} of them; the best "
+            f"validation accuracy (ties: the first listed) is the 'selected' row above, trained on all training "
+            f"pairs.\n\n" + table(["candidate", "steps", "validation accuracy before", "after",
+                                    "validation margin after", "train seconds"], rows))
+
+
+def write(args, indexed: dict, rounds: list, summary: list, preference: dict[str, dict], candidates: list[dict],
+          steps) -> None:
+    # The JSON's top-level DPO figures: the selected setting when it ran, else ragtune's default variant.
     from ragtune.train.preference import PreferenceTrainConfig
 
-    default = PreferenceTrainConfig().sft_weight
-    res = (preference.get(default) or next(iter(preference.values())))["result"] if preference else {}
+    default = variant_name(PreferenceTrainConfig().sft_weight)
+    chosen = next((k for k in preference if k.startswith("RPO, selected")), default)
+    res = (preference.get(chosen) or next(iter(preference.values())))["result"] if preference else {}
     stage1 = (f"`{args.reader_stage1}`" if args.reader_stage1 else
               f"{args.reader_stage1_steps} steps, benchmarks/answers.py's recipe")
     acc_before = (res.get("before") or {}).get("accuracy")
@@ -418,7 +478,7 @@ and is judged against the collection's current reader (the sentence baseline) on
 
 ## Preference tuning on the exported pairs (DPO, LoRA, {args.dpo_epochs:g} epochs, max length {args.dpo_max_length})
 
-{dpo_text(preference, args) if preference else
+{dpo_text(preference, candidates, args) if preference else
  "Not run in this measurement (--skip-dpo): see benchmarks/results/preference.md for DPO on SQuAD pairs."}
 
 ## Seconds per step
@@ -431,11 +491,12 @@ and is judged against the collection's current reader (the sentence baseline) on
         "rounds": [{k: v for k, v in s.items()} for s in summary],
         "nDCG@10": [s["nDCG@10"] for s in summary], "F1": [s["F1"] for s in summary],
         "p_vs_round0": {m: [s["vs_round0"][m]["p"] for s in summary[1:]] for m in ("nDCG@10", "F1")},
-        "dpo": {"pairs": next(iter(preference.values()))["export"]["preferences"], "sft_weight": default,
+        "dpo": {"pairs": next(iter(preference.values()))["export"]["preferences"], "variant": chosen,
                 "held_out_accuracy_before": acc_before,
                 "held_out_accuracy_after": acc_after, "gate_promote": (res.get("gate") or {}).get("promote"),
                 "gate_p": (res.get("gate") or {}).get("p_value"), "result": res,
-                "variants": {variant_name(w): p["result"] for w, p in preference.items()}} if preference else None,
+                "variants": {k: p["result"] for k, p in preference.items()}, "candidates": candidates}
+        if preference else None,
     }, indent=2, default=str))
 
 
