@@ -41,6 +41,7 @@ from _common import CACHE, DATA, RESULTS, Steps, git_commit, split_squad_article
 
 HOME = CACHE / os.environ.get("FLYWHEEL_HOME", "flywheel-home")
 NAME = "covidqa"
+SELECTED = "RPO, selected on training pairs"  # the label of the DPO row whose settings the selection chose
 
 
 def split_articles(examples: list, train_articles: int, seed: int) -> tuple[list, list]:
@@ -328,22 +329,25 @@ def main() -> None:
     if args.stop_before_dpo:
         print("stopping before the DPO step (--stop-before-dpo)")
         return
+    def wanted(step: str) -> bool:  # --skip-dpo still reports what the cache already holds
+        return not (args.skip_dpo and step not in steps.log)
+
     preference: dict[str, dict] = {}
     for w in (float(x) for x in args.dpo_sft_weights.split(",")):
         # Plain DPO keeps its old step name, so a run cached before the variants existed is reused.
         dpo_step = f"dpo {args.dpo_epochs:g} epochs, max length {args.dpo_max_length}" + (f", sft {w:g}" if w else "")
-        if not (args.skip_dpo and dpo_step not in steps.log):
+        if wanted(dpo_step):
             preference[variant_name(w)] = steps(dpo_step, lambda w=w: dpo(args, w))
     candidates = []
     for lr, epochs in ((float(a), float(b)) for a, b in (c.split(":") for c in args.dpo_select.split(",") if c)):
         name = f"dpo candidate lr {lr:g}, {epochs:g} epochs, max length {args.dpo_max_length}"
-        if not (args.skip_dpo and name not in steps.log):
+        if wanted(name):
             candidates.append(steps(name, lambda lr=lr, epochs=epochs: dpo_candidate(args, lr, epochs)))
     if candidates:
         best = max(candidates, key=lambda c: c["val_after"])  # ties: the first listed (the gentler setting)
         name = f"dpo selected lr {best['lr']:g}, {best['epochs']:g} epochs, max length {args.dpo_max_length}, sft 1"
-        if not (args.skip_dpo and name not in steps.log):
-            preference[f"RPO, selected on training pairs: lr {best['lr']:g}, {best['epochs']:g} epochs"] = steps(
+        if wanted(name):
+            preference[f"{SELECTED}: lr {best['lr']:g}, {best['epochs']:g} epochs"] = steps(
                 name, lambda: dpo(args, 1.0, best["lr"], best["epochs"]))
 
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
@@ -420,7 +424,7 @@ def write(args, indexed: dict, rounds: list, summary: list, preference: dict[str
     from ragtune.train.preference import PreferenceTrainConfig
 
     default = variant_name(PreferenceTrainConfig().sft_weight)
-    chosen = next((k for k in preference if k.startswith("RPO, selected")), default)
+    chosen = next((k for k in preference if k.startswith(SELECTED)), default)
     res = (preference.get(chosen) or next(iter(preference.values())))["result"] if preference else {}
     stage1 = (f"`{args.reader_stage1}`" if args.reader_stage1 else
               f"{args.reader_stage1_steps} steps, benchmarks/answers.py's recipe")
