@@ -69,6 +69,24 @@ def test_unknown_method_and_option_are_clear_errors():
         GeneratorTrainConfig(method="lora", options={"rank": 8})
     with pytest.raises(ValueError, match="'r'.*not a valid int"):
         GeneratorTrainConfig(method="lora", options={"r": "eight"})
+    with pytest.raises(ValueError, match="top_layers must be 0.*not -2"):
+        GeneratorTrainConfig(method="lora", options={"top_layers": "-2"})
+
+
+def test_lora_on_the_top_layers_trains_only_those_and_still_learns(qg_rows, local_generator, tmp_path):
+    from ragtune.train.generator import GeneratorTrainConfig, train_generator
+    from ragtune.train.methods.lora.config import layer_count
+
+    total = layer_count(local_generator.path)
+    config = GeneratorTrainConfig(max_steps=4, batch_size=4, max_length=384, options={"top_layers": 2})
+    result = train_generator(local_generator.path, qg_rows, tmp_path / "top", config, eval_examples=qg_rows)
+    assert result.metrics["eval_loss_after"] < result.metrics["eval_loss_before"], result.metrics
+    layers = {int(m.group(1)) for n, p in result.model.named_parameters() if p.requires_grad
+              for m in [re.search(r"layers\.(\d+)\.", n)] if m}
+    assert layers == {total - 2, total - 1}
+    every = GeneratorTrainConfig(max_steps=1, batch_size=4, max_length=384)
+    assert result.trainable_parameters * (total // 2) == train_generator(
+        local_generator.path, qg_rows, tmp_path / "all", every).trainable_parameters
 
 
 def test_merged_lora_equals_the_adapter_and_registry_cli_round_trip(qg_rows, local_generator, home, tmp_path):
