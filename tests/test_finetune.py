@@ -171,15 +171,40 @@ def test_rag_sft_examples_are_the_answer_prompt_with_a_cited_gold_passage(make_c
     assert len(positions) > 1  # the gold passage is not always [1]
 
 
-def test_train_generator_cli_and_ask_with_the_adapter(make_collection, home, local_generator, tmp_path):
-    examples = _squad_slice()
-    data = {"version": "1.1", "data": []}
+def _write_squad(examples: list, path):
+    data: dict = {"version": "1.1", "data": []}
     for ex in examples:
         data["data"].append({"title": ex.title, "paragraphs": [{"context": ex.context, "document_id": ex.article_id, "qas": [
             {"id": ex.id, "question": ex.question,
              "answers": [{"text": a, "answer_start": s} for a, s in zip(ex.answers, ex.answer_starts)]}]}]})
-    path = tmp_path / "mini-squad.json"
     path.write_text(json.dumps(data))
+    return path
+
+
+def test_train_qgen_cli_tracks_held_out_loss_and_resumes_from_its_checkpoint(home, local_generator, tmp_path):
+    squad = str(_write_squad(_squad_slice(), tmp_path / "mini-squad.json"))
+    ckpt = tmp_path / "ckpt"
+    common = ["train", "qgen", "--squad", squad, "--base", str(local_generator.path), "--batch-size", "2",
+              "--held-out", "0.34", "--eval-every", "1", "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1",
+              "--option", "top_layers=2", "--json"]
+    bad = run_cli(*common[:-1], "--name", "w0", "--held-out", "1", home=home, check=False)
+    assert bad.returncode == 2 and "--held-out must be" in bad.stderr
+    first = json.loads(run_cli(*common, "--name", "w1", "--max-steps", "2", home=home).stdout)
+    assert first["steps"] == 2 and first["hyperparameters"]["options"]["top_layers"] == 2
+    assert first["held_out_examples"] > 0 and "resumed_from" not in first
+    assert [p["step"] for p in first["curve"]] == [0, 1, 2]
+    assert first["eval_loss_before"] == pytest.approx(first["curve"][0]["eval_loss"], abs=1e-4)
+    assert (ckpt / "checkpoint-2").is_dir()
+    # a longer run on the same checkpoints continues from step 2: one more step, the curve goes on
+    second = json.loads(run_cli(*common, "--name", "w2", "--max-steps", "3", home=home).stdout)
+    assert second["steps"] == 3 and second["resumed_from"].endswith("checkpoint-2")
+    assert [p["step"] for p in second["curve"]] == [0, 1, 2, 3]
+    assert second["eval_loss_before"] == pytest.approx(first["eval_loss_before"], abs=1e-4)  # from the curve
+
+
+def test_train_generator_cli_and_ask_with_the_adapter(make_collection, home, local_generator, tmp_path):
+    examples = _squad_slice()
+    path = _write_squad(examples, tmp_path / "mini-squad.json")
     make_collection("sq", ["answer.k=3", f"generator.model={local_generator.path}"]).close()
 
     bad = run_cli("train", "generator", "-c", "sq", "--data", str(path), "--name", "x", "--method", "lora",

@@ -112,9 +112,17 @@ def qgen(
     squad: Annotated[str, typer.Option("--squad", help="SQuAD-format file of (context, question) pairs")],
     name: Annotated[str, typer.Option("--name", help="adapter name")] = "qgen",
     base: Annotated[str, typer.Option(help="local LLM to adapt")] = "SmolLM2-135M-Instruct",
-    limit: Annotated[Optional[int], typer.Option(help="train on this many paragraphs (one query each)")] = 1000,
+    limit: Annotated[Optional[int], typer.Option(help="train on this many paragraphs (one query each); default all")] = None,
     types: Annotated[str, typer.Option("--types", help="query kinds it learns, in turn over the paragraphs")] =
         "question,claim,keywords",
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", help="a LoRA option KEY=VALUE (repeatable), e.g. r=8 or top_layers=10")] = None,
+    held_out: Annotated[float, typer.Option(
+        help="share of the articles held out to measure the loss before, during and after training")] = 0.05,
+    eval_every: Annotated[int, typer.Option(help="steps between held-out loss measurements (0: before and after only)")] = 0,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(
+        help="checkpoint here; run the same command again to resume where it stopped")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints (with --checkpoint-dir)")] = 50,
     epochs: EpochsOpt = 1.0,
     max_steps: MaxStepsOpt = -1,
     batch_size: Annotated[int, typer.Option()] = 8,
@@ -126,24 +134,36 @@ def qgen(
     queries, each from SQuAD pairs — as a named adapter for `ragtune synth queries --set
     generator.adapter=NAME`."""
     from ragtune.cli.common import fail
-    from ragtune.data.squad import load_squad
+    from ragtune.data.squad import load_squad, split_by_article
     from ragtune.synth.queries import qg_training_examples
     from ragtune.synth.query_types import parse_types
     from ragtune.train.generator import GeneratorTrainConfig
     from ragtune.train.publish import publish_adapter
 
+    if not 0 <= held_out < 1:
+        fail(f"--held-out must be at least 0 and below 1 (a share of the articles), not {held_out}")
     try:
-        examples = qg_training_examples(load_squad(squad), limit, types=parse_types(types))
+        kinds = parse_types(types)
+        train_qa, held_qa = split_by_article(load_squad(squad), held_out) if held_out > 0 else (load_squad(squad), [])
+        examples = qg_training_examples(train_qa, limit, types=kinds)
+        eval_rows = qg_training_examples(held_qa, None, types=kinds)
+        config = GeneratorTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                                      options=dict(_key_value(o) for o in option or []), eval_every=eval_every,
+                                      checkpoint_every=checkpoint_every)
     except ValueError as e:
         fail(str(e))
-    config = GeneratorTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size)
     meta, result = publish_adapter(home, name, base, examples, config, task="question generation", data=str(squad),
-                                   overwrite=overwrite, examples=len(examples))
+                                   overwrite=overwrite, eval_rows=eval_rows, checkpoint_dir=checkpoint_dir,
+                                   examples=len(examples), held_out_examples=len(eval_rows))
     if json_:
         print_json(meta)
     else:
-        typer.echo(f"adapter {name}: {len(examples)} examples, {result.steps} steps, loss {result.train_loss:.4f}, "
-                   f"{result.seconds:.0f}s, {meta['size_bytes'] / 1e6:.1f} MB → {meta['path']}")
+        held = (f", held-out loss ({len(eval_rows)} paragraphs) {result.metrics['eval_loss_before']:.3f} → "
+                f"{result.metrics['eval_loss_after']:.3f}" if "eval_loss_after" in result.metrics else "")
+        resumed = f" (resumed from {result.metrics['resumed_from']})" if "resumed_from" in result.metrics else ""
+        typer.echo(f"adapter {name}: {len(examples)} examples, {result.steps} steps{resumed}, loss "
+                   f"{result.train_loss:.4f}{held}, {result.seconds:.0f}s, {meta['size_bytes'] / 1e6:.1f} MB → "
+                   f"{meta['path']}")
 
 
 @app.command()

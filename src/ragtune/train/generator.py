@@ -23,13 +23,13 @@ from typing import Any, Literal
 
 from ragtune.errors import InputError
 from ragtune.train import release_autocast, run_trainer
-from ragtune.train.args import TrainingArgs
+from ragtune.train.curve import LearningCurve, ResumableArgs, last_checkpoint
 from ragtune.train.embedder import TrainResult
 from ragtune.train.methods import get_method
 
 
 @dataclass
-class GeneratorTrainConfig(TrainingArgs):
+class GeneratorTrainConfig(ResumableArgs):
     method: str = "lora"  # see ragtune.train.methods.method_names()
     options: dict[str, Any] = field(default_factory=dict)  # the method's own knobs, e.g. {"r": 8}
     batch_size: int = 8  # learning_rate None: the method's default (2e-4 LoRA … 3e-2 prompt tuning)
@@ -61,11 +61,13 @@ class GeneratorTrainConfig(TrainingArgs):
 
 def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, config: GeneratorTrainConfig | None = None,
                     home: str | Path | None = None, device: str | None = None,
-                    eval_examples: list[dict] | None = None) -> TrainResult:
+                    eval_examples: list[dict] | None = None, checkpoint_dir: str | Path | None = None) -> TrainResult:
     """Train on ``examples`` and save to ``out_dir``; with ``eval_examples`` the completion loss
-    on them is measured before and after training (``metrics["eval_loss_before"|"eval_loss_after"]``)."""
+    on them is measured before and after training (``metrics["eval_loss_before"|"eval_loss_after"]``)
+    and every ``config.eval_every`` steps (``metrics["curve"]``). ``checkpoint_dir``: checkpoints
+    there every ``config.checkpoint_every`` steps, and a second call with it resumes the run."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from ragtune.models.generator import base_model_path
@@ -81,25 +83,42 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = method.load_base(path, device)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    curve = LearningCurve.beside(ckpt)  # held-out loss by step; continues when a run resumes
+
+    class Curve(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if metrics and "eval_loss" in metrics:
+                curve.add(state.global_step, eval_loss=float(metrics["eval_loss"]))
+
+    periodic = bool(eval_examples) and config.eval_every > 0
     with tempfile.TemporaryDirectory(prefix="ragtune-sft-") as scratch:
         args = SFTConfig(**config.hf_arguments(
-            scratch, device, gradient_accumulation_steps=config.gradient_accumulation, data_seed=None,
+            str(ckpt or scratch), device, gradient_accumulation_steps=config.gradient_accumulation, data_seed=None,
             max_length=config.max_length, completion_only_loss=True, packing=False, logging_steps=10,
             fp16=False, bf16=config.uses_bf16(device) and not method.quantized, gradient_checkpointing=config.gradient_checkpointing and config.method != "prefix",
             train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+            eval_strategy="steps" if periodic else "no", eval_steps=config.eval_every if periodic else None,
+            **config.checkpointing(ckpt),
         ))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                              eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
                              processing_class=tokenizer,
-                             peft_config=method.peft_config(method.make_options(config.options), path))
+                             peft_config=method.peft_config(method.make_options(config.options), path),
+                             callbacks=[Curve()])
         if method.quantized and device == "cpu":
             _adapters_to_float32(trainer.model)
         metrics = {"processes": args.world_size}  # > 1 under torchrun / accelerate launch
+        before = None
+        if eval_examples:  # the loss before training (a resumed run has it in its curve already)
+            before = curve.first("eval_loss") if curve.points else float(trainer.evaluate()["eval_loss"])
+        resume = last_checkpoint(ckpt)
+        output, seconds = run_trainer(trainer, resume_from_checkpoint=resume, release=False)
         if eval_examples:
-            metrics["eval_loss_before"] = float(trainer.evaluate()["eval_loss"])
-        output, seconds = run_trainer(trainer, release=False)
-        if eval_examples:
-            metrics["eval_loss_after"] = float(trainer.evaluate()["eval_loss"])
+            metrics.update(eval_loss_before=before, eval_loss_after=float(trainer.evaluate()["eval_loss"]),
+                           curve=list(curve.points))
+        if resume:
+            metrics["resumed_from"] = resume
         release_autocast(trainer.model)
         trained = trainer.model
     if hasattr(trained, "get_nb_trainable_parameters"):  # peft counts packed 4-bit weights as the values they hold

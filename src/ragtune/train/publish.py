@@ -87,13 +87,15 @@ def publish_reader(home: str | Path | None, collection: Collection, examples: li
 
 def publish_adapter(home: str | Path | None, name: str, base: str, rows: list[dict], config: GeneratorTrainConfig,
                     task: str, data: str, overwrite: bool = False, eval_rows: list[dict] | None = None,
-                    **info: Any) -> Published:
-    """Fine-tune the local LLM with ``config.method`` into the named adapter (``ragtune ask --adapter``)."""
+                    checkpoint_dir: str | Path | None = None, **info: Any) -> Published:
+    """Fine-tune the local LLM with ``config.method`` into the named adapter (``ragtune ask --adapter``);
+    ``checkpoint_dir`` makes the run resumable (see :func:`ragtune.train.generator.train_generator`)."""
     from ragtune.train.generator import train_generator
 
     registry = AdapterRegistry(home)
     with registry.create(name, overwrite=overwrite) as out:
-        result = train_generator(base, rows, out, config, home, eval_examples=eval_rows or None)
+        result = train_generator(base, rows, out, config, home, eval_examples=eval_rows or None,
+                                 checkpoint_dir=checkpoint_dir)
         registry.describe(out, base=base, method=config.method, task=task, data=data, **info,
                           hyperparameters=config.to_dict(), **result_fields(result))
     return registry.get(name), result
