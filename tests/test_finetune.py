@@ -65,6 +65,8 @@ def test_unknown_method_and_option_are_clear_errors():
 
     with pytest.raises(ValueError, match="unknown fine-tuning method 'lorra'.*lora"):
         GeneratorTrainConfig(method="lorra")
+    with pytest.raises(ValueError, match="dpo is a preference objective.*train preferences --objective dpo"):
+        GeneratorTrainConfig(method="dpo")
     with pytest.raises(ValueError, match="no option.*'rank'.*'r'"):
         GeneratorTrainConfig(method="lora", options={"rank": 8})
     with pytest.raises(ValueError, match="'r'.*not a valid int"):

@@ -42,9 +42,8 @@ from ragtune.errors import InputError
 from ragtune.train import release_autocast, run_trainer
 from ragtune.train.args import TrainingArgs
 from ragtune.train.embedder import TrainResult
+from ragtune.train.methods import PREFERENCE_OBJECTIVES as OBJECTIVES
 from ragtune.train.methods import get_method
-
-OBJECTIVES = ("dpo", "kto")
 
 
 @dataclass

@@ -33,11 +33,16 @@ def method_names() -> list[str]:
     return sorted(_methods())
 
 
+PREFERENCE_OBJECTIVES = ("dpo", "kto")  # trained by ragtune.train.preference, on top of a method
+
+
 def get_method(name: str) -> TuningMethod:
     try:
         return _methods()[name]
     except KeyError:
-        raise InputError(f"unknown fine-tuning method {name!r}; use one of {', '.join(method_names())}") from None
+        hint = (f" ({name} is a preference objective, not a method: `ragtune train preferences --objective {name}` "
+                "trains it on top of any of these)") if name in PREFERENCE_OBJECTIVES else ""
+        raise InputError(f"unknown fine-tuning method {name!r}; use one of {', '.join(method_names())}{hint}") from None
 
 
-__all__ = ["TuningMethod", "get_method", "method_names"]
+__all__ = ["PREFERENCE_OBJECTIVES", "TuningMethod", "get_method", "method_names"]
