@@ -17,8 +17,8 @@ class LoraOptions:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(ATTENTION))
     # Adapters on the top N transformer layers only (0 = every layer). Why: the backward pass
-    # stops at the lowest layer holding an adapter, so top-third adapters cut a step's cost by
-    # about a third (measured in benchmarks/qgen_speed.py) for tasks that restyle the output.
+    # stops at the lowest layer holding an adapter, so a step costs less (benchmarks/qgen_speed.py
+    # measures how much, and what the held-out loss gives up) for tasks that restyle the output.
     top_layers: int = 0
 
     def __post_init__(self) -> None:
