@@ -99,6 +99,10 @@ def train_generator(base_model: str, examples: list[dict], out_dir: str | Path, 
             fp16=False, bf16=config.uses_bf16(device) and not method.quantized, gradient_checkpointing=config.gradient_checkpointing and config.method != "prefix",
             train_sampling_strategy="group_by_length" if config.group_by_length else "random",
             eval_strategy="steps" if periodic else "no", eval_steps=config.eval_every if periodic else None,
+            # One held-out example per batch: the loss is then the mean of each example's, the same
+            # whatever the batching (a batch's loss averages its tokens, so grouped batches weighed
+            # long and short examples differently and moved the reported loss by 0.1).
+            per_device_eval_batch_size=1,
             **config.checkpointing(ckpt),
         ))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
