@@ -450,6 +450,24 @@ def test_dpo_that_wins_on_held_out_pairs_is_promoted_and_served(make_collection,
 
     assert AdapterRegistry(home).resolve("pref-win").is_dir()  # a name the gate let through resolves
 
+    # Re-asked on the newest pairs (those the gate held out), scoring gives the gate's own figures;
+    # on pairs of rules never seen in training, the learned phrasing still wins.
+    held = path.with_name("held.jsonl")
+    held.write_text("\n".join(json.dumps(r) for r in rows[-8:]))
+    again = json.loads(run_cli("eval", "preferences", "-c", "pref-win", "--data", str(held), "--adapter", "pref-win",
+                               "--json", home=home).stdout)
+    assert again["accuracy_before"] == gate["accuracy_before"] and again["accuracy_after"] == gate["accuracy_after"]
+    flip = rows[0]["chosen"].startswith("See chapter")
+    fresh = [{"prompt": f"Where is rule {n} of the handbook?", "chosen": f"See section {n} of the handbook [1].",
+              "rejected": f"See chapter {n} of the handbook [1]."} for n in range(40, 52)]
+    fresh = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) if flip else r for r in fresh]
+    held.write_text("\n".join(json.dumps(r) for r in fresh))
+    new = json.loads(run_cli("eval", "preferences", "--base", str(local_generator.path), "--data", str(held),
+                             "--adapter", "pref-win", "--json", home=home).stdout)
+    assert new["pairs"] == 12 and new["accuracy_after"] > new["accuracy_before"], new
+    nobase = run_cli("eval", "preferences", "--data", str(held), "--adapter", "pref-win", home=home, check=False)
+    assert nobase.returncode == 2 and "--base MODEL or --collection" in nobase.stderr
+
 
 def test_fit_prompt_keeps_the_answers_inside_max_length(local_generator):
     """Served prompts carry every retrieved passage; trl cuts a too-long pair from the end, which

@@ -135,6 +135,43 @@ def _score_predictions(dataset: Path, examples, predictions: Path, home, json_: 
 
 
 @app.command()
+def preferences(
+    data: Annotated[Path, typer.Option("--data", help="preference pairs (prompt, chosen, rejected; "
+                                                       "`ragtune feedback export`), newer than the adapter's training")],
+    adapter: Annotated[str, typer.Option("--adapter", help="adapter name or folder (a refused one is scored too)")],
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", "-c", help="take the base model from this collection's generator.model")] = None,
+    base: Annotated[Optional[str], typer.Option(help="the adapter's base model (default: the collection's)")] = None,
+    max_length: Annotated[int, typer.Option(help="tokens per prompt + answer, as the adapter trained")] = 1024,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-ask a preference adapter's gate on pairs it never trained on: held-out preference accuracy
+    (chosen likelier than rejected) of the base and of the adapter, paired."""
+    from ragtune.data.beir import iter_jsonl
+    from ragtune.evaluate.preference import score_adapter
+
+    if not data.is_file():
+        fail(f"--data {data}: no such file; write one with `ragtune feedback export --out DIR`")
+    if base is None:
+        if collection is None:
+            fail("give --base MODEL or --collection NAME (whose generator.model the adapter was trained on)")
+        from ragtune.collection import Collection
+
+        with Collection.open(home, collection) as coll:
+            base = coll.pipeline.generator.model
+    verdict = score_adapter(base, adapter, list(iter_jsonl(data)), max_length, str(home) if home else None)
+    if json_:
+        print_json(verdict)
+        return
+    w, t, l_ = verdict["wins_ties_losses"]
+    typer.echo(f"{verdict['why']} (won/same/lost {w}/{t}/{l_}; mean margin {verdict['margin_before']:+.2f} → "
+               f"{verdict['margin_after']:+.2f} nats"
+               + (f"; {verdict['too_long']} pairs too long for --max-length left out" if verdict["too_long"] else "")
+               + ")")
+
+
+@app.command()
 def judge(
     answers: Annotated[Path, typer.Option("--answers", help="JSONL: id, question, answer, contexts [..], reference")],
     base_url: Annotated[str, typer.Option("--base-url", envvar="RAGTUNE_JUDGE_BASE_URL",

@@ -216,6 +216,20 @@ def preference_accuracy(model, tokenizer, pairs: list[dict[str, Any]], device: s
             "pairs": float(len(margins)), "margins": margins}
 
 
+def pair_fitter(tokenizer, max_length: int, answer: AnswerConfig | None = None) -> Fit:
+    """:func:`fit_prompt` with ``tokenizer``'s token count: how training and scoring cut a row's passages."""
+    def count(messages: Messages) -> int:
+        # Rendered as trl renders it. An answer counted alone also pays for the template's default
+        # system turn: a few dozen tokens of slack, on the safe side.
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def fit(row: dict[str, Any], answers: list[str]) -> Messages | None:
+        return fit_prompt(row, answers, count, max_length, answer)
+
+    return fit
+
+
 def train_preferences(base_model: str, rows: list[dict[str, Any]], out_dir: str | Path,
                       config: PreferenceTrainConfig | None = None, home: str | Path | None = None,
                       device: str | None = None, eval_pairs: list[dict[str, Any]] | None = None,
@@ -238,15 +252,7 @@ def train_preferences(base_model: str, rows: list[dict[str, Any]], out_dir: str 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    def count(messages: Messages) -> int:
-        # Rendered as trl renders it. An answer counted alone also pays for the template's default
-        # system turn: a few dozen tokens of slack, on the safe side.
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def fit(row: dict[str, Any], answers: list[str]) -> Messages | None:
-        return fit_prompt(row, answers, count, config.max_length, answer)
-
+    fit = pair_fitter(tokenizer, config.max_length, answer)
     train = dpo_rows(rows, answer, fit) if config.objective == "dpo" else kto_rows(rows, answer, fit)
     held = dpo_rows(eval_pairs, answer, fit) if eval_pairs else []
     if not train:
