@@ -77,25 +77,26 @@ def held_out_qrels(examples: list) -> dict[str, dict[str, int]]:
 class Server:
     """A real `ragtune serve` process on a free loopback port."""
 
-    def __init__(self):
+    def __init__(self, home: Path = HOME):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.home = home
 
     def __enter__(self):
         import httpx2 as httpx
 
-        log = open(HOME / "server.log", "a")
+        log = open(self.home / "server.log", "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "ragtune", "serve", "--port", str(self.port)],
-                                     env={**os.environ, "RAGTUNE_HOME": str(HOME)}, stdout=log, stderr=log)
+                                     env={**os.environ, "RAGTUNE_HOME": str(self.home)}, stdout=log, stderr=log)
         for _ in range(900):
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 time.sleep(0.2)
-        raise RuntimeError(f"server did not start; see {HOME / 'server.log'}")
+        raise RuntimeError(f"server did not start; see {self.home / 'server.log'}")
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -132,8 +133,10 @@ def measure(url: str, key: str, held: list, qrels: dict, answer_sample: list) ->
     return {"nDCG@10": ndcg, "F1": answers}
 
 
-def simulate_user(url: str, key: str, batch: list, others: list, noise: float, seed: int) -> dict:
-    """Ask each question, rate the answer from the gold (with ``noise`` of the ratings wrong)."""
+def simulate_user(url: str, key: str, batch: list, others: list, noise: float, seed: int,
+                  answer_ids: list[str] | None = None) -> dict:
+    """Ask each question, rate the answer from the gold (with ``noise`` of the ratings wrong);
+    ``answer_ids`` collects the ids of the answers rated."""
     from ragtune.evaluate.qa import f1
 
     rng = random.Random(seed)
@@ -150,6 +153,8 @@ def simulate_user(url: str, key: str, batch: list, others: list, noise: float, s
             if not up:  # a user who knows better says what the answer is (a noisy one says something else)
                 body["correction"] = rng.choice(others).answers[0] if noisy else ex.answers[0]
             c.post("/v1/feedback", json=body).raise_for_status()
+            if answer_ids is not None:
+                answer_ids.append(answer["id"])
             counts["asked"] += 1
             counts["up" if up else "down"] += 1
             counts["noisy"] += noisy
@@ -242,6 +247,44 @@ def dpo_candidate(args, lr: float, epochs: float) -> dict:
             "val_margin_after": res["after"]["margin"], "steps": res["steps"], "train_seconds": res["train_seconds"]}
 
 
+def confirm_dpo(args, adapter: str, held: list, answer_sample: list, key: dict) -> dict:
+    """The selected preference adapter re-judged on pairs no setting has seen. In a copy of the
+    deployment (the real one must never learn from held-out articles), simulated users ask held-out
+    questions that were never asked with feedback and rate the answers as in the rounds (same noise);
+    the new preference pairs alone go to `ragtune eval preferences` (base vs adapter, paired)."""
+    import shutil
+
+    from ragtune.data.beir import iter_jsonl
+    from ragtune.feedback import FeedbackStore
+
+    home = HOME.parent / f"{HOME.name}-confirm"
+    if home.exists():
+        shutil.rmtree(home)
+    shutil.copytree(HOME, home, ignore=shutil.ignore_patterns("dpo-select", "export-*", "server.log", "steps.json",
+                                                              "reader-stage1"))
+    measured = {ex.id for ex in answer_sample}
+    pool = [ex for ex in held if ex.id not in measured]
+    batch = random.Random(args.seed + 99).sample(pool, min(len(pool), args.dpo_confirm))
+    rated: list[str] = []
+    with Server(home) as srv:
+        fb = simulate_user(srv.url, key["user"], batch, [ex for ex in held if ex not in batch], args.noise,
+                           args.seed + 99, rated)
+    store = FeedbackStore(home)
+    store.export(home / "export", args.test_fraction, NAME)
+    store.close()
+    new = set(rated)
+    fresh = [r for r in iter_jsonl(home / "export" / "preferences.jsonl") if r.get("answer_id") in new]
+    data = home / "fresh-preferences.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in fresh))
+    cmd = [sys.executable, "-m", "ragtune", "eval", "preferences", "-c", NAME, "--data", str(data), "--adapter", adapter,
+           "--max-length", str(args.dpo_max_length), "--json"]
+    out = subprocess.run(cmd, env={**os.environ, "RAGTUNE_HOME": str(home)}, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"ragtune eval preferences failed:\n{out.stderr[-3000:]}")
+    shutil.rmtree(home)  # 1.3 GB; the pairs and the verdict are what is kept
+    return {"feedback_given": fb, "pairs": len(fresh), "verdict": json.loads(out.stdout)}
+
+
 def paired(a: dict, b: dict) -> dict:
     from ragtune.evaluate.compare import compare_paired
 
@@ -278,6 +321,9 @@ def main() -> None:
                     help="RPO candidates LR:EPOCHS, each trained on the older 80%% of the training pairs and scored "
                          "on the newer 20%% of them; the best is then trained on all training pairs and gated on the "
                          "held-out ones ('' to skip)")
+    ap.add_argument("--dpo-confirm", type=int, default=0,
+                    help="held-out questions users ask (in a copy of the deployment) for fresh preference pairs "
+                         "that re-judge the selected adapter (0: skip)")
     ap.add_argument("--skip-dpo", action="store_true", help="write the report without the DPO step")
     ap.add_argument("--stop-before-dpo", action="store_true", help="end after the rounds (re-run without it for DPO)")
     args = ap.parse_args()
@@ -349,6 +395,11 @@ def main() -> None:
         if wanted(name):
             preference[f"{SELECTED}: lr {best['lr']:g}, {best['epochs']:g} epochs"] = steps(
                 name, lambda: dpo(args, 1.0, best["lr"], best["epochs"]))
+    confirmation = None
+    confirm_step = f"dpo confirmation on {args.dpo_confirm} held-out questions' pairs"
+    if candidates and args.dpo_confirm and wanted(confirm_step):
+        confirmation = steps(confirm_step, lambda: confirm_dpo(args, "flywheel-dpo-sft-selected", held, answer_sample,
+                                                               key))
 
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
     summary = []
@@ -363,7 +414,7 @@ def main() -> None:
             out["promoted"] = {t: bool(v.get("promoted")) for t, v in fw["tasks"].items()}
             out["gate"] = {t: (v.get("signals") or v.get("gate") or v.get("why")) for t, v in fw["tasks"].items()}
         summary.append(out)
-    write(args, indexed, rounds, summary, preference, candidates, steps)
+    write(args, indexed, rounds, summary, preference, candidates, steps, confirmation)
 
 
 def reading(summary: list) -> str:
@@ -418,8 +469,25 @@ def candidates_text(candidates: list[dict]) -> str:
                                     "validation margin after", "train seconds"], rows))
 
 
+def confirmation_text(c: dict) -> str:
+    v, fb = c["verdict"], c["feedback_given"]
+    w, t, l_ = v["wins_ties_losses"]
+    return f"""
+### The selected adapter on pairs no setting has seen
+
+In a copy of the deployment, simulated users asked {fb['asked']} held-out questions (articles never asked about
+with feedback, never trained on; not the answer sample above) and rated the answers as in the rounds
+({fb['up']} up / {fb['down']} down, {fb['noisy']} noisy): {c['pairs']} new preference pairs, scored by
+`ragtune eval preferences` (base vs the selected adapter, paired; {v['too_long']} too long left out).
+
+| pairs | accuracy, base | accuracy, adapter | won/same/lost | mean margin, base → adapter | p | verdict |
+|---|---|---|---|---|---|---|
+| {v['pairs']} | {v['accuracy_before']:.3f} | {v['accuracy_after']:.3f} | {w}/{t}/{l_} | {v['margin_before']:+.2f} → {v['margin_after']:+.2f} | {v['p_value']:.4f} | {'better' if v['promote'] else 'not better'} |
+"""
+
+
 def write(args, indexed: dict, rounds: list, summary: list, preference: dict[str, dict], candidates: list[dict],
-          steps) -> None:
+          steps, confirmation: dict | None = None) -> None:
     # The JSON's top-level DPO figures: the selected setting when it ran, else ragtune's default variant.
     from ragtune.train.preference import PreferenceTrainConfig
 
@@ -484,6 +552,7 @@ and is judged against the collection's current reader (the sentence baseline) on
 
 {dpo_text(preference, candidates, args) if preference else
  "Not run in this measurement (--skip-dpo): see benchmarks/results/preference.md for DPO on SQuAD pairs."}
+{confirmation_text(confirmation) if confirmation else ""}
 
 ## Seconds per step
 
@@ -499,7 +568,8 @@ and is judged against the collection's current reader (the sentence baseline) on
                 "held_out_accuracy_before": acc_before,
                 "held_out_accuracy_after": acc_after, "gate_promote": (res.get("gate") or {}).get("promote"),
                 "gate_p": (res.get("gate") or {}).get("p_value"), "result": res,
-                "variants": {k: p["result"] for k, p in preference.items()}, "candidates": candidates}
+                "variants": {k: p["result"] for k, p in preference.items()}, "candidates": candidates,
+                "confirmation": confirmation}
         if preference else None,
     }, indent=2, default=str))
 
