@@ -18,7 +18,9 @@ the gold, the flywheel retrains, and held-out questions say whether it got bette
    tests against round 0 and against the round before.
 4. At the end: `ragtune train preferences` (DPO, LoRA) on the exported preference pairs, held-out
    preference accuracy (the newest pairs) before/after, for each --dpo-sft-weights variant (plain
-   DPO, and DPO plus a language-modelling loss on the chosen answers) side by side.
+   DPO, and DPO plus a language-modelling loss on the chosen answers) side by side; with --dpo-select, RPO's
+   learning rate and epochs chosen on the training pairs alone; with --dpo-confirm, the selected adapter
+   re-judged on fresh pairs (held-out questions rated in a copy of the deployment, `ragtune eval preferences`).
 
 Run from the repo root:  .venv/bin/python benchmarks/flywheel.py [--rounds 3 --per-round 180]
 Resumable: each finished step is kept in <cache>/$FLYWHEEL_HOME (default flywheel-home)/steps.json.
