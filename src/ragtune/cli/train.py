@@ -147,7 +147,8 @@ def qgen(
         fail(f"--held-out must be at least 0 and below 1 (a share of the articles), not {held_out}")
     try:
         kinds = parse_types(types)
-        train_qa, held_qa = split_by_article(load_squad(squad), held_out) if held_out > 0 else (load_squad(squad), [])
+        qa = load_squad(squad)
+        train_qa, held_qa = split_by_article(qa, held_out) if held_out > 0 else (qa, [])
         examples = qg_training_examples(train_qa, limit, types=kinds)
         eval_rows = qg_training_examples(held_qa, HELD_OUT_PARAGRAPHS, types=kinds)
         config = GeneratorTrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size,
