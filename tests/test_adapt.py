@@ -155,6 +155,8 @@ def test_label_free_tuning_applies_only_a_significant_win(scifact, home, tmp_pat
     scifact.pipeline = scifact.pipeline.with_overrides(["query.mode=dense"])
     scifact.save_pipeline()
     report = tune_pipeline(scifact, folder)
+    assert report.splits == ["train", "dev"]  # no live model learned from the train questions: both decide
+    assert report.questions == len(chunks) and report.decision_questions == len(chunks) // 2
     assert len(report.candidates) == len(FUSION_CANDIDATES) + len(DEPTH_CANDIDATES)
     assert report.lexical_overlap > 0.5  # the bias it corrects for, measured
     assert max(c.mrr for c in report.candidates) > report.current_mrr  # keyword-aware settings find more
@@ -174,6 +176,19 @@ def test_label_free_tuning_applies_only_a_significant_win(scifact, home, tmp_pat
         assert all(shown[k.split(".", 1)[1]] == v for k, v in out["chosen"].items() if k.startswith("query."))
     else:  # refused: the pipeline is as it was
         assert shown["mode"] == "dense"
+
+
+def test_example_weights_move_the_questions_toward_the_examples_overlap():
+    from ragtune.evaluate.tune import example_weights
+
+    overlap = {f"q{i}": i / 99 for i in range(100)}  # uniform over [0, 1]
+    weights = example_weights(overlap, [0.05, 0.1, 0.1, 0.15, 0.2, 0.12, 0.08, 0.9])  # mostly keyword-poor users
+    low = sum(w for q, w in weights.items() if overlap[q] <= 0.25) / 25
+    high = sum(w for q, w in weights.items() if overlap[q] > 0.75) / 25
+    assert low > 3 * high  # the bin seven examples fell in weighs most
+    assert sum(weights.values()) == pytest.approx(100)  # a reweighting, not a rescaling
+    even = example_weights(overlap, [0.1, 0.3, 0.6, 0.9])
+    assert max(even.values()) == pytest.approx(min(even.values()), rel=0.1)  # bins of 24 to 26 questions
 
 
 def _qrels(folder, split) -> set[str]:

@@ -105,6 +105,20 @@ def test_paired_significance_on_known_cases():
     assert noise.p_value > 0.05 and noise.ci_low < 0 < noise.ci_high
 
 
+def test_weighted_comparison_follows_the_weights():
+    rng = random.Random(0)
+    base = {f"q{i}": rng.random() for i in range(60)}
+    # half the queries gain 0.2, the other half lose 0.1: unweighted, a small gain
+    other = {q: v + (0.2 if i < 30 else -0.1) for i, (q, v) in enumerate(base.items())}
+    plain = compare_paired(base, other)
+    assert plain.delta == pytest.approx(0.05)
+    losers = compare_paired(base, other, weights={q: 0.1 if i < 30 else 1.0 for i, q in enumerate(base)})
+    assert losers.delta == pytest.approx((30 * 0.1 * 0.2 - 30 * 0.1) / 33)  # the losing half weighs 10x
+    assert losers.delta < 0 and losers.ci_high < 0 and losers.p_value < 0.01
+    dropped = compare_paired(base, other, weights={q: 0.0 if i < 30 else 1.0 for i, q in enumerate(base)})
+    assert dropped.n == 30 and dropped.delta == pytest.approx(-0.1) and dropped.wins == 0
+
+
 def _scifact_slice(dst, n_queries=20, n_distractors=80):
     from ragtune.data.beir import load_beir
 

@@ -187,7 +187,7 @@ def _tune_task(collection: Collection, home, config: FlywheelConfig, run_dir: Pa
     if not (labelled / "qrels" / "train.tsv").exists():
         return {"ran": False, "why": "no confirmed questions in the feedback yet"}
     try:
-        report = tune_pipeline(collection, labelled, "train", on_progress=on_progress, keyword_poor=False)
+        report = tune_pipeline(collection, labelled, "train", on_progress=on_progress)
     except InputError as e:  # too few questions to choose and confirm on (MIN_HALF each)
         return {"ran": False, "why": f"{e} (tuning needs {2 * MIN_HALF} confirmed questions)"}
     if report.chosen:

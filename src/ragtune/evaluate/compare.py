@@ -39,19 +39,27 @@ class Comparison:
 
 
 def compare_paired(a: dict[str, float], b: dict[str, float], resamples: int = 10_000, seed: int = 0,
-                   tie_tolerance: float = 1e-9) -> Comparison:
-    """Compare per-query scores of system A and system B over the queries both have."""
+                   tie_tolerance: float = 1e-9, weights: dict[str, float] | None = None) -> Comparison:
+    """Compare per-query scores of system A and system B over the queries both have.
+
+    ``weights`` (query → weight ≥ 0): the means, difference, test and interval are weighted (a
+    sample re-weighted toward another population, e.g. the tuner's synthetic questions toward
+    the users' kind of query); the test flips the sign of each weighted difference."""
     from scipy import stats
 
     common = sorted(set(a) & set(b))
+    if weights is not None:
+        common = [q for q in common if weights.get(q, 0.0) > 0]
     if len(common) < 2:
         raise InputError(f"need at least 2 shared queries to compare, got {len(common)}")
     x = np.array([a[q] for q in common])
     y = np.array([b[q] for q in common])
+    w = np.array([weights[q] for q in common]) if weights is not None else np.ones(len(common))
+    w = w / w.sum()
     d = y - x
     if np.allclose(d, 0):
         p, lo, hi = 1.0, 0.0, 0.0
-    else:
+    elif weights is None:
         rng = np.random.default_rng(seed)
         test = stats.permutation_test((x, y), lambda u, v: np.mean(v - u), permutation_type="samples",
                                       n_resamples=resamples, alternative="two-sided", random_state=rng)
@@ -59,12 +67,26 @@ def compare_paired(a: dict[str, float], b: dict[str, float], resamples: int = 10
         boot = stats.bootstrap((d,), np.mean, n_resamples=resamples, confidence_level=0.95, random_state=rng,
                                method="percentile")
         lo, hi = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+    else:
+        p, lo, hi = _weighted_test(d, w, resamples, np.random.default_rng(seed))
     return Comparison(
-        n=len(common), mean_a=float(x.mean()), mean_b=float(y.mean()), delta=float(d.mean()), p_value=p,
+        n=len(common), mean_a=float(w @ x), mean_b=float(w @ y), delta=float(w @ d), p_value=p,
         ci_low=lo, ci_high=hi,
         wins=int((d > tie_tolerance).sum()), ties=int((np.abs(d) <= tie_tolerance).sum()),
         losses=int((d < -tie_tolerance).sum()),
     )
+
+
+def _weighted_test(d: np.ndarray, w: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Sign-flip randomisation p-value and percentile bootstrap CI of the weighted mean difference
+    (SciPy's tests take no weights). ``w`` sums to 1."""
+    observed = abs(float(w @ d))
+    flips = rng.choice((-1.0, 1.0), size=(resamples, len(d)))
+    null = np.abs(flips @ (w * d))
+    p = float((np.sum(null >= observed - 1e-12) + 1) / (resamples + 1))
+    picks = rng.integers(0, len(d), size=(resamples, len(d)))
+    boot = (w[picks] * d[picks]).sum(axis=1) / w[picks].sum(axis=1)
+    return p, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
 def plot_deltas(a: dict[str, float], b: dict[str, float], measure: str, name_a: str, name_b: str, path: Path) -> None:

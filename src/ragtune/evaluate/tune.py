@@ -9,10 +9,20 @@ reranker is configured. A setting is written to the pipeline only when it beats 
 one with p < alpha; every candidate is reported. The best setting is chosen on one half of the decision questions and confirmed, with the
 paired test, on the other half.
 
-Synthetic questions are written *from* their chunk and share its words, so they favour BM25: a
-lexical-overlap bias. It is measured (the share of each question's content terms found in its
-chunk; real queries overlap far less) and corrected by deciding on the keyword-poor half of the
-questions — those whose overlap is at most the median — where a lexical match is not a given.
+Synthetic questions are written *from* their chunk and share its words, so they may favour BM25:
+a lexical-overlap bias, measured (the share of each question's content terms found in its chunk)
+and, by choice, corrected (``correction``):
+
+- ``none`` (default): every question counts the same.
+- ``keyword-poor``: decide on the half whose overlap is at most the median, for users whose queries
+  are known to share few words with the documents.
+- ``examples``: weight the questions so that their overlap is distributed like that of a few real
+  queries the user gives (no relevance labels): the overlap of a query with the chunks the
+  current settings rank first, the same measure for both, in quartile bins of the synthetic ones.
+
+Questions come from the ``dev`` split, and also from ``train`` when no live model learned from it
+(the live index is the ingested one and no reranker is configured): four times the questions,
+where the dev documents alone gave a handful on a small corpus.
 
 Example:
     >>> from ragtune.evaluate.tune import tune_pipeline
@@ -29,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ragtune.collection import Collection
-from ragtune.data.beir import load_beir, read_corpus
+from ragtune.data.beir import BeirDataset, load_beir, read_corpus
 from ragtune.errors import InputError
 from ragtune.evaluate.compare import compare_paired
 from ragtune.index.sparse import Bm25Encoder
@@ -50,11 +60,14 @@ MIN_HALF = 5  # questions each to decide and to confirm on; fewer cannot show a 
 RERANK_DEPTHS = [20, 50, 100]
 
 
+CORRECTIONS = ("none", "keyword-poor", "examples")
+
+
 @dataclass
 class Candidate:
     setting: Setting
-    mrr: float  # on the questions the choice uses (half of the keyword-poor half)
-    mrr_all: float  # on every dev question
+    mrr: float  # on the questions the choice uses (half of them; weighted under ``examples``)
+    mrr_all: float  # on every question, unweighted
     delta: float  # vs the current settings, decision questions
     p_value: float
 
@@ -70,6 +83,9 @@ class TuneReport:
     chosen: Setting = field(default_factory=dict)  # empty: the current settings stay
     delta: float = 0.0  # best vs current, on the confirmation questions
     p_value: float = 1.0
+    splits: list[str] = field(default_factory=list)
+    correction: str = "none"
+    examples_overlap: float | None = None  # the examples' mean overlap with the chunks ranked first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,52 +100,89 @@ def _overrides(setting: Setting) -> list[str]:
     return [f"{k}={v}" for k, v in setting.items()]
 
 
-def tune_pipeline(collection: Collection, folder: str | Path, split: str = "dev", alpha: float = 0.05,
-                  on_progress: Callable[[str, int, int], None] | None = None,
-                  keyword_poor: bool = True) -> TuneReport:
-    """Search the settings on ``folder``'s ``split`` (synthetic questions; qrels on chunk ids).
-    ``keyword_poor=False``: real users' questions (no lexical bias to correct) decide and confirm
-    on halves of all of them."""
-    ds = load_beir(folder, split)
-    if not ds.queries:
-        raise InputError(f"{folder}: no {split} questions to tune on; run `ragtune synth filter` first")
+def unseen_splits(collection: Collection) -> tuple[str, ...]:
+    """The synthetic splits no live model learned from: ``train`` too while the live index is the
+    ingested one and no reranker is configured (a model trained on those questions would find
+    their chunks and flatter the settings that use it)."""
+    record = collection.index_versions.find(collection.live_version)
+    pristine = (record is None or record.origin == "ingest") and not collection.pipeline.reranker.model
+    return ("train", "dev") if pristine else ("dev",)
+
+
+def example_weights(question_overlap: dict[str, float], example_overlap: list[float]) -> dict[str, float]:
+    """Weights that give the questions the examples' distribution of overlap: the share of examples
+    over the share of questions in each quartile bin of the questions' overlap (half an example
+    added to each bin: eight examples estimate four shares only roughly)."""
+    values = sorted(question_overlap.values())
+    edges = [values[int(len(values) * f)] for f in (0.25, 0.5, 0.75)]
+
+    def bin_of(o: float) -> int:
+        return sum(o > e for e in edges)
+
+    q_share = [0.0] * 4
+    for o in question_overlap.values():
+        q_share[bin_of(o)] += 1 / len(question_overlap)
+    e_share = [0.5] * 4
+    for o in example_overlap:
+        e_share[bin_of(o)] += 1
+    e_share = [c / sum(e_share) for c in e_share]
+    return {q: e_share[bin_of(o)] / q_share[bin_of(o)] for q, o in question_overlap.items()}
+
+
+def tune_pipeline(collection: Collection, folder: str | Path, split: str | tuple[str, ...] | None = None,
+                  alpha: float = 0.05, on_progress: Callable[[str, int, int], None] | None = None,
+                  correction: str = "none", examples: tuple[str, ...] = ()) -> TuneReport:
+    """Search the settings on ``folder``'s questions (qrels on chunk ids) of ``split`` (None: the
+    splits no live model learned from, :func:`unseen_splits`). ``correction`` (see the module):
+    none | keyword-poor | examples (``examples``: a few real queries, no labels)."""
+    if correction not in CORRECTIONS:
+        raise InputError(f"correction {correction!r}: choose one of {', '.join(CORRECTIONS)}")
+    if correction == "examples" and not examples:
+        raise InputError("correction 'examples' needs the users' example queries (--examples FILE)")
+    splits = (split,) if isinstance(split, str) else tuple(split or unseen_splits(collection))
+    ds = _load_questions(Path(folder), splits)
     corpus = read_corpus(folder)
     analyser = Bm25Encoder()
     overlap = {q: max((lexical_overlap(text, corpus[c]["text"], analyser) for c in ds.qrels.get(q, {}) if c in corpus),
                       default=0.0) for q, text in ds.queries.items()}
-    median = statistics.median(overlap.values())
-    poor = sorted(q for q, o in overlap.items() if o <= median or not keyword_poor)
-    # Choosing the best of many settings on the same questions that then test it would inflate its
-    # significance: choose on one half of the keyword-poor questions, confirm on the other.
-    decide, confirm = set(poor[0::2]), set(poor[1::2])
-    if len(confirm) < MIN_HALF:
-        raise InputError(f"{folder}: {len(ds.queries)} {split} questions leave {len(confirm)} to confirm a setting on "
-                         f"(at least {MIN_HALF} needed: a quarter of the {split} questions decide, a quarter confirm); "
-                         "generate questions for more chunks (`ragtune synth queries --max-chunks`)")
     principal = ServicePrincipal(acl=tuple(collection.acl_tokens()))
     base = collection.pipeline
+    weights, examples_overlap = _weights(collection, principal, ds.queries, overlap, correction, examples, analyser)
+    kept = sorted(q for q, w in weights.items() if w > 0)
+    # Choosing the best of many settings on the same questions that then test it would inflate its
+    # significance: choose on one half, confirm on the other.
+    decide, confirm = set(kept[0::2]), set(kept[1::2])
+    if len(confirm) < MIN_HALF:
+        raise InputError(f"{folder}: {len(ds.queries)} {'+'.join(splits)} questions leave {len(confirm)} to confirm a "
+                         f"setting on (at least {MIN_HALF} needed: half decide, half confirm); generate questions "
+                         "for more chunks (`ragtune synth queries --max-chunks`)")
     done = [0]
     total = len(FUSION_CANDIDATES) + len(DEPTH_CANDIDATES) + (len(RERANK_DEPTHS) if base.reranker.model else 0) + 1
 
     def score(setting: Setting) -> dict[str, float]:
-        pipeline = base.with_overrides(_overrides(setting))
-        searcher = Searcher(collection)
-        searcher.config = pipeline.query
+        searcher = _searcher(collection, setting)
         out = {}
         for q, text in ds.queries.items():
             gold = set(ds.qrels.get(q, {}))
             hits = searcher.search(text, principal, k=10, with_ranks=False, rerank=False) if not base.reranker.model \
-                else _reranked(searcher, collection, pipeline, text, principal)
+                else _reranked(searcher, base.with_overrides(_overrides(setting)), text, principal)
             out[q] = next((1.0 / r for r, h in enumerate(hits, start=1) if h.chunk_id in gold), 0.0)
         done[0] += 1
         if on_progress:
             on_progress("settings tried", done[0], total)
         return out
 
+    def on(keys: set[str], scores: dict[str, float]) -> dict[str, float]:
+        return {q: scores[q] for q in keys}
+
+    def mean(scores: dict[str, float], keys: set[str]) -> float:
+        return sum(weights[q] * scores[q] for q in keys) / sum(weights[q] for q in keys)
+
     current: Setting = {}
     current_scores = score(current)
     report = TuneReport(len(ds.queries), len(decide), statistics.fmean(overlap.values()), current,
-                        _mean(current_scores, decide))
+                        mean(current_scores, decide), splits=list(splits), correction=correction,
+                        examples_overlap=statistics.fmean(examples_overlap) if examples_overlap else None)
     best_setting, best_scores = current, current_scores
 
     def stage(settings: list[Setting]) -> None:
@@ -138,34 +191,69 @@ def tune_pipeline(collection: Collection, folder: str | Path, split: str = "dev"
         for s in settings:
             merged = {**best_setting, **s}
             scores = score(merged)
-            c = compare_paired({q: current_scores[q] for q in decide}, {q: scores[q] for q in decide})
-            report.candidates.append(Candidate(merged, _mean(scores, decide), _mean(scores, set(scores)), c.delta,
-                                               c.p_value))
-            if stage_best is None or _mean(scores, decide) > _mean(stage_best[1], decide):
+            c = compare_paired(on(decide, current_scores), on(decide, scores), weights=weights)
+            report.candidates.append(Candidate(merged, mean(scores, decide), statistics.fmean(scores.values()),
+                                               c.delta, c.p_value))
+            if stage_best is None or mean(scores, decide) > mean(stage_best[1], decide):
                 stage_best = (merged, scores)
-        if stage_best and _mean(stage_best[1], decide) > _mean(best_scores, decide):
+        if stage_best and mean(stage_best[1], decide) > mean(best_scores, decide):
             best_setting, best_scores = stage_best
 
     stage(FUSION_CANDIDATES)
     stage([{"query.candidates": d} for d in DEPTH_CANDIDATES])
     if base.reranker.model:
         stage([{"reranker.depth": d} for d in RERANK_DEPTHS])
-    final = compare_paired({q: current_scores[q] for q in confirm}, {q: best_scores[q] for q in confirm})
+    final = compare_paired(on(confirm, current_scores), on(confirm, best_scores), weights=weights)
     report.delta, report.p_value = final.delta, final.p_value
     if best_setting and final.delta > 0 and final.p_value < alpha:
         report.chosen = best_setting
     return report
 
 
-def _reranked(searcher: Searcher, collection: Collection, pipeline, text: str, principal):
+def _load_questions(folder: Path, splits: tuple[str, ...]) -> BeirDataset:
+    """The questions and qrels of ``splits`` together (a split with no qrels file adds nothing)."""
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for split in splits:
+        if (folder / "qrels" / f"{split}.tsv").exists():
+            ds = load_beir(folder, split)
+            queries |= ds.queries
+            qrels |= ds.qrels
+    if not queries:
+        raise InputError(f"{folder}: no {'/'.join(splits)} questions to tune on; run `ragtune synth filter` first")
+    return BeirDataset(queries=queries, qrels=qrels, corpus={})
+
+
+def _searcher(collection: Collection, setting: Setting) -> Searcher:
+    searcher = Searcher(collection)
+    searcher.config = collection.pipeline.with_overrides(_overrides(setting)).query
+    return searcher
+
+
+def _weights(collection: Collection, principal, queries: dict[str, str], overlap: dict[str, float], correction: str,
+             examples: tuple[str, ...], analyser: Bm25Encoder) -> tuple[dict[str, float], list[float]]:
+    if correction == "none":
+        return {q: 1.0 for q in queries}, []
+    if correction == "keyword-poor":
+        median = statistics.median(overlap.values())
+        return {q: 1.0 if o <= median else 0.0 for q, o in overlap.items()}, []
+    # The examples have no labelled chunk: measure both on the chunks the current settings rank
+    # first (the top 3), so that the two overlaps are the same measure.
+    searcher = _searcher(collection, {})
+
+    def top_overlap(text: str) -> float:
+        hits = searcher.search(text, principal, k=3, with_ranks=False, rerank=False)
+        return max((lexical_overlap(text, h.text, analyser) for h in hits), default=0.0)
+
+    example_overlap = [top_overlap(e) for e in examples]
+    return example_weights({q: top_overlap(t) for q, t in queries.items()}, example_overlap), example_overlap
+
+
+def _reranked(searcher: Searcher, pipeline, text: str, principal):
     depth = pipeline.reranker.depth
     hits = searcher.search(text, principal, k=max(10, depth), with_ranks=False, rerank=False)
     assert searcher.reranker is not None  # a reranker is configured
     return (searcher.reranker.rerank(text, hits[:depth]) + hits[depth:])[:10]
-
-
-def _mean(scores: dict[str, float], keys: set[str]) -> float:
-    return statistics.fmean(scores[q] for q in keys) if keys else 0.0
 
 
 def apply_setting(collection: Collection, setting: Setting) -> None:
