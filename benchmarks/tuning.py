@@ -2,10 +2,14 @@
 its score on the collection's held-out *synthetic* questions beside its score on the corpus' real
 judged queries, and the tuned pipeline vs the fixed defaults and vs BM25 alone.
 
-Per corpus (SciFact test, COVID-QA as IR): index it (public), write synthetic questions with the
-packaged SmolLM2 (`synth queries`, every query kind, round-trip filtered), run the tuner on their
-dev split, then score each candidate setting on the real test queries. The tuner never sees a
-real query; the real scores are only measured here. Two readings come out of one run:
+Per corpus (SciFact test, COVID-QA as IR; SQuAD's 40 non-test articles as the *design* corpus on
+which the tuner's bias correction was chosen): index it (public), write synthetic questions with
+the packaged SmolLM2 (`synth queries`, every query kind, round-trip filtered), run the tuner on
+the questions no live model learned from (train + dev here) under each bias correction (none,
+keyword-poor, examples: weighted toward 8 unlabelled real queries: SciFact *train* claims, or 8
+of the corpus' questions then left out of its test queries), then score each candidate setting
+on the real test queries. The tuner never sees a real query's label; the real scores are only
+measured here. Two readings come out of one run:
 
 - `tuned-hybrid` vs `base-hybrid` and vs `bm25` (issue 18: on COVID-QA the label-free tuned
   pipeline should reach BM25 alone, hit@5 >= 0.783);
@@ -15,7 +19,8 @@ real query; the real scores are only measured here. Two readings come out of one
 Every step is cached under benchmarks/.cache/<--cache>/ and the script can be re-run to resume.
 COVID-QA's corpus is built exactly as benchmarks/adaptation.py builds it.
 
-Run from the repo root:  .venv/bin/python benchmarks/tuning.py [--corpora covidqa,scifact]
+Run from the repo root:  .venv/bin/python benchmarks/tuning.py [--corpora squad,covidqa,scifact]
+(`--synth-only`: index and write the synthetic questions, then stop; a later run goes on.)
 """
 
 from __future__ import annotations
@@ -26,28 +31,77 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, RESULTS, Steps, progress, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, table, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import doc_run, per_query, score_run  # noqa: E402
-from ragtune.evaluate.tune import tune_pipeline  # noqa: E402
+from ragtune.data.beir import BeirDataset, load_beir  # noqa: E402
+from ragtune.evaluate.tune import CORRECTIONS, tune_pipeline  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.queries import QueryGenConfig, generate_queries  # noqa: E402
 from ragtune.types import Principal  # noqa: E402
 
 MEASURES = ["nDCG@10", "Success@5", "R@100"]
+DEFAULT = "none"  # the tuner's default correction (chosen on SQuAD, the design corpus)
+EXAMPLES = 8
+SQUAD_QUERIES = 1000  # real SQuAD questions scored per setting (all ~9,000 would take an hour)
+
+
+def squad_corpus(step: Steps, home: Path) -> tuple[Collection, BeirDataset]:
+    """SQuAD's 40 non-test articles (train + dev of the shared split), chunked as ingest does."""
+    from transformers import AutoTokenizer
+
+    from ragtune.config import PipelineConfig
+    from ragtune.data.squad import load_squad, squad_to_beir
+    from ragtune.ingest.chunking import Chunker
+    from ragtune.ingest.sync import ingest
+    from ragtune.models.loading import resolve_model
+    from ragtune.types import Acl
+
+    source = home / "squad-beir"
+    if not (source / "corpus.jsonl").exists():
+        split = split_squad_articles(load_squad(DATA / "squad" / "dev-v1.1.json"))
+        pipeline = PipelineConfig()
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(pipeline.embedder.model))
+        squad_to_beir(split["train"] + split["dev"], source, Chunker.from_tokenizer(pipeline.chunking, tokenizer))
+    ds = load_beir(source, "test")
+    coll = Collection.create(home, "squad", exist_ok=True)
+    step("squad: index", lambda: ingest(coll, source, Acl(public=True), progress).chunks)
+    coll.index_versions.ensure_live_recorded(coll.pipeline.embedder.model)
+    return coll, ds
+
+
+def user_examples(name: str, ds: BeirDataset) -> tuple[tuple[str, ...], BeirDataset]:
+    """Eight unlabelled real queries and the test queries left to score: SciFact's from its train
+    split (issue 18: never test), the others' drawn from the corpus' own and then left out."""
+    import random
+
+    if name == "scifact":
+        train = load_beir(DATA / "scifact", "train")
+        return tuple(train.queries[q] for q in random.Random(0).sample(sorted(train.queries), EXAMPLES)), ds
+    chosen = random.Random(0).sample(sorted(ds.queries), EXAMPLES)
+    rest = [q for q in sorted(ds.queries) if q not in chosen]
+    if name == "squad":
+        rest = random.Random(1).sample(rest, min(SQUAD_QUERIES, len(rest)))
+    return tuple(ds.queries[q] for q in chosen), BeirDataset(
+        corpus=ds.corpus, queries={q: ds.queries[q] for q in rest}, qrels={q: ds.qrels[q] for q in rest})
 
 
 def real_scores(coll: Collection, ds, setting: dict) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """``setting`` (``query.*`` overrides) on the real test queries: means and per-query values."""
+    """``setting`` (``query.*`` overrides) on the real test queries, as served: the top 10 of a
+    10-result search (a deeper search would prefetch deeper than ``query.candidates``), R@100 of
+    a 300-result one. Means and per-query values."""
     searcher = Searcher(coll)
     searcher.config = coll.pipeline.with_overrides([f"{k}={v}" for k, v in setting.items()]).query
-    run = {q: doc_run(searcher.search(text, Principal(), k=300, with_ranks=False, rerank=False), 100)
+    top = {q: doc_run(searcher.search(text, Principal(), k=10, with_ranks=False, rerank=False), 10)
            for q, text in ds.queries.items()}
-    return score_run(ds.qrels, run, MEASURES), per_query(ds.qrels, run, ["nDCG@10", "Success@5"])
+    deep = {q: doc_run(searcher.search(text, Principal(), k=300, with_ranks=False, rerank=False), 100)
+            for q, text in ds.queries.items()}
+    means = score_run(ds.qrels, top, MEASURES[:2]) | score_run(ds.qrels, deep, MEASURES[2:])
+    return means, per_query(ds.qrels, top, ["nDCG@10", "Success@5"])
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
@@ -72,28 +126,38 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return cov / var if var else 0.0
 
 
-def run_corpus(step: Steps, home: Path, name: str, args) -> dict:
+def run_corpus(step: Steps, home: Path, name: str, args) -> dict | None:
     from ragtune.models.generator import LocalGenerator
 
-    coll, ds = corpus(step, home, name, args)
+    coll, ds = squad_corpus(step, home) if name == "squad" else corpus(step, home, name, args)
     folder = coll.dir / "synth" / "tuning"
-    chunks = args.chunks if name == "scifact" else args.covidqa_chunks
+    chunks = {"scifact": args.chunks, "covidqa": args.covidqa_chunks}.get(name, args.squad_chunks)
     step(f"{name}: synthetic queries", lambda: generate_queries(
         coll, LocalGenerator(home=home), folder, QueryGenConfig(max_chunks=chunks), progress))
     step(f"{name}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
-    report = step(f"{name}: tune (synthetic dev)", lambda: tune_pipeline(coll, folder, on_progress=progress).to_dict())
+    if args.synth_only:
+        coll.close()
+        return None
+    examples, ds = user_examples(name, ds)
+    reports = {c: step(f"{name}: tune ({c})", lambda c=c: tune_pipeline(
+        coll, folder, on_progress=progress, correction=c, examples=examples if c == "examples" else ()).to_dict())
+        for c in CORRECTIONS}
+    measured: dict[str, dict] = {}
 
     def measure(setting: dict) -> dict:
-        means, pq = real_scores(coll, ds, setting)
-        return {"means": means, "per_query": pq}
+        key = json.dumps(setting, sort_keys=True)
+        if key not in measured:
+            measured[key] = step(f"{name}: real {key}", lambda: dict(zip(("means", "per_query"), real_scores(coll, ds, setting))))
+        return measured[key]
 
     settings = {"base-hybrid": {}, "bm25": {"query.mode": "bm25"}, "dense": {"query.mode": "dense"},
-                "tuned-hybrid": report["chosen"]}
-    real = {s: step(f"{name}: real {s}", lambda v=v: measure(v)) for s, v in settings.items()}
-    candidates = []
-    for i, c in enumerate(report["candidates"]):
-        r = step(f"{name}: real candidate {i}", lambda s=c["setting"]: measure(s))
-        candidates.append({**c, "real": r["means"]})
+                "tuned-hybrid": reports[DEFAULT]["chosen"]}
+    real = {s: measure(v) for s, v in settings.items()}
+    corrections = {c: {"chosen": r["chosen"], "delta": r["delta"], "p_value": r["p_value"],
+                       "decision_questions": r["decision_questions"], "examples_overlap": r["examples_overlap"],
+                       "real": measure(r["chosen"])["means"]} for c, r in reports.items()}
+    report = reports[DEFAULT]
+    candidates = [{**c, "real": measure(c["setting"])["means"]} for c in report["candidates"]]
     coll.close()
 
     def vs(base: str, other: str, measure: str) -> dict:
@@ -101,12 +165,14 @@ def run_corpus(step: Steps, home: Path, name: str, args) -> dict:
         return {"delta": c.delta, "p_value": c.p_value, "ci": [c.ci_low, c.ci_high]}
 
     return {
-        "queries": len(ds.queries), "synthetic_dev_questions": report["questions"],
+        "queries": len(ds.queries), "synthetic_questions": report["questions"], "splits": report["splits"],
         "decision_questions": report["decision_questions"], "lexical_overlap": report["lexical_overlap"],
-        "chosen": report["chosen"], "tuner_delta": report["delta"], "tuner_p_value": report["p_value"],
+        "correction": DEFAULT, "examples": list(examples),
+        "chosen": report["chosen"], "fold_choices": report["fold_choices"], "tuner_delta": report["delta"], "tuner_p_value": report["p_value"],
         "scores": {s: r["means"] for s, r in real.items()},
         "tuned_vs_base_hybrid": {m: vs("base-hybrid", "tuned-hybrid", m) for m in ("nDCG@10", "Success@5")},
         "tuned_vs_bm25": {m: vs("bm25", "tuned-hybrid", m) for m in ("nDCG@10", "Success@5")},
+        "corrections": corrections,
         "candidates": candidates,
         "spearman_synthetic_vs_real": spearman([c["mrr"] for c in candidates], [c["real"]["nDCG@10"] for c in candidates]),
     }
@@ -117,20 +183,28 @@ def section(name: str, r: dict) -> str:
     cand = [[json.dumps(c["setting"]), f"{c['mrr']:.3f}", f"{c['delta']:+.3f}", f"{c['p_value']:.3f}",
              f"{c['real']['nDCG@10']:.4f}", f"{c['real']['Success@5']:.3f}"] for c in r["candidates"]]
     t_b, t_m = r["tuned_vs_base_hybrid"], r["tuned_vs_bm25"]
+    corr = [[c, v["decision_questions"], json.dumps(v["chosen"]) if v["chosen"] else "(defaults stay)", f"{v['delta']:+.3f}",
+             f"{v['p_value']:.4f}", f"{v['real']['nDCG@10']:.4f}", f"{v['real']['Success@5']:.3f}"]
+            for c, v in r["corrections"].items()]
     return f"""
-## {name} ({r['queries']} real test queries; {r['synthetic_dev_questions']} synthetic dev questions)
+## {name} ({r['queries']} real test queries; {r['synthetic_questions']} synthetic {'+'.join(r['splits'])} questions)
 
-The tuner decided on {r['decision_questions']} keyword-poor synthetic questions and confirmed on as many others
-(lexical overlap of a synthetic question with its chunk: {r['lexical_overlap']:.2f}).
-Chosen: `{json.dumps(r['chosen']) if r['chosen'] else 'nothing (the defaults stay)'}`; synthetic Δ MRR@10 on the confirmation half
+With the default correction (`{r['correction']}`) the tuner searched on each half of {2 * r['decision_questions']} synthetic
+questions and tested each half's choice on the other half (lexical overlap of a synthetic question with its chunk:
+{r['lexical_overlap']:.2f}). The halves chose {' and '.join(f"`{json.dumps(f)}`" for f in r['fold_choices'])}.
+Written: `{json.dumps(r['chosen']) if r['chosen'] else 'nothing (the defaults stay)'}`; cross-fitted synthetic Δ MRR@10
 {r['tuner_delta']:+.3f}, p = {r['tuner_p_value']:.4f}.
+
+Each bias correction's choice, and what it scores on the real queries (examples: {len(r['examples'])} unlabelled real queries):
+
+{table(["correction", "chosen on (each half)", "chosen", "synthetic Δ (cross-fitted)", "p", "real nDCG@10", "real hit@5"], corr)}
 
 {table(["system (real test queries)", *MEASURES], rows)}
 
 tuned-hybrid vs base-hybrid: Δ nDCG@10 {t_b['nDCG@10']['delta']:+.4f} (p {t_b['nDCG@10']['p_value']:.4f}), Δ hit@5 {t_b['Success@5']['delta']:+.4f} (p {t_b['Success@5']['p_value']:.4f}).
 tuned-hybrid vs bm25: Δ nDCG@10 {t_m['nDCG@10']['delta']:+.4f} (p {t_m['nDCG@10']['p_value']:.4f}), Δ hit@5 {t_m['Success@5']['delta']:+.4f} (p {t_m['Success@5']['p_value']:.4f}).
 
-Every candidate the tuner tried: its synthetic score (decision questions) beside the real one.
+Every candidate the tuner's search on all questions tried: its synthetic score (in-sample Δ, p) beside the real one.
 Spearman rank correlation of synthetic MRR@10 and real nDCG@10 over the candidates: {r['spearman_synthetic_vs_real']:+.2f}.
 
 {table(["setting", "synthetic MRR@10", "synthetic Δ vs current", "p", "real nDCG@10", "real hit@5"], cand)}
@@ -139,9 +213,11 @@ Spearman rank correlation of synthetic MRR@10 and real nDCG@10 over the candidat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpora", default="covidqa,scifact")
+    ap.add_argument("--corpora", default="squad,covidqa,scifact")
     ap.add_argument("--chunks", type=int, default=400, help="SciFact chunks that get synthetic queries")
     ap.add_argument("--covidqa-chunks", type=int, default=400)
+    ap.add_argument("--squad-chunks", type=int, default=400)
+    ap.add_argument("--synth-only", action="store_true", help="index and write synthetic questions, then stop")
     ap.add_argument("--docs", type=int, default=0, help="smoke test: a SciFact slice of this many abstracts")
     ap.add_argument("--cache", default="tuning-home")
     ap.add_argument("--report", default="tuning")
@@ -150,6 +226,8 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     step = Steps(home)
     results = {name: run_corpus(step, home, name, args) for name in args.corpora.split(",")}
+    if args.synth_only:
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.report}.json").write_text(json.dumps(
         {name: {"tuned-hybrid": r["scores"]["tuned-hybrid"], "base-hybrid": r["scores"]["base-hybrid"],

@@ -193,7 +193,7 @@ def _tune_task(collection: Collection, home, config: FlywheelConfig, run_dir: Pa
     if report.chosen:
         apply_setting(collection, report.chosen)
     best = max(report.candidates, key=lambda c: c.mrr, default=None)
-    why = "" if report.chosen else (f"no setting beat the current one on the confirmation half: best "
+    why = "" if report.chosen else (f"no setting beat the current one on the held-out halves: best "
                                     f"{best.setting if best else {}} MRR@10 Δ {report.delta:+.4f}, p={report.p_value:.4f}")
     return {"ran": True, "promoted": bool(report.chosen), "why": why, "chosen": report.chosen,
             "questions": report.questions, "confirm_questions": report.decision_questions,

@@ -55,14 +55,15 @@ def tune(
                f"{report.lexical_overlap:.2f}"
                + (f"; the examples' with the chunks ranked first {report.examples_overlap:.2f}" if report.examples_overlap
                   is not None else "")
-               + f"); chosen on {report.decision_questions}{weighed} ones, confirmed on as many others")
+               + f"); a choice on each half of {2 * report.decision_questions}{weighed} ones, tested on the other half")
     typer.echo(f"current settings: MRR@10 {report.current_mrr:.3f}")
     for c in report.candidates:
         typer.echo(f"  {', '.join(f'{k}={v}' for k, v in c.setting.items()):<75} MRR@10 {c.mrr:.3f} "
-                   f"(all {c.mrr_all:.3f})  Δ {c.delta:+.3f}  p {c.p_value:.3f}")
+                   f"(unweighted {c.mrr_all:.3f})  Δ {c.delta:+.3f}  p {c.p_value:.3f} (in-sample)")
+    typer.echo("each half chose: " + "; ".join(str(f or "the current settings") for f in report.fold_choices))
     if report.chosen:
         verdict = "applied" if applied else "re-run with --apply to use it"
-        typer.echo(f"better: {report.chosen} (Δ {report.delta:+.3f}, p = {report.p_value:.4f}) — {verdict}")
+        typer.echo(f"better: {report.chosen} (held-out Δ {report.delta:+.3f}, p = {report.p_value:.4f}) — {verdict}")
     else:
-        typer.echo(f"no setting beats the current one significantly (best Δ {report.delta:+.3f}, p = {report.p_value:.4f}): "
+        typer.echo(f"no setting beats the current one significantly (held-out Δ {report.delta:+.3f}, p = {report.p_value:.4f}): "
                    "nothing changed")

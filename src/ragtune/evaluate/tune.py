@@ -3,11 +3,12 @@ retriever's depth, rerank depth) on the collection's held-out *synthetic* questi
 paired gate — AutoRAG's greedy search, without labelled data.
 
 Each candidate is a set of ``query.*`` / ``reranker.depth`` overrides, scored by the reciprocal
-rank (at 10) of each dev question's source chunk. The search is greedy: first mode and fusion
-(with weights), then the depth of each retriever for the winner, then the rerank depth when a
-reranker is configured. A setting is written to the pipeline only when it beats the current
-one with p < alpha; every candidate is reported. The best setting is chosen on one half of the decision questions and confirmed, with the
-paired test, on the other half.
+rank (at 10) of each question's source chunk. The search is greedy: first mode and fusion (with
+weights), then the depth of each retriever for the winner, then the rerank depth when a reranker
+is configured. Its test is cross-fitted: the search runs on each half of the questions and its
+choice is scored on the other half, so every question tests a choice made without it; the
+setting the search picks on all questions is written to the pipeline only when those held-out
+scores beat the current settings with p < alpha. Every candidate is reported.
 
 Synthetic questions are written *from* their chunk and share its words, so they may favour BM25:
 a lexical-overlap bias, measured (the share of each question's content terms found in its chunk)
@@ -33,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -66,26 +68,27 @@ CORRECTIONS = ("none", "keyword-poor", "examples")
 @dataclass
 class Candidate:
     setting: Setting
-    mrr: float  # on the questions the choice uses (half of them; weighted under ``examples``)
+    mrr: float  # on the questions the choice uses (weighted under ``examples``)
     mrr_all: float  # on every question, unweighted
-    delta: float  # vs the current settings, decision questions
+    delta: float  # vs the current settings on the same questions (in-sample: the choice's own test is cross-fitted)
     p_value: float
 
 
 @dataclass
 class TuneReport:
     questions: int
-    decision_questions: int  # chosen on this many, confirmed on as many others
+    decision_questions: int  # each cross-fitted choice is made on this many and tested on as many others
     lexical_overlap: float  # mean share of a question's content terms found in its chunk (the BM25 bias)
     current: Setting
     current_mrr: float
     candidates: list[Candidate] = field(default_factory=list)
     chosen: Setting = field(default_factory=dict)  # empty: the current settings stay
-    delta: float = 0.0  # best vs current, on the confirmation questions
+    delta: float = 0.0  # the choices vs current, each on the questions it was not chosen on
     p_value: float = 1.0
     splits: list[str] = field(default_factory=list)
     correction: str = "none"
     examples_overlap: float | None = None  # the examples' mean overlap with the chunks ranked first
+    fold_choices: list[Setting] = field(default_factory=list)  # what each half chose (tested on the other)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,65 +152,76 @@ def tune_pipeline(collection: Collection, folder: str | Path, split: str | tuple
     base = collection.pipeline
     weights, examples_overlap = _weights(collection, principal, ds.queries, overlap, correction, examples, analyser)
     kept = sorted(q for q, w in weights.items() if w > 0)
-    # Choosing the best of many settings on the same questions that then test it would inflate its
-    # significance: choose on one half, confirm on the other.
-    decide, confirm = set(kept[0::2]), set(kept[1::2])
-    if len(confirm) < MIN_HALF:
-        raise InputError(f"{folder}: {len(ds.queries)} {'+'.join(splits)} questions leave {len(confirm)} to confirm a "
+    halves = (set(kept[0::2]), set(kept[1::2]))
+    if len(halves[1]) < MIN_HALF:
+        raise InputError(f"{folder}: {len(ds.queries)} {'+'.join(splits)} questions leave {len(halves[1])} to confirm a "
                          f"setting on (at least {MIN_HALF} needed: half decide, half confirm); generate questions "
                          "for more chunks (`ragtune synth queries --max-chunks`)")
-    done = [0]
-    total = len(FUSION_CANDIDATES) + len(DEPTH_CANDIDATES) + (len(RERANK_DEPTHS) if base.reranker.model else 0) + 1
+    stages: list[list[Setting]] = [FUSION_CANDIDATES, [{"query.candidates": d} for d in DEPTH_CANDIDATES]]
+    if base.reranker.model:
+        stages.append([{"reranker.depth": d} for d in RERANK_DEPTHS])
+    total = 1 + len(FUSION_CANDIDATES) + 3 * sum(len(st) for st in stages[1:])  # at most: later stages per search
+    scored: dict[str, dict[str, float]] = {}
 
     def score(setting: Setting) -> dict[str, float]:
-        searcher = _searcher(collection, setting)
-        out = {}
-        for q, text in ds.queries.items():
-            gold = set(ds.qrels.get(q, {}))
-            hits = searcher.search(text, principal, k=10, with_ranks=False, rerank=False) if not base.reranker.model \
-                else _reranked(searcher, base.with_overrides(_overrides(setting)), text, principal)
-            out[q] = next((1.0 / r for r, h in enumerate(hits, start=1) if h.chunk_id in gold), 0.0)
-        done[0] += 1
-        if on_progress:
-            on_progress("settings tried", done[0], total)
-        return out
-
-    def on(keys: set[str], scores: dict[str, float]) -> dict[str, float]:
-        return {q: scores[q] for q in keys}
+        key = json.dumps(setting, sort_keys=True)
+        if key not in scored:
+            scored[key] = _reciprocal_ranks(collection, base, setting, ds, principal)
+            if on_progress:
+                on_progress("settings tried", len(scored), total)
+        return scored[key]
 
     def mean(scores: dict[str, float], keys: set[str]) -> float:
         return sum(weights[q] * scores[q] for q in keys) / sum(weights[q] for q in keys)
 
-    current: Setting = {}
-    current_scores = score(current)
-    report = TuneReport(len(ds.queries), len(decide), statistics.fmean(overlap.values()), current,
-                        mean(current_scores, decide), splits=list(splits), correction=correction,
-                        examples_overlap=statistics.fmean(examples_overlap) if examples_overlap else None)
-    best_setting, best_scores = current, current_scores
+    def greedy(keys: set[str]) -> tuple[Setting, list[Setting]]:
+        """The best setting on ``keys``, stage by stage; every setting it tried."""
+        best: Setting = {}
+        tried: list[Setting] = []
+        for stage in stages:
+            options = [{**best, **s} for s in stage]
+            tried += options
+            top = max(options, key=lambda o: mean(score(o), keys))
+            if mean(score(top), keys) > mean(score(best), keys):
+                best = top
+        return best, tried
 
-    def stage(settings: list[Setting]) -> None:
-        nonlocal best_setting, best_scores
-        stage_best = None
-        for s in settings:
-            merged = {**best_setting, **s}
-            scores = score(merged)
-            c = compare_paired(on(decide, current_scores), on(decide, scores), weights=weights)
-            report.candidates.append(Candidate(merged, mean(scores, decide), statistics.fmean(scores.values()),
-                                               c.delta, c.p_value))
-            if stage_best is None or mean(scores, decide) > mean(stage_best[1], decide):
-                stage_best = (merged, scores)
-        if stage_best and mean(stage_best[1], decide) > mean(best_scores, decide):
-            best_setting, best_scores = stage_best
-
-    stage(FUSION_CANDIDATES)
-    stage([{"query.candidates": d} for d in DEPTH_CANDIDATES])
-    if base.reranker.model:
-        stage([{"reranker.depth": d} for d in RERANK_DEPTHS])
-    final = compare_paired(on(confirm, current_scores), on(confirm, best_scores), weights=weights)
+    current_scores = score({})
+    everyone = set(kept)
+    chosen, tried = greedy(everyone)
+    # Choosing the best of many settings on the questions that then test it would inflate its
+    # significance. Cross-fitted: choose on each half, score that choice on the other half; every
+    # question then tests a choice made without it, and the procedure's out-of-sample gain is
+    # tested on all of them (twice the questions of a single split). The setting written is the
+    # procedure's choice on all questions.
+    fold_choices = [greedy(halves[0])[0], greedy(halves[1])[0]]
+    held_out = {q: score(fold_choices[1 - i])[q] for i, half in enumerate(halves) for q in half}
+    report = TuneReport(len(ds.queries), len(halves[0]), statistics.fmean(overlap.values()), {},
+                        mean(current_scores, everyone), splits=list(splits), correction=correction,
+                        examples_overlap=statistics.fmean(examples_overlap) if examples_overlap else None,
+                        fold_choices=fold_choices)
+    for setting in tried:
+        scores = score(setting)
+        c = compare_paired({q: current_scores[q] for q in kept}, {q: scores[q] for q in kept}, weights=weights)
+        report.candidates.append(Candidate(setting, mean(scores, everyone), statistics.fmean(scores.values()),
+                                           c.delta, c.p_value))
+    final = compare_paired({q: current_scores[q] for q in kept}, held_out, weights=weights)
     report.delta, report.p_value = final.delta, final.p_value
-    if best_setting and final.delta > 0 and final.p_value < alpha:
-        report.chosen = best_setting
+    if chosen and final.delta > 0 and final.p_value < alpha:
+        report.chosen = chosen
     return report
+
+
+def _reciprocal_ranks(collection: Collection, base, setting: Setting, ds: BeirDataset, principal) -> dict[str, float]:
+    """Each question's reciprocal rank (at 10) of its source chunk under ``setting``."""
+    searcher = _searcher(collection, setting)
+    out = {}
+    for q, text in ds.queries.items():
+        gold = set(ds.qrels.get(q, {}))
+        hits = searcher.search(text, principal, k=10, with_ranks=False, rerank=False) if not base.reranker.model \
+            else _reranked(searcher, base.with_overrides(_overrides(setting)), text, principal)
+        out[q] = next((1.0 / r for r, h in enumerate(hits, start=1) if h.chunk_id in gold), 0.0)
+    return out
 
 
 def _load_questions(folder: Path, splits: tuple[str, ...]) -> BeirDataset:
