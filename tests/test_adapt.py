@@ -92,6 +92,13 @@ def test_a_writer_wrapping_its_query_in_talk_about_the_passage_keeps_the_content
                      "What is known about the importance of PI3K in cancer?"),
         "keywords": ("The passage is about prion genetics", "prion genetics"),
     }
+    # and one the trained writer wrote for COVID-QA (benchmarks/results/qgen_writer.md): run-on
+    # terms are cut to the first six content words, as its training targets were
+    long = QUERY_TYPES["keywords"].parse("monoclonal antibodies purified from hybridoma cell line constructed by Prof Zhu")
+    assert long == "monoclonal antibodies purified hybridoma cell line"
+    assert QUERY_TYPES["keywords"].parse("statins and dementia") == "statins and dementia"  # short: as written
+    talk = QUERY_TYPES["keywords"].parse("The passage contains several key phrases that provide context")
+    assert QUERY_TYPES["keywords"].malformed(talk, "") == "generic"  # its "the" gone, still talk about the task
     for kind, (reply, expected) in replies.items():
         query = QUERY_TYPES[kind].parse(reply)
         assert query.lower() == expected.lower() and QUERY_TYPES[kind].malformed(query, "") is None, (kind, query)

@@ -37,6 +37,7 @@ from ragtune.data.text import normalize_answer
 _MARKER = re.compile(r"^\s*(?:[-*•]|\(?\d+[.):]|(?:q(?:uestion)?|claim|keywords?|query)\s*\d*\s*[.:])\s*", re.IGNORECASE)
 _QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "does", "do", "did", "is",
                    "are", "was", "were", "can", "could", "would", "should", "will", "has", "have", "had"}
+MAX_KEYWORDS = 6
 _STOP = {"the", "a", "an", "of", "in", "on", "at", "to", "for", "by", "with", "and", "or", "from", "as", "that", "this",
          "it", "its", "be", "been", "into", "than", "then", "there", "their", "they", "his", "her", "he", "she", "not",
          "name", "called", "type", "kind", "many", "much", "one", "year", "term"} | _QUESTION_WORDS
@@ -53,6 +54,12 @@ def _first_line(reply: str) -> str:
 # A query about "the passage" or "the answer" is about the prompt, not the content: no user types it.
 _GENERIC = re.compile(r"\b(?:the|this|that|given) (?:passage|text|article|paragraph|answer|question|document)s?\b",
                       re.IGNORECASE)
+
+
+# A keyword query has lost "the" before "passage": words that only talk about the task or to the
+# reader mark it instead ("passage contains several key phrases", "Here's suggested answer").
+_TASK_WORDS = {"passage", "passages", "paragraph", "keyword", "keywords", "here's", "requested", "rephrased",
+               "rephrasing", "you", "i", "i'll", "provided"}
 
 
 def generic(query: str) -> bool:
@@ -171,17 +178,21 @@ def _claim_from_squad(ex: QAExample) -> str | None:
 
 
 def _keywords_parse(reply: str) -> str:
+    """The reply's terms as a searcher types them: function words dropped, each term once, the first
+    six kept (the form of the training targets, ``_keywords_from_squad``); a writer that runs on
+    past six is copying its passage, and its first terms are the ones it chose."""
     line = unframe(_first_line(reply))
     terms = [t for t in re.split(r"[\s,;/|]+", re.sub(r"[^\w\s,;/|'-]", " ", line)) if t.strip("-'")]
-    return " ".join(terms)
+    content = [t for t in terms if t.lower() not in _STOP] if len(terms) > MAX_KEYWORDS else terms
+    return " ".join(list(dict.fromkeys(content))[:MAX_KEYWORDS])
 
 
 def _keywords_malformed(k: str, passage: str, min_words: int = 2, max_words: int = 6) -> str | None:
-    min_terms, max_terms = 2, 6  # a keyword query's own bounds, whatever the sentence kinds allow
+    min_terms, max_terms = 2, MAX_KEYWORDS  # a keyword query's own bounds, whatever the sentence kinds allow
     n = len(k.split())
     if n == 0:
         return "empty"
-    if generic(k):
+    if generic(k) or any(t.lower() in _TASK_WORDS for t in k.split()):
         return "generic"
     if n < min_terms:
         return "too short"
@@ -192,7 +203,7 @@ def _keywords_malformed(k: str, passage: str, min_words: int = 2, max_words: int
 
 def _keywords_from_squad(ex: QAExample) -> str | None:
     terms = [w for w in re.findall(r"[\w'-]+", ex.question) if w.lower() not in _STOP]
-    terms = list(dict.fromkeys(terms))[:6]
+    terms = list(dict.fromkeys(terms))[:MAX_KEYWORDS]
     return " ".join(terms) if len(terms) >= 2 else None
 
 
