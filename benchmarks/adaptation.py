@@ -263,6 +263,54 @@ MRR by weight (0 = the reranker's order alone): {json.dumps(g.get('mrr_by_weight
 """
 
 
+LINKED = "## Query writer and label-free tuning (from their own benchmarks)"
+
+
+def linked_results() -> tuple[dict, str]:
+    """Issue 18's figures that their own benchmarks measure (qgen_writer.json: the writer before and
+    after training; tuning.json: the label-free tuned fusion), under adaptation.json's keys
+    ``writer`` and ``tuned-hybrid``, and their section of adaptation.md."""
+    out: dict = {}
+    lines = [LINKED, ""]
+    writer_path, tuning_path = RESULTS / "qgen_writer.json", RESULTS / "tuning.json"
+    if writer_path.exists():
+        w = json.loads(writer_path.read_text())
+        out["writer"] = {"training_tokens_per_s": w["writer_training"].get("tokens_per_s"),
+                         "seconds_per_example": w["writer_training"].get("seconds_per_example"),
+                         **{c: {k: {m: r[k][m] for m in ("round_trip_pass_rate", "generic", "usable")}
+                                for k in ("prompted", "trained")} for c, r in w["corpora"].items()}}
+        lines += ["Question writer, prompted → trained (benchmarks/results/qgen_writer.md; corpora it never trained on):", "",
+                  table(["corpus", "round-trip pass", "generic", "usable"],
+                        [[c, *(f"{r['prompted'][m]:.2f} → {r['trained'][m]:.2f}" for m in ("round_trip_pass_rate", "generic", "usable"))]
+                         for c, r in w["corpora"].items()]), ""]
+    if tuning_path.exists():
+        t = json.loads(tuning_path.read_text())
+        out["tuned-hybrid"] = {c: {"tuned-hybrid": t[c]["tuned-hybrid"], "base-hybrid": t[c]["base-hybrid"], "bm25": t[c]["bm25"],
+                                   "chosen": t[c]["chosen"]} for c in t if c not in ("details", "steps")}
+        lines += ["Label-free tuned fusion on the real test queries (benchmarks/results/tuning.md; SQuAD is the design corpus):", "",
+                  table(["corpus", "setting written", "nDCG@10 base-hybrid → tuned", "hit@5 base-hybrid → tuned", "hit@5 BM25"],
+                        [[c, json.dumps(v["chosen"]) if v["chosen"] else "(defaults)",
+                          f"{v['base-hybrid']['nDCG@10']:.4f} → {v['tuned-hybrid']['nDCG@10']:.4f}",
+                          f"{v['base-hybrid']['Success@5']:.4f} → {v['tuned-hybrid']['Success@5']:.4f}", f"{v['bm25']['Success@5']:.4f}"]
+                         for c, v in out["tuned-hybrid"].items()]), ""]
+    return out, "\n".join(lines) + "\n"
+
+
+def merge_linked(report: str) -> None:
+    """Refresh the linked figures in an existing adaptation.json / .md without re-running anything."""
+    figures, text = linked_results()
+    path = RESULTS / f"{report}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **figures}, indent=2, default=str))
+    md = RESULTS / f"{report}.md"
+    body = md.read_text()
+    if LINKED in body:  # replace the section up to the next one
+        head, rest = body.split(LINKED, 1)
+        body = head + rest[rest.index("\n## "):].lstrip("\n") if "\n## " in rest else head
+    wall = body.index("## Wall-clock") if "## Wall-clock" in body else len(body)
+    md.write_text(body[:wall] + text + "\n" + body[wall:])
+    print(f"wrote {md}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpora", default="scifact,covidqa")
@@ -280,7 +328,12 @@ def main() -> None:
                     help="only base-dense, base-hybrid and rerank (use with --report NAME: a report holds one run's rows)")
     ap.add_argument("--cache", default="adapt-home")
     ap.add_argument("--report", default="adaptation")
+    ap.add_argument("--merge-only", action="store_true",
+                    help="only refresh the writer and tuning figures (from qgen_writer.json, tuning.json)")
     args = ap.parse_args()
+    if args.merge_only:
+        merge_linked(args.report)
+        return
     home = CACHE / args.cache
     home.mkdir(parents=True, exist_ok=True)
     step = Steps(home)
@@ -293,14 +346,15 @@ def main() -> None:
     path = RESULTS / f"{args.report}.json"
     earlier = json.loads(path.read_text()).get("details", {}) if path.exists() else {}
     results = {**{n: r for n, r in earlier.items() if n not in results}, **results}
+    linked, linked_text = linked_results()
     path.write_text(json.dumps(
         {name: {s: {m: r["scores"][s][m] for m in ("nDCG@10", "R@100")} for s in SYSTEMS if s in r["scores"]}
          for name, r in results.items()}
-        | {"details": results}, indent=2, default=str))
+        | linked | {"details": results}, indent=2, default=str))
     seconds = [[k, v["seconds"]] for k, v in step.log.items()]
     body = "".join(section(n, r) for n, r in results.items())
     write_report(args.report, "Label-free adaptation: reranker and distillation vs the base, SciFact and COVID-QA",
-                 body + "\n## Wall-clock per step (seconds, this machine, this run)\n\n" + table(["step", "seconds"], seconds))
+                 body + "\n" + linked_text + "\n## Wall-clock per step (seconds, this machine, this run)\n\n" + table(["step", "seconds"], seconds))
 
 if __name__ == "__main__":
     main()
