@@ -189,7 +189,7 @@ def section(name: str, r: dict) -> str:
     return f"""
 ## {name} ({r['queries']} real test queries; {r['synthetic_questions']} synthetic {'+'.join(r['splits'])} questions)
 
-With the default correction (`{r['correction']}`) the tuner searched on each half of {2 * r['decision_questions']} synthetic
+With the default correction (`{r['correction']}`) the tuner searched on each half of {r['synthetic_questions']} synthetic
 questions and tested each half's choice on the other half (lexical overlap of a synthetic question with its chunk:
 {r['lexical_overlap']:.2f}). The halves chose {' and '.join(f"`{json.dumps(f)}`" for f in r['fold_choices'])}.
 Written: `{json.dumps(r['chosen']) if r['chosen'] else 'nothing (the defaults stay)'}`; cross-fitted synthetic Δ MRR@10
