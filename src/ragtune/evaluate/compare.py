@@ -69,8 +69,11 @@ def compare_paired(a: dict[str, float], b: dict[str, float], resamples: int = 10
         lo, hi = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
     else:
         p, lo, hi = _weighted_test(d, w, resamples, np.random.default_rng(seed))
+    def mean(v: np.ndarray) -> float:  # unweighted: the plain mean, to the last digit
+        return float(v.mean()) if weights is None else float(w @ v)
+
     return Comparison(
-        n=len(common), mean_a=float(w @ x), mean_b=float(w @ y), delta=float(w @ d), p_value=p,
+        n=len(common), mean_a=mean(x), mean_b=mean(y), delta=mean(d), p_value=p,
         ci_low=lo, ci_high=hi,
         wins=int((d > tie_tolerance).sum()), ties=int((np.abs(d) <= tie_tolerance).sum()),
         losses=int((d < -tie_tolerance).sum()),
