@@ -358,7 +358,8 @@ def test_adapt_loop_refuses_a_worse_model_and_resumes(scifact, home, chat_server
     gen = OpenAIGenerator(chat_server.url, model="served")
     scifact.pipeline.query.mode = "dense"  # the embedder alone decides, so its damage shows
     # A learning rate this high wrecks the model: the loop must see that and keep the live index.
-    config = AdaptConfig(filters=FilterConfig(dev_fraction=0.4),
+    # tune=False: a tuned pipeline could leave dense retrieval, and the embedder's damage unseen.
+    config = AdaptConfig(filters=FilterConfig(dev_fraction=0.4), tune=False,
                          training=EmbedderTrainConfig(max_steps=6, batch_size=8, learning_rate=0.05))
     steps = []
     report = adapt(scifact, gen, config, home=home, on_step=steps.append)
@@ -389,9 +390,12 @@ def test_adapt_loop_with_a_reranker_and_its_teacher_scores(scifact, home, chat_s
     steps = []
     report = adapt(scifact, OpenAIGenerator(chat_server.url, model="served"), config, run_name="distil", home=home,
                    on_step=steps.append)
-    assert steps == ["queries", "filter", "probes", "mine", "reranker", "teacher", "train", "shadow", "evaluate",
+    assert steps == ["queries", "filter", "probes", "tune", "mine", "reranker", "teacher", "train", "shadow", "evaluate",
                      "evaluate probes", "decide"]
     assert set(report["seconds"]) == set(steps)
+    tuned = report["steps"]["tune"]  # the settings step ran on the filtered questions, wrote nothing (promote=False)
+    assert tuned["applied"] is False and (tuned["ran"] and tuned["questions"] > 0 or "confirm" in tuned["why"])
+    assert "Retrieval settings" in (scifact.dir / "adapt" / "distil" / "report.md").read_text()
     assert report["steps"]["train"]["loss"] == "margin-mse" and report["steps"]["reranker"]["gate"]["queries"] > 0
     assert (scifact.dir / "synth" / "distil" / "teacher.cross-encoder.train.jsonl").exists()
     # The reranker taught the embedder, so it does not judge the probes: their source chunks do.

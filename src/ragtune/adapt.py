@@ -94,6 +94,9 @@ class AdaptConfig:
     min_probe_queries: int = 20
     judge: str = "auto"
     min_effect: float = 0.005
+    # Choose the retrieval settings (fusion, weights, depths) on the synthetic questions before any
+    # model learns from them (ragtune.evaluate.tune): written only when they win, cross-fitted.
+    tune: bool = True
 
 
 class _State:
@@ -152,6 +155,10 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
         if config.probes > 0:
             step("probes", lambda: write_probes(data, generator, folder, config.queries, config.filters, config.probes,
                                                 on_progress))
+        if config.tune:
+            tuned = step("tune", lambda: tune_retrieval(data, collection, folder, config, on_progress))
+            if tuned.get("applied"):  # written to pipeline.yaml through `collection`; the view must agree
+                data.pipeline.query = collection.pipeline.query.model_copy(deep=True)
     elif config.feedback is None:
         raise InputError("adapting without synthetic questions needs labelled queries from feedback (feedback=...)")
     split = "train"
@@ -224,6 +231,26 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
     return report
 
 
+def tune_retrieval(data: Collection, collection: Collection, folder: Path, config: AdaptConfig,
+                   on_progress: Progress | None = None) -> dict:
+    """The tune step: :func:`ragtune.evaluate.tune.tune_pipeline` on this run's filtered questions,
+    its choice written to ``collection``'s pipeline only when it wins and ``config.promote``.
+    Too few questions to confirm anything is a skipped step, not a failed run."""
+    from ragtune.evaluate.tune import apply_setting, tune_pipeline
+
+    try:
+        report = tune_pipeline(data, folder, alpha=config.alpha, on_progress=on_progress)
+    except InputError as e:
+        return {"ran": False, "why": str(e)}
+    # Settings chosen on text some readers may not read are not served to them (as for models).
+    applied = bool(report.chosen) and config.promote and collection.readable_by_all_readers(data.data_scope())
+    if applied:
+        apply_setting(collection, report.chosen)
+    return {"ran": True, "applied": applied, "chosen": report.chosen, "delta": report.delta,
+            "p_value": report.p_value, "questions": report.questions, "splits": report.splits,
+            "fold_choices": report.fold_choices}
+
+
 def plan_run(data: Collection, collection: Collection, generator, folder: Path, config: AdaptConfig) -> BudgetPlan:
     """Measure this machine's speeds on ``data`` (the scoped view) and plan the query set to the
     budget; the shadow re-indexes every chunk of ``collection``."""
@@ -250,6 +277,13 @@ def report_markdown(report: dict) -> str:
         lines.append(f"Synthetic questions: {f['candidates']} generated; removed {f['removed']['malformed']} malformed, "
                      f"{f['removed']['duplicate']} duplicates, {f['removed']['round_trip']} failing the round trip; "
                      f"kept {f['kept']} ({f['train']} train, {f['dev']} held-out dev).")
+    if "tune" in steps:
+        t = steps["tune"]
+        lines.append(f"Retrieval settings: {t['why']}" if not t["ran"] else
+                     f"Retrieval settings tuned on {t['questions']} synthetic questions: "
+                     + (f"{t['chosen']} {'written' if t['applied'] else 'would win (promotion disabled)'}"
+                        if t["chosen"] else "no setting beat the current ones")
+                     + f" (held-out Δ MRR@10 {t['delta']:+.4f}, p = {t['p_value']:.4f}).")
     if "feedback" in steps:
         fb = steps["feedback"]
         lines.append(f"Users' labelled questions: {fb['feedback_queries']} joined the training set "

@@ -207,6 +207,7 @@ def _embedder_task(collection: Collection, home, config: FlywheelConfig, run_dir
     if not has_feedback and not config.synthetic:
         return {"ran": False, "why": "no confirmed questions in the feedback yet and synthetic questions are off"}
     adapt_config = AdaptConfig(
+        tune=False,  # the flywheel's own tune task chooses the settings, on the users' questions
         queries=QueryGenConfig(max_chunks=config.max_chunks), training=config.embedder,
         feedback=labelled if has_feedback else None, min_feedback_queries=config.min_feedback_queries,
         synthetic=config.synthetic, budget_minutes=config.budget_minutes)

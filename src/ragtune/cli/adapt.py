@@ -38,6 +38,7 @@ def adapt(
     min_feedback_queries: Annotated[int, typer.Option(help="feedback test questions needed to decide")] = 20,
     no_synthetic: Annotated[bool, typer.Option("--no-synthetic", help="no query generation: train on --feedback alone")] = False,
     no_promote: Annotated[bool, typer.Option("--no-promote", help="evaluate the shadow but keep the live index")] = False,
+    no_tune: Annotated[bool, typer.Option("--no-tune", help="keep the retrieval settings (no `ragtune tune` step)")] = False,
     teacher: Annotated[str, typer.Option(help="none (contrastive, MNRL) | hybrid | cross-encoder: distil the teacher's scores")] = "none",
     reranker: Annotated[bool, typer.Option("--reranker", help="train a reranker in the loop (gated; the cross-encoder teacher)")] = False,
     reranker_squad: Annotated[Optional[Path], typer.Option("--reranker-squad", help="SQuAD file for the reranker's stage 1")] = None,
@@ -53,7 +54,8 @@ def adapt(
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Domain-adapt retrieval with no labels: synthetic questions → filters → hard negatives →
+    """Domain-adapt retrieval with no labels: synthetic questions → filters → retrieval settings
+    tuned (kept only if they win) → hard negatives →
     (reranker, gated) → teacher scores → embedder training → shadow index → held-out comparison →
     promote if significantly better.
     Resumable: run it again with the same --run to continue after a stop."""
@@ -74,7 +76,8 @@ def adapt(
                          reranker=RerankerTrainConfig(epochs=epochs) if reranker or reranker_squad else None,
                          reranker_squad=reranker_squad, scope=tuple(scope or ["public"]),
                          budget_minutes=budget_minutes, feedback=feedback, min_feedback_queries=min_feedback_queries,
-                         synthetic=not no_synthetic, probes=probes, judge=judge, min_effect=min_effect)
+                         synthetic=not no_synthetic, probes=probes, judge=judge, min_effect=min_effect,
+                         tune=not no_tune)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
