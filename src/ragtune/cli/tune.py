@@ -9,7 +9,7 @@ from ragtune.cli.common import CollectionOpt, ExamplesOpt, HomeOpt, JsonOpt, pri
 
 def tune(
     collection: CollectionOpt,
-    name: Annotated[str, typer.Option("--name", help="synthetic set whose dev questions decide (synth/<name>/)")] = "default",
+    name: Annotated[str, typer.Option("--name", help="synthetic set whose questions decide (synth/<name>/)")] = "default",
     apply: Annotated[bool, typer.Option("--apply", help="write the winning settings, if they win significantly")] = False,
     correction: Annotated[str, typer.Option(
         "--correction", help="none | keyword-poor (decide on questions sharing few words with their chunk) | "
@@ -20,9 +20,10 @@ def tune(
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Tune retrieval without labels: mode, fusion and weights, retriever depth, rerank depth, chosen
-    on half of the synthetic questions no live model learned from and confirmed by a paired test
-    on the other half; every candidate is reported."""
+    """Tune retrieval without labels: mode, fusion and weights, retriever depth, rerank depth, searched
+    on the synthetic questions no live model learned from; cross-fitted test (each half's choice
+    scored on the other half, paired), written with --apply only when it wins; every candidate is
+    reported."""
     from ragtune.cli.common import fail
     from ragtune.collection import Collection
     from ragtune.errors import InputError
@@ -30,6 +31,8 @@ def tune(
 
     if correction == "examples" and examples is None:
         fail("--correction examples needs --examples FILE (up to 8 real queries, one per line)")
+    if examples is not None and correction == "keyword-poor":
+        fail("--examples weighs the questions (--correction examples); keyword-poor uses no examples: drop one")
     style = query_style(None, examples) if examples is not None else {}
     if style and correction == "none":
         correction = "examples"  # examples given: they are what the questions are weighted toward
