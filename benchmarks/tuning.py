@@ -142,13 +142,10 @@ def run_corpus(step: Steps, home: Path, name: str, args) -> dict | None:
     reports = {c: step(f"{name}: tune ({c})", lambda c=c: tune_pipeline(
         coll, folder, on_progress=progress, correction=c, examples=examples if c == "examples" else ()).to_dict())
         for c in CORRECTIONS}
-    measured: dict[str, dict] = {}
 
-    def measure(setting: dict) -> dict:
-        key = json.dumps(setting, sort_keys=True)
-        if key not in measured:
-            measured[key] = step(f"{name}: real {key}", lambda: dict(zip(("means", "per_query"), real_scores(coll, ds, setting))))
-        return measured[key]
+    def measure(setting: dict) -> dict:  # a setting met twice is one step (Steps keeps its result)
+        return step(f"{name}: real {json.dumps(setting, sort_keys=True)}",
+                    lambda: dict(zip(("means", "per_query"), real_scores(coll, ds, setting))))
 
     settings = {"base-hybrid": {}, "bm25": {"query.mode": "bm25"}, "dense": {"query.mode": "dense"},
                 "tuned-hybrid": reports[DEFAULT]["chosen"]}

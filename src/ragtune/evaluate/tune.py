@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ragtune.collection import Collection
-from ragtune.data.beir import BeirDataset, load_beir, read_corpus
+from ragtune.data.beir import BeirDataset, read_corpus, read_qrels, read_queries
 from ragtune.errors import InputError
 from ragtune.evaluate.compare import compare_paired
 from ragtune.index.sparse import Bm25Encoder
@@ -144,9 +144,8 @@ def tune_pipeline(collection: Collection, folder: str | Path, split: str | tuple
         raise InputError("correction 'examples' needs the users' example queries (--examples FILE)")
     splits = (split,) if isinstance(split, str) else tuple(split or unseen_splits(collection))
     ds = _load_questions(Path(folder), splits)
-    corpus = read_corpus(folder)
     analyser = Bm25Encoder()
-    overlap = {q: max((lexical_overlap(text, corpus[c]["text"], analyser) for c in ds.qrels.get(q, {}) if c in corpus),
+    overlap = {q: max((lexical_overlap(text, ds.corpus[c]["text"], analyser) for c in ds.qrels.get(q, {}) if c in ds.corpus),
                       default=0.0) for q, text in ds.queries.items()}
     principal = ServicePrincipal(acl=tuple(collection.acl_tokens()))
     base = collection.pipeline
@@ -215,27 +214,27 @@ def tune_pipeline(collection: Collection, folder: str | Path, split: str | tuple
 def _reciprocal_ranks(collection: Collection, base, setting: Setting, ds: BeirDataset, principal) -> dict[str, float]:
     """Each question's reciprocal rank (at 10) of its source chunk under ``setting``."""
     searcher = _searcher(collection, setting)
+    pipeline = base.with_overrides(_overrides(setting))
     out = {}
     for q, text in ds.queries.items():
         gold = set(ds.qrels.get(q, {}))
         hits = searcher.search(text, principal, k=10, with_ranks=False, rerank=False) if not base.reranker.model \
-            else _reranked(searcher, base.with_overrides(_overrides(setting)), text, principal)
+            else _reranked(searcher, pipeline, text, principal)
         out[q] = next((1.0 / r for r, h in enumerate(hits, start=1) if h.chunk_id in gold), 0.0)
     return out
 
 
 def _load_questions(folder: Path, splits: tuple[str, ...]) -> BeirDataset:
-    """The questions and qrels of ``splits`` together (a split with no qrels file adds nothing)."""
-    queries: dict[str, str] = {}
+    """The corpus, and the questions and qrels of ``splits`` together (a split with no qrels file
+    adds nothing), each file read once."""
     qrels: dict[str, dict[str, int]] = {}
     for split in splits:
         if (folder / "qrels" / f"{split}.tsv").exists():
-            ds = load_beir(folder, split)
-            queries |= ds.queries
-            qrels |= ds.qrels
-    if not queries:
+            qrels |= read_qrels(folder, split)
+    if not qrels:
         raise InputError(f"{folder}: no {'/'.join(splits)} questions to tune on; run `ragtune synth filter` first")
-    return BeirDataset(queries=queries, qrels=qrels, corpus={})
+    queries = {str(r["_id"]): r["text"] for r in read_queries(folder) if str(r["_id"]) in qrels}
+    return BeirDataset(corpus=read_corpus(folder), queries=queries, qrels=qrels)
 
 
 def _searcher(collection: Collection, setting: Setting) -> Searcher:
