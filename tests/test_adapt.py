@@ -81,6 +81,32 @@ def test_each_query_kind_gets_its_prompt_and_its_rules(scifact, local_generator,
                 assert r["text"].endswith("?")
 
 
+def test_writer_training_targets_are_of_their_kind_and_claims_are_not_copies():
+    """Claim targets are the statement a SQuAD question and its answer make, in the annotator's
+    words: they hold the answer, pass the claim rules (no 12-word copy of the passage), and no
+    paragraph is lost for want of one."""
+    from ragtune.data.squad import load_squad
+    from ragtune.synth.queries import DEFAULT_TYPES, qg_training_examples
+    from ragtune.synth.query_types import QUERY_TYPES, claim_from_question
+
+    squad = load_squad(SHARED_DATA / "squad" / "dev-v1.1.json")
+    paragraphs = {(ex.article_id, ex.paragraph_index) for ex in squad}
+    examples = qg_training_examples(squad, types=DEFAULT_TYPES)
+    assert len(examples) == len(paragraphs)  # a paragraph without a claim rewrite takes another kind
+    kinds = {"question": 0, "claim": 0, "keywords": 0}
+    for e in examples:
+        target, prompt = e["completion"][0]["content"], e["prompt"][-1]["content"]
+        kind = next(k for k in kinds if QUERY_TYPES[k].instruction in prompt)
+        kinds[kind] += 1
+        passage = prompt.split(QUERY_TYPES[kind].instruction)[0]
+        assert QUERY_TYPES[kind].malformed(target, passage) is None, (kind, target)
+    assert min(kinds.values()) > len(examples) / 5, kinds  # still a mix
+    claims = [(ex, claim_from_question(ex.question, ex.answers[0])) for ex in squad[:2000]]
+    made = [(ex, c) for ex, c in claims if c]
+    assert len(made) > len(claims) / 6
+    assert all(ex.answers[0].strip().rstrip(".").lower() in c.lower() and "?" not in c for ex, c in made)
+
+
 def test_a_writer_wrapping_its_query_in_talk_about_the_passage_keeps_the_content():
     from ragtune.synth.query_types import QUERY_TYPES
 

@@ -194,9 +194,10 @@ def _truncate(text: str, max_tokens: int, count: Callable[[str], int]) -> str:
 def qg_training_examples(examples, limit: int | None = None, seed: int = 0,
                          types: tuple[str, ...] = ("question",)) -> list[dict]:
     """(passage → query) SFT examples from SQuAD-format QA: one per paragraph, its kind taken in
-    turn from ``types``, its target built from a SQuAD question of that paragraph (the question; a
-    claim from its answer's sentence; its keywords), in the very prompt ``generate_queries`` uses,
-    so the trained adapter sees at training what it gets at use."""
+    turn from ``types`` (the kind written least so far among those the paragraph can make), its target built from a SQuAD question of that paragraph (the question; a
+    claim the question and its answer make; its keywords), in the very prompt ``generate_queries``
+    uses, so the trained adapter sees at training what it gets at use. A paragraph without a claim
+    rewrite (a third) gives another kind rather than being dropped."""
     by_paragraph: dict[tuple[str, int], list] = {}
     for ex in examples:
         by_paragraph.setdefault((ex.article_id, ex.paragraph_index), []).append(ex)
@@ -204,11 +205,17 @@ def qg_training_examples(examples, limit: int | None = None, seed: int = 0,
     groups = [group for _, group in sorted(by_paragraph.items())]
     rng.shuffle(groups)
     out = []
+    made = dict.fromkeys(types, 0)
     for n, group in enumerate(groups):
-        kind = types[n % len(types)]
-        targets = [(ex, t) for ex in group for t in [QUERY_TYPES[kind].from_squad(ex)] if t]
-        if not targets:
+        by_kind = {k: [(ex, t) for ex in group for t in [QUERY_TYPES[k].from_squad(ex)] if t] for k in types}
+        # The kind written least so far among those this paragraph can make (ties in turn), so the
+        # mix stays even though a third of paragraphs have no claim rewrite.
+        kind = min((k for k in types if by_kind[k]), key=lambda k: (made[k], (types.index(k) - n) % len(types)),
+                   default="")
+        if not kind:
             continue
+        made[kind] += 1
+        targets = by_kind[kind]
         ex, target = rng.choice(targets)
         out.append({"prompt": qg_messages(ex.context, kind), "completion": [{"role": "assistant", "content": target}]})
         if limit is not None and len(out) >= limit:

@@ -11,8 +11,8 @@ of kinds is what makes synthetic training data help). Three kinds:
 - ``keywords``: the 2–6 terms a searcher would type.
 
 Each kind's training target for the question writer is built from SQuAD (what is offline): the
-question itself, a claim from the answer-bearing sentence, keywords from the question's content
-words — never from a benchmark's own queries.
+question itself, a claim from the question and its answer (``claim_from_question``), keywords from
+the question's content words — never from a benchmark's own queries.
 
 Example:
     >>> from ragtune.synth.query_types import QUERY_TYPES, infer_type
@@ -30,7 +30,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from ragtune.answer.extractive import sentence_around
 from ragtune.data.squad import QAExample
 from ragtune.data.text import normalize_answer
 
@@ -163,18 +162,92 @@ def _claim_malformed(c: str, passage: str, min_words: int = 4, max_words: int = 
     return _sentence_rules(c, passage, min_words, max_words, max(min_words, 12), "?.")
 
 
+_BE = {"is", "are", "was", "were"}
+_AUX = _BE | {"did", "does", "do", "has", "have", "had", "can", "could", "would", "should", "will", "may", "might"}
+_IRREGULAR_PARTICIPLES = {"built", "born", "held", "made", "known", "written", "given", "taken", "found", "chosen",
+                          "shown", "seen", "sold", "won", "lost", "led", "brought", "bought", "thought", "taught",
+                          "begun", "done", "drawn", "grown", "thrown", "hidden", "spoken", "broken", "sent", "spent",
+                          "kept", "paid", "told"}
+_DETERMINERS = {"the", "a", "an", "his", "her", "its", "their", "this", "these", "those", "that", "one", "some", "each",
+                "most", "many", "our", "my", "two", "three"}
+_PREPOSITIONS = {"with", "for", "by", "of", "to", "in", "on", "as", "from", "about", "at", "into", "after", "like"}
+_PLACE_OR_TIME = {"in", "on", "at", "during", "after", "before", "since", "by", "from", "until", "around", "near",
+                  "between", "under", "within", "over", "through", "along", "across", "outside", "inside"}
+_PRONOUNS = {"it", "there", "he", "she", "they", "we", "you", "i"}
+
+
+def _participle(word: str) -> bool:
+    return word.lower().endswith("ed") or word.lower() in _IRREGULAR_PARTICIPLES
+
+
+def _opens_noun_phrase(word: str) -> bool:
+    """Does the rest of a wh-question open with its subject ("the capital of X") rather than a
+    predicate ("famous for X")?"""
+    return word.lower() in _DETERMINERS or word[0].isupper() or word[0].isdigit() or "'" in word
+
+
+def claim_from_question(question: str, answer: str) -> str | None:
+    """The statement a SQuAD question and its answer make together, in the question's words, or
+    None where the question's shape has no safe rewrite.
+
+    The question's words are the annotator's, not the passage's: a claim built from them is a
+    paraphrase the passage supports, where a clause cut from the answer's sentence taught the
+    writer to copy (at stop 44, 14 of 23 trained claims were refused as copies).
+
+    >>> claim_from_question("Who founded the Brazilian Academy of Letters?", "Machado de Assis")
+    'Machado de Assis founded the Brazilian Academy of Letters.'
+    >>> claim_from_question("What is the capital of Kenya?", "Nairobi")
+    'The capital of Kenya is Nairobi.'
+    >>> claim_from_question("When was REM sleep discovered?", "1953")
+    'REM sleep was discovered in 1953.'
+    >>> claim_from_question("What is Dioscorides known for?", "a herbal") is None  # the verb's place is unknown
+    True
+    """
+    q = re.sub(r"\s+", " ", question.strip().rstrip("?").strip())
+    a = answer.strip().rstrip(".").strip()
+    if not q or not a or "?" in q or len(a.split()) > 8:
+        return None
+    w = q.split()
+    first, rest = w[0].lower(), w[1:]
+    if len(rest) < 2 or w[-1].lower() in _PREPOSITIONS or rest[1].lower() in _PRONOUNS or any(
+            x.lower() in _PREPOSITIONS and y.lower() in _PREPOSITIONS for x, y in zip(w, w[1:])):
+        return None
+    out = None
+    if first in ("what", "which", "who") and rest[0].lower() in _BE:
+        be, subj = rest[0].lower(), rest[1:]
+        if not _opens_noun_phrase(subj[0]):  # "Who was famous for X" -> "A was famous for X"
+            out = f"{a} {be} " + " ".join(subj)
+        elif _participle(subj[-1]) and len(subj) > 1:  # "What is X called" -> "X is called A"
+            out = " ".join(subj[:-1]) + f" {be} {subj[-1]} {a}"
+        else:  # "What is the capital of X" -> "The capital of X is A"
+            out = " ".join(subj) + f" {be} {a}"
+    elif (first == "who" and rest[0].lower() not in _AUX) or (
+            first == "what" and rest[0].lower().endswith("ed") and rest[0].lower() != "happened"):
+        out = f"{a} " + " ".join(rest)  # "Who founded X" -> "A founded X"
+    elif first in ("when", "where") and rest[0].lower() in _BE and len(rest) >= 3 and _participle(w[-1]):
+        head = a.split()[0]
+        if head.lower() in _PLACE_OR_TIME:
+            place = a
+        elif _opens_noun_phrase(head):
+            place = f"in {a}"
+        else:
+            return None
+        out = " ".join(rest[1:-1]) + f" {rest[0].lower()} {w[-1]} {place}"  # "When was X founded" -> "X was founded in A"
+    if not out or not 4 <= len(out.split()) <= 30 or generic(out):
+        return None
+    return out[0].upper() + out[1:] + "."
+
+
+def _question_from_squad(ex: QAExample) -> str | None:
+    # A target the filter would refuse ("the article", a copied sentence) teaches what is refused.
+    q = ex.question.strip()
+    return q if question_malformed(q, ex.context) is None else None
+
+
 def _claim_from_squad(ex: QAExample) -> str | None:
-    """The clause of the answer-bearing sentence that holds the answer: a statement the passage supports."""
-    if not ex.answers:
-        return None
-    start = ex.answer_starts[0]
-    sentence = sentence_around(ex.context, start, start + len(ex.answers[0]))
-    clauses = [c.strip() for c in re.split(r"[;:]|, (?:which|while|whereas|but|and) ", sentence) if c.strip()]
-    clause = next((c for c in clauses if ex.answers[0] in c), sentence)
-    words = clause.split()
-    if len(words) > 25:
-        return None
-    return _claim_parse(clause[0].upper() + clause[1:])
+    claim = claim_from_question(ex.question, ex.answers[0]) if ex.answers else None
+    # Some SQuAD questions copy their passage, and so would the claim: refused as the filter would.
+    return claim if claim and _claim_malformed(claim, ex.context) is None else None
 
 
 def _keywords_parse(reply: str) -> str:
@@ -202,7 +275,8 @@ def _keywords_malformed(k: str, passage: str, min_words: int = 2, max_words: int
 
 
 def _keywords_from_squad(ex: QAExample) -> str | None:
-    terms = [w for w in re.findall(r"[\w'-]+", ex.question) if w.lower() not in _STOP]
+    # A task word ("you", "passage") in a target would teach what the filter refuses as generic.
+    terms = [w for w in re.findall(r"[\w'-]+", ex.question) if w.lower() not in _STOP | _TASK_WORDS | _PRONOUNS]
     terms = list(dict.fromkeys(terms))[:MAX_KEYWORDS]
     return " ".join(terms) if len(terms) >= 2 else None
 
@@ -210,7 +284,7 @@ def _keywords_from_squad(ex: QAExample) -> str | None:
 QUERY_TYPES: dict[str, QueryType] = {
     "question": QueryType(
         "question", "Write one specific question that this passage answers. Reply with the question only.",
-        _question_parse, question_malformed, lambda ex: ex.question.strip() if ex.question.strip().endswith("?") else None),
+        _question_parse, question_malformed, _question_from_squad),
     "claim": QueryType(
         "claim", "Write one factual claim that this passage supports or refutes: a single statement, not a "
         "question. Reply with the claim only.", _claim_parse, _claim_malformed, _claim_from_squad),
