@@ -263,13 +263,14 @@ MRR by weight (0 = the reranker's order alone): {json.dumps(g.get('mrr_by_weight
 """
 
 
-LINKED = "## Query writer and label-free tuning (from their own benchmarks)"
+LINKED = "## Query writer, query styles and label-free tuning (from their own benchmarks)"
 
 
 def linked_results() -> tuple[dict, str]:
     """Issue 18's figures that their own benchmarks measure (qgen_writer.json: the writer before and
-    after training; tuning.json: the label-free tuned fusion), under adaptation.json's keys
-    ``writer`` and ``tuned-hybrid``, and their section of adaptation.md."""
+    after training; tuning.json: the label-free tuned fusion; query_styles.json: the mixed-kind and
+    few-shot sets), under adaptation.json's keys ``writer``, ``tuned-hybrid``, ``types-mix`` and
+    ``few-shot``, and their section of adaptation.md."""
     out: dict = {}
     lines = [LINKED, ""]
     writer_path, tuning_path = RESULTS / "qgen_writer.json", RESULTS / "tuning.json"
@@ -293,6 +294,17 @@ def linked_results() -> tuple[dict, str]:
                           f"{v['base-hybrid']['nDCG@10']:.4f} → {v['tuned-hybrid']['nDCG@10']:.4f}",
                           f"{v['base-hybrid']['Success@5']:.4f} → {v['tuned-hybrid']['Success@5']:.4f}", f"{v['bm25']['Success@5']:.4f}"]
                          for c, v in out["tuned-hybrid"].items()]), ""]
+    styles_path = RESULTS / "query_styles.json"
+    if styles_path.exists():
+        q = json.loads(styles_path.read_text())
+        corpora = [c for c in q if c not in ("examples", "settings", "details")]
+        for style in ("types-mix", "few-shot"):
+            out[style] = {c: {**q[c][style], "base-hybrid": q[c]["base-hybrid"]} for c in corpora if style in q[c]}
+        lines += ["Synthetic query styles, each set's embedder searched hybrid, on the real test queries "
+                  "(benchmarks/results/query_styles.md):", "",
+                  table(["corpus", "set", "nDCG@10 base-hybrid → set", "Δ", "p"],
+                        [[c, s, f"{q[c]['base-hybrid']['nDCG@10']:.4f} → {v['nDCG@10']:.4f}", f"{v['delta']:+.4f}",
+                          f"{v['p_value']:.4f}"] for c in corpora for s, v in q[c].items() if s != "base-hybrid"]), ""]
     return out, "\n".join(lines) + "\n"
 
 

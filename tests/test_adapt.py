@@ -532,6 +532,12 @@ def test_synth_and_models_cli_end_to_end(scifact, home, chat_server):
         assert out.exit_code == 0, out.output
         return json.loads(out.stdout)
 
+    examples = home / "examples.txt"
+    examples.write_text("statins dementia risk\nhypoxia tumour growth\n")
+    styled = cli("synth", "queries", "--name", "styled", "--max-chunks", "4", "--examples", str(examples), *gen)
+    # two keyword examples: every query written is keywords, and the report says how close they came
+    assert styled["style"]["examples"]["kinds"] == {"keywords": 1.0} and styled["style"]["kind_overlap"] == 1.0
+    assert styled["style"]["written"]["queries"] == 4 and styled["style"]["length_ratio"] > 0
     assert cli("synth", "queries", "--max-chunks", "30", *gen)["candidates"] == 30
     report = cli("synth", "filter", "--dev-fraction", "0.3")
     assert report["kept"] > 0 and report["dev"] > 0

@@ -51,11 +51,19 @@ def queries(
             coll.pipeline = coll.pipeline.with_overrides(set_)
         folder = _folder(coll, name)
         total = generate_queries(coll, make_generator(coll.pipeline.generator, home), folder, config, on_progress)
+    style = None
+    if config.examples:  # did the writer follow the examples? (length, kinds)
+        from ragtune.data.beir import read_queries
+        from ragtune.synth.style import style_line, style_match
+
+        style = style_match([q["text"] for q in read_queries(folder)], config.examples)
     if json_:
-        print_json({"folder": str(folder), "candidates": total})
+        print_json({"folder": str(folder), "candidates": total, **({"style": style} if style else {})})
     else:
-        typer.echo(f"{total} candidate queries ({', '.join(config.type_cycle())} in turn) in {folder / 'queries.jsonl'}; "
-                   f"next: ragtune synth filter -c {collection}")
+        typer.echo(f"{total} candidate queries ({', '.join(dict.fromkeys(config.type_cycle()))} in turn) in "
+                   f"{folder / 'queries.jsonl'}; next: ragtune synth filter -c {collection}")
+        if style:
+            typer.echo(style_line(style))
 
 
 @app.command("filter")
