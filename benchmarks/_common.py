@@ -120,3 +120,39 @@ def split_squad_articles(examples: list, seed: int = 0) -> dict[str, list]:
         side = next((s for s, arts in sides.items() if ex.article_id in arts), "train")
         out[side].append(ex)
     return out
+
+
+def squad_collection(step: Steps, home: Path, name: str, sides: tuple[str, ...], max_queries: int | None = None):
+    """The paragraphs of the SQuAD articles of ``sides`` (of :func:`split_squad_articles`), chunked
+    as ingest chunks, as an indexed public collection ``name`` with their questions as its test
+    queries (``max_queries``: a seeded sample of them). Returns the collection and its BEIR folder."""
+    from ragtune.collection import Collection
+    from ragtune.data.beir import read_qrels, read_queries, write_qrels, write_queries
+    from ragtune.data.squad import load_squad, squad_to_beir
+    from ragtune.ingest.sync import ingest
+    from ragtune.types import Acl
+
+    source = home / f"{name}-beir"
+    if not (source / "corpus.jsonl").exists():
+        from transformers import AutoTokenizer
+
+        from ragtune.config import PipelineConfig
+        from ragtune.ingest.chunking import Chunker
+        from ragtune.models.loading import resolve_model
+
+        split = split_squad_articles(load_squad(DATA / "squad" / "dev-v1.1.json"))
+        examples = [ex for side in sides for ex in split[side]]
+        pipeline = PipelineConfig()
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(pipeline.embedder.model))
+        # Every paragraph of the articles is in the corpus; only the sampled questions are queries.
+        squad_to_beir(examples, source, Chunker.from_tokenizer(pipeline.chunking, tokenizer))
+        if max_queries is not None:
+            chosen = {ex.id for ex in random.Random(0).sample(examples, min(max_queries, len(examples)))}
+            queries = [q for q in read_queries(source) if q["_id"] in chosen]
+            qrels = read_qrels(source, "test")
+            write_queries(source, queries)
+            write_qrels(source, "test", [(q["_id"], d, r) for q in queries for d, r in qrels[q["_id"]].items()])
+    coll = Collection.create(home, name, exist_ok=True)
+    step(f"{name}: index", lambda: ingest(coll, source, Acl(public=True), progress).chunks)
+    coll.index_versions.ensure_live_recorded(coll.pipeline.embedder.model)
+    return coll, source

@@ -30,14 +30,13 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.collection.shadow import build_shadow  # noqa: E402
 from ragtune.evaluate.judged import cross_encoder_judge  # noqa: E402
 from ragtune.gate import GateSettings, compare_judged, compare_versions, gate_verdict  # noqa: E402
-from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows  # noqa: E402
 from ragtune.synth.probes import write_probes  # noqa: E402
@@ -46,7 +45,6 @@ from ragtune.synth.teacher import distillation_rows, score_with_teacher  # noqa:
 from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
 from ragtune.train.publish import publish_embedder  # noqa: E402
 from ragtune.train.reranker import RerankerTrainConfig, squad_relevance_rows, train_reranker  # noqa: E402
-from ragtune.types import Acl  # noqa: E402
 
 BASE = EmbedderTrainConfig()
 # name -> (rows, training config, description). Budgets, losses, seeds; the last two are meant to fail.
@@ -60,40 +58,6 @@ CANDIDATES = {
     "mnrl-overfit-12ep": ("mnrl", replace(BASE, epochs=12, learning_rate=5e-5), "deliberately overfit: 12 epochs"),
     "mnrl-lr-3e-4": ("mnrl", replace(BASE, learning_rate=3e-4, epochs=2), "deliberately damaging learning rate"),
 }
-
-
-def squad_corpus(step: Steps, home: Path, max_queries: int):
-    """SQuAD's 8 held-out articles as an IR corpus (chunks of their paragraphs), with their questions."""
-    from ragtune.config import PipelineConfig
-    from ragtune.data.beir import load_beir
-    from ragtune.data.squad import load_squad, squad_to_beir
-    from ragtune.ingest.chunking import Chunker
-
-    source = home / "squad-beir"
-    if not (source / "corpus.jsonl").exists():
-        from transformers import AutoTokenizer
-
-        from ragtune.models.loading import resolve_model
-
-        pipeline = PipelineConfig()
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(pipeline.embedder.model))
-        test = split_squad_articles(load_squad(DATA / "squad" / "dev-v1.1.json"))["test"]
-        import random
-
-        kept = sorted(random.Random(0).sample(test, min(max_queries, len(test))), key=lambda ex: ex.id)
-        chosen = {ex.id for ex in kept}
-        # Every paragraph of the articles is in the corpus; only the sampled questions are queries.
-        squad_to_beir(test, source, Chunker.from_tokenizer(pipeline.chunking, tokenizer))
-        from ragtune.data.beir import read_qrels, read_queries, write_qrels, write_queries
-
-        queries = [q for q in read_queries(source) if q["_id"] in chosen]
-        qrels = read_qrels(source, "test")
-        write_queries(source, queries)
-        write_qrels(source, "test", [(q["_id"], d, r) for q in queries for d, r in qrels[q["_id"]].items()])
-    coll = Collection.create(home, "squad", exist_ok=True)
-    step("squad: index", lambda: ingest(coll, source, Acl(public=True), progress).chunks)
-    coll.index_versions.ensure_live_recorded(coll.pipeline.embedder.model)
-    return coll, load_beir(source, "test"), source
 
 
 def judge_model(step: Steps, home: Path, steps: int) -> str:
@@ -165,7 +129,7 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
 
 def run_corpus(step: Steps, home: Path, name: str, generator, judge: str, args) -> list[dict]:
     if name == "squad":
-        coll, ds, real = squad_corpus(step, home, args.squad_queries)
+        coll, real = squad_collection(step, home, "squad", ("test",), args.squad_queries)
     else:
         cargs = argparse.Namespace(docs=args.scifact_docs)
         coll, ds = corpus(step, home, name, cargs)

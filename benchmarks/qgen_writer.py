@@ -21,17 +21,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.data import beir  # noqa: E402
 from ragtune.data.squad import load_squad  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
-from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.queries import DEFAULT_TYPES, QueryGenConfig, generate_queries, qg_training_examples  # noqa: E402
-from ragtune.types import Acl  # noqa: E402
 
 BASE = "SmolLM2-135M-Instruct"
 WRITERS = ("prompted", "trained")
@@ -63,25 +61,6 @@ def train_writer(home: Path, args) -> dict:
             "eval_loss_before": r.metrics["eval_loss_before"],
             "eval_loss_after": r.metrics["eval_loss_after"], "curve": r.metrics.get("curve", []),
             "resumed_from": r.metrics.get("resumed_from"), "options": options}
-
-
-def squad_test_corpus(step: Steps, home: Path) -> Collection:
-    from transformers import AutoTokenizer
-
-    from ragtune.config import PipelineConfig
-    from ragtune.data.squad import squad_to_beir
-    from ragtune.ingest.chunking import Chunker
-    from ragtune.models.loading import resolve_model
-
-    source = home / "squad-test-beir"
-    if not (source / "corpus.jsonl").exists():
-        pipeline = PipelineConfig()
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(pipeline.embedder.model))
-        test = split_squad_articles(load_squad(DATA / "squad" / "dev-v1.1.json"))["test"]
-        squad_to_beir(test, source, Chunker.from_tokenizer(pipeline.chunking, tokenizer))
-    coll = Collection.create(home, "squad-test", exist_ok=True)
-    step("squad-test: index", lambda: ingest(coll, source, Acl(public=True), progress).chunks)
-    return coll
 
 
 def judge(coll: Collection, home: Path, writer: str, chunks: int) -> dict:
@@ -132,7 +111,7 @@ def main() -> None:
                    lambda: train_writer(home, args))
     results: dict[str, dict] = {}
     for name in args.corpora.split(","):
-        coll = corpus(step, home, name, argparse.Namespace(docs=0))[0] if name == "covidqa" else squad_test_corpus(step, home)
+        coll = corpus(step, home, name, argparse.Namespace(docs=0))[0] if name == "covidqa" else squad_collection(step, home, "squad-test", ("test",))[0]
         results[name] = {w: step(f"{name}: {w} writer, {args.chunks} chunks", lambda w=w: judge(coll, home, w, args.chunks))
                          for w in WRITERS}
         coll.close()

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, squad_collection, table, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
@@ -48,30 +48,6 @@ MEASURES = ["nDCG@10", "Success@5", "R@100"]
 DEFAULT = "none"  # the tuner's default correction (chosen on SQuAD, the design corpus)
 EXAMPLES = 8
 SQUAD_QUERIES = 1000  # real SQuAD questions scored per setting (all ~9,000 would take an hour)
-
-
-def squad_corpus(step: Steps, home: Path) -> tuple[Collection, BeirDataset]:
-    """SQuAD's 40 non-test articles (train + dev of the shared split), chunked as ingest does."""
-    from transformers import AutoTokenizer
-
-    from ragtune.config import PipelineConfig
-    from ragtune.data.squad import load_squad, squad_to_beir
-    from ragtune.ingest.chunking import Chunker
-    from ragtune.ingest.sync import ingest
-    from ragtune.models.loading import resolve_model
-    from ragtune.types import Acl
-
-    source = home / "squad-beir"
-    if not (source / "corpus.jsonl").exists():
-        split = split_squad_articles(load_squad(DATA / "squad" / "dev-v1.1.json"))
-        pipeline = PipelineConfig()
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(pipeline.embedder.model))
-        squad_to_beir(split["train"] + split["dev"], source, Chunker.from_tokenizer(pipeline.chunking, tokenizer))
-    ds = load_beir(source, "test")
-    coll = Collection.create(home, "squad", exist_ok=True)
-    step("squad: index", lambda: ingest(coll, source, Acl(public=True), progress).chunks)
-    coll.index_versions.ensure_live_recorded(coll.pipeline.embedder.model)
-    return coll, ds
 
 
 def user_examples(name: str, ds: BeirDataset) -> tuple[tuple[str, ...], BeirDataset]:
@@ -129,7 +105,11 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 def run_corpus(step: Steps, home: Path, name: str, args) -> dict | None:
     from ragtune.models.generator import LocalGenerator
 
-    coll, ds = squad_corpus(step, home) if name == "squad" else corpus(step, home, name, args)
+    if name == "squad":  # SQuAD's 40 non-test articles: the design corpus
+        coll, source = squad_collection(step, home, "squad", ("train", "dev"))
+        ds = load_beir(source, "test")
+    else:
+        coll, ds = corpus(step, home, name, args)
     folder = coll.dir / "synth" / "tuning"
     chunks = {"scifact": args.chunks, "covidqa": args.covidqa_chunks}.get(name, args.squad_chunks)
     step(f"{name}: synthetic queries", lambda: generate_queries(
