@@ -10,6 +10,9 @@ Corpora (real queries with relevance judgments):
             (benchmarks/_common.split_squad_articles), their paragraphs as the corpus, up to 400 of
             their questions; assembled here from ../shared/data/squad
   scifact   a SciFact slice (--scifact-docs abstracts: those of the test claims first), its test claims
+Candidates train on questions of the prompted writer; the probes are written by the writer
+benchmarks/qgen_writer.py trained (``--probe-writer trained``, the default: another writer than the
+training's, one more way the probes differ from what a candidate learned) or the prompted one.
 The judge is a reranker trained here on SQuAD's 36 *train* articles only (never on a corpus above,
 never on real queries). Real-query results measure the gate; nothing is tuned on them.
 
@@ -74,7 +77,7 @@ def judge_model(step: Steps, home: Path, steps: int) -> str:
     return step("judge: reranker on SQuAD train articles", train)
 
 
-def synthetic(step: Steps, coll: Collection, generator, chunks: int, probes: int) -> Path:
+def synthetic(step: Steps, coll: Collection, generator, prober, chunks: int, probes: int) -> Path:
     folder = coll.dir / "synth" / "gate"
     queries = QueryGenConfig(max_chunks=chunks)
     step(f"{coll.name}: synthetic questions", lambda: generate_queries(coll, generator, folder, queries, progress))
@@ -82,15 +85,15 @@ def synthetic(step: Steps, coll: Collection, generator, chunks: int, probes: int
 
     def fresh_probes() -> dict:
         shutil.rmtree(folder / "probes", ignore_errors=True)  # another --probes: not a superset of the last draw
-        return write_probes(coll, generator, folder, queries, FilterConfig(), probes, progress)
+        return write_probes(coll, prober, folder, queries, FilterConfig(), probes, progress)
 
-    step(f"{coll.name}: probes ({probes})", fresh_probes)
+    step(f"{coll.name}: probes ({probes}, {prober.name})", fresh_probes)
     step(f"{coll.name}: mine negatives", lambda: mine_negatives(coll, folder, "train", MiningConfig(num_negatives=3), progress))
     return folder
 
 
 def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Path, judge: str, name: str,
-              probe_count: int) -> dict:
+              probe_set: str) -> dict:
     kind, config, what = CANDIDATES[name]
     if kind != "mnrl":
         step(f"{coll.name}: teacher scores ({kind})", lambda: score_with_teacher(
@@ -113,7 +116,7 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
         scorer = None if circular else cross_encoder_judge(judge, texts, "cpu")
         return compare_judged(coll, folder / "probes", v, scorer, "dev").to_dict()
 
-    probe = step(f"{coll.name}: {name} probes ({probe_count})", probes)
+    probe = step(f"{coll.name}: {name} probes ({probe_set})", probes)
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
     signals = {n: {k: s[k] for k in ("delta", "p_value", "ci", "queries", "judged_by") if k in s}
                for n, s in (("synthetic", synth), ("probes", probe))}
@@ -127,7 +130,7 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
             "real_delta": truth["delta"], "real_p": truth["p_value"], "real_ci": truth["ci"], "real_queries": truth["queries"]}
 
 
-def run_corpus(step: Steps, home: Path, name: str, generator, judge: str, args) -> list[dict]:
+def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str, args) -> list[dict]:
     if name == "squad":
         coll, real = squad_collection(step, home, "squad", ("test",), args.squad_queries)
     else:
@@ -137,8 +140,9 @@ def run_corpus(step: Steps, home: Path, name: str, generator, judge: str, args) 
         if name == "scifact" and not args.scifact_docs:
             real = DATA / "scifact"
     chunks = args.scifact_chunks if name == "scifact" and args.scifact_chunks else args.chunks
-    folder = synthetic(step, coll, generator, chunks, args.probes)
-    rows = [candidate(step, home, coll, folder, real, judge, c, args.probes) for c in args.candidates.split(",")]
+    folder = synthetic(step, coll, generator, prober, chunks, args.probes)
+    probe_set = f"{args.probes}, {prober.name}"  # a step's name says which probes it measured on
+    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set) for c in args.candidates.split(",")]
     coll.close()
     return rows
 
@@ -232,7 +236,11 @@ def main() -> None:
     ap.add_argument("--squad-queries", type=int, default=400)
     ap.add_argument("--scifact-docs", type=int, default=1500)
     ap.add_argument("--scifact-chunks", type=int, default=0, help="SciFact's own --chunks (0: --chunks)")
+    ap.add_argument("--probe-writer", choices=("trained", "same"), default="trained",
+                    help="trained: probes by benchmarks/qgen_writer.py's trained writer (another writer than the "
+                         "prompted one the candidates train on; run that first); same: the prompted writer")
     args = ap.parse_args()
+    from ragtune.models.adapters import AdapterRegistry
     from ragtune.models.generator import LocalGenerator
 
     home = CACHE / "gate-home"
@@ -240,9 +248,16 @@ def main() -> None:
     step = Steps(home)
     judge = judge_model(step, home, args.judge_steps)
     generator = LocalGenerator(home=home)
+    prober = generator
+    if args.probe_writer == "trained":
+        writer_home = CACHE / "qgen-writer"
+        if not (AdapterRegistry(writer_home).path("qgen") / "adapter_config.json").exists():
+            raise SystemExit(f"no trained writer under {writer_home}: run benchmarks/qgen_writer.py first "
+                             "(or pass --probe-writer same)")
+        prober = LocalGenerator(home=writer_home, adapter="qgen")
     rows: list[dict] = []
     for name in args.corpora.split(","):
-        rows += run_corpus(step, home, name, generator, judge, args)
+        rows += run_corpus(step, home, name, generator, prober, judge, args)
         report(rows, step.seconds(), args)  # a report after each corpus: a stopped run still has its figures
 
 

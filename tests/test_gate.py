@@ -199,6 +199,7 @@ def test_a_candidate_fitted_to_the_writer_is_refused_though_the_old_gate_would_p
     documents, other kinds, other words) show none, and the new gate keeps the live index."""
     from conftest import SHARED_DATA
     from ragtune.adapt import AdaptConfig, adapt
+    from ragtune.data.beir import read_queries
     from ragtune.ingest.sync import ingest
     from ragtune.models.generator import OpenAIGenerator
     from ragtune.synth.filters import FilterConfig
@@ -216,16 +217,33 @@ def test_a_candidate_fitted_to_the_writer_is_refused_though_the_old_gate_would_p
     config = AdaptConfig(queries=QueryGenConfig(types=("question",)), filters=FilterConfig(dev_fraction=0.35),
                          training=EmbedderTrainConfig(max_steps=40, learning_rate=5e-5, batch_size=16, max_seq_length=128),
                          probes=80, judge="none", min_probe_queries=20, tune=False)  # dense stays: see above
-    report = adapt(coll, OpenAIGenerator(chat_server.url, model="served"), config, run_name="overfit", home=home)
+    report = adapt(coll, OpenAIGenerator(chat_server.url, model="served"), config, run_name="overfit", home=home,
+                   probe_generator=OpenAIGenerator(chat_server.url, model="prober"))  # another writer for the probes
     old = report["steps"]["evaluate"]
     probes = report["steps"]["evaluate probes"]
-    assert report["steps"]["probes"]["kinds"] == ["claim", "keywords"]
+    assert report["steps"]["probes"]["kinds"] == ["claim", "keywords"] and report["steps"]["probes"]["writer"] == "prober"
+    synth = coll.dir / "synth" / "overfit"
+    assert {q["metadata"]["generator"] for q in read_queries(synth)} == {"served"}
+    assert {q["metadata"]["generator"] for q in read_queries(synth / "probes")} == {"prober"}
     assert old["delta"] > 0 and old["p_value"] < 0.05 and old["promote"], old  # the old gate would promote
     assert probes["queries"] >= 20 and not (probes["ci"][0] > 0 and probes["delta"] >= config.min_effect), probes
     decision = report["decision"]
     assert decision["decided_by"] == "probes" and not decision["promoted"], decision
     assert coll.live_version == "v1"
     md = (coll.dir / "adapt" / "overfit" / "report.md").read_text()
-    assert "| probes |" in md and "| synthetic |" in md and "Decided by: probes" in md
+    assert "| probes |" in md and "| synthetic |" in md and "Decided by: probes" in md and "written by prober" in md
     assert set(probes["by_kind"]) == {"claim", "keywords"}  # which kinds a probe Δ comes from
     assert sum(k["queries"] for k in probes["by_kind"].values()) == probes["queries"] and "Probes by kind: claim Δ" in md
+
+
+def test_probe_writer_needs_a_local_generator(make_collection, home):
+    """--probe-writer names a local model or adapter: with an endpoint as the generator it is a
+    clear error before any work, not a silent fallback to the loop's own writer."""
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    coll = make_collection("endpoint", ["generator.backend=openai", "generator.base_url=http://127.0.0.1:9/v1"])
+    coll.close()
+    out = CliRunner().invoke(app, ["adapt", "-c", "endpoint", "--home", str(home), "--probe-writer", "qgen"])
+    assert out.exit_code == 2 and "--probe-writer picks a local model or adapter" in out.output, out.output

@@ -114,8 +114,10 @@ class _State:
 
 def adapt(collection: Collection, generator, config: AdaptConfig | None = None, run_name: str = "latest",
           home: str | Path | None = None, on_progress: Progress | None = None,
-          on_step: Callable[[str], None] | None = None) -> dict:
-    """Run (or resume) the loop; returns the report, also written to ``report.json`` / ``report.md``."""
+          on_step: Callable[[str], None] | None = None, probe_generator=None) -> dict:
+    """Run (or resume) the loop; returns the report, also written to ``report.json`` / ``report.md``.
+    ``probe_generator``: another writer for the gate's probes (default: ``generator``), one more way
+    the probes differ from what the training learned."""
     from ragtune.collection.shadow import build_shadow, promote
     from ragtune.models.registry import ModelRegistry
 
@@ -153,8 +155,8 @@ def adapt(collection: Collection, generator, config: AdaptConfig | None = None, 
         step("queries", lambda: generate_queries(data, generator, folder, config.queries, on_progress))
         step("filter", lambda: filter_queries(data, folder, config.filters, on_progress).to_dict())
         if config.probes > 0:
-            step("probes", lambda: write_probes(data, generator, folder, config.queries, config.filters, config.probes,
-                                                on_progress))
+            step("probes", lambda: write_probes(data, probe_generator or generator, folder, config.queries,
+                                                config.filters, config.probes, on_progress))
         if config.tune:
             tuned = step("tune", lambda: tune_retrieval(data, collection, folder, config, on_progress))
             if tuned.get("applied"):  # written to pipeline.yaml through `collection`; the view must agree
@@ -322,7 +324,8 @@ def report_markdown(report: dict) -> str:
         if "probes" in steps:
             pr = steps["probes"]
             lines += [f"Probes: {pr['kept']} kept of {pr['written']} written for {pr['chunks']} chunks of held-out "
-                      f"documents, kinds {', '.join(pr['kinds'])}.", ""]
+                      f"documents, kinds {', '.join(pr['kinds'])}"
+                      + (f", written by {pr['writer']}" if pr.get("writer") else "") + ".", ""]
         kinds = (steps.get("evaluate probes") or {}).get("by_kind") or {}
         if len(kinds) > 1:  # where a probe gain or loss comes from: one kind can carry it alone
             lines += ["Probes by kind: " + "; ".join(f"{k} Δ {v['delta']:+.4f} ({v['queries']})"

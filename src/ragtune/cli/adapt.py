@@ -48,6 +48,9 @@ def adapt(
         help="who judges the probes: auto (the collection's reranker, else the one --reranker trains) | none "
         "(their source chunk) | a cross-encoder id or folder")] = "auto",
     min_effect: Annotated[float, typer.Option(help="smallest nDCG@10 gain the gate promotes")] = 0.005,
+    probe_writer: Annotated[Optional[str], typer.Option(
+        "--probe-writer", help="who writes the probes: the loop's writer (default) | base (the model without "
+        "its adapter) | an adapter name or folder, e.g. qgen from `ragtune train qgen` (local generator)")] = None,
     scope: Annotated[Optional[list[str]], typer.Option(
         "--scope", help="train on chunks these ACL tokens may read (repeatable; e.g. group:hr); default public")] = None,
     set_: SetOpt = None,
@@ -82,8 +85,15 @@ def adapt(
         if set_:
             coll.pipeline = coll.pipeline.with_overrides(set_)
         generator = make_generator(coll.pipeline.generator, home) if config.synthetic else None
+        prober = None
+        if probe_writer and config.synthetic and probes > 0:
+            if coll.pipeline.generator.backend != "local":
+                fail("--probe-writer picks a local model or adapter; the pipeline's generator is an endpoint "
+                     "(set generator.backend=local, or leave --probe-writer out)")
+            adapter = None if probe_writer == "base" else probe_writer
+            prober = make_generator(coll.pipeline.generator.model_copy(update={"adapter": adapter}), home)
         report = adapt_(coll, generator, config, run, home, on_progress,
-                        on_step=lambda s: err.print(f"[bold]step:[/] {s}") if not json_ else None)
+                        on_step=lambda s: err.print(f"[bold]step:[/] {s}") if not json_ else None, probe_generator=prober)
     if json_:
         print_json(report)
     else:

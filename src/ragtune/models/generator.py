@@ -146,7 +146,7 @@ class LocalGenerator:
 
         quiet_transformers()
         path = packaged_model_dir(model, home) if model in PACKAGED_GGUF else model
-        self.name = model
+        self.name = model if adapter is None else f"{model}+{Path(str(adapter)).name}"  # which writer wrote a query
         self.path = str(path)
         self.device = best_device(device)
         adapter_dir = None

@@ -77,5 +77,5 @@ def write_probes(collection: Collection, generator: Generator, synth_folder: str
     config = replace(queries, types=kinds, examples=(), per_chunk=per_chunk, max_chunks=None, own_words=True)
     generate_queries(collection, generator, folder, config, on_progress, chunk_ids=chunks)
     report = filter_queries(collection, folder, replace(filters, round_trip_modes=(), dev_fraction=1.0))
-    return {"folder": str(folder), "kinds": list(kinds), "chunks": len(chunks), "written": report.candidates,
-            "kept": report.dev, "removed": report.removed}
+    return {"folder": str(folder), "writer": generator.name, "kinds": list(kinds), "chunks": len(chunks),
+            "written": report.candidates, "kept": report.dev, "removed": report.removed}
