@@ -101,6 +101,12 @@ def test_writer_training_targets_are_of_their_kind_and_claims_are_not_copies():
         passage = prompt.split(QUERY_TYPES[kind].instruction)[0]
         assert QUERY_TYPES[kind].malformed(target, passage) is None, (kind, target)
     assert min(kinds.values()) > len(examples) / 5, kinds  # still a mix
+    # a quarter carry example queries of their kind from other articles: style, never their own answer
+    shown = [e for e in examples if "style and length of these real queries" in e["prompt"][-1]["content"]]
+    assert 0.15 < len(shown) / len(examples) < 0.35
+    listed = [e["prompt"][-1]["content"].split("real queries:\n", 1)[1].split("\n") for e in shown]
+    assert all(2 <= len(lines) <= 8 for lines in listed)
+    assert all(f"- {e['completion'][0]['content']}" not in lines for e, lines in zip(shown, listed))
     claims = [(ex, claim_from_question(ex.question, ex.answers[0])) for ex in squad[:2000]]
     made = [(ex, c) for ex, c in claims if c]
     assert len(made) > len(claims) / 6
@@ -130,6 +136,32 @@ def test_a_writer_wrapping_its_query_in_talk_about_the_passage_keeps_the_content
         assert query.lower() == expected.lower() and QUERY_TYPES[kind].malformed(query, "") is None, (kind, query)
     for kind, reply in (("question", "What is the answer?"), ("claim", "This passage does not support a claim.")):
         assert QUERY_TYPES[kind].malformed(QUERY_TYPES[kind].parse(reply), "") is not None  # nothing to keep
+
+
+def test_a_query_that_restates_an_example_is_filtered(scifact, tmp_path):
+    """A writer shown examples may copy one for every passage (SmolLM2 did, 350 of 500 times): such
+    queries are marked at generation and refused by the filter, naming why."""
+    from ragtune.synth.filters import FilterConfig, filter_queries
+    from ragtune.synth.queries import QueryGenConfig, generate_queries
+
+    from ragtune.models.generator import Generation
+
+    class Copier:
+        name, context_window = "copier", 2048
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+        def generate(self, messages, config):
+            return Generation("In yeast, the absence of RNA surveillance pathways causes sensitivity to high iron.", 1, 1, "stop")
+
+    example = "In S. cerevisiae, the absence of RNA surveillance pathways causes sensitivity to high iron conditions."
+    folder = tmp_path / "copies"
+    generate_queries(scifact, Copier(), folder, QueryGenConfig(max_chunks=3, examples=(example, "Statins lower LDL.")))
+    rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["metadata"]["copies_example"] for r in rows)
+    report = filter_queries(scifact, folder, FilterConfig())
+    assert report.kept == 0 and report.malformed_reasons == {"copies an example query": 3}
 
 
 def test_example_queries_steer_the_kind_and_length(scifact, local_generator, tmp_path):

@@ -77,6 +77,8 @@ def filter_queries(collection: Collection, folder: str | Path, config: FilterCon
         passage = chunk["text"] if chunk else ""
         reason = QUERY_TYPES[kind].malformed(q["text"], passage, config.min_words, config.max_words) \
             if kind in QUERY_TYPES else f"unknown query type {kind!r}"
+        if not reason and q["metadata"].get("copies_example"):  # marked at generation (ragtune.synth.style)
+            reason = "copies an example query"
         if reason:
             report.removed["malformed"] += 1
             report.malformed_reasons[reason] = report.malformed_reasons.get(reason, 0) + 1

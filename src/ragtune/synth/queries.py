@@ -34,6 +34,7 @@ from ragtune.models.generator import (
     generate_texts,
 )
 from ragtune.synth.query_types import QUERY_TYPES, infer_type
+from ragtune.synth.style import copies_example
 
 QG_SYSTEM = "You write the queries people type into a search box."
 QG_USER = "Passage:\n{passage}\n\n{instruction}"
@@ -165,10 +166,12 @@ def generate_queries(collection: Collection, generator: Generator, folder: str |
                         texts[j] = text
                 for j, text in enumerate(texts):
                     replies[j].append(text)
-            records = [beir.query_record(f"{chunk['chunk_id']}/q{i}", QUERY_TYPES[k[i]].parse(reply),
+            records = [beir.query_record(f"{chunk['chunk_id']}/q{i}", text,
                                          {"chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"],
-                                          "generator": generator.name, "type": k[i]})
-                       for chunk, k, texts in zip(part, kinds, replies) for i, reply in enumerate(texts)]
+                                          "generator": generator.name, "type": k[i],
+                                          **({"copies_example": True} if copies_example(text, config.examples) else {})})
+                       for chunk, k, texts in zip(part, kinds, replies) for i, reply in enumerate(texts)
+                       for text in [QUERY_TYPES[k[i]].parse(reply)]]
             beir.append_queries(out, records)  # flushed: a stopped run keeps every finished chunk
             total += len(records)
             finished += len(part)
@@ -192,12 +195,17 @@ def _truncate(text: str, max_tokens: int, count: Callable[[str], int]) -> str:
 
 
 def qg_training_examples(examples, limit: int | None = None, seed: int = 0,
-                         types: tuple[str, ...] = ("question",)) -> list[dict]:
+                         types: tuple[str, ...] = ("question",), example_share: float = 0.25) -> list[dict]:
     """(passage → query) SFT examples from SQuAD-format QA: one per paragraph, its kind taken in
     turn from ``types`` (the kind written least so far among those the paragraph can make), its target built from a SQuAD question of that paragraph (the question; a
     claim the question and its answer make; its keywords), in the very prompt ``generate_queries``
     uses, so the trained adapter sees at training what it gets at use. A paragraph without a claim
-    rewrite (a third) gives another kind rather than being dropped."""
+    rewrite (a third) gives another kind rather than being dropped.
+
+    ``example_share`` of the prompts carry 2–8 example queries of their kind, targets of *other*
+    articles, as ``--examples`` puts them: the writer learns that examples give the style and the
+    passage the content (a writer never shown examples copied them: 350 of 500 SciFact queries were
+    one example, reworded)."""
     by_paragraph: dict[tuple[str, int], list] = {}
     for ex in examples:
         by_paragraph.setdefault((ex.article_id, ex.paragraph_index), []).append(ex)
@@ -217,7 +225,14 @@ def qg_training_examples(examples, limit: int | None = None, seed: int = 0,
         made[kind] += 1
         targets = by_kind[kind]
         ex, target = rng.choice(targets)
-        out.append({"prompt": qg_messages(ex.context, kind), "completion": [{"role": "assistant", "content": target}]})
+        out.append({"prompt": qg_messages(ex.context, kind), "completion": [{"role": "assistant", "content": target}],
+                    "kind": kind, "article": ex.article_id, "passage": ex.context})
         if limit is not None and len(out) >= limit:
             break
-    return out
+    for row in out:
+        if rng.random() < example_share:
+            pool = [r["completion"][0]["content"] for r in out if r["kind"] == row["kind"] and r["article"] != row["article"]]
+            shown = tuple(rng.sample(pool, min(len(pool), rng.randint(2, MAX_EXAMPLES))))
+            if shown:
+                row["prompt"] = qg_messages(row["passage"], row["kind"], shown)
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in out]

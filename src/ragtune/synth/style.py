@@ -12,6 +12,9 @@ Example:
     ({'keywords': 0.667, 'question': 0.333}, {'keywords': 1.0})
     >>> m["kind_overlap"], m["length_ratio"]
     (0.667, 1.0)
+    >>> copies_example("The absence of RNA surveillance causes sensitivity to iron.",
+    ...                ("In yeast, the absence of RNA surveillance pathways causes sensitivity to high iron.",))
+    True
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from ragtune.synth.query_types import infer_type
+from ragtune.data.text import normalize_answer
+from ragtune.synth.query_types import _STOP, infer_type
+
+COPY_OVERLAP = 0.5  # content words in common / in either: above it a query restates an example
 
 
 def describe(queries: list[str]) -> dict:
@@ -49,3 +55,15 @@ def style_line(match: dict) -> str:
 
     return (f"style: examples {part(match['examples'])}; written {part(match['written'])} — "
             f"kinds in common {match['kind_overlap']:.0%}, length ratio {match['length_ratio']:.2f}")
+
+
+def _content(text: str) -> set[str]:
+    return {w for w in normalize_answer(text).split() if w not in _STOP}
+
+
+def copies_example(query: str, examples: tuple[str, ...] | list[str]) -> bool:
+    """Does ``query`` restate one of the user's example queries (their content words mostly shared)?
+    A small writer shown examples can copy one for every passage; such a query is about the
+    example's subject, not its passage's."""
+    words = _content(query)
+    return any(words and len(words & e) / len(words | e) > COPY_OVERLAP for e in map(_content, examples))
