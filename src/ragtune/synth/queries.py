@@ -197,9 +197,10 @@ def _truncate(text: str, max_tokens: int, count: Callable[[str], int]) -> str:
 def qg_training_examples(examples, limit: int | None = None, seed: int = 0,
                          types: tuple[str, ...] = ("question",), example_share: float = 0.25) -> list[dict]:
     """(passage → query) SFT examples from SQuAD-format QA: one per paragraph, its kind taken in
-    turn from ``types`` (the kind written least so far among those the paragraph can make), its target built from a SQuAD question of that paragraph (the question; a
-    claim the question and its answer make; its keywords), in the very prompt ``generate_queries``
-    uses, so the trained adapter sees at training what it gets at use. A paragraph without a claim
+    turn from ``types`` (the kind written least so far among those the paragraph can make), its
+    target built from a SQuAD question of that paragraph (the question; a claim the question and its
+    answer make; its keywords), in the very prompt ``generate_queries`` uses, so the trained adapter
+    sees at training what it gets at use. A paragraph without a claim
     rewrite (a third) gives another kind rather than being dropped.
 
     ``example_share`` of the prompts carry 2–8 example queries of their kind, targets of *other*
@@ -229,9 +230,12 @@ def qg_training_examples(examples, limit: int | None = None, seed: int = 0,
                     "kind": kind, "article": ex.article_id, "passage": ex.context})
         if limit is not None and len(out) >= limit:
             break
+    by_kind_targets: dict[str, list[tuple[str, str]]] = {}
+    for r in out:
+        by_kind_targets.setdefault(r["kind"], []).append((r["article"], r["completion"][0]["content"]))
     for row in out:
         if rng.random() < example_share:
-            pool = [r["completion"][0]["content"] for r in out if r["kind"] == row["kind"] and r["article"] != row["article"]]
+            pool = [t for article, t in by_kind_targets[row["kind"]] if article != row["article"]]
             shown = tuple(rng.sample(pool, min(len(pool), rng.randint(2, MAX_EXAMPLES))))
             if shown:
                 row["prompt"] = qg_messages(row["passage"], row["kind"], shown)

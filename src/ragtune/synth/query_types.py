@@ -37,7 +37,8 @@ _MARKER = re.compile(r"^\s*(?:[-*•]|\(?\d+[.):]|(?:q(?:uestion)?|claim|keyword
 _QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "does", "do", "did", "is",
                    "are", "was", "were", "can", "could", "would", "should", "will", "has", "have", "had"}
 MAX_KEYWORDS = 6
-_STOP = {"the", "a", "an", "of", "in", "on", "at", "to", "for", "by", "with", "and", "or", "from", "as", "that", "this",
+# Words that carry no content: dropped from keyword queries, and from the overlap of a query with an example.
+STOPWORDS = _STOP = {"the", "a", "an", "of", "in", "on", "at", "to", "for", "by", "with", "and", "or", "from", "as", "that", "this",
          "it", "its", "be", "been", "into", "than", "then", "there", "their", "they", "his", "her", "he", "she", "not",
          "name", "called", "type", "kind", "many", "much", "one", "year", "term"} | _QUESTION_WORDS
 

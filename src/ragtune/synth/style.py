@@ -23,7 +23,7 @@ import statistics
 from collections import Counter
 
 from ragtune.data.text import normalize_answer
-from ragtune.synth.query_types import _STOP, infer_type
+from ragtune.synth.query_types import STOPWORDS, infer_type
 
 COPY_OVERLAP = 0.5  # content words in common / in either: above it a query restates an example
 
@@ -58,7 +58,7 @@ def style_line(match: dict) -> str:
 
 
 def _content(text: str) -> set[str]:
-    return {w for w in normalize_answer(text).split() if w not in _STOP}
+    return {w for w in normalize_answer(text).split() if w not in STOPWORDS}
 
 
 def copies_example(query: str, examples: tuple[str, ...] | list[str]) -> bool:

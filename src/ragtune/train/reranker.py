@@ -135,7 +135,7 @@ def train_reranker(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback, set_seed
 
     from ragtune.models.loading import best_device, resolve_model
 
@@ -144,6 +144,7 @@ def train_reranker(base_model: str, rows: list[dict[str, str]], out_dir: str | P
     if not any(p["label"] == 0.0 for p in pairs):
         raise InputError("reranker training needs hard negatives: run `ragtune synth negatives` first")
     dev = best_device(device)
+    set_seed(config.seed)  # the one-logit head is new: same seed, same reranker (the Trainer seeds too late)
     model = CrossEncoder(resolve_model(base_model), num_labels=1, max_length=config.max_length, device=dev)
     lists = rank_lists(eval_rows or [])
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
