@@ -156,3 +156,17 @@ def squad_collection(step: Steps, home: Path, name: str, sides: tuple[str, ...],
     step(f"{name}: index", lambda: ingest(coll, source, Acl(public=True), progress).chunks)
     coll.index_versions.ensure_live_recorded(coll.pipeline.embedder.model)
     return coll, source
+
+
+WRITER_HOME = CACHE / "qgen-writer"  # benchmarks/qgen_writer.py's home: its trained writer is adapter "qgen"
+
+
+def trained_writer(instead: str):
+    """The question writer benchmarks/qgen_writer.py trained, or an exit that says to run it first
+    (``instead``: the flag that does without it)."""
+    from ragtune.models.adapters import AdapterRegistry
+    from ragtune.models.generator import LocalGenerator
+
+    if not (AdapterRegistry(WRITER_HOME).path("qgen") / "adapter_config.json").exists():
+        raise SystemExit(f"no trained writer under {WRITER_HOME}: run benchmarks/qgen_writer.py first (or pass {instead})")
+    return LocalGenerator(home=WRITER_HOME, adapter="qgen")

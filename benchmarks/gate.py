@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, trained_writer, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
@@ -240,7 +240,6 @@ def main() -> None:
                     help="trained: probes by benchmarks/qgen_writer.py's trained writer (another writer than the "
                          "prompted one the candidates train on; run that first); same: the prompted writer")
     args = ap.parse_args()
-    from ragtune.models.adapters import AdapterRegistry
     from ragtune.models.generator import LocalGenerator
 
     home = CACHE / "gate-home"
@@ -248,13 +247,7 @@ def main() -> None:
     step = Steps(home)
     judge = judge_model(step, home, args.judge_steps)
     generator = LocalGenerator(home=home)
-    prober = generator
-    if args.probe_writer == "trained":
-        writer_home = CACHE / "qgen-writer"
-        if not (AdapterRegistry(writer_home).path("qgen") / "adapter_config.json").exists():
-            raise SystemExit(f"no trained writer under {writer_home}: run benchmarks/qgen_writer.py first "
-                             "(or pass --probe-writer same)")
-        prober = LocalGenerator(home=writer_home, adapter="qgen")
+    prober = trained_writer("--probe-writer same") if args.probe_writer == "trained" else generator
     rows: list[dict] = []
     for name in args.corpora.split(","):
         rows += run_corpus(step, home, name, generator, prober, judge, args)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, write_report  # noqa: E402
+from _common import WRITER_HOME, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--corpora", default="covidqa,squad-test")
     args = ap.parse_args()
 
-    home = CACHE / "qgen-writer"
+    home = WRITER_HOME
     home.mkdir(parents=True, exist_ok=True)
     step = Steps(home)
     trained = step(f"train the writer (SQuAD train articles, {args.epochs:g} epoch, top layers {args.top_layers})",

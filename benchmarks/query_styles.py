@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, table, trained_writer, write_report  # noqa: E402
 from adaptation import corpus, evaluate  # noqa: E402
 
 from ragtune.adapt import compare_versions  # noqa: E402
@@ -42,7 +42,6 @@ from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
 from ragtune.train.publish import publish_embedder  # noqa: E402
 
 STYLES = ("questions", "types-mix", "few-shot")
-WRITER_HOME = CACHE / "qgen-writer"  # benchmarks/qgen_writer.py's trained writer
 
 
 def scifact_train_examples(count: int = MAX_EXAMPLES, seed: int = 0) -> tuple[str, ...]:
@@ -53,15 +52,9 @@ def scifact_train_examples(count: int = MAX_EXAMPLES, seed: int = 0) -> tuple[st
 
 
 def writer(kind: str):
-    from ragtune.models.adapters import AdapterRegistry
     from ragtune.models.generator import LocalGenerator
 
-    if kind == "trained":
-        if not (AdapterRegistry(WRITER_HOME).path("qgen") / "adapter_config.json").exists():
-            raise SystemExit(f"no trained writer under {WRITER_HOME}: run benchmarks/qgen_writer.py first "
-                             "(or pass --writer prompted)")
-        return LocalGenerator(home=WRITER_HOME, adapter="qgen")
-    return LocalGenerator()
+    return trained_writer("--writer prompted") if kind == "trained" else LocalGenerator()
 
 
 def style_config(style: str, chunks: int, examples: tuple[str, ...]) -> QueryGenConfig:
