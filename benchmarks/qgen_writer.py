@@ -54,10 +54,12 @@ def train_writer(home: Path, args) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(base_model_path(BASE, home))
     tokens = sum(len(tokenizer(tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False),
                                add_special_tokens=False)["input_ids"]) for ex in train)
-    # a resumed run times only its own part: its speed is that part's
+    # a resumed run times only its own part (the steps after its checkpoint): its speed is that part's
+    resumed = r.metrics.get("resumed_from")
+    timed = r.steps - (int(str(resumed).rsplit("-", 1)[1]) if resumed else 0)
     return {"examples": len(train), "held_out_examples": len(held), "steps": r.steps, "train_loss": r.train_loss,
-            "seconds": r.seconds, "seconds_per_example": r.seconds / max(1, r.steps * 8),
-            "tokens_per_s": r.steps * 8 / len(train) * tokens / r.seconds if not r.metrics.get("resumed_from") else None,
+            "seconds": r.seconds, "timed_steps": timed, "seconds_per_example": r.seconds / max(1, timed * 8),
+            "tokens_per_s": timed * 8 / len(train) * tokens / r.seconds,
             "eval_loss_before": r.metrics["eval_loss_before"],
             "eval_loss_after": r.metrics["eval_loss_after"], "curve": r.metrics.get("curve", []),
             "resumed_from": r.metrics.get("resumed_from"), "options": options}
@@ -157,8 +159,8 @@ The first queries each wrote (same chunks):
     write_report("qgen_writer", "The question writer before and after training, on corpora it never saw", f"""
 Settings: `{json.dumps(vars(args))}`.
 
-Writer training: {t['examples']} SQuAD paragraphs (36 train articles), {t['steps']} steps of 8, {t['seconds']:.0f} s
-with its held-out measurements ({t['seconds_per_example']:.2f} s per example, {t['tokens_per_s'] or float('nan'):.0f} tokens/s), LoRA options {json.dumps(t['options']) or 'default'}; held-out loss on
+Writer training: {t['examples']} SQuAD paragraphs (36 train articles), {t['steps']} steps of 8; {t['seconds']:.0f} s for
+{"the last " + str(t['timed_steps']) + " (this run's part) " if t.get('timed_steps', t['steps']) != t['steps'] else ""}with their held-out measurements ({t['seconds_per_example']:.2f} s per example, {t['tokens_per_s'] or float('nan'):.0f} tokens/s), LoRA options {json.dumps(t['options']) or 'default'}; held-out loss on
 {t['held_out_examples']} paragraphs of 4 other articles {t['eval_loss_before']:.3f} → {t['eval_loss_after']:.3f}
 (curve, step: loss — {curve}){f"; resumed from {t['resumed_from']}" if t.get('resumed_from') else ''}.
 

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, table, trained_writer, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, WRITER_HOME, Steps, progress, table, trained_writer, write_report  # noqa: E402
 from adaptation import corpus, evaluate  # noqa: E402
 
 from ragtune.adapt import compare_versions  # noqa: E402
@@ -42,6 +42,7 @@ from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
 from ragtune.train.publish import publish_embedder  # noqa: E402
 
 STYLES = ("questions", "types-mix", "few-shot")
+DEFAULT_CHUNKS = 500
 
 
 def scifact_train_examples(count: int = MAX_EXAMPLES, seed: int = 0) -> tuple[str, ...]:
@@ -57,6 +58,23 @@ def writer(kind: str):
     return trained_writer("--writer prompted") if kind == "trained" else LocalGenerator()
 
 
+def writer_id(kind: str, generator) -> str:
+    """The writer a row's queries came from: its name and, for the trained one, when it was trained
+    (rows written by an older writer stay in the report beside newer ones and must say so)."""
+    if kind != "trained":
+        return generator.name
+    meta = json.loads((WRITER_HOME / "adapters" / "qgen" / "meta.json").read_text())
+    return f"{generator.name}, trained {meta['created']}"
+
+
+def label(style: str, args) -> str:
+    """A row's name: the style, plus its budget where it is not the default (500 chunks, 1 epoch),
+    so a larger run of a style is a new row and folder, not a rewrite of the default one."""
+    extra = ([f"{args.chunks} chunks"] if args.chunks != DEFAULT_CHUNKS else []) + \
+            ([f"{args.epochs:g} epochs"] if args.epochs != 1.0 else [])
+    return f"{style} ({', '.join(extra)})" if extra else style
+
+
 def style_config(style: str, chunks: int, examples: tuple[str, ...]) -> QueryGenConfig:
     if style == "questions":
         return QueryGenConfig(max_chunks=chunks, types=("question",))
@@ -67,21 +85,23 @@ def style_config(style: str, chunks: int, examples: tuple[str, ...]) -> QueryGen
 
 def one_style(step: Steps, home: Path, coll: Collection, ds, generator, style: str, args,
               examples: tuple[str, ...]) -> dict:
-    folder = coll.dir / "synth" / style
+    name = label(style, args)
+    folder = coll.dir / "synth" / name.replace(" (", "-").replace(", ", "-").replace(" ", "").rstrip(")")
     config = style_config(style, args.chunks, examples)
-    step(f"{coll.name}: {style}: write", lambda: generate_queries(coll, generator, folder, config, progress))
-    report = step(f"{coll.name}: {style}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
-    step(f"{coll.name}: {style}: mine negatives",
+    step(f"{coll.name}: {name}: write", lambda: generate_queries(coll, generator, folder, config, progress))
+    report = step(f"{coll.name}: {name}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
+    step(f"{coll.name}: {name}: mine negatives",
          lambda: mine_negatives(coll, folder, "train", MiningConfig(num_negatives=1), progress))
 
     def train() -> dict:
         rows = training_rows(folder, "train", 1)
         meta, r = publish_embedder(home, coll, rows, EmbedderTrainConfig(epochs=args.epochs), data=f"{folder} ({style})")
         version = build_shadow(coll, meta["path"], {"model_version": meta["version"], "style": style}, on_progress=progress)
-        return {"version": version, "rows": len(rows), "steps": r.steps, "loss": r.train_loss}
+        return {"version": version, "rows": len(rows), "steps": r.steps, "loss": r.train_loss,
+                "writer": writer_id(args.writer, generator), "chunks": args.chunks, "epochs": args.epochs}
 
-    trained = step(f"{coll.name}: {style}: train + shadow", train)
-    gate = step(f"{coll.name}: {style}: synthetic dev", lambda: compare_versions(coll, folder, trained["version"], "dev").to_dict())
+    trained = step(f"{coll.name}: {name}: train + shadow", train)
+    gate = step(f"{coll.name}: {name}: synthetic dev", lambda: compare_versions(coll, folder, trained["version"], "dev").to_dict())
     kept = {q for split in ("train", "dev") for q in beir.read_qrels(folder, split)}
     written = beir.read_queries(folder)
     style_of = style_match([q["text"] for q in written if q["_id"] in kept], examples)
@@ -95,7 +115,7 @@ def run_corpus(step: Steps, home: Path, name: str, generator, args, examples: tu
     coll, ds = corpus(step, home, name, argparse.Namespace(docs=args.docs))
     base_scores, base_pq = evaluate(step, coll, "v1", ds, "hybrid")
     styles = [s for s in args.styles.split(",") if s != "few-shot" or name == "scifact"]  # example queries: SciFact train
-    rows = {s: one_style(step, home, coll, ds, generator, s, args, examples) for s in styles}
+    rows = {label(s, args): one_style(step, home, coll, ds, generator, s, args, examples) for s in styles}
     coll.close()
     out: dict = {"queries": len(ds.queries), "base-hybrid": base_scores, "styles": {}}
     for s, r in rows.items():
@@ -106,10 +126,10 @@ def run_corpus(step: Steps, home: Path, name: str, generator, args, examples: tu
 
 def section(name: str, r: dict, examples: tuple[str, ...]) -> str:
     b = r["base-hybrid"]
-    rows = [["base-hybrid", "", "", "", f"{b['nDCG@10']:.4f}", f"{b['R@100']:.4f}", "", "", ""]]
+    rows = [["base-hybrid", "", "", "", "", f"{b['nDCG@10']:.4f}", f"{b['R@100']:.4f}", "", "", ""]]
     for s, v in r["styles"].items():
         f = v["filter"]
-        rows.append([s, f"{f['kept']}/{f['candidates']}", v["rows"], v["steps"], f"{v['scores']['nDCG@10']:.4f}",
+        rows.append([s, v.get("writer", "not recorded"), f"{f['kept']}/{f['candidates']}", v["rows"], v["steps"], f"{v['scores']['nDCG@10']:.4f}",
                      f"{v['scores']['R@100']:.4f}", f"{v['delta']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]",
                      f"{v['p_value']:.4f}", f"{v['gate_delta']:+.4f} (p {v['gate_p']:.3f})"])
     style_rows = [[s, f"{v['style']['written']['words_mean']:.1f}", json.dumps(v["style"]["written"]["kinds"]),
@@ -119,7 +139,7 @@ def section(name: str, r: dict, examples: tuple[str, ...]) -> str:
     return f"""
 ## {name} ({r['queries']} real queries; nDCG@10 and R@100, hybrid as served)
 
-{table(["system", "kept / written", "training rows", "steps", "nDCG@10", "R@100", "Δ nDCG@10 vs base-hybrid [95% CI]", "p", "gate's synthetic dev Δ"], rows)}
+{table(["system", "writer", "kept / written", "training rows", "steps", "nDCG@10", "R@100", "Δ nDCG@10 vs base-hybrid [95% CI]", "p", "gate's synthetic dev Δ"], rows)}
 
 How close each set came to the example queries (kept queries; examples: {e.get('words_mean', 0):.1f} words,
 {json.dumps(e.get('kinds', {}))}):
@@ -149,7 +169,9 @@ def main() -> None:
     results = {name: run_corpus(step, home, name, generator, args, examples) for name in args.corpora.split(",")}
     path = RESULTS / "query_styles.json"
     earlier = json.loads(path.read_text()).get("details", {}) if path.exists() else {}
-    results = {**{n: r for n, r in earlier.items() if n not in results}, **results}  # a corpus run earlier keeps its rows
+    for n, r in results.items():  # rows run earlier (another corpus, style or budget) stay, newest first
+        r["styles"] = {**r["styles"], **{s: v for s, v in earlier.get(n, {}).get("styles", {}).items() if s not in r["styles"]}}
+    results = {**{n: r for n, r in earlier.items() if n not in results}, **results}
     figures = {n: {"base-hybrid": {m: r["base-hybrid"][m] for m in ("nDCG@10", "R@100")},
                    **{s: {"nDCG@10": v["scores"]["nDCG@10"], "R@100": v["scores"]["R@100"], "delta": v["delta"],
                           "p_value": v["p_value"]} for s, v in r["styles"].items()}} for n, r in results.items()}

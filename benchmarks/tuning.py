@@ -21,6 +21,8 @@ COVID-QA's corpus is built exactly as benchmarks/adaptation.py builds it.
 
 Run from the repo root:  .venv/bin/python benchmarks/tuning.py [--corpora squad,covidqa,scifact]
 (`--synth-only`: index and write the synthetic questions, then stop; a later run goes on.)
+(`--writer trained --corpora covidqa,scifact`: the same with benchmarks/qgen_writer.py's trained writer,
+under its own cache and report, tuning_trained_writer.md/json.)
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, squad_collection, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, squad_collection, table, trained_writer, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
@@ -112,8 +114,8 @@ def run_corpus(step: Steps, home: Path, name: str, args) -> dict | None:
         coll, ds = corpus(step, home, name, args)
     folder = coll.dir / "synth" / "tuning"
     chunks = {"scifact": args.chunks, "covidqa": args.covidqa_chunks}.get(name, args.squad_chunks)
-    step(f"{name}: synthetic queries", lambda: generate_queries(
-        coll, LocalGenerator(home=home), folder, QueryGenConfig(max_chunks=chunks), progress))
+    writer = trained_writer("--writer prompted") if args.writer == "trained" else LocalGenerator(home=home)
+    step(f"{name}: synthetic queries", lambda: generate_queries(coll, writer, folder, QueryGenConfig(max_chunks=chunks), progress))
     step(f"{name}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
     if args.synth_only:
         coll.close()
@@ -142,7 +144,7 @@ def run_corpus(step: Steps, home: Path, name: str, args) -> dict | None:
         return {"delta": c.delta, "p_value": c.p_value, "ci": [c.ci_low, c.ci_high]}
 
     return {
-        "queries": len(ds.queries), "synthetic_questions": report["questions"], "splits": report["splits"],
+        "queries": len(ds.queries), "writer": writer.name, "synthetic_questions": report["questions"], "splits": report["splits"],
         "decision_questions": report["decision_questions"], "lexical_overlap": report["lexical_overlap"],
         "correction": DEFAULT, "examples": list(examples),
         "chosen": report["chosen"], "fold_choices": report["fold_choices"], "tuner_delta": report["delta"], "tuner_p_value": report["p_value"],
@@ -164,7 +166,7 @@ def section(name: str, r: dict) -> str:
              f"{v['p_value']:.4f}", f"{v['real']['nDCG@10']:.4f}", f"{v['real']['Success@5']:.3f}"]
             for c, v in r["corrections"].items()]
     return f"""
-## {name} ({r['queries']} real test queries; {r['synthetic_questions']} synthetic {'+'.join(r['splits'])} questions)
+## {name} ({r['queries']} real test queries; {r['synthetic_questions']} synthetic {'+'.join(r['splits'])} questions by {r.get('writer', 'SmolLM2-135M-Instruct')})
 
 With the default correction (`{r['correction']}`) the tuner searched on each half of {r['synthetic_questions']} synthetic
 questions and tested each half's choice on the other half (lexical overlap of a synthetic question with its chunk:
@@ -196,9 +198,17 @@ def main() -> None:
     ap.add_argument("--squad-chunks", type=int, default=400)
     ap.add_argument("--synth-only", action="store_true", help="index and write synthetic questions, then stop")
     ap.add_argument("--docs", type=int, default=0, help="smoke test: a SciFact slice of this many abstracts")
-    ap.add_argument("--cache", default="tuning-home")
-    ap.add_argument("--report", default="tuning")
+    ap.add_argument("--writer", choices=("prompted", "trained"), default="prompted",
+                    help="who writes the synthetic queries: the packaged SmolLM2 as prompted (what `ragtune tune` "
+                         "uses out of the box) or benchmarks/qgen_writer.py's trained writer (`ragtune train qgen`)")
+    ap.add_argument("--cache", default=None, help="default: tuning-home (prompted writer), tuning-trained-writer")
+    ap.add_argument("--report", default=None, help="default: tuning (prompted writer), tuning_trained_writer")
     args = ap.parse_args()
+    trained = args.writer == "trained"  # its own cache and report: every step below depends on the writer
+    args.cache = args.cache or ("tuning-trained-writer" if trained else "tuning-home")
+    args.report = args.report or ("tuning_trained_writer" if trained else "tuning")
+    if trained and "squad" in args.corpora.split(","):  # it learned to write from those very articles
+        raise SystemExit("--writer trained: leave squad out of --corpora (the trained writer learned from its articles)")
     home = CACHE / args.cache
     home.mkdir(parents=True, exist_ok=True)
     step = Steps(home)
