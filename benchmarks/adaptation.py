@@ -288,12 +288,18 @@ def linked_results() -> tuple[dict, str]:
         t = json.loads(tuning_path.read_text())
         out["tuned-hybrid"] = {c: {"tuned-hybrid": t[c]["tuned-hybrid"], "base-hybrid": t[c]["base-hybrid"], "bm25": t[c]["bm25"],
                                    "chosen": t[c]["chosen"]} for c in t if c not in ("details", "steps")}
-        lines += ["Label-free tuned fusion on the real test queries (benchmarks/results/tuning.md; SQuAD is the design corpus):", "",
+        runs = [("", out["tuned-hybrid"])]
+        trained_path = RESULTS / "tuning_trained_writer.json"  # the same tuner on the trained writer's queries
+        if trained_path.exists():
+            t = json.loads(trained_path.read_text())
+            runs.append((" (trained writer)", {c: t[c] for c in t if c not in ("details", "steps")}))
+        lines += ["Label-free tuned fusion on the real test queries (benchmarks/results/tuning.md and, on the trained "
+                  "writer's questions, tuning_trained_writer.md; SQuAD is the design corpus):", "",
                   table(["corpus", "setting written", "nDCG@10 base-hybrid → tuned", "hit@5 base-hybrid → tuned", "hit@5 BM25"],
-                        [[c, json.dumps(v["chosen"]) if v["chosen"] else "(defaults)",
+                        [[c + label, json.dumps(v["chosen"]) if v["chosen"] else "(defaults)",
                           f"{v['base-hybrid']['nDCG@10']:.4f} → {v['tuned-hybrid']['nDCG@10']:.4f}",
                           f"{v['base-hybrid']['Success@5']:.4f} → {v['tuned-hybrid']['Success@5']:.4f}", f"{v['bm25']['Success@5']:.4f}"]
-                         for c, v in out["tuned-hybrid"].items()]), ""]
+                         for label, run in runs for c, v in run.items()]), ""]
     styles_path = RESULTS / "query_styles.json"
     if styles_path.exists():
         q = json.loads(styles_path.read_text())

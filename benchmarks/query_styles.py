@@ -12,6 +12,9 @@ The writer is the one benchmarks/qgen_writer.py trained (``--writer trained``, t
 first) or prompted SmolLM2-135M. Beside each set: its kept share, and how close its queries came to
 the examples (words, kind mix; ragtune.synth.style). SciFact is the corpus the few-shot target is
 set on; nothing here is chosen on its test queries (the recipe is the loop's default).
+Other budgets and recipes are rows of their own, named by what differs (``--chunks 2000``: "few-shot
+(2000 chunks)"; ``--teacher hybrid``: the same written queries, listwise KL from the hybrid fusion).
+Every row that was ever run stays in the report with its writer; nothing is picked by its test score.
 
 Every step is cached under benchmarks/.cache/query-styles/ (RAGTUNE_BENCH_CACHE) and resumes.
 Run from the repo root:  .venv/bin/python benchmarks/query_styles.py [--corpora scifact,covidqa]
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +42,7 @@ from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows  # noqa: E402
 from ragtune.synth.queries import MAX_EXAMPLES, QueryGenConfig, generate_queries  # noqa: E402
 from ragtune.synth.style import style_match  # noqa: E402
+from ragtune.synth.teacher import distillation_rows, score_with_teacher  # noqa: E402
 from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
 from ragtune.train.publish import publish_embedder  # noqa: E402
 
@@ -67,12 +72,37 @@ def writer_id(kind: str, generator) -> str:
     return f"{generator.name}, trained {meta['created']}"
 
 
-def label(style: str, args) -> str:
-    """A row's name: the style, plus its budget where it is not the default (500 chunks, 1 epoch),
-    so a larger run of a style is a new row and folder, not a rewrite of the default one."""
+def label(style: str, args, training: bool = True) -> str:
+    """A row's name: the style, plus its budget where it is not the default (500 chunks, 1 epoch,
+    MNRL), so a larger run or another recipe of a style is a new row, not a rewrite of the default
+    one. ``training=False``: the name of the written set alone (recipes of one budget share it)."""
     extra = ([f"{args.chunks} chunks"] if args.chunks != DEFAULT_CHUNKS else []) + \
-            ([f"{args.epochs:g} epochs"] if args.epochs != 1.0 else [])
+            ([f"{args.epochs:g} epochs"] if training and args.epochs != 1.0 else []) + \
+            ([f"{args.teacher} teacher"] if training and args.teacher != "none" else [])
     return f"{style} ({', '.join(extra)})" if extra else style
+
+
+def slug(name: str) -> str:
+    return name.replace(" (", "-").replace(", ", "-").replace(" ", "").rstrip(")")
+
+
+def training_set(step: Steps, coll: Collection, written: Path, name: str, teacher: str) -> tuple[Path, list[dict]]:
+    """The rows a recipe trains on, from the kept queries in ``written``: MNRL's (query, chunk, one
+    mined negative) there; a teacher's (query, chunk, 3 mined negatives, the teacher's 4 scores;
+    listwise KL, what gate.py's kl-hybrid candidate uses) in a copy of the folder, so both recipes
+    train on the very same queries."""
+    if teacher == "none":
+        step(f"{coll.name}: {name}: mine negatives",
+             lambda: mine_negatives(coll, written, "train", MiningConfig(num_negatives=1), progress))
+        return written, training_rows(written, "train", 1)
+    folder = written.with_name(f"{written.name}-{teacher}")
+    if not (folder / "qrels").exists():
+        shutil.copytree(written, folder, ignore=shutil.ignore_patterns("negatives.*"))
+    step(f"{coll.name}: {name}: mine negatives",
+         lambda: mine_negatives(coll, folder, "train", MiningConfig(num_negatives=3), progress))
+    step(f"{coll.name}: {name}: teacher scores",
+         lambda: score_with_teacher(coll, folder, teacher, "train", on_progress=progress))
+    return folder, distillation_rows(folder, teacher, "train", 3)
 
 
 def style_config(style: str, chunks: int, examples: tuple[str, ...]) -> QueryGenConfig:
@@ -85,20 +115,22 @@ def style_config(style: str, chunks: int, examples: tuple[str, ...]) -> QueryGen
 
 def one_style(step: Steps, home: Path, coll: Collection, ds, generator, style: str, args,
               examples: tuple[str, ...]) -> dict:
-    name = label(style, args)
-    folder = coll.dir / "synth" / name.replace(" (", "-").replace(", ", "-").replace(" ", "").rstrip(")")
+    name, written_as = label(style, args), label(style, args, training=False)
+    folder = coll.dir / "synth" / slug(written_as)
     config = style_config(style, args.chunks, examples)
-    step(f"{coll.name}: {name}: write", lambda: generate_queries(coll, generator, folder, config, progress))
-    report = step(f"{coll.name}: {name}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
-    step(f"{coll.name}: {name}: mine negatives",
-         lambda: mine_negatives(coll, folder, "train", MiningConfig(num_negatives=1), progress))
+    step(f"{coll.name}: {written_as}: write", lambda: generate_queries(coll, generator, folder, config, progress))
+    report = step(f"{coll.name}: {written_as}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
+    recipe = EmbedderTrainConfig(epochs=args.epochs) if args.teacher == "none" else \
+        EmbedderTrainConfig(epochs=args.epochs, loss="kl", kl_teacher_temperature=0.05)
+
+    train_folder, rows = training_set(step, coll, folder, name, args.teacher)
 
     def train() -> dict:
-        rows = training_rows(folder, "train", 1)
-        meta, r = publish_embedder(home, coll, rows, EmbedderTrainConfig(epochs=args.epochs), data=f"{folder} ({style})")
+        meta, r = publish_embedder(home, coll, rows, recipe, data=f"{train_folder} ({name})")
         version = build_shadow(coll, meta["path"], {"model_version": meta["version"], "style": style}, on_progress=progress)
         return {"version": version, "rows": len(rows), "steps": r.steps, "loss": r.train_loss,
-                "writer": writer_id(args.writer, generator), "chunks": args.chunks, "epochs": args.epochs}
+                "writer": writer_id(args.writer, generator), "chunks": args.chunks, "epochs": args.epochs,
+                "teacher": args.teacher}
 
     trained = step(f"{coll.name}: {name}: train + shadow", train)
     gate = step(f"{coll.name}: {name}: synthetic dev", lambda: compare_versions(coll, folder, trained["version"], "dev").to_dict())
@@ -141,8 +173,8 @@ def section(name: str, r: dict, examples: tuple[str, ...]) -> str:
 
 {table(["system", "writer", "kept / written", "training rows", "steps", "nDCG@10", "R@100", "Δ nDCG@10 vs base-hybrid [95% CI]", "p", "gate's synthetic dev Δ"], rows)}
 
-How close each set came to the example queries (kept queries; examples: {e.get('words_mean', 0):.1f} words,
-{json.dumps(e.get('kinds', {}))}):
+{f"How close each set came to the example queries (kept queries; examples: {e['words_mean']:.1f} words, {json.dumps(e['kinds'])}):"
+   if e else "The kept queries' length and kinds (no example queries on this corpus: the columns against them do not apply):"}
 
 {table(["set", "words (mean)", "kinds", "kinds in common with the examples", "length ratio"], style_rows)}
 
@@ -159,6 +191,8 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=500, help="chunks each set writes one query for (the same sample)")
     ap.add_argument("--epochs", type=float, default=1.0, help="the loop's default")
     ap.add_argument("--writer", choices=("trained", "prompted"), default="trained")
+    ap.add_argument("--teacher", choices=("none", "hybrid"), default="none",
+                    help="none: MNRL (the loop's default); hybrid: listwise KL from the hybrid fusion's scores")
     ap.add_argument("--docs", type=int, default=0, help="smoke run: a SciFact slice of this many abstracts")
     args = ap.parse_args()
     home = CACHE / "query-styles"
