@@ -83,10 +83,12 @@ def test_filtered_dense_top_k_is_exact(acl_world, principal, word):
     assert np.allclose(sorted((h.score for h in hits), reverse=True), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
 @pytest.mark.parametrize("word", WORDS[:3])
-def test_weighted_rrf_favours_the_heavier_retriever(acl_world, word):
-    # Each backend must read query.dense_weight / bm25_weight the same way: Σ w / (k + rank), so a
-    # 100:1 weight ranks like that retriever alone (Qdrant's own weighted RRF did the opposite at k=60).
+def test_weighted_fusion_favours_the_heavier_retriever(acl_world, word, fusion):
+    # Each backend must read query.dense_weight / bm25_weight the same way under both fusions:
+    # Σ w / (k + rank) (Qdrant's own weighted RRF did the opposite at k=60), Σ w · normalised score
+    # (Qdrant's DBSF takes no weights), so a 100:1 weight ranks like that retriever alone.
     from ragtune.types import ServicePrincipal
 
     coll = acl_world[0]
@@ -96,7 +98,8 @@ def test_weighted_rrf_favours_the_heavier_retriever(acl_world, word):
     base = coll.pipeline.query
     try:
         for heavy, weights in (("dense", (100.0, 1.0)), ("bm25", (1.0, 100.0))):
-            coll.pipeline.query = base.model_copy(update={"dense_weight": weights[0], "bm25_weight": weights[1]})
+            coll.pipeline.query = base.model_copy(update={"fusion": fusion, "dense_weight": weights[0],
+                                                          "bm25_weight": weights[1]})
             fused = [h.chunk_id for h in Searcher(coll).search(query, who, mode="hybrid", k=5)]
             light = "bm25" if heavy == "dense" else "dense"
             # (BM25 ties may swap equal-scored chunks; the inverted weighting agreed with the *light* list)

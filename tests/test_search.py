@@ -146,3 +146,20 @@ def test_pipeline_files_of_earlier_versions_still_load(tmp_path):
     old.write_text("store:\n  backend: qdrant-edge\n  hnsw_ef: 64\nquery:\n  k: 4\n")
     cfg = PipelineConfig.load(old)
     assert cfg.query.hnsw_ef == 64 and cfg.query.k == 4
+
+
+@pytest.mark.parametrize("method", ["rrf", "dbsf"])
+def test_fusion_weights_decide_between_two_opposite_lists(method):
+    # Two retrievers that rank three chunks in opposite orders: equal weights leave the middle one
+    # first or tied; a 4:1 weight must put the heavier list's top chunk first, under either fusion.
+    from ragtune.index.base import StoreHit
+    from ragtune.index.fusion import fuse
+
+    def lists():
+        return {"dense": [StoreHit("a", 0.9, {}), StoreHit("b", 0.5, {}), StoreHit("c", 0.1, {})],
+                "bm25": [StoreHit("c", 12.0, {}), StoreHit("b", 6.0, {}), StoreHit("a", 1.0, {})]}
+
+    assert fuse(lists(), 3, method, weights={"dense": 4.0, "bm25": 1.0})[0].point_id == "a"
+    assert fuse(lists(), 3, method, weights={"dense": 1.0, "bm25": 4.0})[0].point_id == "c"
+    heavy = fuse(lists(), 3, method, weights={"dense": 1.0, "bm25": 4.0})
+    assert {h.point_id for h in heavy} == {"a", "b", "c"} and heavy[0].ranks == {"dense": 3, "bm25": 1, "hybrid": 1}

@@ -103,7 +103,7 @@ class StoreConfig(_Strict):
 class QueryConfig(_Strict):
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     k: int = Field(10, ge=1)
-    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="rrf (optionally weighted) or dbsf")
+    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="rrf or dbsf, each weighted by dense_weight / bm25_weight")
     rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(1.0, ge=0)
     bm25_weight: float = Field(1.0, ge=0)

@@ -50,12 +50,14 @@ from ragtune.types import ServicePrincipal
 
 Setting = dict[str, object]  # override key → value, e.g. {"query.mode": "bm25"}
 
+# Every fusion with the same dense:BM25 weights, 1:1 and up to 4:1 either way (AutoRAG sweeps the
+# weights of each normalisation): a collection whose users search by keywords needs a BM25-heavy
+# fusion of either kind, one of conceptual questions a dense-heavy one.
+FUSION_WEIGHTS = ((1.0, 1.0), (1.0, 2.0), (1.0, 4.0), (2.0, 1.0), (4.0, 1.0))
 FUSION_CANDIDATES: list[Setting] = [
     {"query.mode": "dense"}, {"query.mode": "bm25"},
-    {"query.mode": "hybrid", "query.fusion": "rrf", "query.dense_weight": 1.0, "query.bm25_weight": 1.0},
-    *({"query.mode": "hybrid", "query.fusion": "rrf", "query.dense_weight": d, "query.bm25_weight": b}
-      for d, b in ((1.0, 2.0), (1.0, 4.0), (2.0, 1.0), (4.0, 1.0))),
-    {"query.mode": "hybrid", "query.fusion": "dbsf", "query.dense_weight": 1.0, "query.bm25_weight": 1.0},
+    *(Setting({"query.mode": "hybrid", "query.fusion": f, "query.dense_weight": d, "query.bm25_weight": b})
+      for f in ("rrf", "dbsf") for d, b in FUSION_WEIGHTS),
 ]
 DEPTH_CANDIDATES = [50, 100, 200]
 MIN_HALF = 5  # questions each to decide and to confirm on; fewer cannot show a paired difference

@@ -40,7 +40,7 @@ class Query:
     metadata: dict[str, Any] = field(default_factory=dict)  # equality / any-of filters on doc metadata
     fusion: Literal["rrf", "dbsf"] = "rrf"
     rrf_k: int = 60
-    weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25), RRF only
+    weights: tuple[float, float] = (1.0, 1.0)  # (dense, bm25): each list's share under RRF and DBSF
     candidates: int = 100
     hnsw_ef: int | None = None  # HNSW beam width; None = the engine's default
     with_ranks: bool = False  # hybrid DBSF: also report each retriever's rank of every hit (two more queries; RRF hits always carry them)

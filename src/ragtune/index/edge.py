@@ -117,14 +117,14 @@ class QdrantEdgeStore:
             req = qe.QueryRequest(limit=query.k, query=self._bm25(query), filter=flt, with_payload=payload)
             return _hits(self._shard.query(req), "bm25")
         depth = max(query.candidates, query.k)
-        if query.fusion == "rrf":
-            return self._rrf(query, flt, params, depth)
+        if query.fusion == "rrf" or tuple(query.weights) != (1.0, 1.0):  # the engine's DBSF takes no weights
+            return self._fused_here(query, flt, params, depth)
         # The filter goes on every prefetch: fusion only ever sees chunks the principal may see.
         prefetches = [
             qe.Prefetch(limit=depth, query=self._dense(query), filter=flt, params=params),
             qe.Prefetch(limit=depth, query=self._bm25(query), filter=flt),
         ]
-        fusion: Any = qe.Fusion.Dbsf()  # RRF returned above: only DBSF is left to the engine
+        fusion: Any = qe.Fusion.Dbsf()  # fused here above: only unweighted DBSF is left to the engine
         vectors = [DENSE] if query.dense_scores else None
         fused = qe.QueryRequest(limit=query.k, prefetches=prefetches, query=fusion, filter=flt, with_payload=payload,
                                 with_vector=vectors)
@@ -147,8 +147,9 @@ class QdrantEdgeStore:
         add_ranks(hits, "bm25", bm25)
         return hits
 
-    def _rrf(self, query: Query, flt, params, depth: int) -> list[StoreHit]:
-        """RRF fused here (``Σ w / (k + rank)``, as Elasticsearch and pgvector), for two reasons.
+    def _fused_here(self, query: Query, flt, params, depth: int) -> list[StoreHit]:
+        """RRF, and weighted DBSF (the engine's takes no weights), fused here on the two filtered
+        lists. RRF here (``Σ w / (k + rank)``, as Elasticsearch and pgvector) for two reasons.
         Qdrant divides the *position* by the weight, ``1 / ((rank + 1) / w + k - 1)``, which at
         ragtune's k = 60 flattens a heavily weighted list instead of favouring it (measured:
         weights 100:1 for dense ranked like BM25 alone). And Qdrant orders equal fused scores
@@ -162,7 +163,7 @@ class QdrantEdgeStore:
             qe.QueryRequest(limit=depth, query=self._dense(query), filter=flt, params=params, with_payload=_PAYLOAD_FIELDS),
             qe.QueryRequest(limit=depth, query=self._bm25(query), filter=flt, with_payload=_PAYLOAD_FIELDS,
                             with_vector=vectors)]))
-        hits = fuse({"dense": _hits(dense, "dense"), "bm25": _hits(bm25, "bm25")}, query.k, "rrf", query.rrf_k,
+        hits = fuse({"dense": _hits(dense, "dense"), "bm25": _hits(bm25, "bm25")}, query.k, query.fusion, query.rrf_k,
                     {"dense": query.weights[0], "bm25": query.weights[1]})
         if query.dense_scores:
             add_dense_scores([h for h in hits if "dense" not in h.scores], _vectors(bm25), query.vector)

@@ -41,15 +41,19 @@ def rrf_scores(ranked: Mapping[str, Sequence[K]], rrf_k: int = 60, weights: dict
 
 def fuse(results: dict[str, list[StoreHit]], k: int, method: str = "rrf", rrf_k: int = 60,
          weights: dict[str, float] | None = None) -> list[StoreHit]:
-    """Fuse ranked lists keyed by retriever name; each hit keeps every retriever's rank and score."""
+    """Fuse ranked lists keyed by retriever name; each hit keeps every retriever's rank and score.
+    ``weights`` (default 1 each) scale each list's share: ``Σ w / (rrf_k + rank)`` under RRF,
+    ``Σ w · normalised score`` under DBSF (distribution-based score fusion: each list's scores
+    mapped from mean ± 3 standard deviations to 0..1, as Qdrant does)."""
     fused: dict[str, StoreHit] = {}
     for name, hits in results.items():
         norm = _dbsf_normaliser([h.score for h in hits]) if method == "dbsf" else None
+        w = (weights or {}).get(name, 1.0)
         for rank, h in enumerate(hits, start=1):
             out = fused.setdefault(h.point_id, StoreHit(h.point_id, 0.0, h.payload))
             out.ranks[name], out.scores[name] = rank, h.score
             if norm is not None:
-                out.score += norm(h.score)
+                out.score += w * norm(h.score)
     if method == "rrf":
         scores = rrf_scores({name: [h.point_id for h in hits] for name, hits in results.items()}, rrf_k, weights)
         for point_id, hit in fused.items():

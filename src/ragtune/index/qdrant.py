@@ -160,10 +160,11 @@ class QdrantStore:
                                            with_payload=_PAYLOAD_FIELDS)
             return _hits(res.points, query.mode)
         depth = max(query.candidates, query.k)
-        if query.fusion == "rrf":
+        if query.fusion == "rrf" or tuple(query.weights) != (1.0, 1.0):
             # Qdrant's weighted RRF divides positions by the weight, flattening a heavy list at
-            # k = 60, and orders equal fused scores arbitrarily (see EdgeStore._rrf): fuse here
-            # with Σ w / (k + rank), ties broken by point id.
+            # k = 60, and orders equal fused scores arbitrarily (see EdgeStore._fused_here); its
+            # DBSF takes no weights: fuse here (Σ w / (k + rank), or Σ w · normalised score), ties
+            # broken by point id.
             from ragtune.index.fusion import fuse
 
             dense, bm25 = self.client.query_batch_points(self.name, [
@@ -171,14 +172,14 @@ class QdrantStore:
                                     with_payload=_PAYLOAD_FIELDS),
                 models.QueryRequest(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth,
                                     with_payload=_PAYLOAD_FIELDS, with_vector=[DENSE] if query.dense_scores else False)])
-            hits = fuse({"dense": _hits(dense.points, "dense"), "bm25": _hits(bm25.points, "bm25")}, query.k, "rrf",
+            hits = fuse({"dense": _hits(dense.points, "dense"), "bm25": _hits(bm25.points, "bm25")}, query.k, query.fusion,
                         query.rrf_k, {"dense": query.weights[0], "bm25": query.weights[1]})
             if query.dense_scores:
                 add_dense_scores([h for h in hits if "dense" not in h.scores], _vectors(bm25.points), query.vector)
             return hits
         prefetch = [models.Prefetch(query=self._dense(query), using=DENSE, filter=flt, params=params, limit=depth),
                     models.Prefetch(query=self._sparse(query), using=SPARSE, filter=flt, limit=depth)]
-        fusion = models.FusionQuery(fusion=models.Fusion.DBSF)  # RRF returned above: only DBSF is left to the engine
+        fusion = models.FusionQuery(fusion=models.Fusion.DBSF)  # fused here above: only unweighted DBSF is left to the engine
         fused = models.QueryRequest(prefetch=prefetch, query=fusion, filter=flt, limit=query.k, with_payload=_PAYLOAD_FIELDS,
                                     with_vector=[DENSE] if query.dense_scores else False)
         if not query.with_ranks:
