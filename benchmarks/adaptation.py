@@ -304,13 +304,13 @@ def linked_results() -> tuple[dict, str]:
     if styles_path.exists():
         q = json.loads(styles_path.read_text())
         corpora = [c for c in q if c not in ("examples", "settings", "details")]
-        for style in ("types-mix", "few-shot"):  # a style run at several budgets: the largest is its figure
-            out[style] = {}
+        for style in ("types-mix", "few-shot"):  # run at several budgets and recipes: the figure is the
+            out[style] = {}                         # largest budget of the loop's own recipe (MNRL), fixed in advance
             for c in corpora:
-                runs = [s for s in q[c] if s == style or s.startswith(f"{style} (")]
-                chunks = {s: q["details"][c]["styles"][s].get("chunks", 500) for s in runs}
+                detail = q["details"][c]["styles"]
+                runs = [s for s in q[c] if (s == style or s.startswith(f"{style} (")) and detail[s].get("teacher", "none") == "none"]
                 if runs:
-                    best = max(runs, key=lambda s: (chunks[s], s == style))
+                    best = max(runs, key=lambda s: (detail[s].get("chunks", 500), s == style))
                     out[style][c] = {**q[c][best], "set": best, "base-hybrid": q[c]["base-hybrid"]}
         lines += ["Synthetic query styles, each set's embedder searched hybrid, on the real test queries "
                   "(benchmarks/results/query_styles.md):", "",
