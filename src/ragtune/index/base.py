@@ -52,6 +52,13 @@ class Query:
         for key, value in self.metadata.items():
             check_filter_value(key, value)
 
+    @property
+    def fused_here(self) -> bool:
+        """Hybrid fusion that ragtune computes itself rather than the Qdrant engine: RRF (the
+        engine's weighting flattens a heavy list and breaks ties arbitrarily) and weighted DBSF
+        (the engine's takes no weights)."""
+        return self.fusion == "rrf" or tuple(self.weights) != (1.0, 1.0)
+
 
 def check_filter_value(key: Any, value: Any) -> None:
     """A metadata filter is ``{key: value}`` or ``{key: [any of these values]}``, values being

@@ -117,7 +117,7 @@ class QdrantEdgeStore:
             req = qe.QueryRequest(limit=query.k, query=self._bm25(query), filter=flt, with_payload=payload)
             return _hits(self._shard.query(req), "bm25")
         depth = max(query.candidates, query.k)
-        if query.fusion == "rrf" or tuple(query.weights) != (1.0, 1.0):  # the engine's DBSF takes no weights
+        if query.fused_here:
             return self._fused_here(query, flt, params, depth)
         # The filter goes on every prefetch: fusion only ever sees chunks the principal may see.
         prefetches = [

@@ -160,7 +160,7 @@ class QdrantStore:
                                            with_payload=_PAYLOAD_FIELDS)
             return _hits(res.points, query.mode)
         depth = max(query.candidates, query.k)
-        if query.fusion == "rrf" or tuple(query.weights) != (1.0, 1.0):
+        if query.fused_here:
             # Qdrant's weighted RRF divides positions by the weight, flattening a heavy list at
             # k = 60, and orders equal fused scores arbitrarily (see EdgeStore._fused_here); its
             # DBSF takes no weights: fuse here (Σ w / (k + rank), or Σ w · normalised score), ties
