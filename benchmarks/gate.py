@@ -13,6 +13,10 @@ Corpora (real queries with relevance judgments):
 Candidates train on questions of the prompted writer; the probes are written by the writer
 benchmarks/qgen_writer.py trained (``--probe-writer trained``, the default: another writer than the
 training's, one more way the probes differ from what a candidate learned) or the prompted one.
+Issue 18's candidates join the table (``--no-styles`` leaves them out): benchmarks/query_styles.py's
+rows on whole SciFact and COVID-QA (the trained writer's questions, claims, few-shot queries; budgets up to
+2000 chunks), their real-query Δ read from its results, their probes by the same trained writer (the loop's
+default) of the kinds each did not train on.
 The judge is a reranker trained here on SQuAD's 36 *train* articles only (never on a corpus above,
 never on real queries). Real-query results measure the gate; nothing is tuned on them.
 
@@ -35,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, trained_writer, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
+from query_styles import slug, style_config  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.collection.shadow import build_shadow  # noqa: E402
@@ -42,7 +47,7 @@ from ragtune.evaluate.judged import cross_encoder_judge  # noqa: E402
 from ragtune.gate import GateSettings, compare_judged, compare_versions, gate_verdict  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows  # noqa: E402
-from ragtune.synth.probes import write_probes  # noqa: E402
+from ragtune.synth.probes import probe_kinds, write_probes  # noqa: E402
 from ragtune.synth.queries import QueryGenConfig, generate_queries  # noqa: E402
 from ragtune.synth.teacher import distillation_rows, score_with_teacher  # noqa: E402
 from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
@@ -110,18 +115,26 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
     v = trained["version"]
     synth = step(f"{coll.name}: {name} synthetic dev", lambda: compare_versions(coll, folder, v, "dev").to_dict())
 
-    def probes() -> dict:
-        circular = kind == "cross-encoder"  # taught by the judge: the gate falls back to source chunks
-        texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in coll.chunks()}
-        scorer = None if circular else cross_encoder_judge(judge, texts, "cpu")
-        return compare_judged(coll, folder / "probes", v, scorer, "dev").to_dict()
-
-    probe = step(f"{coll.name}: {name} probes ({probe_set})", probes)
+    circular = kind == "cross-encoder"  # taught by the judge: the gate falls back to source chunks
+    probe = step(f"{coll.name}: {name} probes ({probe_set})",
+                 lambda: judged_probes(coll, folder / "probes", v, None if circular else judge))
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
+    return verdict_row(coll.name, name, what, trained, synth, probe, truth)
+
+
+def judged_probes(coll: Collection, probes: Path, version: str, judge: str | None) -> dict:
+    """Live vs ``version`` on the probes, relevance judged by ``judge`` (None: the source chunks)."""
+    texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in coll.chunks()}
+    scorer = cross_encoder_judge(judge, texts, "cpu") if judge else None
+    return compare_judged(coll, probes, version, scorer, "dev").to_dict()
+
+
+def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: dict, probe: dict, truth: dict) -> dict:
+    """One table row: the old gate (synthetic dev), the new gate (ragtune.gate on both signals), the truth."""
     signals = {n: {k: s[k] for k in ("delta", "p_value", "ci", "queries", "judged_by") if k in s}
                for n, s in (("synthetic", synth), ("probes", probe))}
     new = gate_verdict(signals, GateSettings())
-    return {"corpus": coll.name, "candidate": name, "what": what, **trained, "signals": signals,
+    return {"corpus": corpus_name, "candidate": name, "what": what, **trained, "signals": signals,
             "old_gate_delta": synth["delta"], "old_gate_p": synth["p_value"], "old_gate_promote": synth["promote"],
             "probe_delta": probe["delta"], "probe_p": probe["p_value"], "probe_ci": probe["ci"],
             "probe_judged_by": probe["judged_by"], "probe_queries": probe["queries"], "synthetic_queries": synth["queries"],
@@ -145,6 +158,48 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
     rows = [candidate(step, home, coll, folder, real, judge, c, probe_set) for c in args.candidates.split(",")]
     coll.close()
     return rows
+
+
+STYLES_HOME = CACHE / "query-styles"  # benchmarks/query_styles.py's home: issue 18's candidates
+
+
+def written_folder(coll: Collection, row: str) -> Path:
+    """The set a query_styles row trained on: its label less the recipe's extras (epochs, teacher)."""
+    style, _, extra = row.partition(" (")
+    budget = [x for x in extra.rstrip(")").split(", ") if x.endswith("chunks")]
+    return coll.dir / "synth" / slug(f"{style} ({', '.join(budget)})" if budget else style)
+
+
+def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
+    """The new gate on issue 18's candidates (benchmarks/query_styles.py: whole corpora, the trained
+    writer's queries), their real-query Δ taken from query_styles.json. Their probes come from the
+    same trained writer (``ragtune adapt``'s default: the loop's writer); kinds, wording and
+    documents differ from the training's. One probe set per corpus and kinds not trained on."""
+    source = RESULTS / "query_styles.json"
+    if not source.exists() or not (STYLES_HOME / "steps.json").exists():
+        print("no query_styles run to judge (run benchmarks/query_styles.py first): its candidates are left out")
+        return []
+    styles = json.loads(source.read_text())
+    examples, out = tuple(styles.get("examples") or ()), []
+    for name, result in styles["details"].items():
+        coll, _ = corpus(Steps(STYLES_HOME), STYLES_HOME, name, argparse.Namespace(docs=0))  # indexed there
+        for row, d in result["styles"].items():
+            queries = style_config(row.partition(" (")[0], 0, examples)  # the kinds the row trained on
+            kinds = probe_kinds(queries.type_cycle())
+            folder = coll.dir / "synth" / f"gate-probes-{'-'.join(kinds)}"
+            tag = f"styles {name}"
+            step(f"{tag}: probes ({'+'.join(kinds)}, {probes}, {prober.name})",
+                 lambda: write_probes(coll, prober, folder, queries, FilterConfig(), probes, progress))
+            v, written = d["version"], written_folder(coll, row)
+            synth = step(f"{tag}: {row} synthetic dev", lambda: compare_versions(coll, written, v, "dev").to_dict())
+            probe = step(f"{tag}: {row} probes ({'+'.join(kinds)}, {probes}, {prober.name})",
+                         lambda: judged_probes(coll, folder / "probes", v, judge))
+            truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
+            what = f"issue 18's {row}: {d.get('writer', 'prompted writer')}, {d.get('teacher', 'none')} teacher"
+            out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
+                                   synth, probe, truth))
+        coll.close()
+    return out
 
 
 def tally(rows: list[dict], promote_key: str) -> tuple[int, int, int]:
@@ -239,6 +294,8 @@ def main() -> None:
     ap.add_argument("--probe-writer", choices=("trained", "same"), default="trained",
                     help="trained: probes by benchmarks/qgen_writer.py's trained writer (another writer than the "
                          "prompted one the candidates train on; run that first); same: the prompted writer")
+    ap.add_argument("--no-styles", dest="styles", action="store_false",
+                    help="leave out issue 18's candidates (benchmarks/query_styles.py's cache and results)")
     args = ap.parse_args()
     from ragtune.models.generator import LocalGenerator
 
@@ -252,6 +309,9 @@ def main() -> None:
     for name in args.corpora.split(","):
         rows += run_corpus(step, home, name, generator, prober, judge, args)
         report(rows, step.seconds(), args)  # a report after each corpus: a stopped run still has its figures
+    if args.styles:
+        rows += styles_rows(step, prober, judge, args.probes)
+        report(rows, step.seconds(), args)
 
 
 if __name__ == "__main__":
