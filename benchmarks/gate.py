@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, trained_writer, write_report  # noqa: E402
 from adaptation import corpus  # noqa: E402
-from query_styles import slug, style_config  # noqa: E402
+from query_styles import slug, style_config, written_as  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.collection.shadow import build_shadow  # noqa: E402
@@ -163,13 +163,6 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
 STYLES_HOME = CACHE / "query-styles"  # benchmarks/query_styles.py's home: issue 18's candidates
 
 
-def written_folder(coll: Collection, row: str) -> Path:
-    """The set a query_styles row trained on: its label less the recipe's extras (epochs, teacher)."""
-    style, _, extra = row.partition(" (")
-    budget = [x for x in extra.rstrip(")").split(", ") if x.endswith("chunks")]
-    return coll.dir / "synth" / slug(f"{style} ({', '.join(budget)})" if budget else style)
-
-
 def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
     """The new gate on issue 18's candidates (benchmarks/query_styles.py: whole corpora, the trained
     writer's queries), their real-query Δ taken from query_styles.json. Their probes come from the
@@ -190,7 +183,7 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
             tag = f"styles {name}"
             step(f"{tag}: probes ({'+'.join(kinds)}, {probes}, {prober.name})",
                  lambda: write_probes(coll, prober, folder, queries, FilterConfig(), probes, progress))
-            v, written = d["version"], written_folder(coll, row)
+            v, written = d["version"], coll.dir / "synth" / slug(written_as(row))
             synth = step(f"{tag}: {row} synthetic dev", lambda: compare_versions(coll, written, v, "dev").to_dict())
             probe = step(f"{tag}: {row} probes ({'+'.join(kinds)}, {probes}, {prober.name})",
                          lambda: judged_probes(coll, folder / "probes", v, judge))

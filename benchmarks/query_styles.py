@@ -13,7 +13,9 @@ first) or prompted SmolLM2-135M. Beside each set: its kept share, and how close 
 the examples (words, kind mix; ragtune.synth.style). SciFact is the corpus the few-shot target is
 set on; nothing here is chosen on its test queries (the recipe is the loop's default).
 Other budgets and recipes are rows of their own, named by what differs (``--chunks 2000``: "few-shot
-(2000 chunks)"; ``--teacher hybrid``: the same written queries, listwise KL from the hybrid fusion).
+(2000 chunks)"; ``--own-words``: queries asked for in other words than the passage's, as the gate's
+probes are, so that dense training learns what BM25 does not already find; ``--teacher hybrid``: the
+same written queries, listwise KL from the hybrid fusion).
 Every row that was ever run stays in the report with its writer; nothing is picked by its test score.
 
 Every step is cached under benchmarks/.cache/query-styles/ (RAGTUNE_BENCH_CACHE) and resumes.
@@ -77,9 +79,21 @@ def label(style: str, args, training: bool = True) -> str:
     MNRL), so a larger run or another recipe of a style is a new row, not a rewrite of the default
     one. ``training=False``: the name of the written set alone (recipes of one budget share it)."""
     extra = ([f"{args.chunks} chunks"] if args.chunks != DEFAULT_CHUNKS else []) + \
+            (["own words"] if args.own_words else []) + \
             ([f"{args.epochs:g} epochs"] if training and args.epochs != 1.0 else []) + \
             ([f"{args.teacher} teacher"] if training and args.teacher != "none" else [])
     return f"{style} ({', '.join(extra)})" if extra else style
+
+
+def written_as(row: str) -> str:
+    """The written set a row trained on: its name less the recipe's extras (epochs, teacher).
+
+    >>> written_as("few-shot (2000 chunks, own words, hybrid teacher)"), written_as("questions (2 epochs)")
+    ('few-shot (2000 chunks, own words)', 'questions')
+    """
+    style, _, extra = row.partition(" (")
+    kept = [x for x in extra.rstrip(")").split(", ") if x.endswith("chunks") or x == "own words"]
+    return f"{style} ({', '.join(kept)})" if kept else style
 
 
 def slug(name: str) -> str:
@@ -105,21 +119,21 @@ def training_set(step: Steps, coll: Collection, written: Path, name: str, teache
     return folder, distillation_rows(folder, teacher, "train", 3)
 
 
-def style_config(style: str, chunks: int, examples: tuple[str, ...]) -> QueryGenConfig:
+def style_config(style: str, chunks: int, examples: tuple[str, ...], own_words: bool = False) -> QueryGenConfig:
     if style == "questions":
-        return QueryGenConfig(max_chunks=chunks, types=("question",))
+        return QueryGenConfig(max_chunks=chunks, types=("question",), own_words=own_words)
     if style == "few-shot":
-        return QueryGenConfig(max_chunks=chunks, examples=examples)
-    return QueryGenConfig(max_chunks=chunks)  # the default mix
+        return QueryGenConfig(max_chunks=chunks, examples=examples, own_words=own_words)
+    return QueryGenConfig(max_chunks=chunks, own_words=own_words)  # the default mix
 
 
 def one_style(step: Steps, home: Path, coll: Collection, ds, generator, style: str, args,
               examples: tuple[str, ...]) -> dict:
-    name, written_as = label(style, args), label(style, args, training=False)
-    folder = coll.dir / "synth" / slug(written_as)
-    config = style_config(style, args.chunks, examples)
-    step(f"{coll.name}: {written_as}: write", lambda: generate_queries(coll, generator, folder, config, progress))
-    report = step(f"{coll.name}: {written_as}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
+    name, written_name = label(style, args), label(style, args, training=False)
+    folder = coll.dir / "synth" / slug(written_name)
+    config = style_config(style, args.chunks, examples, args.own_words)
+    step(f"{coll.name}: {written_name}: write", lambda: generate_queries(coll, generator, folder, config, progress))
+    report = step(f"{coll.name}: {written_name}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
     recipe = EmbedderTrainConfig(epochs=args.epochs) if args.teacher == "none" else \
         EmbedderTrainConfig(epochs=args.epochs, loss="kl", kl_teacher_temperature=0.05)
 
@@ -193,6 +207,9 @@ def main() -> None:
     ap.add_argument("--writer", choices=("trained", "prompted"), default="trained")
     ap.add_argument("--teacher", choices=("none", "hybrid"), default="none",
                     help="none: MNRL (the loop's default); hybrid: listwise KL from the hybrid fusion's scores")
+    ap.add_argument("--own-words", action="store_true",
+                    help="ask the writer for the passage's content in other words (as the gate's probes are): "
+                         "queries that share fewer words with their chunk, so dense training learns more than BM25 knows")
     ap.add_argument("--docs", type=int, default=0, help="smoke run: a SciFact slice of this many abstracts")
     args = ap.parse_args()
     home = CACHE / "query-styles"
