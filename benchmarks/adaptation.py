@@ -10,6 +10,8 @@ Systems (documents ranked by their best chunk; test qrels touch nothing but the 
   distill-hybrid-dense               embedder distilled from the hybrid fusion score (listwise KL)
   best-hybrid                        the embedder that wins on the *synthetic dev* questions, hybrid
   best-full                          best-hybrid + the reranker
+The synthetic questions come from benchmarks/qgen_writer.py's trained writer (``--writer trained``, the
+default since that writer passed its round-trip target; ``--writer prompted`` is the stock model).
 Each against base-hybrid with the paired randomisation test; the gate's own verdicts (reranker on
 synthetic dev, each embedder vs live on synthetic dev) are reported beside them; wall-clock per step.
 
@@ -29,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CACHE, DATA, RESULTS, Steps, progress, table, write_report  # noqa: E402
+from _common import CACHE, DATA, RESULTS, Steps, progress, table, trained_writer, write_report  # noqa: E402
 
 from ragtune.adapt import compare_versions  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
@@ -127,10 +129,15 @@ def scifact_slice(home: Path, docs: int) -> Path:
 
 
 def question_writer(step: Steps, home: Path, args):
+    """The writer of the synthetic questions: benchmarks/qgen_writer.py's trained writer (``--writer
+    trained``, the default), a LoRA trained here on ``--qgen-examples`` SQuAD passages (``own``; the
+    recipe this benchmark had before that writer existed), or prompted SmolLM2 (``prompted``)."""
     from ragtune.data.squad import load_squad
     from ragtune.models.generator import LocalGenerator
 
-    if args.qgen_examples > 0:
+    if args.writer == "trained":
+        return trained_writer("--writer own or --writer prompted")
+    if args.writer == "own" and args.qgen_examples > 0:
         def train() -> dict:
             examples = qg_training_examples(load_squad(DATA / "squad" / "dev-v1.1.json"), args.qgen_examples)
             meta, r = publish_adapter(home, "qgen", "SmolLM2-135M-Instruct", examples,
@@ -139,7 +146,7 @@ def question_writer(step: Steps, home: Path, args):
             return {"examples": len(examples), "steps": r.steps, "loss": r.train_loss}
 
         step("train question writer (LoRA, SQuAD)", train)
-    return LocalGenerator(home=home, adapter="qgen" if args.qgen_examples > 0 else None)
+    return LocalGenerator(home=home, adapter="qgen" if args.writer == "own" and args.qgen_examples > 0 else None)
 
 
 def synthetic_set(step: Steps, coll: Collection, generator, chunks: int) -> Path:
@@ -340,7 +347,10 @@ def main() -> None:
     ap.add_argument("--corpora", default="scifact,covidqa")
     ap.add_argument("--chunks", type=int, default=1000, help="SciFact chunks that get a synthetic question")
     ap.add_argument("--covidqa-chunks", type=int, default=600)
-    ap.add_argument("--qgen-examples", type=int, default=240, help="SQuAD passages for the question writer (0: prompted)")
+    ap.add_argument("--writer", choices=("trained", "own", "prompted"), default="trained",
+                    help="trained: benchmarks/qgen_writer.py's writer (run that first); own: a LoRA trained here on "
+                         "--qgen-examples SQuAD passages; prompted: SmolLM2 as shipped")
+    ap.add_argument("--qgen-examples", type=int, default=240, help="with --writer own: SQuAD passages for its writer")
     ap.add_argument("--qgen-steps", type=int, default=30)
     ap.add_argument("--stage1-steps", type=int, default=1500, help="with --own-stage1 only")
     ap.add_argument("--own-stage1", action="store_true", help="train a stage-1 reranker here (smoke runs)")
