@@ -188,7 +188,7 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
             probe = step(f"{tag}: {row} probes ({'+'.join(kinds)}, {probes}, {prober.name})",
                          lambda: judged_probes(coll, folder / "probes", v, judge))
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
-            what = f"issue 18's {row}: {d.get('writer', 'prompted writer')}, {d.get('teacher', 'none')} teacher"
+            what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
                                    synth, probe, truth))
         coll.close()
