@@ -118,8 +118,10 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
     circular = kind == "cross-encoder"  # taught by the judge: the gate falls back to source chunks
     probe = step(f"{coll.name}: {name} probes ({probe_set})",
                  lambda: judged_probes(coll, folder / "probes", v, None if circular else judge))
+    source = probe if circular else step(f"{coll.name}: {name} probes, source chunk only ({probe_set})",
+                                         lambda: judged_probes(coll, folder / "probes", v, None))
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
-    return verdict_row(coll.name, name, what, trained, synth, probe, truth)
+    return verdict_row(coll.name, name, what, trained, synth, probe, truth, source)
 
 
 def judged_probes(coll: Collection, probes: Path, version: str, judge: str | None) -> dict:
@@ -129,8 +131,11 @@ def judged_probes(coll: Collection, probes: Path, version: str, judge: str | Non
     return compare_judged(coll, probes, version, scorer, "dev").to_dict()
 
 
-def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: dict, probe: dict, truth: dict) -> dict:
-    """One table row: the old gate (synthetic dev), the new gate (ragtune.gate on both signals), the truth."""
+def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: dict, probe: dict, truth: dict,
+                source: dict) -> dict:
+    """One table row: the old gate (synthetic dev), the new gate (ragtune.gate on both signals), the truth;
+    ``source``: the same probes judged by their source chunk alone (a diagnostic: what the teacher's
+    judging adds to the probes' agreement with the real queries; the gate does not use it)."""
     signals = {n: {k: s[k] for k in ("delta", "p_value", "ci", "queries", "judged_by") if k in s}
                for n, s in (("synthetic", synth), ("probes", probe))}
     new = gate_verdict(signals, GateSettings())
@@ -140,6 +145,7 @@ def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: di
             "probe_judged_by": probe["judged_by"], "probe_queries": probe["queries"], "synthetic_queries": synth["queries"],
             "gate_delta": new["signals"][0]["delta"], "gate_p": new["signals"][0]["p"], "gate_decided_by": new["decided_by"],
             "gate_promote": new["promote"], "gate_why": new["why"],
+            "probe_source_delta": source["delta"], "probe_source_p": source["p_value"],
             "real_delta": truth["delta"], "real_p": truth["p_value"], "real_ci": truth["ci"], "real_queries": truth["queries"]}
 
 
@@ -168,11 +174,11 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
     writer's queries), their real-query Δ taken from query_styles.json. Their probes come from the
     same trained writer (``ragtune adapt``'s default: the loop's writer); kinds, wording and
     documents differ from the training's. One probe set per corpus and kinds not trained on."""
-    source = RESULTS / "query_styles.json"
-    if not source.exists() or not (STYLES_HOME / "steps.json").exists():
+    results_file = RESULTS / "query_styles.json"
+    if not results_file.exists() or not (STYLES_HOME / "steps.json").exists():
         print("no query_styles run to judge (run benchmarks/query_styles.py first): its candidates are left out")
         return []
-    styles = json.loads(source.read_text())
+    styles = json.loads(results_file.read_text())
     examples, out = tuple(styles.get("examples") or ()), []
     for name, result in styles["details"].items():
         coll, _ = corpus(Steps(STYLES_HOME), STYLES_HOME, name, argparse.Namespace(docs=0))  # indexed there
@@ -187,10 +193,12 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
             synth = step(f"{tag}: {row} synthetic dev", lambda: compare_versions(coll, written, v, "dev").to_dict())
             probe = step(f"{tag}: {row} probes ({'+'.join(kinds)}, {probes}, {prober.name})",
                          lambda: judged_probes(coll, folder / "probes", v, judge))
+            source = step(f"{tag}: {row} probes, source chunk only ({'+'.join(kinds)}, {probes}, {prober.name})",
+                          lambda: judged_probes(coll, folder / "probes", v, None))
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
-                                   synth, probe, truth))
+                                   synth, probe, truth, source))
         coll.close()
     return out
 
@@ -208,7 +216,8 @@ SENSITIVITY = (0.0, 0.0025, 0.005, 0.01)
 def signal_sets(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """(label, delta key, rows) per held-out signal; probes only where there were enough to decide."""
     enough = [r for r in rows if r["probe_queries"] >= GateSettings().min_probe_queries]
-    out = [("synthetic dev (old gate)", "old_gate_delta", rows), ("probes (new gate)", "probe_delta", enough)]
+    out = [("synthetic dev (old gate)", "old_gate_delta", rows), ("probes (new gate)", "probe_delta", enough),
+           ("probes judged by their source chunk only", "probe_source_delta", [r for r in enough if "probe_source_delta" in r])]
     if len(enough) < len(rows):  # the old gate on the probes' candidates only: a like-for-like row
         out.append(("synthetic dev, same candidates", "old_gate_delta", enough))
     out += [(f"probes, {c}", "probe_delta", [r for r in enough if r["corpus"] == c])
