@@ -20,6 +20,10 @@ default) of the kinds each did not train on.
 The judge is a reranker trained here on SQuAD's 36 *train* articles only (never on a corpus above,
 never on real queries). Real-query results measure the gate; nothing is tuned on them.
 
+The gate's design corpus: SciFact's *train* claims (those whose abstracts are in the slice) are a second
+truth for the SciFact candidates, reported apart; a change to the gate's settings may be chosen there and
+nowhere else (COVID-QA and SQuAD, and SciFact's test claims, only measure it).
+
 false promotion: the new gate promotes and the real Δ ≤ 0. missed win: real Δ > 0 with p < 0.05
 and not promoted. Every step is cached in $RAGTUNE_BENCH_CACHE/gate-home/steps.json (resumes).
 
@@ -43,6 +47,7 @@ from query_styles import slug, style_config, written_as  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.collection.shadow import build_shadow  # noqa: E402
+from ragtune.data.beir import read_qrels  # noqa: E402
 from ragtune.evaluate.judged import cross_encoder_judge  # noqa: E402
 from ragtune.gate import GateSettings, compare_judged, compare_versions, gate_verdict  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
@@ -98,7 +103,7 @@ def synthetic(step: Steps, coll: Collection, generator, prober, chunks: int, pro
 
 
 def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Path, judge: str, name: str,
-              probe_set: str) -> dict:
+              probe_set: str, design: Path | None = None) -> dict:
     kind, config, what = CANDIDATES[name]
     if kind != "mnrl":
         step(f"{coll.name}: teacher scores ({kind})", lambda: score_with_teacher(
@@ -121,7 +126,30 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
     source = probe if circular else step(f"{coll.name}: {name} probes, source chunk only ({probe_set})",
                                          lambda: judged_probes(coll, folder / "probes", v, None))
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
-    return verdict_row(coll.name, name, what, trained, synth, probe, truth, source)
+    row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source)
+    if design is not None:
+        d = step(f"{coll.name}: {name} design queries (train claims)",
+                 lambda: compare_versions(coll, design, v, "test").to_dict())
+        row |= {"design_delta": d["delta"], "design_p": d["p_value"], "design_queries": d["queries"]}
+    return row
+
+
+def scifact_design_truth(home: Path, slice_folder: Path) -> Path:
+    """SciFact's *train* claims whose relevant abstracts are all in the slice (444 of 809), as a
+    BEIR folder (split ``test``): the corpus where the gate's own settings may be chosen. Its test
+    claims stay the truth the report counts; COVID-QA and SQuAD never inform a gate setting."""
+    from ragtune.data.beir import query_record, read_corpus, read_queries, write_qrels, write_queries
+
+    out = home / "scifact-design"
+    if (out / "qrels" / "test.tsv").exists():
+        return out
+    inside = set(read_corpus(slice_folder))
+    qrels = {q: r for q, r in read_qrels(DATA / "scifact", "train").items() if set(r) <= inside}
+    texts = {q["_id"]: q["text"] for q in read_queries(DATA / "scifact")}
+    write_queries(out, [query_record(q, texts[q]) for q in sorted(qrels)])
+    shutil.copyfile(slice_folder / "corpus.jsonl", out / "corpus.jsonl")  # a BEIR folder is whole
+    write_qrels(out, "test", [(q, d, g) for q in sorted(qrels) for d, g in qrels[q].items()])
+    return out
 
 
 def judged_probes(coll: Collection, probes: Path, version: str, judge: str | None) -> dict:
@@ -161,7 +189,8 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
     chunks = args.scifact_chunks if name == "scifact" and args.scifact_chunks else args.chunks
     folder = synthetic(step, coll, generator, prober, chunks, args.probes)
     probe_set = f"{args.probes}, {prober.name}"  # a step's name says which probes it measured on
-    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set) for c in args.candidates.split(",")]
+    design = scifact_design_truth(home, real) if name == "scifact" and args.scifact_docs else None
+    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, design) for c in args.candidates.split(",")]
     coll.close()
     return rows
 
@@ -246,6 +275,18 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
                   f"{sum((r[key] > 0) == (r['real_delta'] > 0) for r in rs)} of {len(rs)}"]
                  for label, key, rs in signal_sets(rows)]
     why = "\n".join(f"- {r['corpus']} / {r['candidate']} ({r['what']}): {r['gate_why']}" for r in rows)
+    design = [[r["candidate"], f"{r['design_delta']:+.4f} ({r['design_p']:.3f}, {r['design_queries']} q)",
+               f"{r['probe_delta']:+.4f} ({r['probe_p']:.3f})", f"{r['probe_source_delta']:+.4f} ({r['probe_source_p']:.3f})",
+               "yes" if r["gate_promote"] else "no"] for r in rows if "design_delta" in r and "probe_source_delta" in r]
+    design_text = f"""
+## The gate's design corpus: SciFact *train* claims
+
+Where the gate's settings may be chosen from now on (its test claims above stay the truth that is
+counted; COVID-QA and SQuAD never inform a setting). The same SciFact candidates, their Δ on the
+train claims whose abstracts are in the slice, beside what each probe signal saw:
+
+{table(["candidate", "train claims Δ (p, n)", "probes, teacher-judged Δ (p)", "probes, source chunk only Δ (p)", "new gate promotes"], design)}
+""" if design else ""
     text = f"""
 Settings: `{json.dumps({k: v for k, v in vars(args).items()})}`. nDCG@10 everywhere, live (all-MiniLM-L6-v2,
 hybrid) vs candidate (hybrid, as the pipeline searches); p: paired randomisation test.
@@ -272,6 +313,7 @@ How well each held-out signal's Δ follows the real queries' Δ, over the candid
 
 {table(["signal", "candidates", "r with real Δ", "same sign as real Δ"], agreement)}
 
+{design_text}
 ## Why the new gate decided as it did
 
 {why}
