@@ -125,8 +125,10 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
                  lambda: judged_probes(coll, folder / "probes", v, None if circular else judge))
     source = probe if circular else step(f"{coll.name}: {name} probes, source chunk only ({probe_set})",
                                          lambda: judged_probes(coll, folder / "probes", v, None))
+    relative = probe if circular else step(f"{coll.name}: {name} probes, judged relative to the source ({probe_set})",
+                                           lambda: judged_probes(coll, folder / "probes", v, judge, "relative"))
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
-    row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source)
+    row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, relative)
     if design is not None:
         d = step(f"{coll.name}: {name} design queries (train claims)",
                  lambda: compare_versions(coll, design, v, "test").to_dict())
@@ -152,18 +154,19 @@ def scifact_design_truth(home: Path, slice_folder: Path) -> Path:
     return out
 
 
-def judged_probes(coll: Collection, probes: Path, version: str, judge: str | None) -> dict:
+def judged_probes(coll: Collection, probes: Path, version: str, judge: str | None, grading: str = "absolute") -> dict:
     """Live vs ``version`` on the probes, relevance judged by ``judge`` (None: the source chunks)."""
     texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in coll.chunks()}
     scorer = cross_encoder_judge(judge, texts, "cpu") if judge else None
-    return compare_judged(coll, probes, version, scorer, "dev").to_dict()
+    return compare_judged(coll, probes, version, scorer, "dev", grading=grading).to_dict()
 
 
 def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: dict, probe: dict, truth: dict,
-                source: dict) -> dict:
+                source: dict, relative: dict) -> dict:
     """One table row: the old gate (synthetic dev), the new gate (ragtune.gate on both signals), the truth;
-    ``source``: the same probes judged by their source chunk alone (a diagnostic: what the teacher's
-    judging adds to the probes' agreement with the real queries; the gate does not use it)."""
+    diagnostics the gate does not use: ``source``, the same probes judged by their source chunk alone
+    (what the teacher's judging adds), ``relative``, judged by the teacher relative to the source chunk
+    (``grading="relative"``: the next setting to try, to be chosen on the design corpus only)."""
     signals = {n: {k: s[k] for k in ("delta", "p_value", "ci", "queries", "judged_by") if k in s}
                for n, s in (("synthetic", synth), ("probes", probe))}
     new = gate_verdict(signals, GateSettings())
@@ -174,6 +177,7 @@ def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: di
             "gate_delta": new["signals"][0]["delta"], "gate_p": new["signals"][0]["p"], "gate_decided_by": new["decided_by"],
             "gate_promote": new["promote"], "gate_why": new["why"],
             "probe_source_delta": source["delta"], "probe_source_p": source["p_value"],
+            "probe_relative_delta": relative["delta"], "probe_relative_p": relative["p_value"], "probe_relative_ci": relative["ci"],
             "real_delta": truth["delta"], "real_p": truth["p_value"], "real_ci": truth["ci"], "real_queries": truth["queries"]}
 
 
@@ -224,10 +228,12 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
                          lambda: judged_probes(coll, folder / "probes", v, judge))
             source = step(f"{tag}: {row} probes, source chunk only ({'+'.join(kinds)}, {probes}, {prober.name})",
                           lambda: judged_probes(coll, folder / "probes", v, None))
+            relative = step(f"{tag}: {row} probes, judged relative to the source ({'+'.join(kinds)}, {probes}, {prober.name})",
+                            lambda: judged_probes(coll, folder / "probes", v, judge, "relative"))
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
-                                   synth, probe, truth, source))
+                                   synth, probe, truth, source, relative))
         coll.close()
     return out
 
@@ -246,7 +252,9 @@ def signal_sets(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """(label, delta key, rows) per held-out signal; probes only where there were enough to decide."""
     enough = [r for r in rows if r["probe_queries"] >= GateSettings().min_probe_queries]
     out = [("synthetic dev (old gate)", "old_gate_delta", rows), ("probes (new gate)", "probe_delta", enough),
-           ("probes judged by their source chunk only", "probe_source_delta", [r for r in enough if "probe_source_delta" in r])]
+           ("probes judged by their source chunk only", "probe_source_delta", [r for r in enough if "probe_source_delta" in r]),
+           ("probes judged relative to their source chunk", "probe_relative_delta",
+            [r for r in enough if "probe_relative_delta" in r])]
     if len(enough) < len(rows):  # the old gate on the probes' candidates only: a like-for-like row
         out.append(("synthetic dev, same candidates", "old_gate_delta", enough))
     out += [(f"probes, {c}", "probe_delta", [r for r in enough if r["corpus"] == c])
@@ -254,9 +262,26 @@ def signal_sets(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     return [(label, key, rs) for label, key, rs in out if len(rs) >= 3]
 
 
+def pearson(xs: list[float], ys: list[float]) -> str:
+    """Pearson r, printed; "n/a" where a signal did not vary (r is undefined there)."""
+    try:
+        return f"{statistics.correlation(xs, ys):+.2f}"
+    except statistics.StatisticsError:
+        return "n/a"
+
+
+def relative_verdict(row: dict) -> bool:
+    """Would the gate promote on the probes judged relative to their source chunk (a what-if row)?"""
+    probes = {**row["signals"]["probes"], "delta": row["probe_relative_delta"], "p_value": row["probe_relative_p"],
+              "ci": row["probe_relative_ci"]}
+    return gate_verdict({**row["signals"], "probes": probes}, GateSettings())["promote"]
+
+
 def report(rows: list[dict], seconds: dict[str, float], args) -> None:
     false, missed, wins = tally(rows, "gate_promote")
     old_false, old_missed, _ = tally(rows, "old_gate_promote")
+    what_if = [{**r, "p": relative_verdict(r)} for r in rows if "probe_relative_delta" in r]
+    rel_false, rel_missed, rel_wins = tally(what_if, "p")
     RESULTS.mkdir(parents=True, exist_ok=True)
     keys = ("corpus", "candidate", "gate_delta", "gate_p", "gate_promote", "real_delta", "real_p")
     (RESULTS / "gate.json").write_text(json.dumps({
@@ -271,13 +296,14 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
              f"{r['real_delta']:+.4f} ({r['real_p']:.3f}, {r['real_queries']} q)"] for r in rows]
     sensitivity = [[m, *tally([{**r, "p": gate_verdict(r["signals"], GateSettings(min_effect=m))["promote"]}
                               for r in rows], "p")[:2]] for m in SENSITIVITY]
-    agreement = [[label, len(rs), f"{statistics.correlation([r[key] for r in rs], [r['real_delta'] for r in rs]):+.2f}",
+    agreement = [[label, len(rs), pearson([r[key] for r in rs], [r["real_delta"] for r in rs]),
                   f"{sum((r[key] > 0) == (r['real_delta'] > 0) for r in rs)} of {len(rs)}"]
                  for label, key, rs in signal_sets(rows)]
     why = "\n".join(f"- {r['corpus']} / {r['candidate']} ({r['what']}): {r['gate_why']}" for r in rows)
     design = [[r["candidate"], f"{r['design_delta']:+.4f} ({r['design_p']:.3f}, {r['design_queries']} q)",
                f"{r['probe_delta']:+.4f} ({r['probe_p']:.3f})", f"{r['probe_source_delta']:+.4f} ({r['probe_source_p']:.3f})",
-               "yes" if r["gate_promote"] else "no"] for r in rows if "design_delta" in r and "probe_source_delta" in r]
+               f"{r['probe_relative_delta']:+.4f} ({r['probe_relative_p']:.3f})",
+               "yes" if r["gate_promote"] else "no"] for r in rows if "design_delta" in r and "probe_relative_delta" in r]
     design_text = f"""
 ## The gate's design corpus: SciFact *train* claims
 
@@ -285,7 +311,8 @@ Where the gate's settings may be chosen from now on (its test claims above stay 
 counted; COVID-QA and SQuAD never inform a setting). The same SciFact candidates, their Δ on the
 train claims whose abstracts are in the slice, beside what each probe signal saw:
 
-{table(["candidate", "train claims Δ (p, n)", "probes, teacher-judged Δ (p)", "probes, source chunk only Δ (p)", "new gate promotes"], design)}
+{table(["candidate", "train claims Δ (p, n)", "probes, teacher-judged Δ (p)", "probes, source chunk only Δ (p)",
+        "probes, relative to the source Δ (p)", "new gate promotes"], design)}
 """ if design else ""
     text = f"""
 Settings: `{json.dumps({k: v for k, v in vars(args).items()})}`. nDCG@10 everywhere, live (all-MiniLM-L6-v2,
@@ -300,6 +327,7 @@ hybrid) vs candidate (hybrid, as the pipeline searches); p: paired randomisation
 |---|---|---|
 | old (synthetic dev, Δ > 0 and p < 0.05) | {old_false} | {old_missed} of {wins} |
 | new (ragtune.gate) | **{false}** | **{missed} of {wins}** |
+| what if: the same gate on probes judged relative to their source ({len(what_if)} candidates; not the gate) | {rel_false} | {rel_missed} of {rel_wins} |
 
 Targets: 0 false promotions; missed wins ≤ 1 in 5.
 

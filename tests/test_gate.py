@@ -87,6 +87,35 @@ def test_teacher_grades_pool_both_versions_and_feed_ndcg():
     assert judged_qrels({"q": "text"}, [live], judge, {"q": {"a"}})["q"]["a"] == 3
 
 
+def test_relative_grading_keeps_a_weak_judges_ranking_and_widens_the_difference():
+    """A weak judge scores every pooled chunk near 0: absolute grades call them all "somewhat
+    relevant" (2), so a candidate that brings the probe's source chunk from 5th to 1st barely moves
+    nDCG@10. Relative grading (relevant = judged at least as high as the source) keeps what the judge
+    ranks: the chunk it prefers to the source counts, the others do not, and the move shows."""
+    logits = {"s": 0.6, "x": 0.9, "a": 0.3, "b": 0.2, "c": 0.1}
+    judge = lambda query, ids: [logits[i] for i in ids]  # noqa: E731
+    live = {"q": {"a": 5.0, "b": 4.0, "c": 3.0, "x": 2.0, "s": 1.0}}
+    cand = {"q": {"s": 5.0, "x": 4.0, "a": 3.0, "b": 2.0, "c": 1.0}}
+    source = {"q": {"s"}}
+
+    def delta(grading: str) -> float:
+        qrels = judged_qrels({"q": "text"}, [live, cand], judge, source, grading=grading)
+        return (per_query(qrels, cand, ["nDCG@10"])["nDCG@10"]["q"] - per_query(qrels, live, ["nDCG@10"])["nDCG@10"]["q"])
+
+    absolute = judged_qrels({"q": "text"}, [live, cand], judge, source)["q"]
+    relative = judged_qrels({"q": "text"}, [live, cand], judge, source, grading="relative")["q"]
+    assert absolute == {"s": 3, "x": 2, "a": 2, "b": 2, "c": 2}
+    assert relative == {"s": 3, "x": 3, "a": 0, "b": 0, "c": 0}
+    assert delta("relative") > 2 * delta("absolute") > 0
+    # The source is judged even when neither version found it: it sets the bar.
+    far = {"q": {"a": 1.0}}
+    assert judged_qrels({"q": "text"}, [far], judge, source, grading="relative")["q"] == {"a": 0, "s": 3}
+    # Without a source (a user's example query) there is no bar: the absolute grades stay.
+    assert judged_qrels({"q": "text"}, [live], judge, None, grading="relative")["q"]["a"] == 2
+    with pytest.raises(ValueError, match="grading 'calibrated'"):
+        judged_qrels({"q": "text"}, [live], judge, source, grading="calibrated")
+
+
 def test_probes_are_other_kinds_on_held_out_documents_the_writer_did_not_use(tmp_path, make_tiny_collection,
                                                                             chat_server):
     from ragtune.data import beir

@@ -155,11 +155,12 @@ def compare_versions(collection: Collection, folder: str | Path, candidate: str,
 
 def compare_judged(collection: Collection, folder: str | Path, candidate: str, judge: Judge | None,
                    split: str = "dev", measure: str = "nDCG@10", alpha: float = 0.05, pool: int = 10,
-                   plot: Path | None = None) -> VersionComparison:
+                   plot: Path | None = None, grading: str = "absolute") -> VersionComparison:
     """Live vs ``candidate`` on the queries of a BEIR folder, relevance judged by ``judge`` over
     the pooled top ``pool`` of both versions (a query's qrels, where it has them, keep the top
     grade); with no judge, the folder's qrels alone. Queries with no qrels are probes with no
-    source (the user's example queries): they need a judge."""
+    source (the user's example queries): they need a judge. ``grading``: how the judge's scores
+    become grades (:func:`ragtune.evaluate.judged.judged_qrels`)."""
     qrels_file = Path(folder) / "qrels" / f"{split}.tsv"
     sources = {q: set(rel) for q, rel in read_qrels(folder, split).items()} if qrels_file.exists() else {}
     records = [q for q in read_queries(folder) if not sources or q["_id"] in sources]
@@ -174,8 +175,9 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
     if judge is None:
         qrels = {q: {d: 1 for d in sources[q]} for q in queries if q in sources}
         return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, "source chunk", kinds)
-    qrels = judged_qrels(queries, list(runs.values()), judge, sources, pool)
-    return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, "teacher", kinds)
+    qrels = judged_qrels(queries, list(runs.values()), judge, sources, pool, grading)
+    by = "teacher" if grading == "absolute" else f"teacher, {grading} to the source"
+    return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, by, kinds)
 
 
 def _row(name: str, s: dict, settings: Settings) -> dict:

@@ -8,7 +8,12 @@ top-``pool`` lists), so a candidate is credited for bringing up any passage the 
 relevant, not only the one the question was copied from.
 
 Grades are integers for ``ir-measures``: ``round(max_grade · sigmoid(logit))``; a probe's own
-source chunk, where it has one, keeps the top grade.
+source chunk, where it has one, keeps the top grade (``grading="absolute"``). A reranker is trained
+to rank, not to be calibrated: a weak one puts most pooled chunks at grade 1–2, and two versions
+that reorder the same top 10 then differ little on nDCG@10 (issue 25 measured probe Δs 3–6x smaller
+than the real queries' Δ). ``grading="relative"`` asks the judge only what it was trained to say:
+a pooled chunk is relevant (top grade) when the judge ranks it at least as high as the probe's own
+source chunk, else not; queries without a source fall back to the absolute grades.
 
 Example:
     >>> from ragtune.evaluate.judged import grade, judged_qrels
@@ -17,6 +22,11 @@ Example:
     >>> judge = lambda query, ids: [3.0 if i == "c2" else -3.0 for i in ids]
     >>> judged_qrels({"q": "x"}, [{"q": {"c1": 0, "c2": -1}}, {"q": {"c3": 0}}], judge, {"q": {"c1"}}, pool=2)
     {'q': {'c1': 3, 'c2': 3, 'c3': 0}}
+    >>> soft = lambda query, ids: {"c1": 0.5, "c2": 0.8, "c3": 0.2}  # a weak judge: all near 0
+    >>> judge2 = lambda query, ids: [soft(query, ids)[i] for i in ids]
+    >>> runs = [{"q": {"c1": 0, "c2": -1}}, {"q": {"c3": 0}}]
+    >>> judged_qrels({"q": "x"}, runs, judge2, {"q": {"c1"}}, pool=2), judged_qrels({"q": "x"}, runs, judge2, {"q": {"c1"}}, pool=2, grading="relative")
+    ({'q': {'c1': 3, 'c2': 2, 'c3': 2}}, {'q': {'c1': 3, 'c2': 3, 'c3': 0}})
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from typing import Callable
 
 Judge = Callable[[str, list[str]], list[float]]  # (query, chunk ids) -> relevance logits
 MAX_GRADE = 3
+GRADINGS = ("absolute", "relative")
 
 
 def grade(logit: float, max_grade: int = MAX_GRADE) -> int:
@@ -38,14 +49,25 @@ def top(run: dict[str, float], n: int) -> list[str]:
 
 
 def judged_qrels(queries: dict[str, str], runs: list[dict[str, dict[str, float]]], judge: Judge,
-                 sources: dict[str, set[str]] | None = None, pool: int = 10) -> dict[str, dict[str, int]]:
+                 sources: dict[str, set[str]] | None = None, pool: int = 10,
+                 grading: str = "absolute") -> dict[str, dict[str, int]]:
     """Graded qrels for every query: the union of each run's top ``pool`` judged by ``judge``;
-    ``sources`` (the chunk a probe was written from) keep the top grade."""
+    ``sources`` (the chunk a probe was written from) keep the top grade. ``grading``: see the module."""
+    if grading not in GRADINGS:
+        raise ValueError(f"grading {grading!r}: choose from {', '.join(GRADINGS)}")
     out: dict[str, dict[str, int]] = {}
     for qid, text in queries.items():
+        own = (sources or {}).get(qid, set())
         pooled = list(dict.fromkeys(d for run in runs for d in top(run.get(qid, {}), pool)))
-        grades = {d: grade(s) for d, s in zip(pooled, judge(text, pooled))} if pooled else {}
-        for d in (sources or {}).get(qid, ()):
+        if grading == "relative" and own:
+            pooled = list(dict.fromkeys([*pooled, *sorted(own)]))  # the source is judged too: the bar
+        logits = dict(zip(pooled, judge(text, pooled))) if pooled else {}
+        if grading == "relative" and own:
+            bar = min(logits[d] for d in own)
+            grades = {d: MAX_GRADE if s >= bar else 0 for d, s in logits.items()}
+        else:
+            grades = {d: grade(s) for d, s in logits.items()}
+        for d in own:
             grades[d] = MAX_GRADE
         out[qid] = grades
     return out
