@@ -20,9 +20,11 @@ default) of the kinds each did not train on.
 The judge is a reranker trained here on SQuAD's 36 *train* articles only (never on a corpus above,
 never on real queries). Real-query results measure the gate; nothing is tuned on them.
 
-The gate's design corpus: SciFact's *train* claims (those whose abstracts are in the slice) are a second
-truth for the SciFact candidates, reported apart; a change to the gate's settings may be chosen there and
-nowhere else (COVID-QA and SQuAD, and SciFact's test claims, only measure it).
+The gate's design corpora: SciFact's *train* claims (those whose abstracts are in the slice), a second
+truth for the SciFact candidates, and squad-dev (the 4 SQuAD dev articles, their paragraphs and up to 400
+of their questions; no judge or writer here trained on them), both reported apart; a change to the gate's
+settings may be chosen there and nowhere else (COVID-QA and SQuAD's test articles, and SciFact's test
+claims, only measure it).
 
 false promotion: the new gate promotes and the real Δ ≤ 0. missed win: real Δ > 0 with p < 0.05
 and not promoted. Every step is cached in $RAGTUNE_BENCH_CACHE/gate-home/steps.json (resumes).
@@ -182,8 +184,8 @@ def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: di
 
 
 def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str, args) -> list[dict]:
-    if name == "squad":
-        coll, real = squad_collection(step, home, "squad", ("test",), args.squad_queries)
+    if name in ("squad", "squad-dev"):
+        coll, real = squad_collection(step, home, name, ("test",) if name == "squad" else ("dev",), args.squad_queries)
     else:
         cargs = argparse.Namespace(docs=args.scifact_docs)
         coll, ds = corpus(step, home, name, cargs)
@@ -238,6 +240,12 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
     return out
 
 
+# Design corpora: where a gate setting may be chosen (their rows never count toward the targets).
+# squad-dev: the 4 SQuAD dev articles (benchmarks/_common.split_squad_articles), which neither the
+# judge nor the probe writer trained on, and which no reported corpus shares.
+DESIGN = ("squad-dev",)
+
+
 def tally(rows: list[dict], promote_key: str) -> tuple[int, int, int]:
     false = sum(1 for r in rows if r[promote_key] and r["real_delta"] <= 0)
     wins = [r for r in rows if r["real_delta"] > 0 and r["real_p"] < 0.05]
@@ -278,6 +286,8 @@ def relative_verdict(row: dict) -> bool:
 
 
 def report(rows: list[dict], seconds: dict[str, float], args) -> None:
+    design_rows = [r for r in rows if r["corpus"] in DESIGN]
+    rows = [r for r in rows if r["corpus"] not in DESIGN]  # the targets count the measured corpora only
     false, missed, wins = tally(rows, "gate_promote")
     old_false, old_missed, _ = tally(rows, "old_gate_promote")
     what_if = [{**r, "p": relative_verdict(r)} for r in rows if "probe_relative_delta" in r]
@@ -287,7 +297,7 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
     (RESULTS / "gate.json").write_text(json.dumps({
         "candidates": [{k: r[k] for k in keys} for r in rows], "false_promotions": false, "missed_wins": missed,
         "real_wins": wins, "old_gate": {"false_promotions": old_false, "missed_wins": old_missed},
-        "details": rows}, indent=2, default=str))
+        "details": rows, "design": design_rows}, indent=2, default=str))
     body = [[r["corpus"], r["candidate"], r["rows"], r["steps"],
              f"{r['old_gate_delta']:+.4f} ({r['old_gate_p']:.3f}, {r['synthetic_queries']} q)", "yes" if r["old_gate_promote"] else "no",
              f"{r['probe_delta']:+.4f} [{r['probe_ci'][0]:+.3f}, {r['probe_ci'][1]:+.3f}] ({r['probe_p']:.3f}, "
@@ -300,19 +310,23 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
                   f"{sum((r[key] > 0) == (r['real_delta'] > 0) for r in rs)} of {len(rs)}"]
                  for label, key, rs in signal_sets(rows)]
     why = "\n".join(f"- {r['corpus']} / {r['candidate']} ({r['what']}): {r['gate_why']}" for r in rows)
-    design = [[r["candidate"], f"{r['design_delta']:+.4f} ({r['design_p']:.3f}, {r['design_queries']} q)",
+    design = [[f"{r['corpus']} ({truth})", r["candidate"], f"{r[dk]:+.4f} ({r[pk]:.3f}, {r[nk]} q)",
                f"{r['probe_delta']:+.4f} ({r['probe_p']:.3f})", f"{r['probe_source_delta']:+.4f} ({r['probe_source_p']:.3f})",
                f"{r['probe_relative_delta']:+.4f} ({r['probe_relative_p']:.3f})",
-               "yes" if r["gate_promote"] else "no"] for r in rows if "design_delta" in r and "probe_relative_delta" in r]
+               "yes" if r["gate_promote"] else "no", "yes" if relative_verdict(r) else "no"]
+              for truth, dk, pk, nk, rs in (("train claims", "design_delta", "design_p", "design_queries", rows),
+                                            ("its questions", "real_delta", "real_p", "real_queries", design_rows))
+              for r in rs if dk in r and "probe_relative_delta" in r]
     design_text = f"""
-## The gate's design corpus: SciFact *train* claims
+## The gate's design corpora
 
-Where the gate's settings may be chosen from now on (its test claims above stay the truth that is
-counted; COVID-QA and SQuAD never inform a setting). The same SciFact candidates, their Δ on the
-train claims whose abstracts are in the slice, beside what each probe signal saw:
+Where the gate's settings may be chosen (nothing above is: COVID-QA, SQuAD's test articles and SciFact's
+test claims only measure it): SciFact's *train* claims whose abstracts are in the slice (the same SciFact
+candidates, another truth), and `squad-dev`, the 4 SQuAD dev articles that neither the judge nor the probe
+writer trained on (its own candidates; never counted in the targets). Each probe signal beside the truth:
 
-{table(["candidate", "train claims Δ (p, n)", "probes, teacher-judged Δ (p)", "probes, source chunk only Δ (p)",
-        "probes, relative to the source Δ (p)", "new gate promotes"], design)}
+{table(["corpus (truth)", "candidate", "truth Δ (p, n)", "probes, teacher-judged Δ (p)", "probes, source chunk only Δ (p)",
+        "probes, relative to the source Δ (p)", "gate promotes", "would promote on relative"], design)}
 """ if design else ""
     text = f"""
 Settings: `{json.dumps({k: v for k, v in vars(args).items()})}`. nDCG@10 everywhere, live (all-MiniLM-L6-v2,
@@ -355,7 +369,8 @@ How well each held-out signal's Δ follows the real queries' Δ, over the candid
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpora", default="covidqa,squad,scifact")
+    ap.add_argument("--corpora", default="covidqa,squad,scifact,squad-dev",
+                    help="squad-dev: a design corpus (reported apart, never counted in the targets)")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--chunks", type=int, default=240, help="chunks per corpus that get a synthetic query")
     ap.add_argument("--probes", type=int, default=250, help="probe chunks per corpus (about half survive the form filters)")
