@@ -137,7 +137,8 @@ def question_writer(step: Steps, home: Path, args):
 
     if args.writer == "trained":
         return trained_writer("--writer own or --writer prompted")
-    if args.writer == "own" and args.qgen_examples > 0:
+    own = args.writer == "own" and args.qgen_examples > 0
+    if own:
         def train() -> dict:
             examples = qg_training_examples(load_squad(DATA / "squad" / "dev-v1.1.json"), args.qgen_examples)
             meta, r = publish_adapter(home, "qgen", "SmolLM2-135M-Instruct", examples,
@@ -146,7 +147,7 @@ def question_writer(step: Steps, home: Path, args):
             return {"examples": len(examples), "steps": r.steps, "loss": r.train_loss}
 
         step("train question writer (LoRA, SQuAD)", train)
-    return LocalGenerator(home=home, adapter="qgen" if args.writer == "own" and args.qgen_examples > 0 else None)
+    return LocalGenerator(home=home, adapter="qgen" if own else None)
 
 
 def synthetic_set(step: Steps, coll: Collection, generator, chunks: int) -> Path:

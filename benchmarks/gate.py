@@ -35,12 +35,14 @@ Run from the repo root:  .venv/bin/python benchmarks/gate.py [--corpora covidqa,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, RESULTS, Steps, progress, split_squad_articles, squad_collection, table, trained_writer, write_report  # noqa: E402
@@ -50,7 +52,7 @@ from query_styles import slug, style_config, written_as  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.collection.shadow import build_shadow  # noqa: E402
 from ragtune.data.beir import read_qrels  # noqa: E402
-from ragtune.evaluate.judged import cross_encoder_judge  # noqa: E402
+from ragtune.evaluate.judged import Judge, cross_encoder_judge  # noqa: E402
 from ragtune.gate import GateSettings, compare_judged, compare_versions, gate_verdict  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows  # noqa: E402
@@ -105,7 +107,7 @@ def synthetic(step: Steps, coll: Collection, generator, prober, chunks: int, pro
 
 
 def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Path, judge: str, name: str,
-              probe_set: str, design: Path | None = None) -> dict:
+              probe_set: str, scorer: Callable[[], Judge], design: Path | None = None) -> dict:
     kind, config, what = CANDIDATES[name]
     if kind != "mnrl":
         step(f"{coll.name}: teacher scores ({kind})", lambda: score_with_teacher(
@@ -124,11 +126,11 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
 
     circular = kind == "cross-encoder"  # taught by the judge: the gate falls back to source chunks
     probe = step(f"{coll.name}: {name} probes ({probe_set})",
-                 lambda: judged_probes(coll, folder / "probes", v, None if circular else judge))
+                 lambda: judged_probes(coll, folder / "probes", v, None if circular else scorer))
     source = probe if circular else step(f"{coll.name}: {name} probes, source chunk only ({probe_set})",
                                          lambda: judged_probes(coll, folder / "probes", v, None))
     relative = probe if circular else step(f"{coll.name}: {name} probes, judged relative to the source ({probe_set})",
-                                           lambda: judged_probes(coll, folder / "probes", v, judge, "relative"))
+                                           lambda: judged_probes(coll, folder / "probes", v, scorer, "relative"))
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
     row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, relative)
     if design is not None:
@@ -156,11 +158,21 @@ def scifact_design_truth(home: Path, slice_folder: Path) -> Path:
     return out
 
 
-def judged_probes(coll: Collection, probes: Path, version: str, judge: str | None, grading: str = "absolute") -> dict:
-    """Live vs ``version`` on the probes, relevance judged by ``judge`` (None: the source chunks)."""
-    texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in coll.chunks()}
-    scorer = cross_encoder_judge(judge, texts, "cpu") if judge else None
-    return compare_judged(coll, probes, version, scorer, "dev", grading=grading).to_dict()
+def lazy_judge(coll: Collection, judge: str) -> Callable[[], Judge]:
+    """The judge over ``coll``'s chunks, loaded once, on first use (a resumed run whose probe steps
+    are all cached loads no model)."""
+    @functools.cache
+    def load() -> Judge:
+        texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in coll.chunks()}
+        return cross_encoder_judge(judge, texts, "cpu")
+
+    return load
+
+
+def judged_probes(coll: Collection, probes: Path, version: str, scorer: Callable[[], Judge] | None,
+                  grading: str = "absolute") -> dict:
+    """Live vs ``version`` on the probes, relevance judged by ``scorer()`` (None: the source chunks)."""
+    return compare_judged(coll, probes, version, scorer() if scorer else None, "dev", grading=grading).to_dict()
 
 
 def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: dict, probe: dict, truth: dict,
@@ -196,7 +208,9 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
     folder = synthetic(step, coll, generator, prober, chunks, args.probes)
     probe_set = f"{args.probes}, {prober.name}"  # a step's name says which probes it measured on
     design = scifact_design_truth(home, real) if name == "scifact" and args.scifact_docs else None
-    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, design) for c in args.candidates.split(",")]
+    scorer = lazy_judge(coll, judge)
+    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, scorer, design)
+            for c in args.candidates.split(",")]
     coll.close()
     return rows
 
@@ -217,21 +231,21 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
     examples, out = tuple(styles.get("examples") or ()), []
     for name, result in styles["details"].items():
         coll, _ = corpus(Steps(STYLES_HOME), STYLES_HOME, name, argparse.Namespace(docs=0))  # indexed there
+        scorer, tag = lazy_judge(coll, judge), f"styles {name}"
         for row, d in result["styles"].items():
             queries = style_config(row.partition(" (")[0], 0, examples)  # the kinds the row trained on
             kinds = probe_kinds(queries.type_cycle())
             folder = coll.dir / "synth" / f"gate-probes-{'-'.join(kinds)}"
-            tag = f"styles {name}"
-            step(f"{tag}: probes ({'+'.join(kinds)}, {probes}, {prober.name})",
+            probe_set = f"{'+'.join(kinds)}, {probes}, {prober.name}"  # a step's name says which probes
+            step(f"{tag}: probes ({probe_set})",
                  lambda: write_probes(coll, prober, folder, queries, FilterConfig(), probes, progress))
             v, written = d["version"], coll.dir / "synth" / slug(written_as(row))
             synth = step(f"{tag}: {row} synthetic dev", lambda: compare_versions(coll, written, v, "dev").to_dict())
-            probe = step(f"{tag}: {row} probes ({'+'.join(kinds)}, {probes}, {prober.name})",
-                         lambda: judged_probes(coll, folder / "probes", v, judge))
-            source = step(f"{tag}: {row} probes, source chunk only ({'+'.join(kinds)}, {probes}, {prober.name})",
+            probe = step(f"{tag}: {row} probes ({probe_set})", lambda: judged_probes(coll, folder / "probes", v, scorer))
+            source = step(f"{tag}: {row} probes, source chunk only ({probe_set})",
                           lambda: judged_probes(coll, folder / "probes", v, None))
-            relative = step(f"{tag}: {row} probes, judged relative to the source ({'+'.join(kinds)}, {probes}, {prober.name})",
-                            lambda: judged_probes(coll, folder / "probes", v, judge, "relative"))
+            relative = step(f"{tag}: {row} probes, judged relative to the source ({probe_set})",
+                            lambda: judged_probes(coll, folder / "probes", v, scorer, "relative"))
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},

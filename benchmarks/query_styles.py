@@ -74,14 +74,14 @@ def writer_id(kind: str, generator) -> str:
     return f"{generator.name}, trained {meta['created']}"
 
 
-def label(style: str, args, training: bool = True) -> str:
+def label(style: str, args) -> str:
     """A row's name: the style, plus its budget where it is not the default (500 chunks, 1 epoch,
     MNRL), so a larger run or another recipe of a style is a new row, not a rewrite of the default
-    one. ``training=False``: the name of the written set alone (recipes of one budget share it)."""
+    one (:func:`written_as` names the written set that recipes of one budget share)."""
     extra = ([f"{args.chunks} chunks"] if args.chunks != DEFAULT_CHUNKS else []) + \
             (["own words"] if args.own_words else []) + \
-            ([f"{args.epochs:g} epochs"] if training and args.epochs != 1.0 else []) + \
-            ([f"{args.teacher} teacher"] if training and args.teacher != "none" else [])
+            ([f"{args.epochs:g} epochs"] if args.epochs != 1.0 else []) + \
+            ([f"{args.teacher} teacher"] if args.teacher != "none" else [])
     return f"{style} ({', '.join(extra)})" if extra else style
 
 
@@ -129,7 +129,8 @@ def style_config(style: str, chunks: int, examples: tuple[str, ...], own_words: 
 
 def one_style(step: Steps, home: Path, coll: Collection, ds, generator, style: str, args,
               examples: tuple[str, ...]) -> dict:
-    name, written_name = label(style, args), label(style, args, training=False)
+    name = label(style, args)
+    written_name = written_as(name)
     folder = coll.dir / "synth" / slug(written_name)
     config = style_config(style, args.chunks, examples, args.own_words)
     step(f"{coll.name}: {written_name}: write", lambda: generate_queries(coll, generator, folder, config, progress))
