@@ -36,7 +36,7 @@ from _common import CACHE, DATA, RESULTS, Steps, progress, table, trained_writer
 from ragtune.adapt import compare_versions  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.collection.shadow import build_shadow  # noqa: E402
-from ragtune.data.beir import load_beir  # noqa: E402
+from ragtune.data.beir import BeirDataset, load_beir  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import doc_run, per_query, score_run  # noqa: E402
 from ragtune.evaluate.rerank import rerank_gate  # noqa: E402
@@ -79,7 +79,7 @@ def evaluate(step: Steps, coll: Collection, version: str, ds, mode: str, reranke
     return step(f"{coll.name}: test {version} {mode}" + (" + rerank" + blend if reranker else ""), run_row)
 
 
-def corpus(step: Steps, home: Path, name: str, args) -> tuple[Collection, object]:
+def corpus(step: Steps, home: Path, name: str, args) -> tuple[Collection, BeirDataset]:
     """The collection (public, indexed once) and the test task of ``name``."""
     if name == "scifact":
         source = DATA / "scifact" if not args.docs else scifact_slice(home, args.docs)

@@ -91,6 +91,11 @@ def judge_model(step: Steps, home: Path, steps: int) -> str:
     return step("judge: reranker on SQuAD train articles", train)
 
 
+# The probes graded otherwise (ragtune.evaluate.judged's gradings), diagnostics the gate does not
+# use: a next setting is chosen among them on the design corpora only. Step-name phrase per grading.
+GRADED = {"relative": "judged relative to the source", "ranked": "judged by the teacher's order"}
+
+
 def synthetic(step: Steps, coll: Collection, generator, prober, chunks: int, probes: int) -> Path:
     folder = coll.dir / "synth" / "gate"
     queries = QueryGenConfig(max_chunks=chunks)
@@ -129,10 +134,11 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
                  lambda: judged_probes(coll, folder / "probes", v, None if circular else scorer))
     source = probe if circular else step(f"{coll.name}: {name} probes, source chunk only ({probe_set})",
                                          lambda: judged_probes(coll, folder / "probes", v, None))
-    relative = probe if circular else step(f"{coll.name}: {name} probes, judged relative to the source ({probe_set})",
-                                           lambda: judged_probes(coll, folder / "probes", v, scorer, "relative"))
+    graded = {g: probe if circular else step(f"{coll.name}: {name} probes, {phrase} ({probe_set})",
+                                            lambda g=g: judged_probes(coll, folder / "probes", v, scorer, g))
+              for g, phrase in GRADED.items()}
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
-    row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, relative)
+    row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, graded)
     if design is not None:
         d = step(f"{coll.name}: {name} design queries (train claims)",
                  lambda: compare_versions(coll, design, v, "test").to_dict())
@@ -160,11 +166,20 @@ def scifact_design_truth(home: Path, slice_folder: Path) -> Path:
 
 def lazy_judge(coll: Collection, judge: str) -> Callable[[], Judge]:
     """The judge over ``coll``'s chunks, loaded once, on first use (a resumed run whose probe steps
-    are all cached loads no model)."""
+    are all cached loads no model). It remembers what it scored: the live version's pools come back
+    for every candidate and grading, and the cross-encoder is the slow part."""
     @functools.cache
     def load() -> Judge:
         texts = {c["chunk_id"]: c.get("search_text") or c["text"] for c in coll.chunks()}
-        return cross_encoder_judge(judge, texts, "cpu")
+        scorer = cross_encoder_judge(judge, texts, "cpu")
+        seen: dict[tuple[str, str], float] = {}
+
+        def remembering(query: str, ids: list[str]) -> list[float]:
+            todo = [i for i in ids if (query, i) not in seen]
+            seen.update(zip(((query, i) for i in todo), scorer(query, todo) if todo else []))
+            return [seen[(query, i)] for i in ids]
+
+        return remembering
 
     return load
 
@@ -176,11 +191,11 @@ def judged_probes(coll: Collection, probes: Path, version: str, scorer: Callable
 
 
 def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: dict, probe: dict, truth: dict,
-                source: dict, relative: dict) -> dict:
+                source: dict, graded: dict[str, dict]) -> dict:
     """One table row: the old gate (synthetic dev), the new gate (ragtune.gate on both signals), the truth;
     diagnostics the gate does not use: ``source``, the same probes judged by their source chunk alone
-    (what the teacher's judging adds), ``relative``, judged by the teacher relative to the source chunk
-    (``grading="relative"``: the next setting to try, to be chosen on the design corpus only)."""
+    (what the teacher's judging adds), ``graded``, judged by the teacher with the other gradings of
+    ``GRADED`` (the next setting is chosen among them on the design corpora only)."""
     signals = {n: {k: s[k] for k in ("delta", "p_value", "ci", "queries", "judged_by") if k in s}
                for n, s in (("synthetic", synth), ("probes", probe))}
     new = gate_verdict(signals, GateSettings())
@@ -191,7 +206,8 @@ def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: di
             "gate_delta": new["signals"][0]["delta"], "gate_p": new["signals"][0]["p"], "gate_decided_by": new["decided_by"],
             "gate_promote": new["promote"], "gate_why": new["why"],
             "probe_source_delta": source["delta"], "probe_source_p": source["p_value"],
-            "probe_relative_delta": relative["delta"], "probe_relative_p": relative["p_value"], "probe_relative_ci": relative["ci"],
+            **{f"probe_{g}_{k}": r[key] for g, r in graded.items() for k, key in
+               (("delta", "delta"), ("p", "p_value"), ("ci", "ci"))},
             "real_delta": truth["delta"], "real_p": truth["p_value"], "real_ci": truth["ci"], "real_queries": truth["queries"]}
 
 
@@ -244,12 +260,13 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
             probe = step(f"{tag}: {row} probes ({probe_set})", lambda: judged_probes(coll, folder / "probes", v, scorer))
             source = step(f"{tag}: {row} probes, source chunk only ({probe_set})",
                           lambda: judged_probes(coll, folder / "probes", v, None))
-            relative = step(f"{tag}: {row} probes, judged relative to the source ({probe_set})",
-                            lambda: judged_probes(coll, folder / "probes", v, scorer, "relative"))
+            graded = {g: step(f"{tag}: {row} probes, {phrase} ({probe_set})",
+                              lambda g=g: judged_probes(coll, folder / "probes", v, scorer, g))
+                      for g, phrase in GRADED.items()}
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
-                                   synth, probe, truth, source, relative))
+                                   synth, probe, truth, source, graded))
         coll.close()
     return out
 
@@ -274,9 +291,9 @@ def signal_sets(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """(label, delta key, rows) per held-out signal; probes only where there were enough to decide."""
     enough = [r for r in rows if r["probe_queries"] >= GateSettings().min_probe_queries]
     out = [("synthetic dev (old gate)", "old_gate_delta", rows), ("probes (new gate)", "probe_delta", enough),
-           ("probes judged by their source chunk only", "probe_source_delta", [r for r in enough if "probe_source_delta" in r]),
-           ("probes judged relative to their source chunk", "probe_relative_delta",
-            [r for r in enough if "probe_relative_delta" in r])]
+           ("probes judged by their source chunk only", "probe_source_delta", [r for r in enough if "probe_source_delta" in r])]
+    out += [(f"probes {phrase}", f"probe_{g}_delta", [r for r in enough if f"probe_{g}_delta" in r])
+            for g, phrase in GRADED.items()]
     if len(enough) < len(rows):  # the old gate on the probes' candidates only: a like-for-like row
         out.append(("synthetic dev, same candidates", "old_gate_delta", enough))
     out += [(f"probes, {c}", "probe_delta", [r for r in enough if r["corpus"] == c])
@@ -292,10 +309,10 @@ def pearson(xs: list[float], ys: list[float]) -> str:
         return "n/a"
 
 
-def relative_verdict(row: dict) -> bool:
-    """Would the gate promote on the probes judged relative to their source chunk (a what-if row)?"""
-    probes = {**row["signals"]["probes"], "delta": row["probe_relative_delta"], "p_value": row["probe_relative_p"],
-              "ci": row["probe_relative_ci"]}
+def graded_verdict(row: dict, grading: str) -> bool:
+    """Would the gate promote on the probes graded by ``grading`` (a what-if row)?"""
+    probes = {**row["signals"]["probes"], "delta": row[f"probe_{grading}_delta"], "p_value": row[f"probe_{grading}_p"],
+              "ci": row[f"probe_{grading}_ci"]}
     return gate_verdict({**row["signals"], "probes": probes}, GateSettings())["promote"]
 
 
@@ -304,8 +321,14 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
     rows = [r for r in rows if r["corpus"] not in DESIGN]  # the targets count the measured corpora only
     false, missed, wins = tally(rows, "gate_promote")
     old_false, old_missed, _ = tally(rows, "old_gate_promote")
-    what_if = [{**r, "p": relative_verdict(r)} for r in rows if "probe_relative_delta" in r]
-    rel_false, rel_missed, rel_wins = tally(what_if, "p")
+    what_if = []
+    for g, phrase in GRADED.items():
+        judged = [{**r, "p": graded_verdict(r, g)} for r in rows if f"probe_{g}_delta" in r]
+        if judged:
+            false_g, missed_g, wins_g = tally(judged, "p")
+            what_if.append(f"| what if: the same gate on probes {phrase} ({len(judged)} candidates; not the gate) "
+                           f"| {false_g} | {missed_g} of {wins_g} |")
+    graded_names = [g for g in GRADED if any(f"probe_{g}_delta" in r for r in rows + design_rows)]
     RESULTS.mkdir(parents=True, exist_ok=True)
     keys = ("corpus", "candidate", "gate_delta", "gate_p", "gate_promote", "real_delta", "real_p")
     (RESULTS / "gate.json").write_text(json.dumps({
@@ -326,11 +349,13 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
     why = "\n".join(f"- {r['corpus']} / {r['candidate']} ({r['what']}): {r['gate_why']}" for r in rows)
     design = [[f"{r['corpus']} ({truth})", r["candidate"], f"{r[dk]:+.4f} ({r[pk]:.3f}, {r[nk]} q)",
                f"{r['probe_delta']:+.4f} ({r['probe_p']:.3f})", f"{r['probe_source_delta']:+.4f} ({r['probe_source_p']:.3f})",
-               f"{r['probe_relative_delta']:+.4f} ({r['probe_relative_p']:.3f})",
-               "yes" if r["gate_promote"] else "no", "yes" if relative_verdict(r) else "no"]
+               *[f"{r[f'probe_{g}_delta']:+.4f} ({r[f'probe_{g}_p']:.3f})" if f"probe_{g}_delta" in r else "–"
+                 for g in graded_names],
+               "yes" if r["gate_promote"] else "no",
+               *["yes" if f"probe_{g}_delta" in r and graded_verdict(r, g) else "no" for g in graded_names]]
               for truth, dk, pk, nk, rs in (("train claims", "design_delta", "design_p", "design_queries", rows),
                                             ("its questions", "real_delta", "real_p", "real_queries", design_rows))
-              for r in rs if dk in r and "probe_relative_delta" in r]
+              for r in rs if dk in r]
     design_text = f"""
 ## The gate's design corpora
 
@@ -340,7 +365,8 @@ candidates, another truth), and `squad-dev`, the 4 SQuAD dev articles that neith
 writer trained on (its own candidates; never counted in the targets). Each probe signal beside the truth:
 
 {table(["corpus (truth)", "candidate", "truth Δ (p, n)", "probes, teacher-judged Δ (p)", "probes, source chunk only Δ (p)",
-        "probes, relative to the source Δ (p)", "gate promotes", "would promote on relative"], design)}
+        *[f"probes, {GRADED[g]} Δ (p)" for g in graded_names], "gate promotes",
+        *[f"would promote, {g}" for g in graded_names]], design)}
 """ if design else ""
     text = f"""
 Settings: `{json.dumps({k: v for k, v in vars(args).items()})}`. nDCG@10 everywhere, live (all-MiniLM-L6-v2,
@@ -355,7 +381,7 @@ hybrid) vs candidate (hybrid, as the pipeline searches); p: paired randomisation
 |---|---|---|
 | old (synthetic dev, Δ > 0 and p < 0.05) | {old_false} | {old_missed} of {wins} |
 | new (ragtune.gate) | **{false}** | **{missed} of {wins}** |
-| what if: the same gate on probes judged relative to their source ({len(what_if)} candidates; not the gate) | {rel_false} | {rel_missed} of {rel_wins} |
+{chr(10).join(what_if)}
 
 Targets: 0 false promotions; missed wins ≤ 1 in 5.
 

@@ -116,6 +116,32 @@ def test_relative_grading_keeps_a_weak_judges_ranking_and_widens_the_difference(
         judged_qrels({"q": "text"}, [live], judge, source, grading="calibrated")
 
 
+def test_ranked_grading_unsaturates_a_weak_judge_without_needing_a_source():
+    """Absolute grades from a judge that scores everything near 0 put every pooled chunk at grade 2:
+    nDCG@10 is near its ceiling whatever the order, so a version that puts the judge's favourites
+    first gains almost nothing. Ranked grades keep the judge's order (best two 3, next two 2, ...),
+    with or without a source chunk, and the same reordering shows several times larger."""
+    logits = {"a": 0.9, "b": 0.7, "c": 0.5, "d": 0.3, "e": 0.1, "f": 0.0}
+    judge = lambda query, ids: [logits[i] for i in ids]  # noqa: E731
+    worst_first = {"q": {d: float(i) for i, d in enumerate("abcdef")}}  # f first ... a last
+    best_first = {"q": {d: float(-i) for i, d in enumerate("abcdef")}}
+
+    def delta(grading: str, source: dict | None) -> float:
+        qrels = judged_qrels({"q": "text"}, [worst_first, best_first], judge, source, grading=grading)
+        score = {n: per_query(qrels, run, ["nDCG@10"])["nDCG@10"]["q"] for n, run in
+                 (("worst", worst_first), ("best", best_first))}
+        return score["best"] - score["worst"]
+
+    assert judged_qrels({"q": "text"}, [best_first], judge, None, grading="ranked")["q"] == {
+        "a": 3, "b": 3, "c": 2, "d": 2, "e": 1, "f": 1}
+    assert set(judged_qrels({"q": "text"}, [best_first], judge, None)["q"].values()) == {2}
+    assert delta("absolute", None) == pytest.approx(0.0)
+    assert delta("ranked", None) > 0.15
+    # A source chunk the judge ranks low still keeps the top grade.
+    assert judged_qrels({"q": "text"}, [best_first], judge, {"q": {"f"}}, grading="ranked")["q"]["f"] == 3
+    assert delta("ranked", {"q": {"f"}}) > 0
+
+
 def test_probes_are_other_kinds_on_held_out_documents_the_writer_did_not_use(tmp_path, make_tiny_collection,
                                                                             chat_server):
     from ragtune.data import beir

@@ -176,7 +176,7 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
         qrels = {q: {d: 1 for d in sources[q]} for q in queries if q in sources}
         return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, "source chunk", kinds)
     qrels = judged_qrels(queries, list(runs.values()), judge, sources, pool, grading)
-    by = "teacher" if grading == "absolute" else f"teacher, {grading} to the source"
+    by = {"absolute": "teacher", "relative": "teacher, relative to the source"}.get(grading, f"teacher, {grading}")
     return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, by, kinds)
 
 

@@ -14,6 +14,10 @@ that reorder the same top 10 then differ little on nDCG@10 (issue 25 measured pr
 than the real queries' Δ). ``grading="relative"`` asks the judge only what it was trained to say:
 a pooled chunk is relevant (top grade) when the judge ranks it at least as high as the probe's own
 source chunk, else not; queries without a source fall back to the absolute grades.
+``grading="ranked"`` also keeps only the judge's order, over the whole pool: its best two chunks
+get the top grade, the next two one less, and so on down to 0 (a source chunk keeps the top grade),
+so a version gains by bringing the judge's favourites up, whatever the judge's scale; unlike
+``relative`` it works without a source and grades several chunks (less variance than one).
 
 Example:
     >>> from ragtune.evaluate.judged import grade, judged_qrels
@@ -27,6 +31,8 @@ Example:
     >>> runs = [{"q": {"c1": 0, "c2": -1}}, {"q": {"c3": 0}}]
     >>> judged_qrels({"q": "x"}, runs, judge2, {"q": {"c1"}}, pool=2), judged_qrels({"q": "x"}, runs, judge2, {"q": {"c1"}}, pool=2, grading="relative")
     ({'q': {'c1': 3, 'c2': 2, 'c3': 2}}, {'q': {'c1': 3, 'c2': 3, 'c3': 0}})
+    >>> judged_qrels({"q": "x"}, runs, judge2, None, pool=2, grading="ranked")
+    {'q': {'c2': 3, 'c1': 3, 'c3': 2}}
 """
 
 from __future__ import annotations
@@ -36,12 +42,24 @@ from typing import Callable
 
 Judge = Callable[[str, list[str]], list[float]]  # (query, chunk ids) -> relevance logits
 MAX_GRADE = 3
-GRADINGS = ("absolute", "relative")
+GRADINGS = ("absolute", "relative", "ranked")
+RANK_BAND = 2  # ranked grading: chunks per grade, from the judge's best down
 
 
 def grade(logit: float, max_grade: int = MAX_GRADE) -> int:
     """An integer relevance grade from a cross-encoder logit (its sigmoid, scaled)."""
     return int(round(max_grade / (1.0 + math.exp(-logit))))
+
+
+def ranked_grades(logits: dict[str, float], band: int = RANK_BAND) -> dict[str, int]:
+    """Grades from the judge's order alone: its best ``band`` chunks the top grade, the next ``band``
+    one less, ... then 0.
+
+    >>> ranked_grades({"a": 0.1, "b": 0.3, "c": -2.0, "d": 0.2, "e": -1.0, "f": -1.5, "g": -3.0})
+    {'b': 3, 'd': 3, 'a': 2, 'e': 2, 'f': 1, 'c': 1, 'g': 0}
+    """
+    order = sorted(logits, key=lambda d: -logits[d])
+    return {d: max(0, MAX_GRADE - i // band) for i, d in enumerate(order)}
 
 
 def top(run: dict[str, float], n: int) -> list[str]:
@@ -65,6 +83,8 @@ def judged_qrels(queries: dict[str, str], runs: list[dict[str, dict[str, float]]
         if grading == "relative" and own:
             bar = min(logits[d] for d in own)
             grades = {d: MAX_GRADE if s >= bar else 0 for d, s in logits.items()}
+        elif grading == "ranked":
+            grades = ranked_grades(logits)
         else:
             grades = {d: grade(s) for d, s in logits.items()}
         for d in own:
