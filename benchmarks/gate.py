@@ -356,6 +356,11 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
               for truth, dk, pk, nk, rs in (("train claims", "design_delta", "design_p", "design_queries", rows),
                                             ("its questions", "real_delta", "real_p", "real_queries", design_rows))
               for r in rs if dk in r]
+    pairs = [(r[dk], r["probe_delta"]) for dk, rs in (("design_delta", rows), ("real_delta", design_rows))
+             for r in rs if dk in r and r["probe_judged_by"] == "teacher"]
+    slope = (f"Over these {len(pairs)} teacher-judged candidates the probes' Δ runs at "
+             f"{sum(t * p for t, p in pairs) / sum(t * t for t, _ in pairs):.2f} × the truth's Δ (least squares through 0): "
+             "the gate's teacher scale (ragtune.gate.GateSettings.teacher_scale) is chosen here.") if pairs else ""
     design_text = f"""
 ## The gate's design corpora
 
@@ -367,6 +372,8 @@ writer trained on (its own candidates; never counted in the targets). Each probe
 {table(["corpus (truth)", "candidate", "truth Δ (p, n)", "probes, teacher-judged Δ (p)", "probes, source chunk only Δ (p)",
         *[f"probes, {GRADED[g]} Δ (p)" for g in graded_names], "gate promotes",
         *[f"would promote, {g}" for g in graded_names]], design)}
+
+{slope}
 """ if design else ""
     text = f"""
 Settings: `{json.dumps({k: v for k, v in vars(args).items()})}`. nDCG@10 everywhere, live (all-MiniLM-L6-v2,
@@ -385,8 +392,9 @@ hybrid) vs candidate (hybrid, as the pipeline searches); p: paired randomisation
 
 Targets: 0 false promotions; missed wins ≤ 1 in 5.
 
-How the new gate's counts move with its minimum effect (the default, 0.005, was set before this run and
-is not chosen from this table: real-query results measure the gate, they never tune it):
+How the new gate's counts move with its minimum effect, in real-query units (× {GateSettings().teacher_scale:g}
+on teacher-judged probes). The default, 0.005, was set before these runs, its teacher scale on the design corpora
+(below); neither is chosen from this table: real-query results measure the gate, they never tune it.
 
 {table(["min effect", "false promotions", f"missed wins (of {wins})"], sensitivity)}
 

@@ -94,6 +94,7 @@ class AdaptConfig:
     min_probe_queries: int = 20
     judge: str = "auto"
     min_effect: float = 0.005
+    teacher_scale: float = 0.25  # min_effect on teacher-judged probes is min_effect × this (ragtune.gate)
     # Choose the retrieval settings (fusion, weights, depths) on the synthetic questions before any
     # model learns from them (ragtune.evaluate.tune): written only when they win, cross-fitted.
     tune: bool = True
@@ -314,13 +315,15 @@ def report_markdown(report: dict) -> str:
             lines += ["![per-question difference](deltas.png)", ""]
     if decision.get("signals"):
         lines += ["## Gate", "", markdown_table(
-            ["held-out set", "questions", "judged by", "Δ", "95% CI", "p", "verdict"],
+            ["held-out set", "questions", "judged by", "Δ", "95% CI", "p", "min effect", "verdict"],
             [[r["name"], r["queries"], r.get("judged_by", "source chunk"), f"{r['delta']:+.4f}",
-              "[{:+.4f}, {:+.4f}]".format(*r["ci"]) if r.get("ci") else "", f"{r['p']:.4f}", r["verdict"]]
+              "[{:+.4f}, {:+.4f}]".format(*r["ci"]) if r.get("ci") else "", f"{r['p']:.4f}",
+              f"{r['min_effect']:g}" if "min_effect" in r else "", r["verdict"]]
              for r in decision["signals"]]), "",
             f"Decided by: {decision['decided_by']} (strongest signal with enough questions: labelled > feedback > "
-            "probes > synthetic; a gain needs its 95% CI above 0 and at least the minimum effect; a signal "
-            "significantly worse, or probes pointing down, refuses).", ""]
+            "probes > synthetic; a gain needs its 95% CI above 0 and at least the minimum effect, a quarter of it "
+            "on a teacher's grades, which compress a Δ; a signal significantly worse, or probes pointing down, "
+            "refuses).", ""]
         if "probes" in steps:
             pr = steps["probes"]
             lines += [f"Probes: {pr['kept']} kept of {pr['written']} written for {pr['chunks']} chunks of held-out "

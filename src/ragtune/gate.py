@@ -18,7 +18,11 @@ queries do not move (issue 25: +0.040, p = 0.011 on synthetic; −0.001 on real 
 
 The verdict: the strongest signal with enough queries decides (labelled > feedback > probes >
 synthetic); it must show a gain of at least ``min_effect`` whose 95% confidence interval lies
-above 0, with p below ``alpha``. The others are heard: one that is significantly worse, or the
+above 0, with p below ``alpha``. ``min_effect`` is in the real queries' units; a teacher's grades
+compress a Δ (most pooled chunks come out "somewhat relevant"), so on a teacher-judged signal the
+bar is ``min_effect × teacher_scale``: the probes' Δ ran at 0.26 × the real queries' Δ over the 10
+teacher-judged candidates of issue 25's design corpora (SciFact's train claims, SQuAD's dev
+articles; benchmarks/results/gate.md), hence 0.25. The others are heard: one that is significantly worse, or the
 probes pointing the other way, refuses ("signals disagree"). Every signal is listed with its
 size, Δ, interval, p and verdict.
 
@@ -56,7 +60,8 @@ class GateSettings:
 
     alpha: float = 0.05
     measure: str = "nDCG@10"
-    min_effect: float = 0.005  # the smallest gain worth a new index version
+    min_effect: float = 0.005  # the smallest gain worth a new index version (real queries' nDCG@10)
+    teacher_scale: float = 0.25  # a teacher-judged Δ per real-query Δ (module docstring): scales min_effect
     min_feedback_queries: int = 20
     min_probe_queries: int = 20
 
@@ -65,6 +70,7 @@ class Settings(Protocol):
     alpha: float
     measure: str
     min_effect: float
+    teacher_scale: float
     min_feedback_queries: int
     min_probe_queries: int
 
@@ -180,13 +186,23 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
     return _compared(live, candidate, split, qrels, runs, measure, alpha, plot, by, kinds)
 
 
+def min_effect(s: dict, settings: Settings) -> float:
+    """The smallest gain that counts on signal ``s``, in its own units (scaled on teacher grades).
+
+    >>> min_effect({"judged_by": "teacher"}, GateSettings()), min_effect({"judged_by": "source chunk"}, GateSettings())
+    (0.00125, 0.005)
+    """
+    teacher = str(s.get("judged_by", "")).startswith("teacher")
+    return settings.min_effect * (settings.teacher_scale if teacher else 1.0)
+
+
 def _row(name: str, s: dict, settings: Settings) -> dict:
     lo, hi = s.get("ci") or (float("-inf"), float("inf"))
-    better = s["delta"] >= settings.min_effect and lo > 0 and s["p_value"] < settings.alpha
+    better = s["delta"] >= min_effect(s, settings) and lo > 0 and s["p_value"] < settings.alpha
     worse = s["delta"] < 0 and s["p_value"] < settings.alpha
     verdict = "better" if better else ("worse" if worse else "no difference")
     return {"name": name, "queries": s["queries"], "delta": s["delta"], "ci": [lo, hi], "p": s["p_value"],
-            "verdict": verdict, "judged_by": s.get("judged_by", "source chunk")}
+            "verdict": verdict, "judged_by": s.get("judged_by", "source chunk"), "min_effect": min_effect(s, settings)}
 
 
 def _enough(name: str, s: dict, settings: Settings) -> bool:
@@ -217,8 +233,10 @@ def gate_verdict(signals: dict[str, dict], settings: Settings) -> dict:
         lo, hi = deciding["ci"]
         why = (f"not better on {deciding['name']} ({deciding['queries']} questions): {settings.measure} "
                f"Δ {deciding['delta']:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], p={deciding['p']:.4f}")
-        if deciding["delta"] > 0 and deciding["delta"] < settings.min_effect:
-            why += f" (below the minimum effect {settings.min_effect})"
+        if 0 < deciding["delta"] < deciding["min_effect"]:
+            scaled = deciding["min_effect"] != settings.min_effect
+            why += f" (below the minimum effect {deciding['min_effect']:g}" + (
+                f" = {settings.min_effect:g} × {settings.teacher_scale:g} on teacher grades)" if scaled else ")")
     elif disagree:
         why = f"signals disagree: better on {deciding['name']} but worse on {', '.join(disagree)}"
     else:

@@ -48,6 +48,9 @@ def adapt(
         help="who judges the probes: auto (the collection's reranker, else the one --reranker trains) | none "
         "(their source chunk) | a cross-encoder id or folder")] = "auto",
     min_effect: Annotated[float, typer.Option(help="smallest nDCG@10 gain the gate promotes")] = 0.005,
+    teacher_scale: Annotated[float, typer.Option(
+        help="a teacher-judged Δ per real-query Δ: on teacher-judged probes the minimum effect is "
+        "min-effect × this (a teacher's grades compress a Δ)", min=0.0, max=1.0)] = 0.25,
     probe_writer: Annotated[Optional[str], typer.Option(
         "--probe-writer", help="who writes the probes: the loop's writer (default) | base (the model without "
         "its adapter) | an adapter name or folder, e.g. qgen from `ragtune train qgen` (local generator)")] = None,
@@ -80,6 +83,7 @@ def adapt(
                          reranker_squad=reranker_squad, scope=tuple(scope or ["public"]),
                          budget_minutes=budget_minutes, feedback=feedback, min_feedback_queries=min_feedback_queries,
                          synthetic=not no_synthetic, probes=probes, judge=judge, min_effect=min_effect,
+                         teacher_scale=teacher_scale,
                          tune=not no_tune)
     with Collection.open(home, collection) as coll, progress_bars(disable=json_) as on_progress:
         if set_:
