@@ -112,7 +112,7 @@ def synthetic(step: Steps, coll: Collection, generator, prober, chunks: int, pro
 
 
 def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Path, judge: str, name: str,
-              probe_set: str, scorer: Callable[[], Judge], design: Path | None = None) -> dict:
+              probe_set: str, scorer: Callable[[], Judge], gradings: tuple[str, ...], design: Path | None = None) -> dict:
     kind, config, what = CANDIDATES[name]
     if kind != "mnrl":
         step(f"{coll.name}: teacher scores ({kind})", lambda: score_with_teacher(
@@ -136,7 +136,7 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
                                          lambda: judged_probes(coll, folder / "probes", v, None))
     graded = {g: probe if circular else step(f"{coll.name}: {name} probes, {phrase} ({probe_set})",
                                             lambda g=g: judged_probes(coll, folder / "probes", v, scorer, g))
-              for g, phrase in GRADED.items()}
+              for g, phrase in GRADED.items() if g in gradings}
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
     row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, graded)
     if design is not None:
@@ -225,7 +225,7 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
     probe_set = f"{args.probes}, {prober.name}"  # a step's name says which probes it measured on
     design = scifact_design_truth(home, real) if name == "scifact" and args.scifact_docs else None
     scorer = lazy_judge(coll, judge)
-    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, scorer, design)
+    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, scorer, args.graded, design)
             for c in args.candidates.split(",")]
     coll.close()
     return rows
@@ -234,7 +234,7 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
 STYLES_HOME = CACHE / "query-styles"  # benchmarks/query_styles.py's home: issue 18's candidates
 
 
-def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
+def styles_rows(step: Steps, prober, judge: str, probes: int, gradings: tuple[str, ...]) -> list[dict]:
     """The new gate on issue 18's candidates (benchmarks/query_styles.py: whole corpora, the trained
     writer's queries), their real-query Δ taken from query_styles.json. Their probes come from the
     same trained writer (``ragtune adapt``'s default: the loop's writer); kinds, wording and
@@ -262,7 +262,7 @@ def styles_rows(step: Steps, prober, judge: str, probes: int) -> list[dict]:
                           lambda: judged_probes(coll, folder / "probes", v, None))
             graded = {g: step(f"{tag}: {row} probes, {phrase} ({probe_set})",
                               lambda g=g: judged_probes(coll, folder / "probes", v, scorer, g))
-                      for g, phrase in GRADED.items()}
+                      for g, phrase in GRADED.items() if g in gradings}
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
@@ -431,7 +431,11 @@ def main() -> None:
                          "prompted one the candidates train on; run that first); same: the prompted writer")
     ap.add_argument("--no-styles", dest="styles", action="store_false",
                     help="leave out issue 18's candidates (benchmarks/query_styles.py's cache and results)")
+    ap.add_argument("--graded", type=lambda v: tuple(g for g in v.split(",") if g), default=tuple(GRADED),
+                    help=f"diagnostic gradings of the probes beside the gate's own ({','.join(GRADED)}; '' for none)")
     args = ap.parse_args()
+    if unknown := set(args.graded) - set(GRADED):
+        ap.error(f"--graded {','.join(sorted(unknown))}: choose from {','.join(GRADED)}")
     from ragtune.models.generator import LocalGenerator
 
     home = CACHE / "gate-home"
@@ -445,7 +449,7 @@ def main() -> None:
         rows += run_corpus(step, home, name, generator, prober, judge, args)
         report(rows, step.seconds(), args)  # a report after each corpus: a stopped run still has its figures
     if args.styles:
-        rows += styles_rows(step, prober, judge, args.probes)
+        rows += styles_rows(step, prober, judge, args.probes, args.graded)
         report(rows, step.seconds(), args)
 
 
