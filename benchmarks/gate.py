@@ -51,7 +51,7 @@ from query_styles import slug, style_config, written_as  # noqa: E402
 
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.collection.shadow import build_shadow  # noqa: E402
-from ragtune.data.beir import read_qrels  # noqa: E402
+from ragtune.data.beir import query_record, read_queries, read_qrels, write_qrels, write_queries  # noqa: E402
 from ragtune.evaluate.judged import Judge, cross_encoder_judge  # noqa: E402
 from ragtune.gate import GateSettings, compare_judged, compare_versions, gate_verdict  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
@@ -150,7 +150,7 @@ def scifact_design_truth(home: Path, slice_folder: Path) -> Path:
     """SciFact's *train* claims whose relevant abstracts are all in the slice (444 of 809), as a
     BEIR folder (split ``test``): the corpus where the gate's own settings may be chosen. Its test
     claims stay the truth the report counts; COVID-QA and SQuAD never inform a gate setting."""
-    from ragtune.data.beir import query_record, read_corpus, read_queries, write_qrels, write_queries
+    from ragtune.data.beir import read_corpus
 
     out = home / "scifact-design"
     if (out / "qrels" / "test.tsv").exists():
@@ -160,6 +160,20 @@ def scifact_design_truth(home: Path, slice_folder: Path) -> Path:
     texts = {q["_id"]: q["text"] for q in read_queries(DATA / "scifact")}
     write_queries(out, [query_record(q, texts[q]) for q in sorted(qrels)])
     shutil.copyfile(slice_folder / "corpus.jsonl", out / "corpus.jsonl")  # a BEIR folder is whole
+    write_qrels(out, "test", [(q, d, g) for q in sorted(qrels) for d, g in qrels[q].items()])
+    return out
+
+
+def scifact_design_full(home: Path, examples: tuple[str, ...]) -> Path:
+    """SciFact's *train* claims over the whole corpus (issue 18's candidates are indexed on all of it),
+    less the few-shot example claims some of those candidates were written from: their design truth."""
+    out = home / "scifact-design-full"
+    if (out / "qrels" / "test.tsv").exists():
+        return out
+    texts = {q["_id"]: q["text"] for q in read_queries(DATA / "scifact")}
+    qrels = {q: r for q, r in read_qrels(DATA / "scifact", "train").items() if texts[q] not in set(examples)}
+    write_queries(out, [query_record(q, texts[q]) for q in sorted(qrels)])
+    shutil.copyfile(DATA / "scifact" / "corpus.jsonl", out / "corpus.jsonl")
     write_qrels(out, "test", [(q, d, g) for q in sorted(qrels) for d, g in qrels[q].items()])
     return out
 
@@ -234,7 +248,7 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
 STYLES_HOME = CACHE / "query-styles"  # benchmarks/query_styles.py's home: issue 18's candidates
 
 
-def styles_rows(step: Steps, prober, judge: str, probes: int, gradings: tuple[str, ...]) -> list[dict]:
+def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradings: tuple[str, ...]) -> list[dict]:
     """The new gate on issue 18's candidates (benchmarks/query_styles.py: whole corpora, the trained
     writer's queries), their real-query Δ taken from query_styles.json. Their probes come from the
     same trained writer (``ragtune adapt``'s default: the loop's writer); kinds, wording and
@@ -267,6 +281,11 @@ def styles_rows(step: Steps, prober, judge: str, probes: int, gradings: tuple[st
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
                                    synth, probe, truth, source, graded))
+            if name == "scifact":  # a design truth for these too: SciFact's train claims
+                design = scifact_design_full(home, examples)
+                dt = step(f"{tag}: {row} design queries (train claims)",
+                          lambda: compare_versions(coll, design, v, "test").to_dict())
+                out[-1] |= {"design_delta": dt["delta"], "design_p": dt["p_value"], "design_queries": dt["queries"]}
         coll.close()
     return out
 
@@ -449,7 +468,7 @@ def main() -> None:
         rows += run_corpus(step, home, name, generator, prober, judge, args)
         report(rows, step.seconds(), args)  # a report after each corpus: a stopped run still has its figures
     if args.styles:
-        rows += styles_rows(step, prober, judge, args.probes, args.graded)
+        rows += styles_rows(step, home, prober, judge, args.probes, args.graded)
         report(rows, step.seconds(), args)
 
 
