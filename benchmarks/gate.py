@@ -350,7 +350,7 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
     graded_names = [g for g in GRADED if any(f"probe_{g}_delta" in r for r in rows + design_rows)]
     RESULTS.mkdir(parents=True, exist_ok=True)
     keys = ("corpus", "candidate", "gate_delta", "gate_p", "gate_promote", "real_delta", "real_p")
-    (RESULTS / "gate.json").write_text(json.dumps({
+    (RESULTS / f"{args.report}.json").write_text(json.dumps({
         "candidates": [{k: r[k] for k in keys} for r in rows], "false_promotions": false, "missed_wins": missed,
         "real_wins": wins, "old_gate": {"false_promotions": old_false, "missed_wins": old_missed},
         "details": rows, "design": design_rows}, indent=2, default=str))
@@ -431,7 +431,7 @@ How well each held-out signal's Δ follows the real queries' Δ, over the candid
 
 {table(["step", "seconds"], [[k, v] for k, v in seconds.items()])}
 """
-    write_report("gate", "Is the promotion gate fooled? Candidates vs real queries", text)
+    write_report(args.report, "Is the promotion gate fooled? Candidates vs real queries", text)
 
 
 def main() -> None:
@@ -452,6 +452,8 @@ def main() -> None:
                     help="leave out issue 18's candidates (benchmarks/query_styles.py's cache and results)")
     ap.add_argument("--graded", type=lambda v: tuple(g for g in v.split(",") if g), default=tuple(GRADED),
                     help=f"diagnostic gradings of the probes beside the gate's own ({','.join(GRADED)}; '' for none)")
+    ap.add_argument("--report", default="gate",
+                    help="benchmarks/results/<report>.md/.json (another name keeps a trial run from the main figures)")
     args = ap.parse_args()
     if unknown := set(args.graded) - set(GRADED):
         ap.error(f"--graded {','.join(sorted(unknown))}: choose from {','.join(GRADED)}")
