@@ -170,8 +170,8 @@ def scifact_design_full(home: Path, examples: tuple[str, ...]) -> Path:
     out = home / "scifact-design-full"
     if (out / "qrels" / "test.tsv").exists():
         return out
-    texts = {q["_id"]: q["text"] for q in read_queries(DATA / "scifact")}
-    qrels = {q: r for q, r in read_qrels(DATA / "scifact", "train").items() if texts[q] not in set(examples)}
+    texts, shown = {q["_id"]: q["text"] for q in read_queries(DATA / "scifact")}, set(examples)
+    qrels = {q: r for q, r in read_qrels(DATA / "scifact", "train").items() if texts[q] not in shown}
     write_queries(out, [query_record(q, texts[q]) for q in sorted(qrels)])
     shutil.copyfile(DATA / "scifact" / "corpus.jsonl", out / "corpus.jsonl")
     write_qrels(out, "test", [(q, d, g) for q in sorted(qrels) for d, g in qrels[q].items()])

@@ -20,10 +20,11 @@ The verdict: the strongest signal with enough queries decides (labelled > feedba
 synthetic); it must show a gain of at least ``min_effect`` whose 95% confidence interval lies
 above 0, with p below ``alpha``. ``min_effect`` is in the real queries' units; a teacher's grades
 compress a Δ (most pooled chunks come out "somewhat relevant"), so on a teacher-judged signal the
-bar is ``min_effect × teacher_scale``: the probes' Δ ran at 0.26 × the real queries' Δ over the 10
+bar is ``min_effect × teacher_scale``: the probes' Δ ran at 0.26 × the real queries' Δ over the 15
 teacher-judged candidates of issue 25's design corpora (SciFact's train claims, SQuAD's dev
-articles; benchmarks/results/gate.md), hence 0.25. The others are heard: one that is significantly worse, or the
-probes pointing the other way, refuses ("signals disagree"). Every signal is listed with its
+articles; benchmarks/results/gate.md), hence 0.25 (measured for the absolute grades, the default).
+The others are heard: one that is significantly worse, or the probes pointing the other way,
+refuses ("signals disagree"). Every signal is listed with its
 size, Δ, interval, p and verdict.
 
 Example:
