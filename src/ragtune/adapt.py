@@ -90,7 +90,9 @@ class AdaptConfig:
     # words, dev documents), judged by a teacher over both versions' results; a gain must be at
     # least min_effect with its 95% interval above 0. judge: auto = the collection's reranker, else
     # the one this loop trained; none = the probes' source chunks only; or a cross-encoder id/folder.
-    probes: int = 200  # ~half survive the form filters; ~110 gave a CI of ±0.004 (benchmarks/results/gate.md)
+    # The prompted writer's probes ~half survive the form filters, the trained writer's nearly all;
+    # 250 gave 95% CIs of ±0.002–0.008 on teacher-judged nDCG@10 (benchmarks/results/gate.md).
+    probes: int = 200
     min_probe_queries: int = 20
     judge: str = "auto"
     min_effect: float = 0.005
