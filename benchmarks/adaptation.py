@@ -297,12 +297,19 @@ def linked_results() -> tuple[dict, str]:
         out["tuned-hybrid"] = {c: {"tuned-hybrid": t[c]["tuned-hybrid"], "base-hybrid": t[c]["base-hybrid"], "bm25": t[c]["bm25"],
                                    "chosen": t[c]["chosen"]} for c in t if c not in ("details", "steps")}
         runs = [("", out["tuned-hybrid"])]
-        trained_path = RESULTS / "tuning_trained_writer.json"  # the same tuner on the trained writer's queries
-        if trained_path.exists():
-            t = json.loads(trained_path.read_text())
-            runs.append((" (trained writer)", {c: t[c] for c in t if c not in ("details", "steps")}))
+        # The same tuner on the trained writer's queries (tuning_trained_writer.json; _1000: from 1000 chunks).
+        for trained_path in sorted(RESULTS.glob("tuning_trained_writer*.json")):
+            t, size = json.loads(trained_path.read_text()), trained_path.stem.removeprefix("tuning_trained_writer")
+            label = f" (trained writer{', ' + size.strip('_') + ' chunks' if size else ''})"
+            runs.append((label, {c: t[c] for c in t if c not in ("details", "steps")}))
+        # The figure: the loop's own writer (trained) at the largest budget run (tuning_trained_writer_1000
+        # sorts after tuning_trained_writer), per corpus, fixed in advance like the query styles' below;
+        # every run stays in the table and under "tuned-hybrid-runs".
+        out["tuned-hybrid-runs"] = {label.strip(" ()") or "prompted writer": run for label, run in runs}
+        for label, run in runs[1:]:
+            out["tuned-hybrid"] |= {c: {**v, "run": label.strip(" ()")} for c, v in run.items()}
         lines += ["Label-free tuned fusion on the real test queries (benchmarks/results/tuning.md and, on the trained "
-                  "writer's questions, tuning_trained_writer.md; SQuAD is the design corpus):", "",
+                  "writer's questions, tuning_trained_writer*.md; SQuAD is the design corpus):", "",
                   table(["corpus", "setting written", "nDCG@10 base-hybrid → tuned", "hit@5 base-hybrid → tuned", "hit@5 BM25"],
                         [[c + label, json.dumps(v["chosen"]) if v["chosen"] else "(defaults)",
                           f"{v['base-hybrid']['nDCG@10']:.4f} → {v['tuned-hybrid']['nDCG@10']:.4f}",
