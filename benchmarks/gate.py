@@ -134,9 +134,8 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
                  lambda: judged_probes(coll, folder / "probes", v, None if circular else scorer))
     source = probe if circular else step(f"{coll.name}: {name} probes, source chunk only ({probe_set})",
                                          lambda: judged_probes(coll, folder / "probes", v, None))
-    graded = {g: probe if circular else step(f"{coll.name}: {name} probes, {phrase} ({probe_set})",
-                                            lambda g=g: judged_probes(coll, folder / "probes", v, scorer, g))
-              for g, phrase in GRADED.items() if g in gradings}
+    graded = {g: probe for g in gradings} if circular else \
+        graded_probes(step, f"{coll.name}: {name}", coll, folder / "probes", v, scorer, probe_set, gradings)
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
     row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, graded)
     if design is not None:
@@ -202,6 +201,13 @@ def judged_probes(coll: Collection, probes: Path, version: str, scorer: Callable
                   grading: str = "absolute") -> dict:
     """Live vs ``version`` on the probes, relevance judged by ``scorer()`` (None: the source chunks)."""
     return compare_judged(coll, probes, version, scorer() if scorer else None, "dev", grading=grading).to_dict()
+
+
+def graded_probes(step: Steps, tag: str, coll: Collection, probes: Path, version: str,
+                  scorer: Callable[[], Judge], probe_set: str, gradings: tuple[str, ...]) -> dict[str, dict]:
+    """The probes judged by the teacher with each diagnostic grading of ``gradings`` (a step each)."""
+    return {g: step(f"{tag} probes, {phrase} ({probe_set})", lambda g=g: judged_probes(coll, probes, version, scorer, g))
+            for g, phrase in GRADED.items() if g in gradings}
 
 
 def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: dict, probe: dict, truth: dict,
@@ -274,9 +280,7 @@ def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradin
             probe = step(f"{tag}: {row} probes ({probe_set})", lambda: judged_probes(coll, folder / "probes", v, scorer))
             source = step(f"{tag}: {row} probes, source chunk only ({probe_set})",
                           lambda: judged_probes(coll, folder / "probes", v, None))
-            graded = {g: step(f"{tag}: {row} probes, {phrase} ({probe_set})",
-                              lambda g=g: judged_probes(coll, folder / "probes", v, scorer, g))
-                      for g, phrase in GRADED.items() if g in gradings}
+            graded = graded_probes(step, f"{tag}: {row}", coll, folder / "probes", v, scorer, probe_set, gradings)
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},

@@ -24,8 +24,7 @@ bar is ``min_effect × teacher_scale``: the probes' Δ ran at 0.26 × the real q
 teacher-judged candidates of issue 25's design corpora (SciFact's train claims, SQuAD's dev
 articles; benchmarks/results/gate.md), hence 0.25 (measured for the absolute grades, the default).
 The others are heard: one that is significantly worse, or the probes pointing the other way,
-refuses ("signals disagree"). Every signal is listed with its
-size, Δ, interval, p and verdict.
+refuses ("signals disagree"). Every signal is listed with its size, Δ, interval, p and verdict.
 
 Example:
     >>> from ragtune.gate import GateSettings, gate_verdict
@@ -199,11 +198,12 @@ def min_effect(s: dict, settings: Settings) -> float:
 
 def _row(name: str, s: dict, settings: Settings) -> dict:
     lo, hi = s.get("ci") or (float("-inf"), float("inf"))
-    better = s["delta"] >= min_effect(s, settings) and lo > 0 and s["p_value"] < settings.alpha
+    bar = min_effect(s, settings)
+    better = s["delta"] >= bar and lo > 0 and s["p_value"] < settings.alpha
     worse = s["delta"] < 0 and s["p_value"] < settings.alpha
     verdict = "better" if better else ("worse" if worse else "no difference")
     return {"name": name, "queries": s["queries"], "delta": s["delta"], "ci": [lo, hi], "p": s["p_value"],
-            "verdict": verdict, "judged_by": s.get("judged_by", "source chunk"), "min_effect": min_effect(s, settings)}
+            "verdict": verdict, "judged_by": s.get("judged_by", "source chunk"), "min_effect": bar}
 
 
 def _enough(name: str, s: dict, settings: Settings) -> bool:

@@ -26,8 +26,7 @@ Example:
     >>> judge = lambda query, ids: [3.0 if i == "c2" else -3.0 for i in ids]
     >>> judged_qrels({"q": "x"}, [{"q": {"c1": 0, "c2": -1}}, {"q": {"c3": 0}}], judge, {"q": {"c1"}}, pool=2)
     {'q': {'c1': 3, 'c2': 3, 'c3': 0}}
-    >>> soft = lambda query, ids: {"c1": 0.5, "c2": 0.8, "c3": 0.2}  # a weak judge: all near 0
-    >>> judge2 = lambda query, ids: [soft(query, ids)[i] for i in ids]
+    >>> judge2 = lambda query, ids: [{"c1": 0.5, "c2": 0.8, "c3": 0.2}[i] for i in ids]  # weak: all near 0
     >>> runs = [{"q": {"c1": 0, "c2": -1}}, {"q": {"c3": 0}}]
     >>> judged_qrels({"q": "x"}, runs, judge2, {"q": {"c1"}}, pool=2), judged_qrels({"q": "x"}, runs, judge2, {"q": {"c1"}}, pool=2, grading="relative")
     ({'q': {'c1': 3, 'c2': 2, 'c3': 2}}, {'q': {'c1': 3, 'c2': 3, 'c3': 0}})
@@ -79,18 +78,18 @@ def judged_qrels(queries: dict[str, str], runs: list[dict[str, dict[str, float]]
         pooled = list(dict.fromkeys(d for run in runs for d in top(run.get(qid, {}), pool)))
         if grading == "relative" and own:
             pooled = list(dict.fromkeys([*pooled, *sorted(own)]))  # the source is judged too: the bar
-        logits = dict(zip(pooled, judge(text, pooled))) if pooled else {}
-        if grading == "relative" and own:
-            bar = min(logits[d] for d in own)
-            grades = {d: MAX_GRADE if s >= bar else 0 for d, s in logits.items()}
-        elif grading == "ranked":
-            grades = ranked_grades(logits)
-        else:
-            grades = {d: grade(s) for d, s in logits.items()}
-        for d in own:
-            grades[d] = MAX_GRADE
-        out[qid] = grades
+        grades = _grades(dict(zip(pooled, judge(text, pooled))) if pooled else {}, own, grading)
+        out[qid] = grades | {d: MAX_GRADE for d in own}
     return out
+
+
+def _grades(logits: dict[str, float], own: set[str], grading: str) -> dict[str, int]:
+    if grading == "relative" and own:
+        bar = min(logits[d] for d in own)
+        return {d: MAX_GRADE if s >= bar else 0 for d, s in logits.items()}
+    if grading == "ranked":
+        return ranked_grades(logits)
+    return {d: grade(s) for d, s in logits.items()}
 
 
 def cross_encoder_judge(model: str, texts: dict[str, str], device: str | None = None) -> Judge:
