@@ -56,7 +56,7 @@ from ragtune.evaluate.judged import Judge, cross_encoder_judge  # noqa: E402
 from ragtune.gate import GateSettings, compare_judged, compare_versions, gate_verdict  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows  # noqa: E402
-from ragtune.synth.probes import probe_kinds, write_probes  # noqa: E402
+from ragtune.synth.probes import kinds_for, write_probes  # noqa: E402
 from ragtune.synth.queries import QueryGenConfig, generate_queries  # noqa: E402
 from ragtune.synth.teacher import distillation_rows, score_with_teacher  # noqa: E402
 from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
@@ -102,13 +102,21 @@ def synthetic(step: Steps, coll: Collection, generator, prober, chunks: int, pro
     step(f"{coll.name}: synthetic questions", lambda: generate_queries(coll, generator, folder, queries, progress))
     step(f"{coll.name}: filter", lambda: filter_queries(coll, folder, FilterConfig(), progress).to_dict())
 
-    def fresh_probes() -> dict:
-        shutil.rmtree(folder / "probes", ignore_errors=True)  # another --probes: not a superset of the last draw
-        return write_probes(coll, prober, folder, queries, FilterConfig(), probes, progress)
-
-    step(f"{coll.name}: probes ({probes}, {prober.name})", fresh_probes)
+    step(f"{coll.name}: probes ({probes}, {prober.name})",
+         lambda: probes_for(coll, prober, folder, queries, probes))
     step(f"{coll.name}: mine negatives", lambda: mine_negatives(coll, folder, "train", MiningConfig(num_negatives=3), progress))
     return folder
+
+
+def probes_for(coll: Collection, prober, folder: Path, queries: QueryGenConfig, probes: int) -> dict:
+    """``probes`` probes in ``folder/probes``: an interrupted draw of the same size resumes chunk by
+    chunk; another size starts over (its chunks and probes per chunk differ: not a superset)."""
+    mark = folder / "probes.count"
+    if not mark.exists() or mark.read_text() != str(probes):
+        shutil.rmtree(folder / "probes", ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        mark.write_text(str(probes))
+    return write_probes(coll, prober, folder, queries, FilterConfig(), probes, progress)
 
 
 def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Path, judge: str, name: str,
@@ -270,11 +278,10 @@ def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradin
         scorer, tag = lazy_judge(coll, judge), f"styles {name}"
         for row, d in result["styles"].items():
             queries = style_config(row.partition(" (")[0], 0, examples)  # the kinds the row trained on
-            kinds = probe_kinds(queries.type_cycle())
+            kinds = kinds_for(queries)
             folder = coll.dir / "synth" / f"gate-probes-{'-'.join(kinds)}"
             probe_set = f"{'+'.join(kinds)}, {probes}, {prober.name}"  # a step's name says which probes
-            step(f"{tag}: probes ({probe_set})",
-                 lambda: write_probes(coll, prober, folder, queries, FilterConfig(), probes, progress))
+            step(f"{tag}: probes ({probe_set})", lambda: probes_for(coll, prober, folder, queries, probes))
             v, written = d["version"], coll.dir / "synth" / slug(written_as(row))
             synth = step(f"{tag}: {row} synthetic dev", lambda: compare_versions(coll, written, v, "dev").to_dict())
             probe = step(f"{tag}: {row} probes ({probe_set})", lambda: judged_probes(coll, folder / "probes", v, scorer))
