@@ -346,6 +346,19 @@ def graded_verdict(row: dict, grading: str) -> bool:
     return gate_verdict({**row["signals"], "probes": probes}, GateSettings())["promote"]
 
 
+def power_text(rows: list[dict], real_win: float = 0.01, scale: float = GateSettings().teacher_scale) -> str:
+    """How many probes find a ``real_win`` 4 times in 5 (two-sided 5%): from the per-probe SD of the
+    teacher-judged Δ on ``rows`` (each read off its 95% CI: half-width / 1.96 × √n), the gain on
+    probes being ``scale × real_win``. What ``ragtune adapt --probes``'s default rests on."""
+    sds = sorted((r["probe_ci"][1] - r["probe_ci"][0]) / (2 * 1.96) * r["probe_queries"] ** 0.5 for r in rows)
+    if not sds:
+        return ""
+    sd = sds[len(sds) // 2]
+    need = ((1.96 + 0.84) * sd / (scale * real_win)) ** 2
+    return (f" The per-probe SD of the teacher-judged Δ on them is {sd:.3f} (median of {len(sds)}), so a real "
+            f"+{real_win} gain (+{scale * real_win:.4f} on probes) is found 4 times in 5 with ~{need:.0f} probes.")
+
+
 def report(rows: list[dict], seconds: dict[str, float], args) -> None:
     design_rows = [r for r in rows if r["corpus"] in DESIGN]
     rows = [r for r in rows if r["corpus"] not in DESIGN]  # the targets count the measured corpora only
@@ -391,6 +404,9 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
     slope = (f"Over these {len(pairs)} teacher-judged candidates the probes' Δ runs at "
              f"{sum(t * p for t, p in pairs) / sum(t * t for t, _ in pairs):.2f} × the truth's Δ (least squares through 0): "
              "the gate's teacher scale (ragtune.gate.GateSettings.teacher_scale) is chosen here.") if pairs else ""
+    teacher_rows = [r for dk, rs in (("design_delta", rows), ("real_delta", design_rows))
+                    for r in rs if dk in r and r["probe_judged_by"] == "teacher"]
+    slope += power_text(teacher_rows)
     design_text = f"""
 ## The gate's design corpora
 

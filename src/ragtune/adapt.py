@@ -90,9 +90,12 @@ class AdaptConfig:
     # words, dev documents), judged by a teacher over both versions' results; a gain must be at
     # least min_effect with its 95% interval above 0. judge: auto = the collection's reranker, else
     # the one this loop trained; none = the probes' source chunks only; or a cross-encoder id/folder.
-    # The prompted writer's probes ~half survive the form filters, the trained writer's nearly all;
-    # 250 gave 95% CIs of ±0.002–0.008 on teacher-judged nDCG@10 (benchmarks/results/gate.md).
-    probes: int = 200
+    # The prompted writer's probes ~half survive the form filters, the trained writer's nearly all.
+    # 1000: the per-probe SD of a teacher-judged Δ is ~0.03 on issue 25's design corpora, so a real
+    # +0.01 gain (+0.0025 on probes) needs ~1000-1300 probes to be found 4 times in 5; 200 found
+    # only gains of ~+0.02 (benchmarks/results/gate.md). Cost on 2 CPU cores: ~0.6 s a probe to
+    # write, ~0.3 s to judge. A collection with fewer held-out chunks gets one probe per kind each.
+    probes: int = 1000
     min_probe_queries: int = 20
     judge: str = "auto"
     min_effect: float = 0.005

@@ -43,7 +43,8 @@ def adapt(
     reranker: Annotated[bool, typer.Option("--reranker", help="train a reranker in the loop (gated; the cross-encoder teacher)")] = False,
     reranker_squad: Annotated[Optional[Path], typer.Option("--reranker-squad", help="SQuAD file for the reranker's stage 1")] = None,
     probes: Annotated[int, typer.Option(
-        help="gate probes: queries of other kinds, in other words, for held-out documents (0: none)", min=0)] = 200,
+        help="gate probes: queries of other kinds, in other words, for held-out documents (0: none); "
+        "~1000 find a +0.01 gain, 200 only ~+0.02", min=0)] = 1000,
     judge: Annotated[str, typer.Option(
         help="who judges the probes: auto (the collection's reranker, else the one --reranker trains) | none "
         "(their source chunk) | a cross-encoder id or folder")] = "auto",
