@@ -56,7 +56,7 @@ from ragtune.evaluate.judged import Judge, cross_encoder_judge  # noqa: E402
 from ragtune.gate import GateSettings, compare_judged, compare_versions, gate_verdict  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows  # noqa: E402
-from ragtune.synth.probes import kinds_for, write_probes  # noqa: E402
+from ragtune.synth.probes import probe_kinds, write_probes  # noqa: E402
 from ragtune.synth.queries import QueryGenConfig, generate_queries  # noqa: E402
 from ragtune.synth.teacher import distillation_rows, score_with_teacher  # noqa: E402
 from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
@@ -278,7 +278,7 @@ def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradin
         scorer, tag = lazy_judge(coll, judge), f"styles {name}"
         for row, d in result["styles"].items():
             queries = style_config(row.partition(" (")[0], 0, examples)  # the kinds the row trained on
-            kinds = kinds_for(queries)
+            kinds = probe_kinds(queries.type_cycle())
             folder = coll.dir / "synth" / f"gate-probes-{'-'.join(kinds)}"
             probe_set = f"{'+'.join(kinds)}, {probes}, {prober.name}"  # a step's name says which probes
             step(f"{tag}: probes ({probe_set})", lambda: probes_for(coll, prober, folder, queries, probes))

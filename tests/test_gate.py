@@ -193,20 +193,6 @@ def test_probes_are_other_kinds_on_held_out_documents_the_writer_did_not_use(tmp
     assert written["written"] == 2 * len(dev_ids)
     kinds = [q["metadata"]["type"] for q in beir.read_queries(synth / "probes")]
     assert sorted(kinds) == sorted(["claim", "keywords"] * len(dev_ids))
-    # The user's example queries say what people type: a claims-trained candidate is probed with
-    # claims, asked for without the examples in the prompt (not the training's few-shot prompt).
-    prompts: list[str] = []
-    chat_server.responder = lambda messages: prompts.append(messages[-1]["content"]) or \
-        "A document explains a topic in enough words."
-    examples = ("Aspirin lowers the risk of a second stroke.", "Vitamin D deficiency raises fracture rates.")
-    assert probe_kinds(("claim", "claim"), users=("claim", "claim")) == ("claim",)
-    shot = tmp_path / "few-shot"
-    shot.mkdir()
-    written = write_probes(coll, OpenAIGenerator(chat_server.url, model="served"), shot,
-                           QueryGenConfig(examples=examples, min_chunk_words=5), FilterConfig(dev_fraction=0.3), 100)
-    assert written["kinds"] == ["claim"] and written["written"] == len(dev_ids)
-    assert prompts and not any(e in p for p in prompts for e in examples)
-    assert all("own words" in p for p in prompts)
 
 
 def test_teacher_judged_comparison_pools_both_versions_and_needs_a_judge_for_unlabelled_queries(

@@ -5,8 +5,8 @@ paired):
 
 - ``labelled``: the user's own labelled queries; ``feedback``: users' newer confirmed questions;
 - ``probes``: held-out queries the training did not shape — written for documents the training
-  never saw, of the kinds the user's example queries show, else of kinds the training set does
-  not hold (or, when it holds every kind, in other words than the passage's), and judged by a teacher (a cross-encoder grading the pooled top 10 of both
+  never saw, of kinds the training set does not hold (or, when it holds every kind, in other words
+  than the passage's), and judged by a teacher (a cross-encoder grading the pooled top 10 of both
   versions, :mod:`ragtune.evaluate.judged`) instead of "the source chunk is the only relevant one";
 - ``examples``: the user's example queries (no labels), judged by the teacher — too few to decide,
   heard as a check;

@@ -6,11 +6,8 @@ those habits looks better there and nowhere else (issue 25). Probes differ on pu
 
 - written for chunks of the *dev documents* (never trained on), those that got no synthetic
   question first (with fewer dev chunks than probes asked for, a probe of each kind per chunk);
-- of the kinds the users type when their example queries say which (the probes stand in for
-  their queries: a candidate trained on claims like theirs is probed with claims, written without
-  the examples in the prompt and in other words); else of the kinds the training set does not
-  hold (train on questions → probe with claims and keyword queries); when training holds every
-  kind, of every kind;
+- of the kinds the training set does not hold (train on questions → probe with claims and
+  keyword queries); when training holds every kind, of every kind;
 - asked for in other words than the passage's (``QueryGenConfig.own_words``), so a probe does not
   reward copying the chunk's wording;
 - filtered for form only (malformed, duplicates): the round-trip filter keeps what the *live*
@@ -23,8 +20,6 @@ Example:
     >>> from ragtune.synth.probes import probe_kinds
     >>> probe_kinds(("question",)), probe_kinds(("question", "claim", "keywords"))
     (('claim', 'keywords'), ('question', 'claim', 'keywords'))
-    >>> probe_kinds(("claim", "claim", "keywords"), users=("keywords", "claim", "claim"))
-    ('claim', 'keywords')
 """
 
 from __future__ import annotations
@@ -39,22 +34,11 @@ from ragtune.data import beir
 from ragtune.models.generator import Generator
 from ragtune.synth.filters import FilterConfig, filter_queries, is_dev
 from ragtune.synth.queries import DEFAULT_TYPES, QueryGenConfig, generate_queries
-from ragtune.synth.query_types import infer_type
 
 
-def probe_kinds(training: tuple[str, ...], users: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The kinds of the users' example queries (``users``) when there are any: what the probes
-    estimate is the effect on the queries people type, and other kinds would measure something
-    else. Without examples, the kinds the training set does not hold; all kinds when it holds
-    every one."""
-    if users:
-        return tuple(k for k in DEFAULT_TYPES if k in users)
+def probe_kinds(training: tuple[str, ...]) -> tuple[str, ...]:
+    """The kinds the training set does not hold; all kinds when it holds every one."""
     return tuple(k for k in DEFAULT_TYPES if k not in training) or DEFAULT_TYPES
-
-
-def kinds_for(queries: QueryGenConfig) -> tuple[str, ...]:
-    """The probe kinds for a training set written with ``queries`` (:func:`probe_kinds`)."""
-    return probe_kinds(queries.type_cycle(), tuple(infer_type(e) for e in queries.examples))
 
 
 def probe_chunks(collection: Collection, synth_folder: Path, dev_fraction: float, count: int,
@@ -88,7 +72,7 @@ def write_probes(collection: Collection, generator: Generator, synth_folder: str
     synth_folder = Path(synth_folder)
     folder = synth_folder / "probes"
     chunks = probe_chunks(collection, synth_folder, filters.dev_fraction, count, queries.min_chunk_words, queries.seed)
-    kinds = kinds_for(queries)
+    kinds = probe_kinds(queries.type_cycle())
     per_chunk = probes_per_chunk(count, len(chunks), len(kinds))
     config = replace(queries, types=kinds, examples=(), per_chunk=per_chunk, max_chunks=None, own_words=True)
     generate_queries(collection, generator, folder, config, on_progress, chunk_ids=chunks)
