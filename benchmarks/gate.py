@@ -399,14 +399,13 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
               for truth, dk, pk, nk, rs in (("train claims", "design_delta", "design_p", "design_queries", rows),
                                             ("its questions", "real_delta", "real_p", "real_queries", design_rows))
               for r in rs if dk in r]
-    pairs = [(r[dk], r["probe_delta"]) for dk, rs in (("design_delta", rows), ("real_delta", design_rows))
-             for r in rs if dk in r and r["probe_judged_by"] == "teacher"]
+    teacher = [(r[dk], r) for dk, rs in (("design_delta", rows), ("real_delta", design_rows))
+               for r in rs if dk in r and r["probe_judged_by"] == "teacher"]
+    pairs = [(truth, r["probe_delta"]) for truth, r in teacher]
     slope = (f"Over these {len(pairs)} teacher-judged candidates the probes' Δ runs at "
              f"{sum(t * p for t, p in pairs) / sum(t * t for t, _ in pairs):.2f} × the truth's Δ (least squares through 0): "
              "the gate's teacher scale (ragtune.gate.GateSettings.teacher_scale) is chosen here.") if pairs else ""
-    teacher_rows = [r for dk, rs in (("design_delta", rows), ("real_delta", design_rows))
-                    for r in rs if dk in r and r["probe_judged_by"] == "teacher"]
-    slope += power_text(teacher_rows)
+    slope += power_text([r for _, r in teacher])
     design_text = f"""
 ## The gate's design corpora
 
