@@ -18,7 +18,9 @@ rows on whole SciFact and COVID-QA (the trained writer's questions, claims, few-
 2000 chunks), their real-query Δ read from its results, their probes by the same trained writer (the loop's
 default) of the kinds each did not train on.
 The judge is a reranker trained here on SQuAD's 36 *train* articles only (never on a corpus above,
-never on real queries). Real-query results measure the gate; nothing is tuned on them.
+never on real queries), ``--judge-steps`` steps; ``--judge FOLDER`` puts another in its place (it too
+must have seen none of the corpora: benchmarks/reranker.py's stage 1 trains on the same articles), and
+the steps it judges are cached apart. Real-query results measure the gate; nothing is tuned on them.
 
 The gate's design corpora: SciFact's *train* claims (those whose abstracts are in the slice), a second
 truth for the SciFact candidates, and squad-dev (the 4 SQuAD dev articles, their paragraphs and up to 400
@@ -91,6 +93,19 @@ def judge_model(step: Steps, home: Path, steps: int) -> str:
     return step("judge: reranker on SQuAD train articles", train)
 
 
+def given_judge(path: str) -> str:
+    if not (Path(path) / "config.json").exists():
+        raise SystemExit(f"--judge {path}: no model there (a sentence-transformers CrossEncoder folder with "
+                         "config.json; benchmarks/reranker.py leaves its stage 1 at benchmarks/.cache/reranker/stage1/model)")
+    return path
+
+
+def judge_tag(args) -> str:
+    """What a teacher-judged step's name adds when ``--judge`` replaced the trained judge: its results
+    are another judge's, never the cached ones."""
+    return f", judge {args.judge}" if args.judge else ""
+
+
 # The probes graded otherwise (ragtune.evaluate.judged's gradings), diagnostics the gate does not
 # use: a next setting is chosen among them on the design corpora only. Step-name phrase per grading.
 GRADED = {"relative": "judged relative to the source", "ranked": "judged by the teacher's order"}
@@ -120,7 +135,8 @@ def probes_for(coll: Collection, prober, folder: Path, queries: QueryGenConfig, 
 
 
 def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Path, judge: str, name: str,
-              probe_set: str, scorer: Callable[[], Judge], gradings: tuple[str, ...], design: Path | None = None) -> dict:
+              probe_set: str, scorer: Callable[[], Judge], gradings: tuple[str, ...], design: Path | None = None,
+              judge_tag: str = "") -> dict:
     kind, config, what = CANDIDATES[name]
     if kind != "mnrl":
         step(f"{coll.name}: teacher scores ({kind})", lambda: score_with_teacher(
@@ -138,12 +154,12 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
     synth = step(f"{coll.name}: {name} synthetic dev", lambda: compare_versions(coll, folder, v, "dev").to_dict())
 
     circular = kind == "cross-encoder"  # taught by the judge: the gate falls back to source chunks
-    probe = step(f"{coll.name}: {name} probes ({probe_set})",
+    probe = step(f"{coll.name}: {name} probes ({probe_set}{'' if circular else judge_tag})",
                  lambda: judged_probes(coll, folder / "probes", v, None if circular else scorer))
     source = probe if circular else step(f"{coll.name}: {name} probes, source chunk only ({probe_set})",
                                          lambda: judged_probes(coll, folder / "probes", v, None))
     graded = {g: probe for g in gradings} if circular else \
-        graded_probes(step, f"{coll.name}: {name}", coll, folder / "probes", v, scorer, probe_set, gradings)
+        graded_probes(step, f"{coll.name}: {name}", coll, folder / "probes", v, scorer, probe_set + judge_tag, gradings)
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
     row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, graded)
     if design is not None:
@@ -253,7 +269,7 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
     probe_set = f"{args.probes}, {prober.name}"  # a step's name says which probes it measured on
     design = scifact_design_truth(home, real) if name == "scifact" and args.scifact_docs else None
     scorer = lazy_judge(coll, judge)
-    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, scorer, args.graded, design)
+    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, scorer, args.graded, design, judge_tag(args))
             for c in args.candidates.split(",")]
     coll.close()
     return rows
@@ -262,7 +278,8 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
 STYLES_HOME = CACHE / "query-styles"  # benchmarks/query_styles.py's home: issue 18's candidates
 
 
-def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradings: tuple[str, ...]) -> list[dict]:
+def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradings: tuple[str, ...],
+                judged: str = "") -> list[dict]:
     """The new gate on issue 18's candidates (benchmarks/query_styles.py: whole corpora, the trained
     writer's queries), their real-query Δ taken from query_styles.json. Their probes come from the
     same trained writer (``ragtune adapt``'s default: the loop's writer); kinds, wording and
@@ -284,10 +301,10 @@ def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradin
             step(f"{tag}: probes ({probe_set})", lambda: probes_for(coll, prober, folder, queries, probes))
             v, written = d["version"], coll.dir / "synth" / slug(written_as(row))
             synth = step(f"{tag}: {row} synthetic dev", lambda: compare_versions(coll, written, v, "dev").to_dict())
-            probe = step(f"{tag}: {row} probes ({probe_set})", lambda: judged_probes(coll, folder / "probes", v, scorer))
+            probe = step(f"{tag}: {row} probes ({probe_set}{judged})", lambda: judged_probes(coll, folder / "probes", v, scorer))
             source = step(f"{tag}: {row} probes, source chunk only ({probe_set})",
                           lambda: judged_probes(coll, folder / "probes", v, None))
-            graded = graded_probes(step, f"{tag}: {row}", coll, folder / "probes", v, scorer, probe_set, gradings)
+            graded = graded_probes(step, f"{tag}: {row}", coll, folder / "probes", v, scorer, probe_set + judged, gradings)
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
@@ -468,6 +485,11 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=240, help="chunks per corpus that get a synthetic query")
     ap.add_argument("--probes", type=int, default=250, help="probe chunks per corpus (about half survive the form filters)")
     ap.add_argument("--judge-steps", type=int, default=500)
+    ap.add_argument("--judge", default="",
+                    help="a trained reranker folder that judges the probes instead of one trained here with "
+                         "--judge-steps; it must not have seen a reported corpus (benchmarks/reranker.py's stage 1, "
+                         "SQuAD's train articles only: benchmarks/.cache/reranker/stage1/model). The steps it "
+                         "judges are cached apart from the trained judge's; everything else is reused")
     ap.add_argument("--squad-queries", type=int, default=400)
     ap.add_argument("--scifact-docs", type=int, default=1500)
     ap.add_argument("--scifact-chunks", type=int, default=0, help="SciFact's own --chunks (0: --chunks)")
@@ -488,7 +510,7 @@ def main() -> None:
     home = CACHE / "gate-home"
     home.mkdir(parents=True, exist_ok=True)
     step = Steps(home)
-    judge = judge_model(step, home, args.judge_steps)
+    judge = given_judge(args.judge) if args.judge else judge_model(step, home, args.judge_steps)
     generator = LocalGenerator(home=home)
     prober = trained_writer("--probe-writer same") if args.probe_writer == "trained" else generator
     rows: list[dict] = []
@@ -496,7 +518,7 @@ def main() -> None:
         rows += run_corpus(step, home, name, generator, prober, judge, args)
         report(rows, step.seconds(), args)  # a report after each corpus: a stopped run still has its figures
     if args.styles:
-        rows += styles_rows(step, home, prober, judge, args.probes, args.graded)
+        rows += styles_rows(step, home, prober, judge, args.probes, args.graded, judge_tag(args))
         report(rows, step.seconds(), args)
 
 
