@@ -279,7 +279,7 @@ STYLES_HOME = CACHE / "query-styles"  # benchmarks/query_styles.py's home: issue
 
 
 def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradings: tuple[str, ...],
-                judged: str = "") -> list[dict]:
+                judge_tag: str = "") -> list[dict]:
     """The new gate on issue 18's candidates (benchmarks/query_styles.py: whole corpora, the trained
     writer's queries), their real-query Δ taken from query_styles.json. Their probes come from the
     same trained writer (``ragtune adapt``'s default: the loop's writer); kinds, wording and
@@ -301,10 +301,10 @@ def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradin
             step(f"{tag}: probes ({probe_set})", lambda: probes_for(coll, prober, folder, queries, probes))
             v, written = d["version"], coll.dir / "synth" / slug(written_as(row))
             synth = step(f"{tag}: {row} synthetic dev", lambda: compare_versions(coll, written, v, "dev").to_dict())
-            probe = step(f"{tag}: {row} probes ({probe_set}{judged})", lambda: judged_probes(coll, folder / "probes", v, scorer))
+            probe = step(f"{tag}: {row} probes ({probe_set}{judge_tag})", lambda: judged_probes(coll, folder / "probes", v, scorer))
             source = step(f"{tag}: {row} probes, source chunk only ({probe_set})",
                           lambda: judged_probes(coll, folder / "probes", v, None))
-            graded = graded_probes(step, f"{tag}: {row}", coll, folder / "probes", v, scorer, probe_set + judged, gradings)
+            graded = graded_probes(step, f"{tag}: {row}", coll, folder / "probes", v, scorer, probe_set + judge_tag, gradings)
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
