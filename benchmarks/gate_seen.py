@@ -23,7 +23,7 @@ from ragtune.collection.collection import Collection  # noqa: E402
 from ragtune.data.beir import load_beir  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import per_query  # noqa: E402
-from ragtune.gate import version_run  # noqa: E402
+from ragtune.gate import qrels_level, version_run  # noqa: E402
 
 HOME = CACHE / "gate-home"
 # (collection, real-query BEIR folder under gate-home, which truth it is)
@@ -42,7 +42,7 @@ def split_deltas(coll: Collection, folder: Path, versions: dict[str, str]) -> li
     doc_of = {c["chunk_id"]: c["doc_id"] for c in coll.chunks()}
     seen_docs = trained_documents(coll, doc_of)
     ds = load_beir(folder, "test")
-    level = "chunk" if {d for rel in ds.qrels.values() for d in rel} & set(doc_of) else "document"
+    level = qrels_level(ds.qrels, set(doc_of))
     seen_ids = {c for c, d in doc_of.items() if d in seen_docs} if level == "chunk" else seen_docs
     seen = {q for q, rel in ds.qrels.items() if set(rel) & seen_ids}
     live = per_query(ds.qrels, version_run(coll, coll.live_version, ds.queries, level=level), ["nDCG@10"])["nDCG@10"]

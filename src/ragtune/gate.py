@@ -95,6 +95,16 @@ class VersionComparison:
         return asdict(self)
 
 
+def qrels_level(qrels: dict[str, dict[str, int]], chunk_ids: set[str]) -> str:
+    """``"chunk"`` when the qrels name any of the collection's chunks, else ``"document"`` (labelled
+    qrels on document ids, as BEIR's are): the level a version's ranking must be read at.
+
+    >>> qrels_level({"q1": {"c7": 1}}, {"c7", "c8"}), qrels_level({"q1": {"doc-3": 1}}, {"c7"})
+    ('chunk', 'document')
+    """
+    return "chunk" if {d for rel in qrels.values() for d in rel} & chunk_ids else "document"
+
+
 def version_run(collection: Collection, version: str, queries: dict[str, str], k: int = 100,
                 level: str = "chunk") -> dict[str, dict[str, float]]:
     """Ranking of every query on index ``version`` (the pipeline's query mode): of chunks, or of
@@ -152,9 +162,7 @@ def compare_versions(collection: Collection, folder: str | Path, candidate: str,
     if not ds.queries:
         raise InputError(f"{folder}: no {split} queries to compare index versions on")
     live = collection.live_version
-    chunk_ids = {c["chunk_id"] for c in collection.chunks()}
-    judged = {d for rel in ds.qrels.values() for d in rel}
-    level = "chunk" if judged & chunk_ids else "document"
+    level = qrels_level(ds.qrels, {c["chunk_id"] for c in collection.chunks()})
     runs = {v: version_run(collection, v, ds.queries, level=level) for v in (live, candidate)}
     return _compared(live, candidate, split, ds.qrels, runs, measure, alpha, plot, "source chunk")
 
