@@ -100,6 +100,11 @@ def given_judge(path: str) -> str:
     return path
 
 
+def gate_settings(args) -> GateSettings:
+    """The gate as ``ragtune adapt`` runs it, but for the teacher scale: it belongs to the judge."""
+    return GateSettings(teacher_scale=args.teacher_scale)
+
+
 def judge_tag(args) -> str:
     """What a teacher-judged step's name adds when ``--judge`` replaced the trained judge: its results
     are another judge's, never the cached ones."""
@@ -135,8 +140,8 @@ def probes_for(coll: Collection, prober, folder: Path, queries: QueryGenConfig, 
 
 
 def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Path, judge: str, name: str,
-              probe_set: str, scorer: Callable[[], Judge], gradings: tuple[str, ...], design: Path | None = None,
-              judge_tag: str = "") -> dict:
+              probe_set: str, scorer: Callable[[], Judge], gradings: tuple[str, ...], settings: GateSettings,
+              design: Path | None = None, judge_tag: str = "") -> dict:
     kind, config, what = CANDIDATES[name]
     if kind != "mnrl":
         step(f"{coll.name}: teacher scores ({kind})", lambda: score_with_teacher(
@@ -161,7 +166,7 @@ def candidate(step: Steps, home: Path, coll: Collection, folder: Path, real: Pat
     graded = {g: probe for g in gradings} if circular else \
         graded_probes(step, f"{coll.name}: {name}", coll, folder / "probes", v, scorer, probe_set + judge_tag, gradings)
     truth = step(f"{coll.name}: {name} real queries", lambda: compare_versions(coll, real, v, "test").to_dict())
-    row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, graded)
+    row = verdict_row(coll.name, name, what, trained, synth, probe, truth, source, graded, settings)
     if design is not None:
         d = step(f"{coll.name}: {name} design queries (train claims)",
                  lambda: compare_versions(coll, design, v, "test").to_dict())
@@ -235,14 +240,14 @@ def graded_probes(step: Steps, tag: str, coll: Collection, probes: Path, version
 
 
 def verdict_row(corpus_name: str, name: str, what: str, trained: dict, synth: dict, probe: dict, truth: dict,
-                source: dict, graded: dict[str, dict]) -> dict:
+                source: dict, graded: dict[str, dict], settings: GateSettings) -> dict:
     """One table row: the old gate (synthetic dev), the new gate (ragtune.gate on both signals), the truth;
     diagnostics the gate does not use: ``source``, the same probes judged by their source chunk alone
     (what the teacher's judging adds), ``graded``, judged by the teacher with the other gradings of
     ``GRADED`` (the next setting is chosen among them on the design corpora only)."""
     signals = {n: {k: s[k] for k in ("delta", "p_value", "ci", "queries", "judged_by") if k in s}
                for n, s in (("synthetic", synth), ("probes", probe))}
-    new = gate_verdict(signals, GateSettings())
+    new = gate_verdict(signals, settings)
     return {"corpus": corpus_name, "candidate": name, "what": what, **trained, "signals": signals,
             "old_gate_delta": synth["delta"], "old_gate_p": synth["p_value"], "old_gate_promote": synth["promote"],
             "probe_delta": probe["delta"], "probe_p": probe["p_value"], "probe_ci": probe["ci"],
@@ -269,7 +274,8 @@ def run_corpus(step: Steps, home: Path, name: str, generator, prober, judge: str
     probe_set = f"{args.probes}, {prober.name}"  # a step's name says which probes it measured on
     design = scifact_design_truth(home, real) if name == "scifact" and args.scifact_docs else None
     scorer = lazy_judge(coll, judge)
-    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, scorer, args.graded, design, judge_tag(args))
+    rows = [candidate(step, home, coll, folder, real, judge, c, probe_set, scorer, args.graded, gate_settings(args),
+                      design, judge_tag(args))
             for c in args.candidates.split(",")]
     coll.close()
     return rows
@@ -279,7 +285,7 @@ STYLES_HOME = CACHE / "query-styles"  # benchmarks/query_styles.py's home: issue
 
 
 def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradings: tuple[str, ...],
-                judge_tag: str = "") -> list[dict]:
+                settings: GateSettings, judge_tag: str = "") -> list[dict]:
     """The new gate on issue 18's candidates (benchmarks/query_styles.py: whole corpora, the trained
     writer's queries), their real-query Δ taken from query_styles.json. Their probes come from the
     same trained writer (``ragtune adapt``'s default: the loop's writer); kinds, wording and
@@ -308,7 +314,7 @@ def styles_rows(step: Steps, home: Path, prober, judge: str, probes: int, gradin
             truth = {"delta": d["delta"], "p_value": d["p_value"], "ci": d["ci"], "queries": result["queries"]}
             what = f"issue 18's query style, queries by {d.get('writer', 'the prompted writer')}"
             out.append(verdict_row(f"{name} (styles)", row, what, {"rows": d["rows"], "steps": d["steps"]},
-                                   synth, probe, truth, source, graded))
+                                   synth, probe, truth, source, graded, settings))
             if name == "scifact":  # a design truth for these too: SciFact's train claims
                 design = scifact_design_full(home, examples)
                 dt = step(f"{tag}: {row} design queries (train claims)",
@@ -356,14 +362,14 @@ def pearson(xs: list[float], ys: list[float]) -> str:
         return "n/a"
 
 
-def graded_verdict(row: dict, grading: str) -> bool:
+def graded_verdict(row: dict, grading: str, settings: GateSettings) -> bool:
     """Would the gate promote on the probes graded by ``grading`` (a what-if row)?"""
     probes = {**row["signals"]["probes"], "delta": row[f"probe_{grading}_delta"], "p_value": row[f"probe_{grading}_p"],
               "ci": row[f"probe_{grading}_ci"]}
-    return gate_verdict({**row["signals"], "probes": probes}, GateSettings())["promote"]
+    return gate_verdict({**row["signals"], "probes": probes}, settings)["promote"]
 
 
-def power_text(rows: list[dict], real_win: float = 0.01, scale: float = GateSettings().teacher_scale) -> str:
+def power_text(rows: list[dict], scale: float, real_win: float = 0.01) -> str:
     """How many probes find a ``real_win`` 4 times in 5 (two-sided 5%): from the per-probe SD of the
     teacher-judged Δ on ``rows`` (each read off its 95% CI: half-width / 1.96 × √n), the gain on
     probes being ``scale × real_win``. What ``ragtune adapt --probes``'s default rests on."""
@@ -377,13 +383,14 @@ def power_text(rows: list[dict], real_win: float = 0.01, scale: float = GateSett
 
 
 def report(rows: list[dict], seconds: dict[str, float], args) -> None:
+    settings = gate_settings(args)
     design_rows = [r for r in rows if r["corpus"] in DESIGN]
     rows = [r for r in rows if r["corpus"] not in DESIGN]  # the targets count the measured corpora only
     false, missed, wins = tally(rows, "gate_promote")
     old_false, old_missed, _ = tally(rows, "old_gate_promote")
     what_if = []
     for g, phrase in GRADED.items():
-        judged = [{**r, "p": graded_verdict(r, g)} for r in rows if f"probe_{g}_delta" in r]
+        judged = [{**r, "p": graded_verdict(r, g, settings)} for r in rows if f"probe_{g}_delta" in r]
         if judged:
             false_g, missed_g, wins_g = tally(judged, "p")
             what_if.append(f"| what if: the same gate on probes {phrase} ({len(judged)} candidates; not the gate) "
@@ -401,7 +408,7 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
              f"{r['probe_queries']} q, {r['probe_judged_by']})",
              "yes" if r["gate_promote"] else "no",
              f"{r['real_delta']:+.4f} ({r['real_p']:.3f}, {r['real_queries']} q)"] for r in rows]
-    sensitivity = [[m, *tally([{**r, "p": gate_verdict(r["signals"], GateSettings(min_effect=m))["promote"]}
+    sensitivity = [[m, *tally([{**r, "p": gate_verdict(r["signals"], replace(settings, min_effect=m))["promote"]}
                               for r in rows], "p")[:2]] for m in SENSITIVITY]
     agreement = [[label, len(rs), pearson([r[key] for r in rs], [r["real_delta"] for r in rs]),
                   f"{sum((r[key] > 0) == (r['real_delta'] > 0) for r in rs)} of {len(rs)}"]
@@ -412,7 +419,7 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
                *[f"{r[f'probe_{g}_delta']:+.4f} ({r[f'probe_{g}_p']:.3f})" if f"probe_{g}_delta" in r else "–"
                  for g in graded_names],
                "yes" if r["gate_promote"] else "no",
-               *["yes" if f"probe_{g}_delta" in r and graded_verdict(r, g) else "no" for g in graded_names]]
+               *["yes" if f"probe_{g}_delta" in r and graded_verdict(r, g, settings) else "no" for g in graded_names]]
               for truth, dk, pk, nk, rs in (("train claims", "design_delta", "design_p", "design_queries", rows),
                                             ("its questions", "real_delta", "real_p", "real_queries", design_rows))
               for r in rs if dk in r]
@@ -422,7 +429,7 @@ def report(rows: list[dict], seconds: dict[str, float], args) -> None:
     slope = (f"Over these {len(pairs)} teacher-judged candidates the probes' Δ runs at "
              f"{sum(t * p for t, p in pairs) / sum(t * t for t, _ in pairs):.2f} × the truth's Δ (least squares through 0): "
              "the gate's teacher scale (ragtune.gate.GateSettings.teacher_scale) is chosen here.") if pairs else ""
-    slope += power_text([r for _, r in teacher])
+    slope += power_text([r for _, r in teacher], settings.teacher_scale)
     design_text = f"""
 ## The gate's design corpora
 
@@ -454,7 +461,7 @@ hybrid) vs candidate (hybrid, as the pipeline searches); p: paired randomisation
 
 Targets: 0 false promotions; missed wins ≤ 1 in 5.
 
-How the new gate's counts move with its minimum effect, in real-query units (× {GateSettings().teacher_scale:g}
+How the new gate's counts move with its minimum effect, in real-query units (× {settings.teacher_scale:g}
 on teacher-judged probes). The default, 0.005, was set before these runs, its teacher scale on the design corpora
 (below); neither is chosen from this table: real-query results measure the gate, they never tune it.
 
@@ -490,6 +497,9 @@ def main() -> None:
                          "--judge-steps; it must not have seen a reported corpus (benchmarks/reranker.py's stage 1, "
                          "SQuAD's train articles only: benchmarks/.cache/reranker/stage1/model). The steps it "
                          "judges are cached apart from the trained judge's; everything else is reused")
+    ap.add_argument("--teacher-scale", type=float, default=GateSettings().teacher_scale,
+                    help="the gate's teacher scale (ragtune.gate.GateSettings): fitted per judge on the design corpora "
+                         "(0.25 for --judge-steps 250, gate_1000.md; 0.65 for the 1500-step stage 1, gate_judge1500.md)")
     ap.add_argument("--squad-queries", type=int, default=400)
     ap.add_argument("--scifact-docs", type=int, default=1500)
     ap.add_argument("--scifact-chunks", type=int, default=0, help="SciFact's own --chunks (0: --chunks)")
@@ -518,7 +528,7 @@ def main() -> None:
         rows += run_corpus(step, home, name, generator, prober, judge, args)
         report(rows, step.seconds(), args)  # a report after each corpus: a stopped run still has its figures
     if args.styles:
-        rows += styles_rows(step, home, prober, judge, args.probes, args.graded, judge_tag(args))
+        rows += styles_rows(step, home, prober, judge, args.probes, args.graded, gate_settings(args), judge_tag(args))
         report(rows, step.seconds(), args)
 
 

@@ -53,16 +53,20 @@ def test_a_gain_needs_its_interval_above_zero_and_the_minimum_effect():
 
 
 def test_the_minimum_effect_is_scaled_on_a_teachers_compressed_grades():
-    """A teacher's grades compress a Δ (about 4x on the design corpora): a +0.003 gain on teacher-judged
-    probes clears the scaled bar (0.005 × 0.25), the same +0.003 on source-chunk qrels does not."""
+    """A weak teacher's grades compress a Δ (about 4x for a 250-step judge on the design corpora): a
+    +0.003 gain on teacher-judged probes clears the scaled bar (0.005 × 0.25), the same +0.003 on
+    source-chunk qrels does not; the default scale (0.65, a 1500-step judge's) asks more of it."""
+    weak_judge = GateSettings(teacher_scale=0.25)
     small = _s(0.003, 0.001, 0.005, 0.002, queries=250)
-    judged = gate_verdict({"probes": dict(small, judged_by="teacher")}, GateSettings())
+    judged = gate_verdict({"probes": dict(small, judged_by="teacher")}, weak_judge)
     assert judged["promote"] and judged["signals"][0]["min_effect"] == pytest.approx(0.00125)
-    plain = gate_verdict({"probes": small}, GateSettings())
+    plain = gate_verdict({"probes": small}, weak_judge)
     assert not plain["promote"] and "below the minimum effect 0.005)" in plain["why"]
     tiny = gate_verdict({"probes": _s(0.001, 0.0002, 0.002, 0.01, queries=250) | {"judged_by": "teacher"}},
-                        GateSettings())
+                        weak_judge)
     assert not tiny["promote"] and "0.00125 = 0.005 × 0.25 on teacher grades" in tiny["why"]
+    default = gate_verdict({"probes": dict(small, judged_by="teacher")}, GateSettings())
+    assert not default["promote"] and "0.00325 = 0.005 × 0.65 on teacher grades" in default["why"]
     assert not gate_verdict({"probes": dict(small, judged_by="teacher")}, GateSettings(teacher_scale=1.0))["promote"]
 
 

@@ -99,7 +99,7 @@ class AdaptConfig:
     min_probe_queries: int = 20
     judge: str = "auto"
     min_effect: float = 0.005
-    teacher_scale: float = 0.25  # min_effect on teacher-judged probes is min_effect × this (ragtune.gate)
+    teacher_scale: float = 0.65  # min_effect on teacher-judged probes is min_effect × this (ragtune.gate)
     # Choose the retrieval settings (fusion, weights, depths) on the synthetic questions before any
     # model learns from them (ragtune.evaluate.tune): written only when they win, cross-fitted.
     tune: bool = True

@@ -20,9 +20,11 @@ The verdict: the strongest signal with enough queries decides (labelled > feedba
 synthetic); it must show a gain of at least ``min_effect`` whose 95% confidence interval lies
 above 0, with p below ``alpha``. ``min_effect`` is in the real queries' units; a teacher's grades
 compress a Δ (most pooled chunks come out "somewhat relevant"), so on a teacher-judged signal the
-bar is ``min_effect × teacher_scale``: the probes' Δ ran at 0.26 × the real queries' Δ over the 15
+bar is ``min_effect × teacher_scale``. How much a judge compresses depends on the judge: over the 15
 teacher-judged candidates of issue 25's design corpora (SciFact's train claims, SQuAD's dev
-articles; benchmarks/results/gate.md), hence 0.25 (measured for the absolute grades, the default).
+articles) the probes' Δ ran at 0.67 × the real queries' Δ judged by a 1500-step stage-1 reranker
+(benchmarks/results/gate_judge1500.md; 1500 is the stage-1 default of ``ragtune adapt``'s reranker),
+at 0.26 × by a 250-step one (gate_1000.md); hence 0.65, for the default judge and absolute grades.
 The others are heard: one that is significantly worse, or the probes pointing the other way,
 refuses ("signals disagree"). Every signal is listed with its size, Δ, interval, p and verdict.
 
@@ -61,7 +63,7 @@ class GateSettings:
     alpha: float = 0.05
     measure: str = "nDCG@10"
     min_effect: float = 0.005  # the smallest gain worth a new index version (real queries' nDCG@10)
-    teacher_scale: float = 0.25  # a teacher-judged Δ per real-query Δ (module docstring): scales min_effect
+    teacher_scale: float = 0.65  # a teacher-judged Δ per real-query Δ (module docstring): scales min_effect
     min_feedback_queries: int = 20
     min_probe_queries: int = 20
 
@@ -197,8 +199,8 @@ def compare_judged(collection: Collection, folder: str | Path, candidate: str, j
 def min_effect(s: dict, settings: Settings) -> float:
     """The smallest gain that counts on signal ``s``, in its own units (scaled on teacher grades).
 
-    >>> min_effect({"judged_by": "teacher"}, GateSettings()), min_effect({"judged_by": "source chunk"}, GateSettings())
-    (0.00125, 0.005)
+    >>> round(min_effect({"judged_by": "teacher"}, GateSettings()), 6), min_effect({"judged_by": "source chunk"}, GateSettings())
+    (0.00325, 0.005)
     """
     teacher = str(s.get("judged_by", "")).startswith("teacher")
     return settings.min_effect * (settings.teacher_scale if teacher else 1.0)

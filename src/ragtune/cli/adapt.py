@@ -51,7 +51,8 @@ def adapt(
     min_effect: Annotated[float, typer.Option(help="smallest nDCG@10 gain the gate promotes")] = 0.005,
     teacher_scale: Annotated[float, typer.Option(
         help="a teacher-judged Δ per real-query Δ: on teacher-judged probes the minimum effect is "
-        "min-effect × this (a teacher's grades compress a Δ)", min=0.0, max=1.0)] = 0.25,
+        "min-effect × this (a teacher's grades compress a Δ; 0.65 fitted for a 1500-step stage-1 judge, "
+        "0.25 for a weaker 250-step one)", min=0.0, max=1.0)] = 0.65,
     probe_writer: Annotated[Optional[str], typer.Option(
         "--probe-writer", help="who writes the probes: the loop's writer (default) | base (the model without "
         "its adapter) | an adapter name or folder, e.g. qgen from `ragtune train qgen` (local generator)")] = None,
