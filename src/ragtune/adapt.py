@@ -91,9 +91,10 @@ class AdaptConfig:
     # least min_effect with its 95% interval above 0. judge: auto = the collection's reranker, else
     # the one this loop trained; none = the probes' source chunks only; or a cross-encoder id/folder.
     # The prompted writer's probes ~half survive the form filters, the trained writer's nearly all.
-    # 1000: the per-probe SD of a teacher-judged Δ is ~0.03 on issue 25's design corpora, so a real
-    # +0.01 gain (+0.0025 on probes) needs ~1000-1300 probes to be found 4 times in 5; 200 found
-    # only gains of ~+0.02 (benchmarks/results/gate.md). Cost on 2 CPU cores: ~0.6 s a probe to
+    # 1000: on issue 25's design corpora a real +0.01 gain needs ~1100-1300 probes to be found 4 times
+    # in 5 (per-probe SD of a teacher-judged Δ ~0.078 and +0.0065 on probes with the default 1500-step
+    # judge; ~0.03 and +0.0025 with a 250-step one); 200 found only gains of ~+0.02
+    # (benchmarks/results/gate_judge1500.md, gate.md). Cost on 2 CPU cores: ~0.6 s a probe to
     # write, ~0.3 s to judge. A collection with fewer held-out chunks gets one probe per kind each.
     probes: int = 1000
     min_probe_queries: int = 20
