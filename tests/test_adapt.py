@@ -589,7 +589,8 @@ def test_synth_and_models_cli_end_to_end(scifact, home, chat_server):
     # held-out questions and keeps the rerank stage off even though --apply asked for it.
     rr = cli("train", "reranker", "--max-steps", "2", "--batch-size", "8", "--depth", "10", "--apply")
     assert rr["version"] == "v1" and rr["gate"]["queries"] == report["dev"] and rr["gate"]["depth"] == 10
-    assert rr["applied"] == rr["gate"]["enable"] and rr["gate"]["ms_per_query"] > 0
+    assert rr["applied"] == rr["verdict"]["promote"] and rr["gate"]["ms_per_query"] > 0
+    assert rr["verdict"]["decided_by"] == "synthetic"  # no probes written here
     from ragtune.collection import Collection
 
     with Collection.open(home, "sf") as coll:
