@@ -10,6 +10,8 @@ Systems (documents ranked by their best chunk; test qrels touch nothing but the 
   distill-hybrid-dense               embedder distilled from the hybrid fusion score (listwise KL)
   best-hybrid                        the embedder that wins on the *synthetic dev* questions, hybrid
   best-full                          best-hybrid + the reranker
+``--epochs 1,3`` trains each embedder recipe once per epoch count (``mnrl-dense-3ep``, …); all are
+candidates for best-*, chosen on synthetic dev.
 The synthetic questions come from benchmarks/qgen_writer.py's trained writer (``--writer trained``, the
 default since that writer passed its round-trip target; ``--writer prompted`` is the stock model).
 Each against base-hybrid with the paired randomisation test; the gate's own verdicts (reranker on
@@ -194,19 +196,42 @@ def reranker_for(step: Steps, home: Path, coll: Collection, folder: Path, args) 
     return {"path": path, "gate": gate}
 
 
+def epoch_counts(spec: str) -> list[float]:
+    """``--epochs 1,3`` → [1.0, 3.0]: the first count's embedders keep the systems' plain names (the
+    keys the issue names); each further count adds the three recipes again, as ``<system>-<n>ep``.
+    Every one is a candidate for ``best-*``, which the synthetic dev questions choose.
+
+    >>> epoch_counts("1,3")
+    [1.0, 3.0]
+    """
+    counts = [float(x) for x in spec.split(",") if x.strip()]
+    if not counts or min(counts) <= 0 or len(set(counts)) != len(counts):
+        raise SystemExit(f"--epochs {spec!r}: give distinct positive epoch counts, comma-separated (e.g. 1,3)")
+    return counts
+
+
+def ordered(systems) -> list[str]:
+    """The report's row order: SYSTEMS, each trained embedder followed by its other epoch counts."""
+    systems = list(systems)
+    return [v for s in SYSTEMS if s in systems for v in [s, *sorted(x for x in systems if x.startswith(f"{s}-"))]]
+
+
 def embedders(step: Steps, home: Path, coll: Collection, folder: Path, reranker: str, args) -> dict[str, dict]:
     """The three trained embedders, each with its shadow index version and its dev verdict."""
     step(f"{coll.name}: teacher scores (cross-encoder)",
          lambda: score_with_teacher(coll, folder, "cross-encoder", "train", reranker=reranker, on_progress=progress))
     step(f"{coll.name}: teacher scores (hybrid)", lambda: score_with_teacher(coll, folder, "hybrid", "train",
                                                                              on_progress=progress))
-    base = EmbedderTrainConfig(epochs=args.epochs)
-    recipes = {
-        "mnrl-dense": (lambda: training_rows(folder, "train", 1), base),
-        "distill-ce-dense": (lambda: distillation_rows(folder, "cross-encoder", "train", 3), replace(base, loss="margin-mse")),
-        "distill-hybrid-dense": (lambda: distillation_rows(folder, "hybrid", "train", 3),
-                                 replace(base, loss="kl", kl_teacher_temperature=0.05)),
-    }
+    recipes = {}
+    for n, epochs in enumerate(epoch_counts(args.epochs)):
+        base, tag = EmbedderTrainConfig(epochs=epochs), "" if n == 0 else f"-{epochs:g}ep"
+        recipes |= {
+            f"mnrl-dense{tag}": (lambda: training_rows(folder, "train", 1), base),
+            f"distill-ce-dense{tag}": (lambda: distillation_rows(folder, "cross-encoder", "train", 3),
+                                       replace(base, loss="margin-mse")),
+            f"distill-hybrid-dense{tag}": (lambda: distillation_rows(folder, "hybrid", "train", 3),
+                                           replace(base, loss="kl", kl_teacher_temperature=0.05)),
+        }
     out = {}
     for system, (rows_of, config) in recipes.items():
         def train(rows_of=rows_of, config=config, system=system) -> dict:
@@ -251,7 +276,7 @@ def run_corpus(step: Steps, home: Path, name: str, generator, args) -> dict:
 def section(name: str, r: dict) -> str:
     rows = [[s, *(f"{r['scores'][s][m]:.4f}" for m in MEASURES),
              "" if s == "base-hybrid" else f"{r['vs_base_hybrid'][s]['delta']:+.4f}",
-             "" if s == "base-hybrid" else f"{r['vs_base_hybrid'][s]['p_value']:.4f}"] for s in SYSTEMS if s in r["scores"]]
+             "" if s == "base-hybrid" else f"{r['vs_base_hybrid'][s]['p_value']:.4f}"] for s in ordered(r["scores"])]
     g = r["reranker"]["gate"]
     dev = [[s, e["rows"], e["steps"], f"{e['dev']['delta']:+.4f}", f"{e['dev']['p_value']:.4f}", e["dev"]["promote"]]
            for s, e in r["embedders"].items()]
@@ -363,7 +388,7 @@ def main() -> None:
     ap.add_argument("--stage1-steps", type=int, default=1500, help="with --own-stage1 only")
     ap.add_argument("--own-stage1", action="store_true", help="train a stage-1 reranker here (smoke runs)")
     ap.add_argument("--stage2-steps", type=int, default=300)
-    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--epochs", default="1", help="embedder epochs; several (1,3) train each recipe once per count")
     ap.add_argument("--rerank-depth", type=int, default=RERANK_DEPTH, help="fused chunks the reranker rescores")
     ap.add_argument("--docs", type=int, default=0, help="smoke test: a SciFact slice of this many abstracts")
     ap.add_argument("--skip-embedders", action="store_true",
@@ -390,7 +415,7 @@ def main() -> None:
     results = {**{n: r for n, r in earlier.items() if n not in results}, **results}
     linked, linked_text = linked_results()
     path.write_text(json.dumps(
-        {name: {s: {m: r["scores"][s][m] for m in ("nDCG@10", "R@100")} for s in SYSTEMS if s in r["scores"]}
+        {name: {s: {m: r["scores"][s][m] for m in ("nDCG@10", "R@100")} for s in ordered(r["scores"])}
          for name, r in results.items()}
         | linked | {"details": results}, indent=2, default=str))
     seconds = [[k, v["seconds"]] for k, v in step.log.items()]
