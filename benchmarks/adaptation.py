@@ -11,7 +11,8 @@ Systems (documents ranked by their best chunk; test qrels touch nothing but the 
   best-hybrid                        the embedder that wins on the *synthetic dev* questions, hybrid
   best-full                          best-hybrid + the reranker
 ``--epochs 1,3`` trains each embedder recipe once per epoch count (``mnrl-dense-3ep``, …); all are
-candidates for best-*, chosen on synthetic dev.
+candidates for best-*, chosen on synthetic dev. ``--probes N`` also gates the reranker on probes (held-out
+documents, other kinds, as `ragtune adapt` writes them) and reports the verdict the product would reach.
 The synthetic questions come from benchmarks/qgen_writer.py's trained writer (``--writer trained``, the
 default since that writer passed its round-trip target; ``--writer prompted`` is the stock model).
 Each against base-hybrid with the paired randomisation test; the gate's own verdicts (reranker on
@@ -42,10 +43,12 @@ from ragtune.data.beir import BeirDataset, load_beir  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import doc_run, per_query, score_run  # noqa: E402
 from ragtune.evaluate.rerank import rerank_gate  # noqa: E402
+from ragtune.gate import GateSettings, gate_verdict  # noqa: E402
 from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
 from ragtune.synth.negatives import MiningConfig, mine_negatives, training_rows  # noqa: E402
+from ragtune.synth.probes import write_probes  # noqa: E402
 from ragtune.synth.queries import QueryGenConfig, generate_queries, qg_training_examples  # noqa: E402
 from ragtune.synth.teacher import distillation_rows, score_with_teacher  # noqa: E402
 from ragtune.train.embedder import EmbedderTrainConfig  # noqa: E402
@@ -161,9 +164,9 @@ def synthetic_set(step: Steps, coll: Collection, generator, chunks: int) -> Path
     return folder
 
 
-def reranker_for(step: Steps, home: Path, coll: Collection, folder: Path, args) -> dict:
+def reranker_for(step: Steps, home: Path, coll: Collection, folder: Path, generator, chunks: int, args) -> dict:
     """Stage 2 on this corpus' synthetic questions, from the SQuAD stage 1 (trained here if the
-    reranker benchmark has not left one)."""
+    reranker benchmark has not left one); gated on synthetic dev and, with ``--probes``, on probes."""
     def stage1() -> str:
         if STAGE1.exists():
             return str(STAGE1)
@@ -193,7 +196,16 @@ def reranker_for(step: Steps, home: Path, coll: Collection, folder: Path, args) 
     path = step(f"{coll.name}: reranker stage 2 (synthetic)", stage2)
     gate = step(f"{coll.name}: rerank gate (synthetic dev)",
                 lambda: rerank_gate(coll, folder, path, args.rerank_depth, on_progress=progress).to_dict())
-    return {"path": path, "gate": gate}
+    signals = {"synthetic": gate}
+    if args.probes > 0:
+        # What `ragtune adapt` decides with: probes written for held-out documents, of other kinds
+        # than the training questions, decide when there are enough (ragtune.gate); synthetic is heard.
+        step(f"{coll.name}: probes ({args.probes})", lambda: write_probes(
+            coll, generator, folder, QueryGenConfig(max_chunks=chunks), FilterConfig(), args.probes, progress))
+        signals["probes"] = step(f"{coll.name}: rerank gate (probes {args.probes})", lambda: rerank_gate(
+            coll, folder / "probes", path, args.rerank_depth, on_progress=progress).to_dict())
+    verdict = gate_verdict(signals, GateSettings(measure="MRR@depth"))
+    return {"path": path, "gate": gate, "probes_gate": signals.get("probes"), "verdict": verdict}
 
 
 def epoch_counts(spec: str) -> list[float]:
@@ -250,8 +262,9 @@ def embedders(step: Steps, home: Path, coll: Collection, folder: Path, reranker:
 
 def run_corpus(step: Steps, home: Path, name: str, generator, args) -> dict:
     coll, ds = corpus(step, home, name, args)
-    folder = synthetic_set(step, coll, generator, args.chunks if name == "scifact" else args.covidqa_chunks)
-    rr = reranker_for(step, home, coll, folder, args)
+    chunks = args.chunks if name == "scifact" else args.covidqa_chunks
+    folder = synthetic_set(step, coll, generator, chunks)
+    rr = reranker_for(step, home, coll, folder, generator, chunks, args)
     rows = {"base-dense": ("v1", "dense", None), "base-hybrid": ("v1", "hybrid", None), "rerank": ("v1", "hybrid", rr["path"])}
     trained: dict[str, dict] = {}
     best = None
@@ -273,6 +286,16 @@ def run_corpus(step: Steps, home: Path, name: str, generator, args) -> dict:
             "vs_base_hybrid": {s: {"delta": c.delta, "ci": [c.ci_low, c.ci_high], "p_value": c.p_value} for s, c in vs.items()}}
 
 
+def probe_line(rr: dict) -> str:
+    """The reranker's gate as `ragtune adapt` decides it (probes first), when this run wrote probes."""
+    p, v = rr.get("probes_gate"), rr.get("verdict")
+    if not p or not v:
+        return "No probes written in this run (`--probes N` adds them): the synthetic gate is the only signal."
+    return (f"On {p['queries']} probes (held-out documents, other kinds; source chunk): MRR {p['mrr_before']:.3f} → "
+            f"{p['mrr_after']:.3f}, p = {p['p_value']:.4f}. The product's verdict (`ragtune adapt`): "
+            f"{'switch it on' if v['promote'] else 'keep it off'} — {v['why']}.")
+
+
 def section(name: str, r: dict) -> str:
     rows = [[s, *(f"{r['scores'][s][m]:.4f}" for m in MEASURES),
              "" if s == "base-hybrid" else f"{r['vs_base_hybrid'][s]['delta']:+.4f}",
@@ -291,6 +314,7 @@ Best embedder on the synthetic dev questions: `{r['best'] or 'not trained in thi
 MRR {g['mrr_before']:.3f} → {g['mrr_after']:.3f} (cross-fitted over the first stage's weight), p = {g['p_value']:.4f},
 {g['ms_per_query']:.0f} ms/question → enable: {g['enable']}; first-stage weight served: {g.get('first_stage_weight', 0.0):g};
 MRR by weight (0 = the reranker's order alone): {json.dumps(g.get('mrr_by_weight', {}))}.
+{probe_line(r['reranker'])}
 
 {table(["embedder", "rows", "steps", "dev Δ nDCG@10 vs live", "dev p", "gate would promote"], dev)}
 """
@@ -389,6 +413,8 @@ def main() -> None:
     ap.add_argument("--own-stage1", action="store_true", help="train a stage-1 reranker here (smoke runs)")
     ap.add_argument("--stage2-steps", type=int, default=300)
     ap.add_argument("--epochs", default="1", help="embedder epochs; several (1,3) train each recipe once per count")
+    ap.add_argument("--probes", type=int, default=0,
+                    help="probe chunks for the reranker's gate, as `ragtune adapt` writes them (0: synthetic dev only)")
     ap.add_argument("--rerank-depth", type=int, default=RERANK_DEPTH, help="fused chunks the reranker rescores")
     ap.add_argument("--docs", type=int, default=0, help="smoke test: a SciFact slice of this many abstracts")
     ap.add_argument("--skip-embedders", action="store_true",
