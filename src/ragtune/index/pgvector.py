@@ -281,9 +281,11 @@ class PgVectorStore:
                 visible = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {self.table} WHERE {where} LIMIT %s) s",
                                             [*params, self.config.exact_below]).fetchone()[0]
                 if visible < self.config.exact_below:
-                    # MATERIALIZED: the planner may not push the ORDER BY back into the HNSW index.
+                    # MATERIALIZED: the planner may not push the ORDER BY back into the HNSW index. Exact
+                    # search, so ties (equal vectors) can be broken by id: one order on every call.
                     sql = (f"WITH visible AS MATERIALIZED (SELECT id, embedding, payload FROM {self.table} WHERE {where}) "
-                           f"SELECT id, 1 - (embedding <=> %s) AS score, payload FROM visible ORDER BY embedding <=> %s LIMIT %s")
+                           f"SELECT id, 1 - (embedding <=> %s) AS score, payload FROM visible "
+                           f"ORDER BY embedding <=> %s, id LIMIT %s")
                     args = [*params, vector, vector, k]
                 else:
                     conn.execute(f"SET LOCAL hnsw.iterative_scan = {self.config.iterative_scan}")
@@ -303,7 +305,9 @@ class PgVectorStore:
         t, k1, b = self.table, self.bm25.k1, self.bm25.b
         where, params = self._where(query)
         # df from the postings' (term, id) key; the chunk table only for the matching chunks'
-        # length and ACL. Ties broken by id, so every backend call returns one order.
+        # length and ACL. Ties broken by id, so every backend call returns one order; the sum is
+        # compared rounded because its last bits follow the plan's aggregation order (the query with
+        # dense scores plans differently), which flipped equal scores' order and so the fused ranks.
         sql = f"""
             WITH s AS (SELECT n::float8 AS n, greatest(total, 1)::float8 / greatest(n, 1) AS avg_len FROM {t}_s),
                  df AS (SELECT p.term, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf
@@ -311,7 +315,7 @@ class PgVectorStore:
                  m AS (SELECT p.id, sum(df.idf * p.tf / (p.tf + {k1} * (1 - {b} + {b} * c.doc_len / s.avg_len))) AS score
                        FROM {t}_t p JOIN df ON df.term = p.term JOIN {t} c ON c.id = p.id CROSS JOIN s
                        WHERE {where} GROUP BY p.id)
-            SELECT m.id, m.score, c.payload{{dense}} FROM m JOIN {t} c ON c.id = m.id ORDER BY m.score DESC, m.id LIMIT %s"""
+            SELECT m.id, m.score, c.payload{{dense}} FROM m JOIN {t} c ON c.id = m.id ORDER BY round(m.score::numeric, 9) DESC, m.id LIMIT %s"""
         with self.pool.connection() as conn:
             if not dense_scores or query.vector is None:
                 return _hits(conn.execute(sql.format(dense=""), [terms, *params, k]).fetchall(), "bm25")
