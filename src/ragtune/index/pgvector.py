@@ -307,7 +307,7 @@ class PgVectorStore:
         # df from the postings' (term, id) key; the chunk table only for the matching chunks'
         # length and ACL. Ties broken by id, so every backend call returns one order; the sum is
         # compared rounded because its last bits follow the plan's aggregation order (the query with
-        # dense scores plans differently), which flipped equal scores' order and so the fused ranks.
+        # dense scores plans differently), which can flip equal scores' order and so the fused ranks.
         sql = f"""
             WITH s AS (SELECT n::float8 AS n, greatest(total, 1)::float8 / greatest(n, 1) AS avg_len FROM {t}_s),
                  df AS (SELECT p.term, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf
