@@ -36,14 +36,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import CACHE, DATA, RESULTS, Steps, progress, table, trained_writer, write_report  # noqa: E402
 
-from ragtune.adapt import compare_versions  # noqa: E402
+from ragtune.adapt import compare_versions, rerank_verdict  # noqa: E402
 from ragtune.collection import Collection  # noqa: E402
 from ragtune.collection.shadow import build_shadow  # noqa: E402
 from ragtune.data.beir import BeirDataset, load_beir  # noqa: E402
 from ragtune.evaluate.compare import compare_paired  # noqa: E402
 from ragtune.evaluate.ir import doc_run, per_query, score_run  # noqa: E402
 from ragtune.evaluate.rerank import rerank_gate  # noqa: E402
-from ragtune.gate import GateSettings, gate_verdict  # noqa: E402
 from ragtune.ingest.sync import ingest  # noqa: E402
 from ragtune.retrieve import Searcher  # noqa: E402
 from ragtune.synth.filters import FilterConfig, filter_queries  # noqa: E402
@@ -204,7 +203,7 @@ def reranker_for(step: Steps, home: Path, coll: Collection, folder: Path, genera
             coll, generator, folder, QueryGenConfig(max_chunks=chunks), FilterConfig(), args.probes, progress))
         signals["probes"] = step(f"{coll.name}: rerank gate (probes {args.probes})", lambda: rerank_gate(
             coll, folder / "probes", path, args.rerank_depth, on_progress=progress).to_dict())
-    verdict = gate_verdict(signals, GateSettings(measure="MRR@depth"))
+    verdict = rerank_verdict(signals)  # the product's own rule, so the report says what it would do
     return {"path": path, "gate": gate, "probes_gate": signals.get("probes"), "verdict": verdict}
 
 

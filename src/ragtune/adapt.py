@@ -345,6 +345,12 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rerank_verdict(signals: dict[str, dict], alpha: float = 0.05) -> dict:
+    """Whether the rerank stage goes on, from ``rerank_gate`` results keyed ``synthetic`` and (when
+    the loop wrote them) ``probes``: the gate's rule on MRR over the reranked depth."""
+    return gate_verdict(signals, GateSettings(alpha=alpha, measure="MRR@depth"))
+
+
 def train_gated_reranker(collection: Collection, home: str | Path | None, folder: str | Path,
                          config: RerankerTrainConfig, base: str = "all-MiniLM-L6-v2", num_negatives: int = 3,
                          depth: int = 50, alpha: float = 0.05, squad: str | Path | None = None,
@@ -384,7 +390,7 @@ def train_gated_reranker(collection: Collection, home: str | Path | None, folder
     if (probes / "qrels" / "dev.tsv").exists() and len(read_qrels(probes, "dev")) >= 2:
         signals["probes"] = rerank_gate(collection, probes, meta["path"], depth, alpha=alpha,
                                         on_progress=on_progress).to_dict()
-    verdict = gate_verdict(signals, GateSettings(alpha=alpha, measure="MRR@depth"))
+    verdict = rerank_verdict(signals, alpha)
     ModelRegistry(home, "reranker", collection.name).update(meta["version"], gate=gate.to_dict(), stage1=stage1 or None,
                                                             verdict=verdict)
     # The verdict decides, as for the embedder: with probes written, an inconclusive synthetic dev set
